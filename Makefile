@@ -1,0 +1,31 @@
+# Pulse: every command a developer or CI needs. See README.md.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+CARGO ?= cargo
+
+# Runs a step and prints how long it took: $(call timed,label,command)
+timed = start=$$SECONDS; $(2); echo "[make] $(1) took $$((SECONDS - start))s"
+
+.PHONY: all env lint fmt test test-only
+
+all: test
+
+## env: build (first run) or check (cached) the local stack of real servers
+env:
+	@$(call timed,env,bash tests/env/build-stack.sh)
+
+## fmt: format the code
+fmt:
+	$(CARGO) fmt --all
+
+## lint: formatting check and clippy with warnings as errors
+lint:
+	@$(call timed,fmt --check,$(CARGO) fmt --all --check)
+	@$(call timed,clippy,$(CARGO) clippy --workspace --all-targets --locked -- -D warnings)
+
+## test-only: run every test (the stack must be built)
+test-only:
+	@$(call timed,tests,$(CARGO) test --workspace --locked)
+
+## test: build the stack, lint, and run every test
+test: env lint test-only
