@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Runs a step and prints how long it took: $(call timed,label,command)
 timed = start=$$SECONDS; $(2); echo "[make] $(1) took $$((SECONDS - start))s"
 
-.PHONY: all env lint fmt test test-only
+.PHONY: all env lint fmt crds test test-only
 
 all: test
 
@@ -17,6 +17,10 @@ env:
 ## fmt: format the code
 fmt:
 	$(CARGO) fmt --all
+
+## crds: regenerate crds/*.yaml from the Rust types (a test fails when they differ)
+crds:
+	$(CARGO) run -q -p pulse-crds --bin crdgen
 
 ## lint: formatting check and clippy with warnings as errors
 lint:

@@ -3,7 +3,14 @@
 //! retention, cohort and trend engines.
 //!
 //! Everything here is a pure function of its inputs so it can be unit- and property-tested
-//! without servers; the services and the operator do the I/O around it.
+//! without servers; the services and the operator do the I/O around it. Types that users
+//! write (a funnel definition, a duration, a property path) carry their JSON schema, with
+//! the CEL rules the Kubernetes API server enforces, so the CRDs reuse them as they are.
+
+pub mod duration;
+pub mod funnel;
+pub mod property;
+pub mod validation;
 
 /// The version of the pipeline-config document this build reads and writes.
 pub const PIPELINE_CONFIG_VERSION: u32 = 1;

@@ -105,6 +105,13 @@ impl KubeStack {
         SHARED.get_or_try_init(|| KubeStack::start(KubeOptions::full())).await
     }
 
+    /// One API server (etcd and kube-apiserver only) shared by every test of this test
+    /// binary, for tests of CRDs, validation and server-side apply that need no pods.
+    pub async fn shared_api_only() -> Result<&'static KubeStack> {
+        static SHARED: tokio::sync::OnceCell<KubeStack> = tokio::sync::OnceCell::const_new();
+        SHARED.get_or_try_init(|| KubeStack::start(KubeOptions::api_only())).await
+    }
+
     /// An admin client (member of `system:masters`) for the current tokio runtime.
     pub async fn client(&self) -> Result<kube::Client> {
         client_from_yaml(&self.kubeconfig_yaml).await
