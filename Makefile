@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Runs a step and prints how long it took: $(call timed,label,command)
 timed = start=$$SECONDS; $(2); echo "[make] $(1) took $$((SECONDS - start))s"
 
-.PHONY: all env lint fmt crds test test-only
+.PHONY: all env lint fmt crds test test-only bench-ingest
 
 all: test
 
@@ -33,3 +33,7 @@ test-only:
 
 ## test: build the stack, lint, and run every test
 test: env lint test-only
+
+## bench-ingest: raw Redis XADD throughput vs. the ingest path, side by side
+bench-ingest: env
+	@bash tests/bench/ingest.sh

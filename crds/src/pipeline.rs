@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
+use pulse_core::config::{Durability, IngestLimits, RateLimit, RollupInterval};
 use pulse_core::duration::DurationSpec;
 use pulse_core::property::PropertyPath;
 use schemars::JsonSchema;
@@ -92,7 +93,7 @@ pub struct IngestSpec {
     pub autoscaling: Option<AutoscalingSpec>,
     /// The tenant's rate limit across all ingest pods; none by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_limit: Option<RateLimitSpec>,
+    pub rate_limit: Option<RateLimit>,
     /// Limits on what one request and one event may hold. Anything over a limit is refused
     /// with an error naming it, never cut.
     #[serde(default)]
@@ -125,95 +126,6 @@ fn one() -> i32 {
 
 fn default_cpu_target() -> i32 {
     70
-}
-
-/// A token bucket shared by the tenant's ingest pods.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [
-    { "rule": "!has(self.burst) || self.burst >= self.eventsPerSecond", "message": "burst must be at least eventsPerSecond", "fieldPath": ".burst" }
-]))]
-pub struct RateLimitSpec {
-    /// Sustained events per second; more get 429 with Retry-After.
-    #[schemars(range(min = 1, max = 10_000_000))]
-    pub events_per_second: i64,
-    /// Events allowed at once above the sustained rate (default: one second's worth).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 100_000_000))]
-    pub burst: Option<i64>,
-}
-
-/// Input limits. Anything over a limit is refused with an error naming it, never cut.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [
-    { "rule": "self.maxEventBytes <= self.maxBodyBytes", "message": "maxEventBytes must not exceed maxBodyBytes", "fieldPath": ".maxEventBytes" }
-]))]
-pub struct IngestLimits {
-    /// Largest request body in bytes, after gzip decompression (default 1 MiB).
-    #[serde(default = "default_max_body_bytes")]
-    #[schemars(range(min = 1024, max = 67_108_864))]
-    pub max_body_bytes: i64,
-    /// Most events in one batch request (default 1000).
-    #[serde(default = "default_max_events_per_batch")]
-    #[schemars(range(min = 1, max = 10_000))]
-    pub max_events_per_batch: i32,
-    /// Largest single event, as JSON, in bytes (default 32 KiB).
-    #[serde(default = "default_max_event_bytes")]
-    #[schemars(range(min = 256, max = 1_048_576))]
-    pub max_event_bytes: i64,
-    /// Most properties in one event, counting nested keys (default 256).
-    #[serde(default = "default_max_properties")]
-    #[schemars(range(min = 1, max = 10_000))]
-    pub max_properties: i32,
-    /// Deepest nesting of objects and arrays in properties (default 5).
-    #[serde(default = "default_max_property_depth")]
-    #[schemars(range(min = 1, max = 32))]
-    pub max_property_depth: i32,
-    /// Longest event name, distinct_id, event_id or property key, in characters (default 200).
-    #[serde(default = "default_max_name_length")]
-    #[schemars(range(min = 8, max = 1024))]
-    pub max_name_length: i32,
-    /// How far in the future an event's timestamp may be (default "1h"). Older than the
-    /// storage retention is always refused.
-    #[serde(default = "default_max_future_skew")]
-    pub max_future_skew: DurationSpec,
-}
-
-fn default_max_body_bytes() -> i64 {
-    1_048_576
-}
-fn default_max_events_per_batch() -> i32 {
-    1000
-}
-fn default_max_event_bytes() -> i64 {
-    32_768
-}
-fn default_max_properties() -> i32 {
-    256
-}
-fn default_max_property_depth() -> i32 {
-    5
-}
-fn default_max_name_length() -> i32 {
-    200
-}
-fn default_max_future_skew() -> DurationSpec {
-    DurationSpec::hours(1)
-}
-
-impl Default for IngestLimits {
-    fn default() -> Self {
-        IngestLimits {
-            max_body_bytes: default_max_body_bytes(),
-            max_events_per_batch: default_max_events_per_batch(),
-            max_event_bytes: default_max_event_bytes(),
-            max_properties: default_max_properties(),
-            max_property_depth: default_max_property_depth(),
-            max_name_length: default_max_name_length(),
-            max_future_skew: default_max_future_skew(),
-        }
-    }
 }
 
 /// The Redis buffer between ingest and the processor.
@@ -301,17 +213,6 @@ fn default_redis_storage() -> String {
 
 fn default_redis_memory() -> String {
     "1Gi".to_string()
-}
-
-/// How durable an event is when ingest acknowledges it.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum Durability {
-    /// Append-only file fsynced every second.
-    #[default]
-    Fast,
-    /// Fsynced (or replicated) before every acknowledgement.
-    Strict,
 }
 
 /// A key of a Secret in the pipeline's namespace.
@@ -433,15 +334,6 @@ impl Default for RollupsSpec {
     fn default() -> Self {
         RollupsSpec { intervals: default_intervals(), numeric_properties: Vec::new() }
     }
-}
-
-/// A rollup interval, in the pipeline's time zone.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum RollupInterval {
-    Minute,
-    Hour,
-    Day,
 }
 
 /// Grafana dashboards.

@@ -1,0 +1,2 @@
+//! Load generator for Pulse ingest (being written).
+fn main() {}
