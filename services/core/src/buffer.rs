@@ -19,6 +19,13 @@ pub fn stream_key(tenant: &str, partition: u32) -> String {
     format!("pulse:{{{tenant}:{partition}}}:events")
 }
 
+/// The count of unprocessed events of one partition, kept beside its stream (same hash
+/// tag, so a script updates both atomically, also on a Redis Cluster): ingest adds the
+/// events it appends, the processor subtracts the events it has stored and deleted.
+pub fn backlog_key(tenant: &str, partition: u32) -> String {
+    format!("pulse:{{{tenant}:{partition}}}:backlog")
+}
+
 /// The key of the tenant's shared rate-limit bucket.
 pub fn rate_limit_key(tenant: &str) -> String {
     format!("pulse:{{{tenant}}}:rate-limit")
@@ -77,6 +84,7 @@ mod tests {
     #[test]
     fn keys_carry_a_hash_tag_per_tenant_and_partition() {
         assert_eq!(stream_key("acme", 3), "pulse:{acme:3}:events");
+        assert_eq!(backlog_key("acme", 3), "pulse:{acme:3}:backlog");
         assert_eq!(rate_limit_key("acme"), "pulse:{acme}:rate-limit");
     }
 

@@ -10,6 +10,7 @@
 pub mod buffer;
 pub mod config;
 pub mod duration;
+pub mod event;
 pub mod funnel;
 pub mod property;
 pub mod validation;

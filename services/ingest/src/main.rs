@@ -1,15 +1,56 @@
-//! HTTP ingest: accepts events over HTTP with the pipeline's write key, validates them, and
-//! appends them to the tenant's Redis stream partitions, acknowledging only when durable.
+//! The pulse-ingest binary: parses the command line, sets up logging and signals, and runs
+//! ingest until SIGTERM or Ctrl-C.
+
+use std::process::ExitCode;
 
 use clap::Parser;
+use pulse_ingest::settings::{Args, LogFormat};
+use pulse_ingest::{Settings, run};
 
-/// Command-line configuration of pulse-ingest.
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Args {}
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("pulse-ingest: cannot listen on {}: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(Settings::from(&args), listener, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pulse-ingest: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
-fn main() {
-    let _args = Args::parse();
-    eprintln!("pulse-ingest: not built yet; see its issue");
-    std::process::exit(2);
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
 }

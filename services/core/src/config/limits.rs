@@ -115,7 +115,6 @@ pub enum RollupInterval {
     Day,
 }
 
-
 impl IngestLimits {
     /// Checks the bounds the CRD schema states, for configs written by hand.
     pub(crate) fn validate_into(&self, field: &str, errors: &mut crate::validation::Errors) {

@@ -203,10 +203,16 @@ impl PipelineConfig {
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut errors = Errors::default();
         if self.version != crate::PIPELINE_CONFIG_VERSION {
-            errors.add("version", format!("this build reads version {}, not {}", crate::PIPELINE_CONFIG_VERSION, self.version));
+            errors.add(
+                "version",
+                format!("this build reads version {}, not {}", crate::PIPELINE_CONFIG_VERSION, self.version),
+            );
         }
         if !is_tenant_id(&self.tenant) {
-            errors.add("tenant", "1-63 lowercase letters, digits and '-', starting and ending with a letter or digit");
+            errors.add(
+                "tenant",
+                "1-63 lowercase letters, digits and '-', starting and ending with a letter or digit",
+            );
         }
         if !(1..=MAX_PARTITIONS).contains(&self.buffer.partitions) {
             errors.add("buffer.partitions", format!("1 to {MAX_PARTITIONS}"));
@@ -280,7 +286,8 @@ funnels:
 
     #[test]
     fn reports_every_problem_with_its_field() {
-        let bad = EXAMPLE.replace("tenant: acme", "tenant: Acme_Corp").replace("partitions: 8", "partitions: 0");
+        let bad =
+            EXAMPLE.replace("tenant: acme", "tenant: Acme_Corp").replace("partitions: 8", "partitions: 0");
         let err = PipelineConfig::parse(&bad).expect_err("invalid");
         let message = err.to_string();
         assert!(message.contains("tenant:") && message.contains("buffer.partitions:"), "{message}");

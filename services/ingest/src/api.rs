@@ -1,0 +1,403 @@
+//! The HTTP API of ingest: `POST /v1/events` and `POST /v1/batch`, plus health, metrics
+//! and the OpenAPI document.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use pulse_core::buffer::{BufferedEvent, partition_of};
+use pulse_core::event::{EventError, EventRules};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::{OpenApi, ToSchema};
+
+use crate::buffer::{Buffer, BufferError, PartitionEntry};
+use crate::error::{RequestError, RequestErrorCode};
+use crate::keys::KeyRing;
+use crate::metrics::{Endpoint, Metrics, Reason};
+use crate::rate_limit::{Decision, RateLimiter};
+
+/// Everything a request needs, shared.
+pub struct Ingest {
+    pub tenant: String,
+    pub partitions: u32,
+    pub rules: EventRules,
+    pub max_body_bytes: usize,
+    pub max_events_per_batch: usize,
+    pub high_water_mark: u64,
+    pub keys: KeyRing,
+    pub buffer: Arc<Buffer>,
+    pub rate_limiter: Option<RateLimiter>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The routes of ingest.
+pub fn router(ingest: Arc<Ingest>) -> Router {
+    Router::new()
+        .route("/v1/events", post(post_event))
+        .route("/v1/batch", post(post_batch))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .fallback(|| async {
+            RequestError::new(RequestErrorCode::NotFound, "no such endpoint; see /openapi.json")
+        })
+        .method_not_allowed_fallback(|| async {
+            RequestError::new(RequestErrorCode::MethodNotAllowed, "this endpoint does not take that method")
+        })
+        .with_state(ingest)
+}
+
+/// An event as clients send it (documentation of the accepted shape; parsing is by hand so
+/// each problem is reported with its field).
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct EventInput {
+    /// Your id for this event: the deduplication key, so retries are stored once. Without
+    /// one, ingest generates an id and retries of the event are NOT deduplicated.
+    event_id: Option<String>,
+    /// The event name, e.g. `signed_up`.
+    event: String,
+    /// The user the event is about.
+    distinct_id: String,
+    /// When it happened: RFC 3339 with an offset, or integer epoch milliseconds. Default:
+    /// the receive time.
+    timestamp: Option<serde_json::Value>,
+    /// Any JSON object.
+    properties: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A batch of events: `{"batch": [...]}` (a bare JSON array is accepted too).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchInput<'a> {
+    #[serde(borrow)]
+    #[schema(value_type = Vec<EventInput>)]
+    batch: Vec<&'a RawValue>,
+}
+
+/// The answer to an accepted request: events are durably in the buffer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    /// Events acknowledged.
+    pub accepted: usize,
+    /// Events refused; see `errors`.
+    pub rejected: usize,
+    /// One entry per refused event.
+    pub errors: Vec<IndexedEventError>,
+}
+
+/// A refused event of a batch.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct IndexedEventError {
+    /// The event's position in the batch, from 0.
+    pub index: usize,
+    /// A stable code: invalid_json, invalid_type, missing_field, unknown_field, empty,
+    /// too_long, event_too_large, too_deep, too_many_properties, invalid_timestamp,
+    /// timestamp_in_future, timestamp_too_old.
+    pub code: String,
+    /// The field within the event, e.g. `timestamp` or `properties.plan`.
+    pub field: String,
+    pub message: String,
+}
+
+impl IndexedEventError {
+    fn new(index: usize, e: EventError) -> Self {
+        IndexedEventError { index, code: e.code.as_str().to_string(), field: e.field, message: e.message }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Pulse ingest",
+        description = "Send events to one Pulse pipeline. 202 means durably buffered; every acknowledged event is stored exactly once, however often it is retried with the same event_id."
+    ),
+    paths(post_event, post_batch),
+    components(schemas(
+        EventInput,
+        Accepted,
+        IndexedEventError,
+        crate::error::ErrorResponse,
+        crate::error::ErrorDetail,
+        crate::error::RequestErrorCode
+    ))
+)]
+struct ApiDoc;
+
+/// Send one event.
+#[utoipa::path(
+    post, path = "/v1/events",
+    request_body(content = EventInput, content_type = "application/json", description = "One event; gzip with Content-Encoding: gzip"),
+    responses(
+        (status = 202, description = "Durably buffered", body = Accepted),
+        (status = 400, description = "Invalid JSON or event; `error.field` names the field and `errors[0].code` the event error", body = crate::error::ErrorResponse),
+        (status = 401, description = "Missing or wrong write key", body = crate::error::ErrorResponse),
+        (status = 413, description = "Body larger than the limit", body = crate::error::ErrorResponse),
+        (status = 415, description = "Unsupported Content-Type or Content-Encoding", body = crate::error::ErrorResponse),
+        (status = 429, description = "Rate limited or backlog full; retry after Retry-After seconds", body = crate::error::ErrorResponse),
+        (status = 503, description = "Buffer unavailable; nothing was acknowledged; retry after Retry-After", body = crate::error::ErrorResponse),
+    ),
+    security(("write_key" = []))
+)]
+async fn post_event(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let response = match ingest.accept_one(&headers, body).await {
+        Ok(accepted) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
+        Err(e) => ingest.refuse(e),
+    };
+    ingest
+        .metrics
+        .request_seconds
+        .get_or_create(&Endpoint { endpoint: "events" })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Send many events. Valid events are accepted even when others are refused; the answer
+/// lists each refused event by its index.
+#[utoipa::path(
+    post, path = "/v1/batch",
+    request_body(content = BatchInput, content_type = "application/json", description = "`{\"batch\": [event, ...]}`; gzip with Content-Encoding: gzip"),
+    responses(
+        (status = 202, description = "Valid events durably buffered; refused ones listed in `errors`", body = Accepted),
+        (status = 400, description = "Invalid JSON, not a batch, empty, or no valid event (then `errors` lists each)", body = crate::error::ErrorResponse),
+        (status = 401, description = "Missing or wrong write key", body = crate::error::ErrorResponse),
+        (status = 413, description = "Body, batch or burst too large", body = crate::error::ErrorResponse),
+        (status = 415, description = "Unsupported Content-Type or Content-Encoding", body = crate::error::ErrorResponse),
+        (status = 429, description = "Rate limited or backlog full; retry after Retry-After seconds", body = crate::error::ErrorResponse),
+        (status = 503, description = "Buffer unavailable; nothing was acknowledged; retry after Retry-After", body = crate::error::ErrorResponse),
+    ),
+    security(("write_key" = []))
+)]
+async fn post_batch(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let response = match ingest.accept_batch(&headers, body).await {
+        Ok(accepted) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
+        Err(e) => ingest.refuse(e),
+    };
+    ingest
+        .metrics
+        .request_seconds
+        .get_or_create(&Endpoint { endpoint: "batch" })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn readyz(State(ingest): State<Arc<Ingest>>) -> Response {
+    if ingest.buffer.is_ready() {
+        "ready".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}", ingest.buffer.not_ready_reason()))
+            .into_response()
+    }
+}
+
+async fn metrics(State(ingest): State<Arc<Ingest>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        ingest.metrics.encode(),
+    )
+        .into_response()
+}
+
+impl Ingest {
+    async fn accept_one(&self, headers: &HeaderMap, body: Body) -> Result<Accepted, RequestError> {
+        self.authorize(headers)?;
+        let bytes = crate::body::read(headers, body, self.max_body_bytes).await?;
+        let text = crate::body::utf8(&bytes)?;
+        let received_at = now_ms();
+        let event = self.rules.validate(text.trim(), received_at, &mut new_event_id).map_err(|e| {
+            self.metrics.events_rejected.get_or_create(&Reason { reason: e.code.as_str() }).inc();
+            let code = match e.code {
+                pulse_core::event::ErrorCode::InvalidJson => RequestErrorCode::InvalidJson,
+                _ => RequestErrorCode::InvalidBody,
+            };
+            let mut refused = RequestError::new(code, e.message.clone());
+            refused.field = (!e.field.is_empty()).then(|| e.field.clone());
+            refused.event_errors = vec![IndexedEventError::new(0, e)];
+            refused
+        })?;
+        self.store(vec![event]).await?;
+        Ok(Accepted { accepted: 1, rejected: 0, errors: Vec::new() })
+    }
+
+    async fn accept_batch(&self, headers: &HeaderMap, body: Body) -> Result<Accepted, RequestError> {
+        self.authorize(headers)?;
+        let bytes = crate::body::read(headers, body, self.max_body_bytes).await?;
+        let text = crate::body::utf8(&bytes)?;
+        let raw_events = parse_batch(text)?;
+        if raw_events.is_empty() {
+            return Err(
+                RequestError::new(RequestErrorCode::EmptyBatch, "the batch holds no events").field("batch")
+            );
+        }
+        if raw_events.len() > self.max_events_per_batch {
+            return Err(RequestError::new(
+                RequestErrorCode::TooManyEvents,
+                format!("{} events; a batch holds at most {}", raw_events.len(), self.max_events_per_batch),
+            )
+            .field("batch"));
+        }
+        self.metrics.batch_events.observe(raw_events.len() as f64);
+        let received_at = now_ms();
+        let mut valid = Vec::with_capacity(raw_events.len());
+        let mut errors = Vec::new();
+        for (index, raw) in raw_events.iter().enumerate() {
+            match self.rules.validate(raw.get(), received_at, &mut new_event_id) {
+                Ok(event) => valid.push(event),
+                Err(e) => {
+                    self.metrics.events_rejected.get_or_create(&Reason { reason: e.code.as_str() }).inc();
+                    errors.push(IndexedEventError::new(index, e));
+                }
+            }
+        }
+        if valid.is_empty() {
+            let mut refused =
+                RequestError::new(RequestErrorCode::NoValidEvents, "every event was refused; see errors");
+            refused.event_errors = errors;
+            return Err(refused);
+        }
+        let accepted = valid.len();
+        self.store(valid).await?;
+        Ok(Accepted { accepted, rejected: errors.len(), errors })
+    }
+
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), RequestError> {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match presented {
+            None => Err(RequestError::new(
+                RequestErrorCode::Unauthorized,
+                "send the pipeline's write key as `Authorization: Bearer <write key>`",
+            )
+            .field("Authorization")),
+            Some(key) if self.keys.accepts(key.as_bytes()) => Ok(()),
+            Some(_) => Err(RequestError::new(
+                RequestErrorCode::Unauthorized,
+                "this is not a write key of this pipeline",
+            )
+            .field("Authorization")),
+        }
+    }
+
+    /// Applies the rate limit and backpressure, then buffers the events grouped by
+    /// partition. Returns only when Redis confirmed every partition's entry.
+    async fn store(&self, events: Vec<BufferedEvent>) -> Result<(), RequestError> {
+        let count = events.len() as u64;
+        if !self.buffer.is_ready() {
+            return Err(unavailable(&self.buffer.not_ready_reason()));
+        }
+        if let Some(limiter) = &self.rate_limiter {
+            match self.buffer.take_tokens(limiter, count).await.map_err(|e| buffer_error(&e))? {
+                Decision::Allowed => {}
+                Decision::Wait(wait) => {
+                    return Err(RequestError::new(
+                        RequestErrorCode::RateLimited,
+                        "over the pipeline's rate limit; retry after Retry-After seconds",
+                    )
+                    .retry_after(wait.as_secs().max(1)));
+                }
+                Decision::TooLarge { burst } => {
+                    return Err(RequestError::new(
+                        RequestErrorCode::BatchExceedsBurst,
+                        format!(
+                            "{count} events exceed the rate limit's burst of {burst}; send smaller batches"
+                        ),
+                    )
+                    .field("batch"));
+                }
+            }
+        }
+        if self.buffer.backlog().saturating_add(count) > self.high_water_mark {
+            return Err(RequestError::new(
+                RequestErrorCode::BacklogFull,
+                "the pipeline's unprocessed backlog is at its high-water mark; retry after Retry-After seconds",
+            )
+            .retry_after(1));
+        }
+        let entries = self.entries(&events).map_err(|e| {
+            RequestError::new(RequestErrorCode::InvalidBody, format!("cannot encode the events: {e}"))
+        })?;
+        self.buffer.append(entries).await.map_err(|e| buffer_error(&e))?;
+        self.metrics.events_accepted.inc_by(count);
+        Ok(())
+    }
+
+    /// One stream entry per partition: its events as a JSON array.
+    fn entries(&self, events: &[BufferedEvent]) -> Result<Vec<PartitionEntry>, serde_json::Error> {
+        let mut by_partition: Vec<Option<PartitionEntry>> = (0..self.partitions).map(|_| None).collect();
+        for event in events {
+            let partition = partition_of(&event.distinct_id, self.partitions);
+            let slot = &mut by_partition[partition as usize];
+            let entry =
+                slot.get_or_insert_with(|| PartitionEntry { partition, payload: vec![b'['], events: 0 });
+            if entry.events > 0 {
+                entry.payload.push(b',');
+            }
+            serde_json::to_writer(&mut entry.payload, event)?;
+            entry.events += 1;
+        }
+        Ok(by_partition
+            .into_iter()
+            .flatten()
+            .map(|mut entry| {
+                entry.payload.push(b']');
+                entry
+            })
+            .collect())
+    }
+
+    fn refuse(&self, e: RequestError) -> Response {
+        self.metrics.requests_rejected.get_or_create(&Reason { reason: e.code.as_str() }).inc();
+        e.into_response()
+    }
+}
+
+fn unavailable(reason: &str) -> RequestError {
+    RequestError::new(RequestErrorCode::BufferUnavailable, format!("{reason}; nothing was acknowledged"))
+        .retry_after(1)
+}
+
+fn buffer_error(e: &BufferError) -> RequestError {
+    unavailable(&e.to_string())
+}
+
+/// `{"batch": [...]}` or a bare array, each event kept as its raw JSON text.
+fn parse_batch(text: &str) -> Result<Vec<&RawValue>, RequestError> {
+    let classify = |e: serde_json::Error| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Syntax | Category::Eof | Category::Io => {
+                RequestError::new(RequestErrorCode::InvalidJson, format!("the body is not valid JSON: {e}"))
+            }
+            Category::Data => RequestError::new(
+                RequestErrorCode::InvalidBody,
+                format!("a batch is {{\"batch\": [event, ...]}}: {e}"),
+            )
+            .field("batch"),
+        }
+    };
+    if text.trim_start().starts_with('[') {
+        serde_json::from_str::<Vec<&RawValue>>(text).map_err(classify)
+    } else {
+        serde_json::from_str::<BatchInput>(text).map(|b| b.batch).map_err(classify)
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn new_event_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

@@ -1,0 +1,349 @@
+//! The write side of the tenant's Redis buffer: appends one entry per partition, counts the
+//! backlog, and knows whether Redis is reachable and durable enough for the pipeline's mode.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use pulse_core::buffer::{ENTRY_FIELD, backlog_key, stream_key};
+use pulse_core::config::Durability;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+
+use crate::metrics::Metrics;
+
+/// How often the backlog and Redis's health are checked.
+const MONITOR_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Appends an entry and adds its event count to the partition's backlog, atomically.
+const APPEND_SCRIPT: &str = r"
+local id = redis.call('XADD', KEYS[1], '*', ARGV[1], ARGV[2])
+redis.call('INCRBY', KEYS[2], ARGV[3])
+return id
+";
+
+/// Why events could not be buffered. Nothing of the request is acknowledged.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BufferError {
+    #[error("the buffer (Redis) is unreachable: {0}")]
+    Unreachable(String),
+    #[error("the buffer (Redis) did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    NotDurable(String),
+}
+
+/// One partition's part of a request: its stream entry and how many events it holds.
+pub struct PartitionEntry {
+    pub partition: u32,
+    pub payload: Vec<u8>,
+    pub events: u64,
+}
+
+/// A connection to a single Redis or a Redis Cluster.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// How to reach the buffer.
+#[derive(Debug, Clone)]
+pub struct BufferSettings {
+    pub url: String,
+    pub cluster: bool,
+    pub tenant: String,
+    pub partitions: u32,
+    pub durability: Durability,
+    /// The longest a request waits on Redis before answering 503.
+    pub timeout: Duration,
+}
+
+/// The tenant's buffer, shared by all requests.
+pub struct Buffer {
+    settings: BufferSettings,
+    connection: RwLock<Option<Connection>>,
+    script: redis::Script,
+    /// Redis answered the last health check (and, in strict mode, is durable enough).
+    ready: AtomicBool,
+    /// Why the buffer is not ready, for /readyz and 503 messages.
+    not_ready_reason: RwLock<String>,
+    backlog: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+impl Buffer {
+    /// Creates the buffer and starts connecting in the background: ingest starts (and
+    /// answers 503) while Redis is still down.
+    pub fn start(settings: BufferSettings, metrics: Arc<Metrics>) -> Result<Arc<Self>, redis::RedisError> {
+        let buffer = Arc::new(Buffer {
+            connection: RwLock::new(None),
+            script: redis::Script::new(APPEND_SCRIPT),
+            ready: AtomicBool::new(false),
+            not_ready_reason: RwLock::new("not connected to Redis yet".to_string()),
+            backlog: AtomicU64::new(0),
+            metrics,
+            settings,
+        });
+        if !buffer.settings.cluster {
+            let client = redis::Client::open(buffer.settings.url.as_str())?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(buffer.settings.timeout))
+                .set_response_timeout(Some(buffer.settings.timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_secs(2));
+            let manager = ConnectionManager::new_lazy_with_config(client, config)?;
+            *buffer.connection.write().unwrap_or_else(|p| p.into_inner()) = Some(Connection::Single(manager));
+        }
+        tokio::spawn(Arc::clone(&buffer).monitor());
+        Ok(buffer)
+    }
+
+    /// Whether Redis is reachable (and durable enough for the pipeline's mode).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Why the buffer is not ready.
+    pub fn not_ready_reason(&self) -> String {
+        self.not_ready_reason.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The unprocessed events across partitions, as of the last check.
+    pub fn backlog(&self) -> u64 {
+        self.backlog.load(Ordering::Acquire)
+    }
+
+    /// Appends each partition's entry, concurrently (the connection pipelines them), and
+    /// returns once Redis confirmed every one. On any failure nothing may be acknowledged;
+    /// entries that did land are harmless duplicates when the client retries.
+    pub async fn append(&self, entries: Vec<PartitionEntry>) -> Result<(), BufferError> {
+        let Some(connection) = self.connection() else {
+            return Err(BufferError::Unreachable(self.not_ready_reason()));
+        };
+        let started = Instant::now();
+        let tenant = &self.settings.tenant;
+        let writes = entries.iter().map(|entry| {
+            let mut connection = connection.clone();
+            let mut invocation = self.script.prepare_invoke();
+            invocation
+                .key(stream_key(tenant, entry.partition))
+                .key(backlog_key(tenant, entry.partition))
+                .arg(ENTRY_FIELD)
+                .arg(entry.payload.as_slice())
+                .arg(entry.events);
+            async move { invocation.invoke_async::<String>(&mut connection).await }
+        });
+        let results = tokio::time::timeout(self.settings.timeout, join_all(writes))
+            .await
+            .map_err(|_| BufferError::Timeout(self.settings.timeout))?;
+        self.metrics.redis_seconds.observe(started.elapsed().as_secs_f64());
+        for result in results {
+            result.map_err(|e| BufferError::Unreachable(e.to_string()))?;
+        }
+        let added: u64 = entries.iter().map(|e| e.events).sum();
+        self.backlog.fetch_add(added, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Takes `events` tokens from the tenant's shared rate-limit bucket.
+    pub async fn take_tokens(
+        &self,
+        limiter: &crate::rate_limit::RateLimiter,
+        events: u64,
+    ) -> Result<crate::rate_limit::Decision, BufferError> {
+        let mut connection =
+            self.connection().ok_or_else(|| BufferError::Unreachable(self.not_ready_reason()))?;
+        tokio::time::timeout(self.settings.timeout, limiter.take(&mut connection, events))
+            .await
+            .map_err(|_| BufferError::Timeout(self.settings.timeout))?
+            .map_err(|e| BufferError::Unreachable(e.to_string()))
+    }
+
+    fn connection(&self) -> Option<Connection> {
+        self.connection.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_not_ready(&self, reason: String) {
+        let was_ready = self.ready.swap(false, Ordering::AcqRel);
+        let mut current = self.not_ready_reason.write().unwrap_or_else(|p| p.into_inner());
+        if was_ready || *current != reason {
+            tracing::warn!(reason = %reason, "buffer not ready");
+        }
+        *current = reason;
+    }
+
+    /// Connects (cluster), checks durability, and refreshes the backlog and readiness every
+    /// [`MONITOR_INTERVAL`] for as long as the process runs.
+    async fn monitor(self: Arc<Self>) {
+        let mut durability_checked = false;
+        let mut backoff = MONITOR_INTERVAL;
+        loop {
+            if self.connection().is_none() {
+                match self.connect_cluster().await {
+                    Ok(c) => *self.connection.write().unwrap_or_else(|p| p.into_inner()) = Some(c),
+                    Err(e) => {
+                        self.set_not_ready(format!("cannot connect to the Redis Cluster: {e}"));
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                }
+            }
+            backoff = MONITOR_INTERVAL;
+            match self.check().await {
+                Ok(()) if durability_checked => {}
+                Ok(()) => match self.check_durability().await {
+                    Ok(()) => durability_checked = true,
+                    Err(reason) => self.set_not_ready(reason),
+                },
+                Err(reason) => self.set_not_ready(reason),
+            }
+            if durability_checked && !self.is_ready() && self.check().await.is_ok() {
+                self.ready.store(true, Ordering::Release);
+                tracing::info!("buffer ready");
+            }
+            tokio::time::sleep(MONITOR_INTERVAL).await;
+        }
+    }
+
+    async fn connect_cluster(&self) -> Result<Connection, redis::RedisError> {
+        let client = redis::cluster::ClusterClientBuilder::new(vec![self.settings.url.as_str()])
+            .connection_timeout(self.settings.timeout)
+            .response_timeout(self.settings.timeout)
+            .build()?;
+        Ok(Connection::Cluster(client.get_async_connection().await?))
+    }
+
+    /// Reads every partition's backlog count; an error means Redis is not usable.
+    async fn check(&self) -> Result<(), String> {
+        let connection = self.connection().ok_or("not connected")?;
+        let tenant = &self.settings.tenant;
+        let reads = (0..self.settings.partitions).map(|p| {
+            let mut connection = connection.clone();
+            let key = backlog_key(tenant, p);
+            async move { redis::cmd("GET").arg(key).query_async::<Option<u64>>(&mut connection).await }
+        });
+        let results = tokio::time::timeout(self.settings.timeout, join_all(reads))
+            .await
+            .map_err(|_| format!("Redis did not answer within {:?}", self.settings.timeout))?;
+        let mut total = 0u64;
+        for result in results {
+            total += result.map_err(|e| format!("Redis is unreachable: {e}"))?.unwrap_or(0);
+        }
+        self.backlog.store(total, Ordering::Release);
+        self.metrics.backlog_events.set(i64::try_from(total).unwrap_or(i64::MAX));
+        Ok(())
+    }
+
+    /// Strict mode needs every acknowledged event on disk: Redis must run with
+    /// `appendonly yes` and `appendfsync always` (on every master of a cluster). Fast mode
+    /// only warns when Redis has no append-only file at all.
+    async fn check_durability(&self) -> Result<(), String> {
+        let mut connection = self.connection().ok_or("not connected")?;
+        let settings = match self.config_get(&mut connection, "append*").await {
+            Ok(settings) => settings,
+            Err(e) if self.settings.durability == Durability::Fast => {
+                tracing::warn!(error = %e, "cannot read Redis persistence settings; assuming AOF everysec");
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(format!("strict durability cannot verify Redis persistence (CONFIG GET): {e}"));
+            }
+        };
+        let all = |name: &str, wanted: &str| {
+            let values: Vec<&String> = settings.iter().filter(|(k, _)| k == name).map(|(_, v)| v).collect();
+            !values.is_empty() && values.iter().all(|v| v.as_str() == wanted)
+        };
+        match self.settings.durability {
+            Durability::Strict if !(all("appendonly", "yes") && all("appendfsync", "always")) => Err(
+                "strict durability needs Redis with appendonly yes and appendfsync always (on every master); \
+                 this Redis has a weaker setting, so nothing is acknowledged"
+                    .to_string(),
+            ),
+            Durability::Fast if !all("appendonly", "yes") => {
+                tracing::warn!("Redis runs without an append-only file: a Redis crash loses acknowledged events");
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// CONFIG GET on the server, or on every master of a cluster, as (name, value) pairs.
+    async fn config_get(
+        &self,
+        connection: &mut Connection,
+        pattern: &str,
+    ) -> Result<Vec<(String, String)>, String> {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("GET").arg(pattern);
+        let value = match connection {
+            Connection::Single(c) => cmd.query_async::<Value>(c).await,
+            Connection::Cluster(c) => {
+                c.route_command(cmd, RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None)))
+                    .await
+            }
+        }
+        .map_err(|e| e.to_string())?;
+        let mut strings = Vec::new();
+        flatten_strings(&value, &mut strings);
+        // Each node answers name, value, name, value...; node addresses may be interleaved
+        // as map keys, so keep only pairs whose name matches the pattern's prefix.
+        let prefix = pattern.trim_end_matches('*');
+        let mut pairs = Vec::new();
+        let mut i = 0;
+        while i + 1 < strings.len() {
+            if strings[i].starts_with(prefix) && !strings[i].contains(':') {
+                pairs.push((strings[i].clone(), strings[i + 1].clone()));
+                i += 2;
+            } else {
+                i += 1;
+            }
+        }
+        Ok(pairs)
+    }
+}
+
+fn flatten_strings(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::BulkString(bytes) => out.push(String::from_utf8_lossy(bytes).into_owned()),
+        Value::SimpleString(s) => out.push(s.clone()),
+        Value::Array(items) | Value::Set(items) => items.iter().for_each(|v| flatten_strings(v, out)),
+        Value::Map(pairs) => pairs.iter().for_each(|(k, v)| {
+            flatten_strings(k, out);
+            flatten_strings(v, out);
+        }),
+        _ => {}
+    }
+}

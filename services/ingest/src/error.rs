@@ -1,0 +1,160 @@
+//! Request-level refusals: every one is JSON with a stable code, the field when there is
+//! one, and a message, plus the HTTP status that says who has to act.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Why a whole request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestErrorCode {
+    /// No `Authorization: Bearer <write key>` header, or not this pipeline's write key (401).
+    Unauthorized,
+    /// The body (after gzip decompression) is larger than the pipeline's limit (413).
+    BodyTooLarge,
+    /// Content-Type is not application/json (or text/plain) (415).
+    UnsupportedMediaType,
+    /// Content-Encoding is not gzip or identity (415).
+    UnsupportedEncoding,
+    /// The gzip stream is corrupt or truncated (400).
+    InvalidGzip,
+    /// The body is not UTF-8 JSON (400).
+    InvalidJson,
+    /// The JSON is not an event (for /v1/events) or `{"batch": [...]}` (for /v1/batch) (400).
+    InvalidBody,
+    /// A batch with no events (400).
+    EmptyBatch,
+    /// More events in one batch than the pipeline's limit (413).
+    TooManyEvents,
+    /// Every event of the batch was refused; see `errors` (400).
+    NoValidEvents,
+    /// A batch larger than the rate limit's burst can never be accepted; split it (413).
+    BatchExceedsBurst,
+    /// Over the tenant's rate limit; retry after `Retry-After` seconds (429).
+    RateLimited,
+    /// The unprocessed backlog is at its high-water mark; retry after `Retry-After` (429).
+    BacklogFull,
+    /// The buffer (Redis) is unreachable or too slow; nothing was acknowledged (503).
+    BufferUnavailable,
+    /// No such endpoint (404).
+    NotFound,
+    /// The endpoint does not take this method (405).
+    MethodNotAllowed,
+}
+
+impl RequestErrorCode {
+    /// The code as a metric label and in responses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestErrorCode::Unauthorized => "unauthorized",
+            RequestErrorCode::BodyTooLarge => "body_too_large",
+            RequestErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            RequestErrorCode::UnsupportedEncoding => "unsupported_encoding",
+            RequestErrorCode::InvalidGzip => "invalid_gzip",
+            RequestErrorCode::InvalidJson => "invalid_json",
+            RequestErrorCode::InvalidBody => "invalid_body",
+            RequestErrorCode::EmptyBatch => "empty_batch",
+            RequestErrorCode::TooManyEvents => "too_many_events",
+            RequestErrorCode::NoValidEvents => "no_valid_events",
+            RequestErrorCode::BatchExceedsBurst => "batch_exceeds_burst",
+            RequestErrorCode::RateLimited => "rate_limited",
+            RequestErrorCode::BacklogFull => "backlog_full",
+            RequestErrorCode::BufferUnavailable => "buffer_unavailable",
+            RequestErrorCode::NotFound => "not_found",
+            RequestErrorCode::MethodNotAllowed => "method_not_allowed",
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            RequestErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            RequestErrorCode::BodyTooLarge
+            | RequestErrorCode::TooManyEvents
+            | RequestErrorCode::BatchExceedsBurst => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestErrorCode::UnsupportedMediaType | RequestErrorCode::UnsupportedEncoding => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            RequestErrorCode::InvalidGzip
+            | RequestErrorCode::InvalidJson
+            | RequestErrorCode::InvalidBody
+            | RequestErrorCode::EmptyBatch
+            | RequestErrorCode::NoValidEvents => StatusCode::BAD_REQUEST,
+            RequestErrorCode::RateLimited | RequestErrorCode::BacklogFull => StatusCode::TOO_MANY_REQUESTS,
+            RequestErrorCode::BufferUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            RequestErrorCode::NotFound => StatusCode::NOT_FOUND,
+            RequestErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+}
+
+/// The body of every refused request.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorResponse {
+    pub error: ErrorDetail,
+    /// Per-event errors, when the refusal is about the events of a batch.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<crate::api::IndexedEventError>,
+}
+
+/// What was wrong.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    pub code: RequestErrorCode,
+    /// The offending field, e.g. `timestamp` or `batch`, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub message: String,
+}
+
+/// A refused request, ready to become a response.
+#[derive(Debug, Clone)]
+pub struct RequestError {
+    pub code: RequestErrorCode,
+    pub field: Option<String>,
+    pub message: String,
+    pub retry_after_secs: Option<u64>,
+    pub event_errors: Vec<crate::api::IndexedEventError>,
+}
+
+impl RequestError {
+    pub fn new(code: RequestErrorCode, message: impl Into<String>) -> Self {
+        RequestError {
+            code,
+            field: None,
+            message: message.into(),
+            retry_after_secs: None,
+            event_errors: Vec::new(),
+        }
+    }
+
+    pub fn field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+}
+
+impl IntoResponse for RequestError {
+    fn into_response(self) -> Response {
+        let status = self.code.status();
+        let body = ErrorResponse {
+            error: ErrorDetail { code: self.code, field: self.field, message: self.message },
+            errors: self.event_errors,
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

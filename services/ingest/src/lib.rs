@@ -1,0 +1,132 @@
+//! HTTP ingest: accepts events over HTTP with the pipeline's write key, validates them, and
+//! appends them to the tenant's Redis stream partitions, acknowledging (202) only once Redis
+//! confirmed them. One process serves one pipeline, configured by its pipeline config.
+//!
+//! The crate is a library so tests run ingest in-process; `main.rs` is the binary.
+
+pub mod api;
+pub mod body;
+pub mod buffer;
+pub mod error;
+pub mod keys;
+pub mod metrics;
+pub mod rate_limit;
+pub mod settings;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pulse_core::config::{ConfigError, PipelineConfig};
+use pulse_core::event::EventRules;
+use tokio::net::TcpListener;
+
+use crate::api::Ingest;
+use crate::buffer::{Buffer, BufferSettings};
+use crate::keys::{KeyError, KeyRing};
+use crate::metrics::Metrics;
+use crate::rate_limit::RateLimiter;
+pub use crate::settings::Settings;
+
+/// Why ingest could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("cannot read the pipeline config {path}: {source}")]
+    ReadConfig { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Config { path: PathBuf, source: ConfigError },
+    #[error("cannot read the Redis URL file {path}: {source}")]
+    ReadRedisUrl { path: PathBuf, source: std::io::Error },
+    #[error("the Redis URL in {path} is invalid: {reason}")]
+    RedisUrl { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error("serving HTTP: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Loads the pipeline config and serves ingest on `listener` until `shutdown` resolves,
+/// then stops accepting, finishes in-flight requests (up to the grace period) and returns.
+pub async fn run(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), IngestError> {
+    let ingest = prepare(&settings).await?;
+    let tenant = ingest.tenant.clone();
+    let app = api::router(ingest);
+    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopping_tx.send(true);
+    });
+    tracing::info!(tenant = %tenant, "ingest serving");
+    let grace = settings.shutdown_grace;
+    let deadline = async move {
+        let mut stopping = stopping_rx;
+        let _ = stopping.wait_for(|s| *s).await;
+        tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        served = server => served.map_err(IngestError::Serve),
+        () = deadline => {
+            tracing::warn!(grace = ?grace, "in-flight requests still running after the grace period; exiting");
+            Ok(())
+        }
+    }
+}
+
+/// Everything a request needs, built from the settings.
+async fn prepare(settings: &Settings) -> Result<Arc<Ingest>, IngestError> {
+    let path = &settings.config;
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|source| IngestError::ReadConfig { path: path.clone(), source })?;
+    let config =
+        PipelineConfig::parse(&text).map_err(|source| IngestError::Config { path: path.clone(), source })?;
+
+    let url_file = &config.buffer.redis_url_file;
+    let url = tokio::fs::read_to_string(url_file)
+        .await
+        .map_err(|source| IngestError::ReadRedisUrl { path: url_file.clone(), source })?
+        .trim()
+        .to_string();
+
+    let keys = KeyRing::load(&config.keys.write_key_file)?;
+    keys.watch(config.keys.write_key_file.clone());
+
+    let metrics = Arc::new(Metrics::new(&config.tenant));
+    let buffer = Buffer::start(
+        BufferSettings {
+            url,
+            cluster: config.buffer.cluster,
+            tenant: config.tenant.clone(),
+            partitions: config.buffer.partitions,
+            durability: config.buffer.durability,
+            timeout: settings.redis_timeout,
+        },
+        Arc::clone(&metrics),
+    )
+    // The URL itself may hold a password: name the file, not the URL.
+    .map_err(|e| IngestError::RedisUrl { path: url_file.clone(), reason: e.to_string() })?;
+
+    let limits = &config.ingest.limits;
+    let to_usize = |n: i64| usize::try_from(n.max(1)).unwrap_or(usize::MAX);
+    Ok(Arc::new(Ingest {
+        rules: EventRules::new(limits, config.storage.retention.as_millis()),
+        max_body_bytes: to_usize(limits.max_body_bytes),
+        max_events_per_batch: to_usize(limits.max_events_per_batch.into()),
+        high_water_mark: config.buffer.high_water_mark,
+        partitions: config.buffer.partitions,
+        rate_limiter: config.ingest.rate_limit.as_ref().map(|r| RateLimiter::new(&config.tenant, r)),
+        tenant: config.tenant,
+        keys,
+        buffer,
+        metrics,
+    }))
+}
+
+/// The default time to finish in-flight requests after a shutdown signal.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(25);

@@ -1,0 +1,66 @@
+//! The command line of pulse-ingest.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (for log pipelines).
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// pulse-ingest: HTTP events into a Pulse pipeline's Redis buffer.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "pulse-ingest", version, about)]
+pub struct Args {
+    /// The pipeline config file (JSON or YAML), as the operator renders it.
+    #[arg(long, env = "PULSE_CONFIG")]
+    pub config: PathBuf,
+    /// The address to serve HTTP on.
+    #[arg(long, env = "PULSE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// The longest a request waits on Redis before answering 503, in milliseconds.
+    #[arg(long, env = "PULSE_REDIS_TIMEOUT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    pub redis_timeout_ms: u64,
+    /// How long in-flight requests may finish after SIGTERM, in seconds.
+    #[arg(long, env = "PULSE_SHUTDOWN_GRACE_SECS", default_value_t = 25)]
+    pub shutdown_grace_secs: u64,
+    /// Log format.
+    #[arg(long, env = "PULSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+}
+
+/// What ingest runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config: PathBuf,
+    pub redis_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+impl Settings {
+    /// Settings for `config` with the defaults of the command line.
+    pub fn new(config: PathBuf) -> Self {
+        Settings {
+            config,
+            redis_timeout: Duration::from_millis(2000),
+            shutdown_grace: crate::DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+impl From<&Args> for Settings {
+    fn from(args: &Args) -> Self {
+        Settings {
+            config: args.config.clone(),
+            redis_timeout: Duration::from_millis(args.redis_timeout_ms),
+            shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+        }
+    }
+}
