@@ -113,8 +113,18 @@ impl EventRules {
                 format!("the event is {} bytes; the limit is {}", json.len(), self.max_event_bytes),
             ));
         }
-        let value: Value = serde_json::from_str(json)
-            .map_err(|e| EventError::new(ErrorCode::InvalidJson, "", format!("not valid JSON: {e}")))?;
+        let value: Value = serde_json::from_str(json).map_err(|e| {
+            // The parser's own nesting guard trips long before the size limit does.
+            if e.to_string().contains("recursion limit") {
+                EventError::new(
+                    ErrorCode::TooDeep,
+                    "properties",
+                    format!("properties nest deeper than {} levels", self.max_depth),
+                )
+            } else {
+                EventError::new(ErrorCode::InvalidJson, "", format!("not valid JSON: {e}"))
+            }
+        })?;
         self.validate_value(value, received_at, new_id)
     }
 
@@ -197,7 +207,12 @@ impl EventRules {
                     )
                 })?,
             Value::Number(n) => n.as_i64().ok_or_else(|| {
-                EventError::new(ErrorCode::InvalidTimestamp, "timestamp", "epoch milliseconds must be an integer")
+                let message = if n.is_f64() {
+                    "epoch milliseconds must be an integer"
+                } else {
+                    "epoch milliseconds out of range"
+                };
+                EventError::new(ErrorCode::InvalidTimestamp, "timestamp", message)
             })?,
             other => {
                 return Err(EventError::new(

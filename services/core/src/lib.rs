@@ -13,6 +13,7 @@ pub mod duration;
 pub mod event;
 pub mod funnel;
 pub mod property;
+pub mod rollup;
 pub mod validation;
 
 /// The version of the pipeline-config document this build reads and writes.

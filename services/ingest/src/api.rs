@@ -73,13 +73,12 @@ pub struct EventInput {
     properties: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-/// A batch of events: `{"batch": [...]}` (a bare JSON array is accepted too).
+/// A batch of events: `{"batch": [...]}` (a bare JSON array is accepted too). Other
+/// top-level fields are refused, naming the field.
 #[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BatchInput<'a> {
-    #[serde(borrow)]
-    #[schema(value_type = Vec<EventInput>)]
-    batch: Vec<&'a RawValue>,
+#[allow(dead_code)]
+pub struct BatchInput {
+    batch: Vec<EventInput>,
 }
 
 /// The answer to an accepted request: events are durably in the buffer.
@@ -273,8 +272,10 @@ impl Ingest {
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+            .and_then(|v| v.split_once(' '))
+            // The scheme is case-insensitive (RFC 9110).
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key.trim());
         match presented {
             None => Err(RequestError::new(
                 RequestErrorCode::Unauthorized,
@@ -374,24 +375,36 @@ fn buffer_error(e: &BufferError) -> RequestError {
 
 /// `{"batch": [...]}` or a bare array, each event kept as its raw JSON text.
 fn parse_batch(text: &str) -> Result<Vec<&RawValue>, RequestError> {
-    let classify = |e: serde_json::Error| {
-        use serde_json::error::Category;
-        match e.classify() {
-            Category::Syntax | Category::Eof | Category::Io => {
-                RequestError::new(RequestErrorCode::InvalidJson, format!("the body is not valid JSON: {e}"))
-            }
-            Category::Data => RequestError::new(
-                RequestErrorCode::InvalidBody,
-                format!("a batch is {{\"batch\": [event, ...]}}: {e}"),
-            )
-            .field("batch"),
-        }
+    let not_json = |e: serde_json::Error| {
+        RequestError::new(RequestErrorCode::InvalidJson, format!("the body is not valid JSON: {e}"))
     };
-    if text.trim_start().starts_with('[') {
-        serde_json::from_str::<Vec<&RawValue>>(text).map_err(classify)
-    } else {
-        serde_json::from_str::<BatchInput>(text).map(|b| b.batch).map_err(classify)
+    let not_a_batch = |message: &str| {
+        RequestError::new(
+            RequestErrorCode::InvalidBody,
+            format!("a batch is {{\"batch\": [event, ...]}}: {message}"),
+        )
+    };
+    let value: &RawValue = serde_json::from_str(text).map_err(not_json)?;
+    match value.get().trim_start().as_bytes().first() {
+        Some(b'[') => events_array(value),
+        Some(b'{') => {
+            let fields: std::collections::BTreeMap<std::borrow::Cow<'_, str>, &RawValue> =
+                serde_json::from_str(value.get()).map_err(not_json)?;
+            if let Some(unknown) = fields.keys().find(|k| *k != "batch") {
+                return Err(not_a_batch("unknown field").field(unknown.to_string()));
+            }
+            let batch =
+                fields.get("batch").ok_or_else(|| not_a_batch("`batch` is required").field("batch"))?;
+            events_array(batch)
+        }
+        _ => Err(not_a_batch("the body is neither").field("batch")),
     }
+}
+
+fn events_array(raw: &RawValue) -> Result<Vec<&RawValue>, RequestError> {
+    serde_json::from_str::<Vec<&RawValue>>(raw.get()).map_err(|_| {
+        RequestError::new(RequestErrorCode::InvalidBody, "`batch` must be an array of events").field("batch")
+    })
 }
 
 fn now_ms() -> i64 {

@@ -36,16 +36,19 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes
     if !gzip {
         return Ok(bytes);
     }
-    // Cap the output as well: a small gzip body may inflate to gigabytes.
+    // Cap the output as well: a small gzip body may inflate to gigabytes. MultiGzDecoder
+    // reads every gzip member (the format allows several) and refuses trailing bytes that
+    // are not one, instead of silently ignoring them.
     let mut inflated = Vec::with_capacity(bytes.len().saturating_mul(4).min(limit));
-    flate2::read::GzDecoder::new(bytes.as_ref()).take(limit as u64 + 1).read_to_end(&mut inflated).map_err(
-        |e| {
+    flate2::read::MultiGzDecoder::new(bytes.as_ref())
+        .take(limit as u64 + 1)
+        .read_to_end(&mut inflated)
+        .map_err(|e| {
             RequestError::new(
                 RequestErrorCode::InvalidGzip,
                 format!("the gzip body cannot be decompressed: {e}"),
             )
-        },
-    )?;
+        })?;
     if inflated.len() > limit {
         return Err(too_large());
     }
