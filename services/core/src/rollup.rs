@@ -64,6 +64,19 @@ pub fn bucket_start(ts: i64, interval: RollupInterval, tz: &TimeZone) -> i64 {
     zoned.start_of_unit(unit).map(|z| z.timestamp().as_millisecond()).unwrap_or(ts)
 }
 
+/// The start (epoch ms) of the ISO week (from Monday's local midnight) holding `ts` in `tz`.
+pub fn week_start(ts: i64, tz: &TimeZone) -> i64 {
+    let Ok(instant) = Timestamp::from_millisecond(ts) else { return ts };
+    let zoned = instant.to_zoned_datetime(tz.clone());
+    let back = i64::from(zoned.weekday().to_monday_zero_offset());
+    zoned
+        .start_of_day()
+        .and_then(|day| day.checked_sub(jiff::Span::new().days(back)))
+        .and_then(|monday| monday.start_of_day())
+        .map(|z| z.timestamp().as_millisecond())
+        .unwrap_or(ts)
+}
+
 trait StartOf {
     fn start_of_unit(&self, unit: Unit) -> Result<ZonedDateTime, jiff::Error>;
 }
@@ -241,6 +254,14 @@ mod tests {
         let day = bucket_start(ms("2026-10-25T12:00:00Z"), RollupInterval::Day, &berlin);
         let next = bucket_start(ms("2026-10-26T12:00:00Z"), RollupInterval::Day, &berlin);
         assert_eq!(next - day, 25 * 3_600_000);
+    }
+
+    #[test]
+    fn weeks_start_on_monday_local_midnight() {
+        let utc = time_zone("UTC").expect("utc");
+        // 2026-11-24 is a Tuesday.
+        assert_eq!(week_start(ms("2026-11-24T10:00:00Z"), &utc), ms("2026-11-23T00:00:00Z"));
+        assert_eq!(week_start(ms("2026-11-23T00:00:00Z"), &utc), ms("2026-11-23T00:00:00Z"));
     }
 
     #[test]

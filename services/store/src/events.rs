@@ -1,0 +1,109 @@
+//! Raw events: inserted once by id, whatever the redeliveries and duplicates.
+
+use std::collections::{HashMap, HashSet};
+
+use futures::TryStreamExt;
+use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::error::ErrorKind;
+use pulse_core::buffer::BufferedEvent;
+use pulse_core::rollup::StreamPosition;
+
+use crate::collections::EVENTS;
+use crate::documents::document_of_json;
+use crate::{DUPLICATE_KEY, Store, StoreError};
+
+/// One event to store, with the stream entry it came from.
+pub struct EventWrite<'a> {
+    pub partition: u32,
+    pub position: StreamPosition,
+    pub event: &'a BufferedEvent,
+}
+
+/// For each event written, whether this stream entry is the one that stored it: true for
+/// a first delivery and for a redelivery of the same entry; false for a duplicate (the same
+/// event id stored by an earlier entry, or earlier in the same batch).
+pub type StoredFlags = Vec<bool>;
+
+fn source(partition: u32, position: StreamPosition) -> (i64, String) {
+    (i64::from(partition), position.to_key())
+}
+
+fn raw_document(write: &EventWrite<'_>) -> Document {
+    let e = write.event;
+    let (src_p, src) = source(write.partition, write.position);
+    let mut doc = doc! {
+        "_id": &e.event_id,
+        "event": &e.event,
+        "distinct_id": &e.distinct_id,
+        "ts": DateTime::from_millis(e.timestamp),
+        "received_at": DateTime::from_millis(e.received_at),
+        "properties": document_of_json(&e.properties),
+        "src_p": src_p,
+        "src": src,
+    };
+    if e.id_generated {
+        doc.insert("id_generated", true);
+    }
+    doc
+}
+
+impl Store {
+    /// Inserts the events (unordered; existing ids are left alone) and tells which ones
+    /// this batch's entries stored. Idempotent: a redelivered batch gets the same flags.
+    pub async fn insert_events(&self, writes: &[EventWrite<'_>]) -> Result<StoredFlags, StoreError> {
+        let mut flags = vec![false; writes.len()];
+        let mut seen = HashSet::new();
+        let mut batch = Vec::new();
+        let mut batch_index = Vec::new();
+        for (i, w) in writes.iter().enumerate() {
+            // A second copy of an id in the same batch is a duplicate of the first.
+            if seen.insert(w.event.event_id.as_str()) {
+                batch.push(raw_document(w));
+                batch_index.push(i);
+                flags[i] = true;
+            }
+        }
+        if batch.is_empty() {
+            return Ok(flags);
+        }
+        let events = self.db.collection::<Document>(EVENTS);
+        let mut already: Vec<usize> = Vec::new();
+        match events.insert_many(batch).ordered(false).await {
+            Ok(_) => {}
+            Err(e) => match e.kind.as_ref() {
+                ErrorKind::InsertMany(failure)
+                    if failure.write_concern_error.is_none()
+                        && failure
+                            .write_errors
+                            .as_ref()
+                            .is_some_and(|w| w.iter().all(|w| w.code == DUPLICATE_KEY)) =>
+                {
+                    already.extend(failure.write_errors.iter().flatten().map(|w| batch_index[w.index]));
+                }
+                _ => return Err(e.into()),
+            },
+        }
+        if already.is_empty() {
+            return Ok(flags);
+        }
+        // Those ids exist: this entry stored them only if their source is this entry.
+        let ids: Vec<&str> = already.iter().map(|&i| writes[i].event.event_id.as_str()).collect();
+        let mut sources: HashMap<String, (i64, String)> = HashMap::new();
+        let mut cursor =
+            events.find(doc! { "_id": { "$in": &ids } }).projection(doc! { "src_p": 1, "src": 1 }).await?;
+        while let Some(d) = cursor.try_next().await? {
+            let id = d.get_str("_id").unwrap_or_default().to_string();
+            let src_p = match d.get("src_p") {
+                Some(Bson::Int64(p)) => *p,
+                Some(Bson::Int32(p)) => i64::from(*p),
+                _ => -1,
+            };
+            sources.insert(id, (src_p, d.get_str("src").unwrap_or_default().to_string()));
+        }
+        for i in already {
+            let w = &writes[i];
+            flags[i] = sources.get(&w.event.event_id) == Some(&source(w.partition, w.position));
+        }
+        Ok(flags)
+    }
+}

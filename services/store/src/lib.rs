@@ -1,0 +1,90 @@
+//! Pulse's MongoDB storage, within the portable store subset of design.md section 8 (no
+//! transactions, no bulkWrite, `$group` with `$sum` only), so it runs on MongoDB 6+ and
+//! on FerretDB alike.
+//!
+//! Collections of a tenant's database:
+//! - `events`: raw events, `_id` = event id, the source of truth;
+//! - `rollups`: one document per (event, interval, start) bucket: counts, unique users,
+//!   numeric stats, and per partition the watermark of the last applied stream entry;
+//! - `rollup_users`: one marker per (bucket, user), which makes unique users exact;
+//! - `users`: per user first and last seen; `user_periods`: one marker per user and
+//!   active day or week, for retention.
+//!
+//! Exactness without transactions: see docs/exactness.md and [`rollups`].
+
+mod documents;
+mod events;
+pub mod recount;
+pub mod rollups;
+mod schema;
+mod users;
+
+pub use documents::{bson_of_json, json_of_bson};
+pub use events::{EventWrite, StoredFlags};
+pub use rollups::{BatchRollups, PartitionLease};
+pub use schema::SchemaReport;
+
+/// Collection names.
+pub mod collections {
+    pub const EVENTS: &str = "events";
+    pub const ROLLUPS: &str = "rollups";
+    pub const ROLLUP_USERS: &str = "rollup_users";
+    pub const USERS: &str = "users";
+    pub const USER_PERIODS: &str = "user_periods";
+}
+
+/// The store error code for a duplicate key.
+pub const DUPLICATE_KEY: i32 = 11000;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("MongoDB: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    #[error("a document could not be encoded: {0}")]
+    Encode(String),
+    #[error("partition {partition}: another processor holds a newer lease (fencing token {newer} > {ours})")]
+    Fenced { partition: u32, ours: u64, newer: u64 },
+    #[error("a bucket kept changing under a compare-and-set after {0} attempts")]
+    Contended(u32),
+}
+
+/// A tenant's database.
+#[derive(Clone)]
+pub struct Store {
+    db: mongodb::Database,
+}
+
+impl Store {
+    /// Connects to `uri` and uses `database`. The URI is never logged (it may hold a password).
+    pub async fn connect(uri: &str, database: &str) -> Result<Self, StoreError> {
+        let client = mongodb::Client::with_uri_str(uri).await?;
+        Ok(Store { db: client.database(database) })
+    }
+
+    /// A store over an existing client.
+    pub fn new(db: mongodb::Database) -> Self {
+        Store { db }
+    }
+
+    /// The database.
+    pub fn database(&self) -> &mongodb::Database {
+        &self.db
+    }
+
+    /// Whether the server answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.db.run_command(mongodb::bson::doc! { "ping": 1 }).await?;
+        Ok(())
+    }
+}
+
+/// Whether a MongoDB error is a duplicate key.
+pub fn is_duplicate(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match e.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
+        ErrorKind::Command(c) => c.code == DUPLICATE_KEY,
+        _ => e.to_string().contains("E11000"),
+    }
+}

@@ -1,0 +1,257 @@
+//! Exact pre-aggregates without transactions.
+//!
+//! Each partition has one writer at a time (a lease with a fencing token) and processes its
+//! stream in order. A bucket document keeps, per partition, the stream position of the
+//! last entry applied to it (`wm.p<n>`) and the fencing token of its writer (`fence.p<n>`).
+//! Applying a batch to a bucket only counts the batch's events after that watermark and
+//! moves it in the same single-document update, guarded by a compare-and-set on the old
+//! watermark: a crash before the update leaves it to the redelivery, a crash after it makes
+//! the redelivery skip it, and a stale writer's update fails its guard. Raw events tell a
+//! true duplicate from a redelivery by the entry that stored them ([`Store::insert_events`]);
+//! unique users are markers per (bucket, user) that also carry the entry that created them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use futures::{StreamExt, TryStreamExt};
+use jiff::tz::TimeZone;
+use mongodb::bson::{Bson, Document, doc};
+use mongodb::error::ErrorKind;
+use pulse_core::buffer::BufferedEvent;
+use pulse_core::config::RollupInterval;
+use pulse_core::property::PropertyPath;
+use pulse_core::rollup::{BucketKey, Contribution, StreamPosition, buckets_of, counts_users, interval_name};
+
+use crate::collections::{ROLLUP_USERS, ROLLUPS};
+use crate::{DUPLICATE_KEY, Store, StoreError, is_duplicate};
+
+/// How many bucket updates of one batch run at once.
+const CONCURRENT_BUCKETS: usize = 8;
+/// Compare-and-set attempts before giving up on a bucket (only concurrent writers of
+/// other partitions creating the same bucket make it retry).
+const MAX_ATTEMPTS: u32 = 8;
+
+/// The writer of one partition: its number and its lease's fencing token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionLease {
+    pub partition: u32,
+    pub fence: u64,
+}
+
+/// What to maintain: the pipeline's intervals, numeric properties and time zone.
+pub struct BatchRollups<'a> {
+    pub intervals: &'a [RollupInterval],
+    pub numeric: &'a [PropertyPath],
+    pub tz: &'a TimeZone,
+}
+
+/// A bucket's watermark and fencing token for one partition.
+#[derive(Debug, Clone, Default)]
+struct BucketState {
+    watermark: Option<String>,
+    fence: Option<u64>,
+}
+
+impl Store {
+    /// Applies a batch of one partition's events (those [`Store::insert_events`] flagged as
+    /// stored by their entry, in stream order) to every bucket they fall in. `last` is the
+    /// batch's last stream position, which becomes the buckets' watermark.
+    pub async fn apply_rollups(
+        &self,
+        lease: PartitionLease,
+        last: StreamPosition,
+        events: &[(StreamPosition, &BufferedEvent)],
+        rollups: &BatchRollups<'_>,
+    ) -> Result<(), StoreError> {
+        let mut buckets: BTreeMap<BucketKey, Vec<(StreamPosition, &BufferedEvent)>> = BTreeMap::new();
+        for (position, event) in events {
+            for key in buckets_of(event, rollups.intervals, rollups.tz) {
+                buckets.entry(key).or_default().push((*position, *event));
+            }
+        }
+        if buckets.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = buckets.keys().map(BucketKey::id).collect();
+        let states = self.bucket_states(&ids, lease.partition).await?;
+        futures::stream::iter(buckets.into_iter().map(|(key, items)| {
+            let state = states.get(&key.id()).cloned().unwrap_or_default();
+            async move { self.apply_bucket(lease, last, &key, &items, state, rollups.numeric).await }
+        }))
+        .buffer_unordered(CONCURRENT_BUCKETS)
+        .try_collect::<Vec<()>>()
+        .await?;
+        Ok(())
+    }
+
+    async fn bucket_states(
+        &self,
+        ids: &[String],
+        partition: u32,
+    ) -> Result<HashMap<String, BucketState>, StoreError> {
+        let field = format!("p{partition}");
+        let mut states = HashMap::new();
+        let mut cursor = self
+            .db
+            .collection::<Document>(ROLLUPS)
+            .find(doc! { "_id": { "$in": ids } })
+            .projection(doc! { "wm": 1, "fence": 1 })
+            .await?;
+        while let Some(d) = cursor.try_next().await? {
+            let id = d.get_str("_id").unwrap_or_default().to_string();
+            states.insert(id, state_of(&d, &field));
+        }
+        Ok(states)
+    }
+
+    async fn apply_bucket(
+        &self,
+        lease: PartitionLease,
+        last: StreamPosition,
+        key: &BucketKey,
+        items: &[(StreamPosition, &BufferedEvent)],
+        mut state: BucketState,
+        numeric: &[PropertyPath],
+    ) -> Result<(), StoreError> {
+        let id = key.id();
+        let field = format!("p{}", lease.partition);
+        let rollups = self.db.collection::<Document>(ROLLUPS);
+        for _ in 0..MAX_ATTEMPTS {
+            if let Some(newer) = state.fence.filter(|f| *f > lease.fence) {
+                return Err(StoreError::Fenced { partition: lease.partition, ours: lease.fence, newer });
+            }
+            let after_watermark: Vec<&(StreamPosition, &BufferedEvent)> = items
+                .iter()
+                .filter(|(p, _)| state.watermark.as_ref().is_none_or(|w| p.to_key() > *w))
+                .collect();
+            if after_watermark.is_empty() {
+                return Ok(());
+            }
+            let mut contribution = Contribution::default();
+            for (_, event) in &after_watermark {
+                contribution.add(event, numeric);
+            }
+            let mut inc = doc! { "events": contribution.events as i64 };
+            if counts_users(key.interval) {
+                let users = self
+                    .new_users(key, lease.partition, state.watermark.as_deref(), last, &after_watermark)
+                    .await?;
+                inc.insert("users", users as i64);
+            }
+            let (mut min, mut max) = (Document::new(), Document::new());
+            for (path, stat) in &contribution.numeric {
+                inc.insert(format!("num.{path}.sum"), stat.sum);
+                inc.insert(format!("num.{path}.count"), stat.count as i64);
+                min.insert(format!("num.{path}.min"), stat.min);
+                max.insert(format!("num.{path}.max"), stat.max);
+            }
+            let mut update = doc! {
+                "$inc": inc,
+                "$set": { format!("wm.{field}"): last.to_key(), format!("fence.{field}"): lease.fence as i64 },
+                "$setOnInsert": { "event": &key.event, "interval": interval_name(key.interval), "start": key.start },
+            };
+            if !min.is_empty() {
+                update.insert("$min", min);
+                update.insert("$max", max);
+            }
+            let watermark_guard = match &state.watermark {
+                Some(w) => Bson::String(w.clone()),
+                None => Bson::Document(doc! { "$exists": false }),
+            };
+            let filter = doc! {
+                "_id": &id,
+                format!("wm.{field}"): watermark_guard,
+                "$or": [
+                    { format!("fence.{field}"): { "$exists": false } },
+                    { format!("fence.{field}"): { "$lte": lease.fence as i64 } },
+                ],
+            };
+            match rollups.update_one(filter, update).upsert(state.watermark.is_none()).await {
+                Ok(r) if r.matched_count == 1 || r.upserted_id.is_some() => return Ok(()),
+                Ok(_) => {}
+                Err(e) if is_duplicate(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+            // The guard failed: someone moved the bucket. Read it again and recompute.
+            let current =
+                rollups.find_one(doc! { "_id": &id }).projection(doc! { "wm": 1, "fence": 1 }).await?;
+            state = current.map(|d| state_of(&d, &field)).unwrap_or_default();
+        }
+        Err(StoreError::Contended(MAX_ATTEMPTS))
+    }
+
+    /// How many of the users in `items` this batch adds to the bucket: a marker per
+    /// (bucket, user) is inserted once; a marker that exists counts only if this partition
+    /// created it after the watermark and within this batch (a crash left it uncounted).
+    async fn new_users(
+        &self,
+        key: &BucketKey,
+        partition: u32,
+        watermark: Option<&str>,
+        last: StreamPosition,
+        items: &[&(StreamPosition, &BufferedEvent)],
+    ) -> Result<u64, StoreError> {
+        let mut earliest: BTreeMap<&str, StreamPosition> = BTreeMap::new();
+        for (position, event) in items {
+            earliest
+                .entry(event.distinct_id.as_str())
+                .and_modify(|p| *p = (*p).min(*position))
+                .or_insert(*position);
+        }
+        let bucket = key.id();
+        let markers: Vec<Document> = earliest
+            .iter()
+            .map(|(user, position)| {
+                doc! {
+                    "_id": format!("{bucket}|{user}"),
+                    "interval": interval_name(key.interval),
+                    "start": key.start,
+                    "p": i64::from(partition),
+                    "src": position.to_key(),
+                }
+            })
+            .collect();
+        let ids: Vec<String> =
+            markers.iter().map(|m| m.get_str("_id").unwrap_or_default().to_string()).collect();
+        let collection = self.db.collection::<Document>(ROLLUP_USERS);
+        let mut existing: Vec<&str> = Vec::new();
+        match collection.insert_many(markers).ordered(false).await {
+            Ok(_) => {}
+            Err(e) => match e.kind.as_ref() {
+                ErrorKind::InsertMany(failure)
+                    if failure.write_concern_error.is_none()
+                        && failure
+                            .write_errors
+                            .as_ref()
+                            .is_some_and(|w| w.iter().all(|w| w.code == DUPLICATE_KEY)) =>
+                {
+                    existing.extend(failure.write_errors.iter().flatten().map(|w| ids[w.index].as_str()));
+                }
+                _ => return Err(e.into()),
+            },
+        }
+        let mut new = (ids.len() - existing.len()) as u64;
+        if existing.is_empty() {
+            return Ok(new);
+        }
+        let last = last.to_key();
+        let mut cursor = collection.find(doc! { "_id": { "$in": &existing } }).await?;
+        while let Some(marker) = cursor.try_next().await? {
+            let by_us = matches!(marker.get("p"), Some(Bson::Int64(p)) if *p == i64::from(partition));
+            let src = marker.get_str("src").unwrap_or_default();
+            if by_us && watermark.is_none_or(|w| src > w) && src <= last.as_str() {
+                new += 1;
+            }
+        }
+        Ok(new)
+    }
+}
+
+fn state_of(d: &Document, field: &str) -> BucketState {
+    let watermark = d.get_document("wm").ok().and_then(|w| w.get_str(field).ok()).map(str::to_string);
+    let fence = d.get_document("fence").ok().and_then(|f| match f.get(field) {
+        Some(Bson::Int64(v)) => u64::try_from(*v).ok(),
+        Some(Bson::Int32(v)) => u64::try_from(*v).ok(),
+        _ => None,
+    });
+    BucketState { watermark, fence }
+}
