@@ -20,9 +20,11 @@ pub struct BucketKey {
 }
 
 impl BucketKey {
-    /// The bucket's document id: `<interval>|<start>|<event>`.
+    /// The bucket's document id: `<interval>|<start>|<event>`, the start zero-padded to 15
+    /// digits so that ids sort by interval, then time: a range of `_id` is a time range,
+    /// and no secondary index is needed (index upkeep is the main cost of small updates).
     pub fn id(&self) -> String {
-        format!("{}|{}|{}", interval_name(self.interval), self.start, self.event)
+        format!("{}|{:015}|{}", interval_name(self.interval), self.start.max(0), self.event)
     }
 }
 

@@ -6,12 +6,11 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use pulse_buffer::Connection;
 use pulse_core::buffer::{ENTRY_FIELD, backlog_key, stream_key};
 use pulse_core::config::Durability;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster_async::ClusterConnection;
+use redis::Value;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
-use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 use crate::metrics::Metrics;
 
@@ -41,41 +40,6 @@ pub struct PartitionEntry {
     pub partition: u32,
     pub payload: Vec<u8>,
     pub events: u64,
-}
-
-/// A connection to a single Redis or a Redis Cluster.
-#[derive(Clone)]
-enum Connection {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for Connection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Connection::Single(c) => c.req_packed_command(cmd),
-            Connection::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Connection::Single(c) => c.req_packed_commands(cmd, offset, count),
-            Connection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Connection::Single(c) => c.get_db(),
-            Connection::Cluster(c) => c.get_db(),
-        }
-    }
 }
 
 /// How to reach the buffer.
@@ -117,14 +81,8 @@ impl Buffer {
             settings,
         });
         if !buffer.settings.cluster {
-            let client = redis::Client::open(buffer.settings.url.as_str())?;
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(buffer.settings.timeout))
-                .set_response_timeout(Some(buffer.settings.timeout))
-                .set_number_of_retries(1)
-                .set_max_delay(Duration::from_secs(2));
-            let manager = ConnectionManager::new_lazy_with_config(client, config)?;
-            *buffer.connection.write().unwrap_or_else(|p| p.into_inner()) = Some(Connection::Single(manager));
+            let single = Connection::single_lazy(&buffer.settings.url, buffer.settings.timeout)?;
+            *buffer.connection.write().unwrap_or_else(|p| p.into_inner()) = Some(single);
         }
         tokio::spawn(Arc::clone(&buffer).monitor());
         Ok(buffer)
@@ -239,11 +197,7 @@ impl Buffer {
     }
 
     async fn connect_cluster(&self) -> Result<Connection, redis::RedisError> {
-        let client = redis::cluster::ClusterClientBuilder::new(vec![self.settings.url.as_str()])
-            .connection_timeout(self.settings.timeout)
-            .response_timeout(self.settings.timeout)
-            .build()?;
-        Ok(Connection::Cluster(client.get_async_connection().await?))
+        Connection::cluster(&self.settings.url, self.settings.timeout).await
     }
 
     /// Reads every partition's backlog count; an error means Redis is not usable.

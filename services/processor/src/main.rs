@@ -1,15 +1,79 @@
-//! The processor: reads the tenant's Redis stream partitions and writes raw events and
-//! pre-aggregates to MongoDB, exactly once under redelivery and crashes.
+//! The pulse-processor binary.
+
+use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
+use pulse_processor::settings::{Args, Command, LogFormat};
 
-/// Command-line configuration of pulse-processor.
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Args {}
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs.init(),
+    }
+    let Some(config) = args.config.clone() else {
+        eprintln!("pulse-processor: --config <pipeline config file> is required (or PULSE_CONFIG)");
+        return ExitCode::from(2);
+    };
+    let owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7());
+    let ctx = match pulse_processor::connect(&config, owner).await {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            eprintln!("pulse-processor: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match args.command.unwrap_or(Command::Run) {
+        Command::Run => {
+            let listener = match tokio::net::TcpListener::bind(args.listen).await {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("pulse-processor: cannot listen on {}: {e}", args.listen);
+                    return ExitCode::FAILURE;
+                }
+            };
+            match pulse_processor::run(ctx, listener, shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("pulse-processor: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Rebuild { wait_secs } => {
+            match pulse_processor::rebuild::rebuild(ctx, Duration::from_secs(wait_secs)).await {
+                Ok(report) => {
+                    println!(
+                        "rebuilt {} rollup buckets from raw events ({} delivered entries drained first)",
+                        report.buckets, report.drained_entries
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pulse-processor rebuild: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
 
-fn main() {
-    let _args = Args::parse();
-    eprintln!("pulse-processor: not built yet; see its issue");
-    std::process::exit(2);
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = terminate => {},
+    }
 }

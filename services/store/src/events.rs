@@ -2,7 +2,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use futures::TryStreamExt;
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::error::ErrorKind;
 use pulse_core::buffer::BufferedEvent;
@@ -88,10 +87,14 @@ impl Store {
         }
         // Those ids exist: this entry stored them only if their source is this entry.
         let ids: Vec<&str> = already.iter().map(|&i| writes[i].event.event_id.as_str()).collect();
+        // One lookup by `_id` each, concurrently: `$in` is not index-backed everywhere, and
+        // duplicates are few.
+        let lookups = ids.iter().map(|id| {
+            let events = events.clone();
+            async move { events.find_one(doc! { "_id": *id }).projection(doc! { "src_p": 1, "src": 1 }).await }
+        });
         let mut sources: HashMap<String, (i64, String)> = HashMap::new();
-        let mut cursor =
-            events.find(doc! { "_id": { "$in": &ids } }).projection(doc! { "src_p": 1, "src": 1 }).await?;
-        while let Some(d) = cursor.try_next().await? {
+        for d in futures::future::try_join_all(lookups).await?.into_iter().flatten() {
             let id = d.get_str("_id").unwrap_or_default().to_string();
             let src_p = match d.get("src_p") {
                 Some(Bson::Int64(p)) => *p,

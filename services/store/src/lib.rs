@@ -7,8 +7,8 @@
 //! - `rollups`: one document per (event, interval, start) bucket: counts, unique users,
 //!   numeric stats, and per partition the watermark of the last applied stream entry;
 //! - `rollup_users`: one marker per (bucket, user), which makes unique users exact;
-//! - `users`: per user first and last seen; `user_periods`: one marker per user and
-//!   active day or week, for retention.
+//! - `user_periods`: one marker per user and active day or week, for retention and
+//!   cohorts (a user's first-seen day is their earliest day marker).
 //!
 //! Exactness without transactions: see docs/exactness.md and [`rollups`].
 
@@ -29,7 +29,6 @@ pub mod collections {
     pub const EVENTS: &str = "events";
     pub const ROLLUPS: &str = "rollups";
     pub const ROLLUP_USERS: &str = "rollup_users";
-    pub const USERS: &str = "users";
     pub const USER_PERIODS: &str = "user_periods";
 }
 

@@ -15,6 +15,12 @@ use crate::documents::json_of_bson;
 use crate::rollups::BatchRollups;
 use crate::{Store, StoreError};
 
+/// One partition's share of a bucket, and the users it counts.
+struct Share {
+    totals: BucketTotals,
+    users: BTreeSet<String>,
+}
+
 /// A bucket's numbers.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct BucketTotals {
@@ -25,6 +31,26 @@ pub struct BucketTotals {
 }
 
 impl BucketTotals {
+    /// Adds another partition's share of the same bucket.
+    pub fn merge(&mut self, other: &BucketTotals) {
+        self.events += other.events;
+        self.users = match (self.users, other.users) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+        };
+        for (path, stat) in &other.numeric {
+            self.numeric
+                .entry(path.clone())
+                .and_modify(|s| {
+                    s.sum += stat.sum;
+                    s.count += stat.count;
+                    s.min = s.min.min(stat.min);
+                    s.max = s.max.max(stat.max);
+                })
+                .or_insert(*stat);
+        }
+    }
+
     /// Equal counts, and numeric stats equal up to floating-point summation order.
     pub fn agrees_with(&self, other: &BucketTotals) -> bool {
         let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
@@ -63,34 +89,61 @@ impl Store {
         &self,
         rollups: &BatchRollups<'_>,
     ) -> Result<BTreeMap<String, BucketTotals>, StoreError> {
-        let (totals, _) = self.recount_with_users(rollups).await?;
+        let shares = self.recount_shares(rollups).await?;
+        let mut totals: BTreeMap<String, BucketTotals> = BTreeMap::new();
+        for ((key, _), share) in shares {
+            totals.entry(key.id()).and_modify(|t| t.merge(&share.totals)).or_insert(share.totals);
+        }
         Ok(totals)
     }
 
-    async fn recount_with_users(
+    /// Each partition's share of each bucket, from raw events: events count where the
+    /// partition that stored them (`src_p`) is; a user counts in the lowest partition that
+    /// stored one of their events in the bucket (as the live markers do).
+    async fn recount_shares(
         &self,
         rollups: &BatchRollups<'_>,
-    ) -> Result<(BTreeMap<String, BucketTotals>, BTreeMap<BucketKey, BTreeSet<String>>), StoreError> {
-        let mut contributions: BTreeMap<BucketKey, Contribution> = BTreeMap::new();
-        let mut users: BTreeMap<BucketKey, BTreeSet<String>> = BTreeMap::new();
+    ) -> Result<BTreeMap<(BucketKey, i64), Share>, StoreError> {
+        let mut contributions: BTreeMap<(BucketKey, i64), Contribution> = BTreeMap::new();
+        let mut user_partition: BTreeMap<(BucketKey, String), i64> = BTreeMap::new();
         let mut cursor = self.db.collection::<Document>(EVENTS).find(doc! {}).await?;
         while let Some(d) = cursor.try_next().await? {
             let event = event_of_document(&d);
+            let partition = match d.get("src_p") {
+                Some(Bson::Int64(p)) => *p,
+                Some(Bson::Int32(p)) => i64::from(*p),
+                _ => 0,
+            };
             for key in buckets_of(&event, rollups.intervals, rollups.tz) {
                 if counts_users(key.interval) {
-                    users.entry(key.clone()).or_default().insert(event.distinct_id.clone());
+                    user_partition
+                        .entry((key.clone(), event.distinct_id.clone()))
+                        .and_modify(|p| *p = (*p).min(partition))
+                        .or_insert(partition);
                 }
-                contributions.entry(key).or_default().add(&event, rollups.numeric);
+                contributions.entry((key, partition)).or_default().add(&event, rollups.numeric);
             }
         }
-        let totals = contributions
+        let mut shares: BTreeMap<(BucketKey, i64), Share> = contributions
             .into_iter()
-            .map(|(key, c)| {
-                let unique = users.get(&key).map(|u| u.len() as u64);
-                (key.id(), BucketTotals { events: c.events, users: unique, numeric: c.numeric })
+            .map(|((key, p), c)| {
+                let users = counts_users(key.interval).then_some(0);
+                (
+                    (key, p),
+                    Share {
+                        totals: BucketTotals { events: c.events, users, numeric: c.numeric },
+                        users: BTreeSet::new(),
+                    },
+                )
             })
             .collect();
-        Ok((totals, users))
+        for ((key, user), partition) in user_partition {
+            if let Some(share) = shares.get_mut(&(key, partition)) {
+                share.totals.users = Some(share.totals.users.unwrap_or(0) + 1);
+                share.users.insert(user);
+            }
+        }
+        Ok(shares)
     }
 
     /// Every bucket's numbers as the processor maintains them.
@@ -98,7 +151,7 @@ impl Store {
         let mut out = BTreeMap::new();
         let mut cursor = self.db.collection::<Document>(ROLLUPS).find(doc! {}).await?;
         while let Some(d) = cursor.try_next().await? {
-            let id = d.get_str("_id").unwrap_or_default().to_string();
+            let id = d.get_str("bucket").unwrap_or_default().to_string();
             let int = |v: Option<&Bson>| match v {
                 Some(Bson::Int64(n)) => *n as u64,
                 Some(Bson::Int32(n)) => *n as u64,
@@ -128,7 +181,8 @@ impl Store {
                     }
                 }
             }
-            out.insert(id, BucketTotals { events: int(d.get("events")), users, numeric });
+            let share = BucketTotals { events: int(d.get("events")), users, numeric };
+            out.entry(id).and_modify(|total: &mut BucketTotals| total.merge(&share)).or_insert(share);
         }
         Ok(out)
     }
@@ -142,47 +196,38 @@ impl Store {
         rollups: &BatchRollups<'_>,
         watermarks: &[(u32, StreamPosition, u64)],
     ) -> Result<usize, StoreError> {
-        let (totals, users) = self.recount_with_users(rollups).await?;
+        let shares = self.recount_shares(rollups).await?;
         for collection in [ROLLUPS, ROLLUP_USERS] {
             self.db.collection::<Document>(collection).delete_many(doc! {}).await?;
         }
-        let mut wm = Document::new();
-        let mut fence = Document::new();
-        for (partition, position, token) in watermarks {
-            wm.insert(format!("p{partition}"), position.to_key());
-            fence.insert(format!("p{partition}"), *token as i64);
-        }
+        let position = |p: i64| watermarks.iter().find(|(q, _, _)| i64::from(*q) == p);
+        let mut markers = Vec::new();
         let mut docs = Vec::new();
-        for (key, set) in &users {
-            let markers: Vec<Document> = set
-                .iter()
-                .map(|u| {
-                    doc! {
-                        "_id": format!("{}|{u}", key.id()),
-                        "interval": interval_name(key.interval),
-                        "start": key.start,
-                        // Not any partition's: never recounted by the processor.
-                        "p": -1i64,
-                        "src": "",
-                    }
-                })
-                .collect();
-            for chunk in markers.chunks(1000) {
-                self.db.collection::<Document>(ROLLUP_USERS).insert_many(chunk.to_vec()).await?;
+        for ((key, partition), share) in &shares {
+            for user in &share.users {
+                markers.push(doc! {
+                    "_id": format!("{}|{user}", key.id()),
+                    "interval": interval_name(key.interval),
+                    "start": key.start,
+                    "p": partition,
+                    // Before any position: never counted again by the processor.
+                    "src": "",
+                });
             }
-        }
-        for (id, t) in &totals {
-            let mut parts = id.splitn(3, '|');
-            let (interval, start, event) = (parts.next(), parts.next(), parts.next());
+            let t = &share.totals;
             let mut d = doc! {
-                "_id": id,
-                "event": event.unwrap_or_default(),
-                "interval": interval.unwrap_or_default(),
-                "start": start.and_then(|s| s.parse::<i64>().ok()).unwrap_or(0),
+                "_id": format!("{}|p{partition}", key.id()),
+                "bucket": key.id(),
+                "event": &key.event,
+                "interval": interval_name(key.interval),
+                "start": key.start,
+                "p": partition,
                 "events": t.events as i64,
-                "wm": wm.clone(),
-                "fence": fence.clone(),
             };
+            if let Some((_, at, fence)) = position(*partition) {
+                d.insert("wm", at.to_key());
+                d.insert("fence", *fence as i64);
+            }
             if let Some(u) = t.users {
                 d.insert("users", u as i64);
             }
@@ -194,6 +239,9 @@ impl Store {
                 d.insert("num", num);
             }
             docs.push(d);
+        }
+        for chunk in markers.chunks(1000) {
+            self.db.collection::<Document>(ROLLUP_USERS).insert_many(chunk.to_vec()).await?;
         }
         let written = docs.len();
         for chunk in docs.chunks(1000) {

@@ -1,8 +1,11 @@
 //! Exact pre-aggregates without transactions.
 //!
 //! Each partition has one writer at a time (a lease with a fencing token) and processes its
-//! stream in order. A bucket document keeps, per partition, the stream position of the
-//! last entry applied to it (`wm.p<n>`) and the fencing token of its writer (`fence.p<n>`).
+//! stream in order, and each partition has its own document per bucket (`<bucket>|p<n>`),
+//! so no two writers ever update one document (a bucket's value is the sum over its
+//! partitions' documents). Besides the partition's contribution, the document keeps the
+//! stream position of the last entry applied to it (`wm`) and its writer's fencing token
+//! (`fence`).
 //! Applying a batch to a bucket only counts the batch's events after that watermark and
 //! moves it in the same single-document update, guarded by a compare-and-set on the old
 //! watermark: a crash before the update leaves it to the redelivery, a crash after it makes
@@ -12,7 +15,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use futures::{StreamExt, TryStreamExt};
 use jiff::tz::TimeZone;
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::error::ErrorKind;
@@ -25,7 +27,7 @@ use crate::collections::{ROLLUP_USERS, ROLLUPS};
 use crate::{DUPLICATE_KEY, Store, StoreError, is_duplicate};
 
 /// How many bucket updates of one batch run at once.
-const CONCURRENT_BUCKETS: usize = 8;
+const CONCURRENT_BUCKETS: usize = 4;
 /// Compare-and-set attempts before giving up on a bucket (only concurrent writers of
 /// other partitions creating the same bucket make it retry).
 const MAX_ATTEMPTS: u32 = 8;
@@ -71,34 +73,38 @@ impl Store {
         if buckets.is_empty() {
             return Ok(());
         }
-        let ids: Vec<String> = buckets.keys().map(BucketKey::id).collect();
-        let states = self.bucket_states(&ids, lease.partition).await?;
-        futures::stream::iter(buckets.into_iter().map(|(key, items)| {
-            let state = states.get(&key.id()).cloned().unwrap_or_default();
-            async move { self.apply_bucket(lease, last, &key, &items, state, rollups.numeric).await }
-        }))
-        .buffer_unordered(CONCURRENT_BUCKETS)
-        .try_collect::<Vec<()>>()
-        .await?;
+        let ids: Vec<String> = buckets.keys().map(|k| partition_doc_id(k, lease.partition)).collect();
+        let states = self.bucket_states(&ids).await?;
+        // Eagerly built futures joined in chunks (a stream adapter over closures here would
+        // make the caller's future fail rustc's Send check).
+        let work: Vec<(BucketKey, Vec<(StreamPosition, &BufferedEvent)>)> = buckets.into_iter().collect();
+        for chunk in work.chunks(CONCURRENT_BUCKETS) {
+            let mut updates = Vec::with_capacity(chunk.len());
+            for (key, items) in chunk {
+                let state = states.get(&partition_doc_id(key, lease.partition)).cloned().unwrap_or_default();
+                updates.push(self.apply_bucket(lease, last, key, items, state, rollups.numeric));
+            }
+            futures::future::try_join_all(updates).await?;
+        }
         Ok(())
     }
 
-    async fn bucket_states(
-        &self,
-        ids: &[String],
-        partition: u32,
-    ) -> Result<HashMap<String, BucketState>, StoreError> {
-        let field = format!("p{partition}");
+    async fn bucket_states(&self, ids: &[String]) -> Result<HashMap<String, BucketState>, StoreError> {
+        let rollups = self.db.collection::<Document>(ROLLUPS);
+        // One lookup by `_id` each, concurrently (`$in` is not index-backed everywhere).
         let mut states = HashMap::new();
-        let mut cursor = self
-            .db
-            .collection::<Document>(ROLLUPS)
-            .find(doc! { "_id": { "$in": ids } })
-            .projection(doc! { "wm": 1, "fence": 1 })
-            .await?;
-        while let Some(d) = cursor.try_next().await? {
-            let id = d.get_str("_id").unwrap_or_default().to_string();
-            states.insert(id, state_of(&d, &field));
+        for chunk in ids.chunks(64) {
+            let lookups =
+                chunk.iter().map(|id| {
+                    let rollups = rollups.clone();
+                    async move {
+                        rollups.find_one(doc! { "_id": id }).projection(doc! { "wm": 1, "fence": 1 }).await
+                    }
+                });
+            for d in futures::future::try_join_all(lookups).await?.into_iter().flatten() {
+                let id = d.get_str("_id").unwrap_or_default().to_string();
+                states.insert(id, state_of(&d));
+            }
         }
         Ok(states)
     }
@@ -112,8 +118,7 @@ impl Store {
         mut state: BucketState,
         numeric: &[PropertyPath],
     ) -> Result<(), StoreError> {
-        let id = key.id();
-        let field = format!("p{}", lease.partition);
+        let id = partition_doc_id(key, lease.partition);
         let rollups = self.db.collection::<Document>(ROLLUPS);
         for _ in 0..MAX_ATTEMPTS {
             if let Some(newer) = state.fence.filter(|f| *f > lease.fence) {
@@ -146,8 +151,14 @@ impl Store {
             }
             let mut update = doc! {
                 "$inc": inc,
-                "$set": { format!("wm.{field}"): last.to_key(), format!("fence.{field}"): lease.fence as i64 },
-                "$setOnInsert": { "event": &key.event, "interval": interval_name(key.interval), "start": key.start },
+                "$set": { "wm": last.to_key(), "fence": lease.fence as i64 },
+                "$setOnInsert": {
+                    "bucket": key.id(),
+                    "event": &key.event,
+                    "interval": interval_name(key.interval),
+                    "start": key.start,
+                    "p": i64::from(lease.partition),
+                },
             };
             if !min.is_empty() {
                 update.insert("$min", min);
@@ -159,11 +170,8 @@ impl Store {
             };
             let filter = doc! {
                 "_id": &id,
-                format!("wm.{field}"): watermark_guard,
-                "$or": [
-                    { format!("fence.{field}"): { "$exists": false } },
-                    { format!("fence.{field}"): { "$lte": lease.fence as i64 } },
-                ],
+                "wm": watermark_guard,
+                "$or": [{ "fence": { "$exists": false } }, { "fence": { "$lte": lease.fence as i64 } }],
             };
             match rollups.update_one(filter, update).upsert(state.watermark.is_none()).await {
                 Ok(r) if r.matched_count == 1 || r.upserted_id.is_some() => return Ok(()),
@@ -174,7 +182,7 @@ impl Store {
             // The guard failed: someone moved the bucket. Read it again and recompute.
             let current =
                 rollups.find_one(doc! { "_id": &id }).projection(doc! { "wm": 1, "fence": 1 }).await?;
-            state = current.map(|d| state_of(&d, &field)).unwrap_or_default();
+            state = current.map(|d| state_of(&d)).unwrap_or_default();
         }
         Err(StoreError::Contended(MAX_ATTEMPTS))
     }
@@ -234,8 +242,11 @@ impl Store {
             return Ok(new);
         }
         let last = last.to_key();
-        let mut cursor = collection.find(doc! { "_id": { "$in": &existing } }).await?;
-        while let Some(marker) = cursor.try_next().await? {
+        let lookups = existing.iter().map(|id| {
+            let collection = collection.clone();
+            async move { collection.find_one(doc! { "_id": *id }).await }
+        });
+        for marker in futures::future::try_join_all(lookups).await?.into_iter().flatten() {
             let by_us = matches!(marker.get("p"), Some(Bson::Int64(p)) if *p == i64::from(partition));
             let src = marker.get_str("src").unwrap_or_default();
             if by_us && watermark.is_none_or(|w| src > w) && src <= last.as_str() {
@@ -246,12 +257,17 @@ impl Store {
     }
 }
 
-fn state_of(d: &Document, field: &str) -> BucketState {
-    let watermark = d.get_document("wm").ok().and_then(|w| w.get_str(field).ok()).map(str::to_string);
-    let fence = d.get_document("fence").ok().and_then(|f| match f.get(field) {
+fn state_of(d: &Document) -> BucketState {
+    let watermark = d.get_str("wm").ok().map(str::to_string);
+    let fence = match d.get("fence") {
         Some(Bson::Int64(v)) => u64::try_from(*v).ok(),
         Some(Bson::Int32(v)) => u64::try_from(*v).ok(),
         _ => None,
-    });
+    };
     BucketState { watermark, fence }
+}
+
+/// The document of one partition's share of a bucket: `<bucket id>|p<partition>`.
+pub fn partition_doc_id(key: &BucketKey, partition: u32) -> String {
+    format!("{}|p{partition}", key.id())
 }

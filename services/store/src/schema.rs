@@ -6,7 +6,7 @@ use mongodb::bson::doc;
 use mongodb::options::IndexOptions;
 use pulse_core::duration::DurationSpec;
 
-use crate::collections::{EVENTS, ROLLUP_USERS, ROLLUPS, USER_PERIODS, USERS};
+use crate::collections::{EVENTS, ROLLUP_USERS, ROLLUPS, USER_PERIODS};
 use crate::{Store, StoreError};
 
 /// What [`Store::ensure_schema`] found.
@@ -21,47 +21,36 @@ impl Store {
     /// Creates the collections' indexes if missing. Safe to run any number of times, from
     /// any number of processes.
     pub async fn ensure_schema(&self, retention: DurationSpec) -> Result<SchemaReport, StoreError> {
-        let index = |keys| IndexModel::builder().keys(keys).build();
         let events = self.db.collection::<mongodb::bson::Document>(EVENTS);
-        events
-            .create_indexes([index(doc! { "event": 1, "ts": 1 }), index(doc! { "distinct_id": 1, "ts": 1 })])
-            .await?;
-        let ttl = IndexModel::builder()
-            .keys(doc! { "ts": 1 })
-            .options(
-                IndexOptions::builder()
-                    .name("ts_ttl".to_string())
-                    .expire_after(std::time::Duration::from_secs(retention.as_secs()))
-                    .build(),
-            )
-            .build();
-        let ttl_index = match events.create_index(ttl).await {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::info!(error = %e, "no TTL index on this server; expired events are deleted periodically");
-                events.create_index(IndexModel::builder().keys(doc! { "ts": 1 }).build()).await?;
-                false
+        ensure_indexes(&events, &[doc! { "event": 1, "ts": 1 }, doc! { "distinct_id": 1, "ts": 1 }]).await?;
+        let ttl_index = match existing_ts_index(&events).await? {
+            // Decided on an earlier run: keep it (creating an index that exists, with other
+            // options, is an error, and crashes FerretDB 1.24's connection).
+            Some(has_ttl) => has_ttl,
+            None => {
+                let ttl = IndexModel::builder()
+                    .keys(doc! { "ts": 1 })
+                    .options(
+                        IndexOptions::builder()
+                            .name("ts_ttl".to_string())
+                            .expire_after(std::time::Duration::from_secs(retention.as_secs()))
+                            .build(),
+                    )
+                    .build();
+                match events.create_index(ttl).await {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::info!(error = %e, "no TTL index on this server; expired events are deleted periodically");
+                        ensure_indexes(&events, &[doc! { "ts": 1 }]).await?;
+                        false
+                    }
+                }
             }
         };
-        self.db
-            .collection::<mongodb::bson::Document>(ROLLUPS)
-            .create_indexes([
-                index(doc! { "interval": 1, "event": 1, "start": 1 }),
-                index(doc! { "start": 1 }),
-            ])
-            .await?;
-        self.db
-            .collection::<mongodb::bson::Document>(ROLLUP_USERS)
-            .create_index(index(doc! { "start": 1 }))
-            .await?;
-        self.db
-            .collection::<mongodb::bson::Document>(USERS)
-            .create_index(index(doc! { "first_seen": 1 }))
-            .await?;
-        self.db
-            .collection::<mongodb::bson::Document>(USER_PERIODS)
-            .create_index(index(doc! { "period": 1, "start": 1 }))
-            .await?;
+        // Rollups and their user markers are read by `_id` (ranges of it for time ranges,
+        // see BucketKey::id) and written often: no secondary index to maintain.
+        let collection = |name| self.db.collection::<mongodb::bson::Document>(name);
+        ensure_indexes(&collection(USER_PERIODS), &[doc! { "period": 1, "start": 1 }]).await?;
         Ok(SchemaReport { ttl_index })
     }
 
@@ -86,15 +75,61 @@ impl Store {
         }
         for (interval, days) in [("minute", 14i64), ("hour", 400)] {
             let cutoff = now_ms - days * 86_400_000;
+            // Bucket ids (and their markers' ids) sort by interval, then start.
+            let range =
+                doc! { "_id": { "$gte": format!("{interval}|"), "$lt": format!("{interval}|{cutoff:015}") } };
             for collection in [ROLLUPS, ROLLUP_USERS] {
                 deleted += self
                     .db
                     .collection::<mongodb::bson::Document>(collection)
-                    .delete_many(doc! { "interval": interval, "start": { "$lt": cutoff } })
+                    .delete_many(range.clone())
                     .await?
                     .deleted_count;
             }
         }
         Ok(deleted)
     }
+}
+
+/// Whether `events` already has an index on `ts` alone, and if so whether it is a TTL one.
+async fn existing_ts_index(
+    events: &mongodb::Collection<mongodb::bson::Document>,
+) -> Result<Option<bool>, StoreError> {
+    use futures::TryStreamExt;
+    let mut indexes = match events.list_indexes().await {
+        Ok(cursor) => cursor,
+        // A collection that does not exist yet has no indexes.
+        Err(_) => return Ok(None),
+    };
+    while let Some(index) = indexes.try_next().await? {
+        if index.keys == doc! { "ts": 1 } {
+            let ttl = index.options.as_ref().and_then(|o| o.expire_after).is_some();
+            return Ok(Some(ttl));
+        }
+    }
+    Ok(None)
+}
+
+/// Creates the indexes on `keys` that the collection lacks. Only missing ones are sent:
+/// re-creating existing indexes crashes FerretDB 1.24's connection.
+async fn ensure_indexes(
+    collection: &mongodb::Collection<mongodb::bson::Document>,
+    keys: &[mongodb::bson::Document],
+) -> Result<(), StoreError> {
+    use futures::TryStreamExt;
+    let mut existing = Vec::new();
+    if let Ok(mut cursor) = collection.list_indexes().await {
+        while let Some(index) = cursor.try_next().await? {
+            existing.push(index.keys);
+        }
+    }
+    let missing: Vec<IndexModel> = keys
+        .iter()
+        .filter(|k| !existing.contains(k))
+        .map(|k| IndexModel::builder().keys(k.clone()).build())
+        .collect();
+    if !missing.is_empty() {
+        collection.create_indexes(missing).await?;
+    }
+    Ok(())
 }

@@ -197,3 +197,14 @@ async fn rebuild_equals_recount_and_processing_continues_exactly() {
     f.process(lease, &entries[40..]).await.expect("continue");
     f.assert_exact().await;
 }
+
+#[tokio::test]
+async fn ensure_schema_is_idempotent() {
+    let ferret = FerretDb::start().await.expect("ferretdb");
+    let client = ferret.client().await.expect("client");
+    let store = Store::new(client.database(&unique_name("tenant")));
+    for _ in 0..3 {
+        store.ensure_schema(pulse_core::duration::DurationSpec::days(30)).await.expect("schema");
+    }
+    store.ping().await.expect("the server still answers");
+}

@@ -26,18 +26,27 @@ impl FerretDb {
         for d in [&data, &state] {
             std::fs::create_dir_all(d).map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
         }
-        let mut command = Command::new(Binary::Ferretdb.path()?);
-        command
-            .arg(format!("--listen-addr=127.0.0.1:{port}"))
-            .arg("--handler=sqlite")
-            .arg(format!("--sqlite-url=file:{}/", data.display()))
-            .arg(format!("--state-dir={}", state.display()))
-            .arg("--telemetry=disable")
-            .arg("--debug-addr=-")
-            .arg("--log-level=warn");
-        let mut process = ServerProcess::spawn("ferretdb", command, &dir.join("ferretdb.log"))?;
-        let uri = uri(port);
-        process
+        let process = spawn(&dir, port)?;
+        let mut ferret = FerretDb { process, port, _dir: dir };
+        ferret.wait_ready().await?;
+        Ok(ferret)
+    }
+
+    /// Kills FerretDB with `SIGKILL`, as a crash or outage would; its data stays.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts FerretDB again on the same port and data (after [`Self::kill`]).
+    pub async fn restart(&mut self) -> Result<()> {
+        self.process.kill();
+        self.process = spawn(&self._dir, self.port)?;
+        self.wait_ready().await
+    }
+
+    async fn wait_ready(&mut self) -> Result<()> {
+        let uri = uri(self.port);
+        self.process
             .wait_ready(START_TIMEOUT, || {
                 let uri = uri.clone();
                 async move {
@@ -50,8 +59,7 @@ impl FerretDb {
                         .map_err(|e| e.to_string())
                 }
             })
-            .await?;
-        Ok(FerretDb { process, port, _dir: dir })
+            .await
     }
 
     /// `mongodb://127.0.0.1:<port>/`.
@@ -68,6 +76,20 @@ impl FerretDb {
     pub fn process_mut(&mut self) -> &mut ServerProcess {
         &mut self.process
     }
+}
+
+fn spawn(dir: &WorkDir, port: u16) -> Result<ServerProcess> {
+    let mut command = Command::new(Binary::Ferretdb.path()?);
+    command
+        .arg(format!("--listen-addr=127.0.0.1:{port}"))
+        .arg("--handler=sqlite")
+        // Test data is thrown away: no fsync per write (as etcd runs with --unsafe-no-fsync).
+        .arg(format!("--sqlite-url=file:{}/?_pragma=synchronous(OFF)", dir.join("data").display()))
+        .arg(format!("--state-dir={}", dir.join("state").display()))
+        .arg("--telemetry=disable")
+        .arg("--debug-addr=-")
+        .arg("--log-level=warn");
+    ServerProcess::spawn("ferretdb", command, &dir.join("ferretdb.log"))
 }
 
 fn uri(port: u16) -> String {

@@ -1,0 +1,123 @@
+//! Spreads a pipeline's partitions over its processors: each processor announces itself,
+//! holds a fair share of the partition leases (partitions / live processors, rounded up),
+//! takes over the leases of processors that died, and gives extra ones back.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::seq::SliceRandom;
+use tokio::sync::watch;
+
+use crate::Context;
+use crate::lease::{LEASE_TTL, PartitionLeaseKeys};
+use crate::metrics::PartitionLabel;
+use crate::stream::PartitionStream;
+
+const TICK: Duration = Duration::from_millis(500);
+const RETENTION_EVERY: Duration = Duration::from_secs(600);
+
+struct Worker {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Runs until `shutdown` flips, then stops every worker after its current batch.
+pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
+    let members = format!("pulse:{{{}}}:processors", ctx.tenant);
+    let mut workers: HashMap<u32, Worker> = HashMap::new();
+    let mut last_retention: Option<Instant> = None;
+    while !*shutdown.borrow() {
+        workers.retain(|_, w| !w.task.is_finished());
+        match tick(&ctx, &members, &mut workers).await {
+            Ok(()) => ctx.set_ready(true),
+            Err(e) => {
+                ctx.set_ready(false);
+                tracing::warn!(error = %e, "coordination failed; retrying");
+            }
+        }
+        ctx.metrics.partitions_owned.set(workers.len() as i64);
+        // One processor, the holder of partition 0, expires old data.
+        if workers.contains_key(&0) && last_retention.is_none_or(|t| t.elapsed() > RETENTION_EVERY) {
+            last_retention = Some(Instant::now());
+            let now = jiff::Timestamp::now().as_millisecond();
+            match ctx.store.delete_expired(now, ctx.retention, ctx.ttl_index).await {
+                Ok(n) if n > 0 => tracing::info!(deleted = n, "expired data deleted"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retention delete failed; retrying later"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    tracing::info!(partitions = workers.len(), "stopping: finishing current batches");
+    for w in workers.values() {
+        let _ = w.stop.send(true);
+    }
+    for (_, w) in workers.drain() {
+        let _ = w.task.await;
+    }
+    let mut conn = ctx.conn.clone();
+    let _: redis::RedisResult<()> =
+        redis::cmd("ZREM").arg(&members).arg(&ctx.owner).query_async(&mut conn).await;
+}
+
+async fn tick(
+    ctx: &Arc<Context>,
+    members: &str,
+    workers: &mut HashMap<u32, Worker>,
+) -> redis::RedisResult<()> {
+    let mut conn = ctx.conn.clone();
+    // A rebuild asks every processor to step aside until it is done.
+    let paused: Option<String> = redis::cmd("GET").arg(pause_key(&ctx.tenant)).query_async(&mut conn).await?;
+    if paused.is_some() {
+        for w in workers.values() {
+            let _ = w.stop.send(true);
+        }
+        return Ok(());
+    }
+    let now = jiff::Timestamp::now().as_millisecond();
+    let expires = now + LEASE_TTL.as_millis() as i64;
+    let _: () = redis::cmd("ZADD").arg(members).arg(expires).arg(&ctx.owner).query_async(&mut conn).await?;
+    let _: () =
+        redis::cmd("ZREMRANGEBYSCORE").arg(members).arg("-inf").arg(now).query_async(&mut conn).await?;
+    let live: u32 = redis::cmd("ZCARD").arg(members).query_async(&mut conn).await?;
+    let fair = ctx.partitions.div_ceil(live.max(1)) as usize;
+
+    if workers.len() < fair {
+        let mut free: Vec<u32> = (0..ctx.partitions).filter(|p| !workers.contains_key(p)).collect();
+        free.shuffle(&mut rand::rng());
+        for partition in free {
+            if workers.len() >= fair {
+                break;
+            }
+            let keys = PartitionLeaseKeys::new(&ctx.tenant, partition);
+            if let Some(fence) = keys.acquire(&mut conn, &ctx.owner).await? {
+                let (stop, stopped) = watch::channel(false);
+                let task = tokio::spawn(crate::worker::run(Arc::clone(ctx), partition, fence, stopped));
+                workers.insert(partition, Worker { stop, task });
+            }
+        }
+    } else if workers.len() > fair {
+        let mut owned: Vec<u32> = workers.keys().copied().collect();
+        owned.sort_unstable();
+        for partition in owned.into_iter().skip(fair) {
+            if let Some(w) = workers.get(&partition) {
+                let _ = w.stop.send(true);
+            }
+        }
+    }
+
+    for partition in 0..ctx.partitions {
+        let backlog = PartitionStream::new(&ctx.tenant, partition).backlog(&mut conn).await?;
+        ctx.metrics.backlog_events.get_or_create(&PartitionLabel { partition }).set(backlog as i64);
+    }
+    Ok(())
+}
+
+/// While this key exists (a rebuild sets it), processors hold no partition.
+pub fn pause_key(tenant: &str) -> String {
+    format!("pulse:{{{tenant}}}:paused")
+}

@@ -1,0 +1,189 @@
+//! The processor: reads the tenant's Redis stream partitions and writes raw events and
+//! pre-aggregates to MongoDB, exactly once under redelivery, duplicates and crashes (the
+//! rules are in pulse-store and docs/exactness.md). It scales out up to one processor per
+//! partition; the crate is a library so tests can drive it, `main.rs` is the binary.
+
+pub mod coordinator;
+pub mod lease;
+pub mod metrics;
+pub mod rebuild;
+pub mod settings;
+pub mod stream;
+pub mod worker;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use jiff::tz::TimeZone;
+use pulse_buffer::Connection;
+use pulse_core::config::{ConfigError, PipelineConfig, RollupInterval};
+use pulse_core::duration::DurationSpec;
+use pulse_core::property::PropertyPath;
+use pulse_store::{Store, StoreError};
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+
+/// Why the processor could not start, or a batch failed (batches are retried).
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Config { path: PathBuf, source: ConfigError },
+    #[error("{0}")]
+    TimeZone(#[from] pulse_core::rollup::UnknownTimeZone),
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("serving HTTP: {0}")]
+    Serve(std::io::Error),
+    #[error("{0}")]
+    Rebuild(String),
+}
+
+impl ProcessorError {
+    /// The error's kind, as a metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProcessorError::Read { .. } | ProcessorError::Config { .. } | ProcessorError::TimeZone(_) => {
+                "config"
+            }
+            ProcessorError::Redis(_) => "redis",
+            ProcessorError::Store(StoreError::Fenced { .. }) => "fenced",
+            ProcessorError::Store(_) => "store",
+            ProcessorError::Serve(_) => "http",
+            ProcessorError::Rebuild(_) => "rebuild",
+        }
+    }
+}
+
+/// What every partition worker shares.
+pub struct Context {
+    pub tenant: String,
+    pub partitions: u32,
+    /// This process's identity in leases and the member list.
+    pub owner: String,
+    pub conn: Connection,
+    pub store: Store,
+    pub intervals: Vec<RollupInterval>,
+    pub numeric: Vec<PropertyPath>,
+    pub tz: TimeZone,
+    pub retention: DurationSpec,
+    pub ttl_index: bool,
+    /// Stream entries read per batch.
+    pub read_count: usize,
+    pub metrics: Arc<Metrics>,
+    ready: AtomicBool,
+}
+
+impl Context {
+    fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Whether Redis and MongoDB answered the last checks.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// Reads a secret file (a mounted Secret key) without ever logging its content.
+async fn read_secret(path: &Path) -> Result<String, ProcessorError> {
+    tokio::fs::read_to_string(path)
+        .await
+        .map(|s| s.trim().to_string())
+        .map_err(|source| ProcessorError::Read { path: path.to_path_buf(), source })
+}
+
+/// Loads the config and connects to Redis and MongoDB (retrying with backoff until both
+/// answer), and ensures the store's schema.
+pub async fn connect(config_path: &Path, owner: String) -> Result<Arc<Context>, ProcessorError> {
+    let text = tokio::fs::read_to_string(config_path)
+        .await
+        .map_err(|source| ProcessorError::Read { path: config_path.to_path_buf(), source })?;
+    let config = PipelineConfig::parse(&text)
+        .map_err(|source| ProcessorError::Config { path: config_path.to_path_buf(), source })?;
+    let tz = pulse_core::rollup::time_zone(&config.timezone)?;
+    let redis_url = read_secret(&config.buffer.redis_url_file).await?;
+    let mongo_uri = read_secret(&config.storage.mongodb_uri_file).await?;
+
+    let mut wait = Duration::from_millis(200);
+    let (conn, store, ttl_index) = loop {
+        let attempt = async {
+            let conn = Connection::open(&redis_url, config.buffer.cluster, Duration::from_secs(5)).await?;
+            let store = Store::connect(&mongo_uri, &config.storage.database).await?;
+            let schema = store.ensure_schema(config.storage.retention).await?;
+            Ok::<_, ProcessorError>((conn, store, schema.ttl_index))
+        };
+        match attempt.await {
+            Ok(connected) => break connected,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?wait, "cannot reach Redis or MongoDB yet");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    Ok(Arc::new(Context {
+        metrics: Arc::new(Metrics::new(&config.tenant)),
+        tenant: config.tenant,
+        partitions: config.buffer.partitions,
+        owner,
+        conn,
+        store,
+        intervals: config.rollups.intervals,
+        numeric: config.rollups.numeric_properties,
+        tz,
+        retention: config.storage.retention,
+        ttl_index,
+        read_count: (config.processor.batch_size as usize / 10).clamp(1, 1000),
+        ready: AtomicBool::new(false),
+    }))
+}
+
+/// Processes partitions and serves health and metrics on `listener` until `shutdown`
+/// resolves; then finishes the current batches, releases the leases and returns.
+pub async fn run(
+    ctx: Arc<Context>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ProcessorError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let http_stop = stop_rx.clone();
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(Arc::clone(&ctx));
+    let server = tokio::spawn(async move {
+        let mut stop = http_stop;
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    coordinator::run(ctx, stop_rx).await;
+    server.await.map_err(|e| ProcessorError::Serve(std::io::Error::other(e)))?.map_err(ProcessorError::Serve)
+}
+
+async fn readyz(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
+    if ctx.is_ready() { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready") }
+}
+
+async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
+    ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], ctx.metrics.encode())
+}

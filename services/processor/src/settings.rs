@@ -1,0 +1,45 @@
+//! The command line of pulse-processor.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// pulse-processor: moves a pipeline's events from its Redis buffer into MongoDB, exactly
+/// once, keeping the pre-aggregates live.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "pulse-processor", version, about)]
+pub struct Args {
+    /// The pipeline config file (JSON or YAML).
+    #[arg(long, env = "PULSE_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Where to serve /healthz, /readyz and /metrics.
+    #[arg(long, env = "PULSE_LISTEN", default_value = "0.0.0.0:9090")]
+    pub listen: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "PULSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Process the pipeline's partitions until SIGTERM (the default).
+    Run,
+    /// Recompute every pre-aggregate from the raw events, holding every partition's lease
+    /// meanwhile (running processors pause on the partitions they lose).
+    Rebuild {
+        /// How long to wait for the running processors' leases, in seconds.
+        #[arg(long, default_value_t = 60)]
+        wait_secs: u64,
+    },
+}

@@ -1,0 +1,141 @@
+//! Reading a partition's stream through the consumer group, and acknowledging what is
+//! stored: XACK, XDEL and the backlog count move together in one script.
+
+use pulse_buffer::Connection;
+use pulse_core::buffer::{BufferedEvent, CONSUMER_GROUP, ENTRY_FIELD, backlog_key, stream_key};
+use pulse_core::rollup::StreamPosition;
+use redis::streams::StreamReadReply;
+
+/// Acknowledges and deletes entries given as (id, events) pairs, and subtracts the events
+/// of those it acknowledged (not those acknowledged before), so a repeated call is harmless.
+const ACK: &str = r"
+local total = 0
+for i = 2, #ARGV, 2 do
+  if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
+    total = total + tonumber(ARGV[i + 1])
+  end
+  redis.call('XDEL', KEYS[1], ARGV[i])
+end
+if total > 0 then
+  if redis.call('DECRBY', KEYS[2], total) < 0 then
+    redis.call('SET', KEYS[2], 0)
+  end
+end
+return total
+";
+
+/// One stream entry: its position and its events (or why they could not be read).
+pub struct Entry {
+    pub id: String,
+    pub position: StreamPosition,
+    pub events: Result<Vec<BufferedEvent>, String>,
+}
+
+/// One partition's stream as its consumer sees it.
+pub struct PartitionStream {
+    pub partition: u32,
+    key: String,
+    backlog: String,
+    /// The consumer is named after the partition, not the process: whoever holds the
+    /// partition's lease reads (and so reclaims) the entries a dead holder left pending.
+    consumer: String,
+}
+
+impl PartitionStream {
+    pub fn new(tenant: &str, partition: u32) -> Self {
+        PartitionStream {
+            partition,
+            key: stream_key(tenant, partition),
+            backlog: backlog_key(tenant, partition),
+            consumer: format!("p{partition}"),
+        }
+    }
+
+    /// Creates the stream and its consumer group if missing.
+    pub async fn ensure_group(&self, conn: &mut Connection) -> redis::RedisResult<()> {
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.key)
+            .arg(CONSUMER_GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(conn)
+            .await;
+        match created {
+            Err(e) if e.to_string().contains("BUSYGROUP") => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Entries delivered before but not acknowledged (`pending`), or new ones.
+    pub async fn read(
+        &self,
+        conn: &mut Connection,
+        pending: bool,
+        count: usize,
+    ) -> redis::RedisResult<Vec<Entry>> {
+        let from = if pending { "0" } else { ">" };
+        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(CONSUMER_GROUP)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("STREAMS")
+            .arg(&self.key)
+            .arg(from)
+            .query_async(conn)
+            .await?;
+        let mut entries = Vec::new();
+        for stream in reply.map(|r| r.keys).unwrap_or_default() {
+            for item in stream.ids {
+                let Some(position) = StreamPosition::parse(&item.id) else { continue };
+                let events = match item.map.get(ENTRY_FIELD) {
+                    Some(redis::Value::BulkString(bytes)) => {
+                        serde_json::from_slice::<Vec<BufferedEvent>>(bytes)
+                            .map_err(|e| format!("entry {} is not a JSON array of events: {e}", item.id))
+                    }
+                    // A pending entry that was deleted (acknowledged elsewhere) comes back empty.
+                    None if pending => Ok(Vec::new()),
+                    _ => Err(format!("entry {} has no `{ENTRY_FIELD}` field", item.id)),
+                };
+                entries.push(Entry { id: item.id, position, events });
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Acknowledges `entries` (stored), deletes them, and lowers the backlog.
+    pub async fn ack(&self, conn: &mut Connection, entries: &[(String, u64)]) -> redis::RedisResult<u64> {
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(ACK).arg(2).arg(&self.key).arg(&self.backlog).arg(CONSUMER_GROUP);
+        for (id, events) in entries {
+            cmd.arg(id).arg(*events);
+        }
+        cmd.query_async(conn).await
+    }
+
+    /// The backlog count of the partition.
+    pub async fn backlog(&self, conn: &mut Connection) -> redis::RedisResult<u64> {
+        let n: Option<u64> = redis::cmd("GET").arg(&self.backlog).query_async(conn).await?;
+        Ok(n.unwrap_or(0))
+    }
+
+    /// The last entry the group has delivered (all before it are delivered too).
+    pub async fn last_delivered(&self, conn: &mut Connection) -> redis::RedisResult<StreamPosition> {
+        let groups: Vec<std::collections::HashMap<String, redis::Value>> =
+            redis::cmd("XINFO").arg("GROUPS").arg(&self.key).query_async(conn).await?;
+        let id = groups
+            .iter()
+            .find(|g| matches!(g.get("name"), Some(redis::Value::BulkString(n)) if n == CONSUMER_GROUP.as_bytes()))
+            .and_then(|g| match g.get("last-delivered-id") {
+                Some(redis::Value::BulkString(id)) => Some(String::from_utf8_lossy(id).into_owned()),
+                _ => None,
+            })
+            .unwrap_or_else(|| "0-0".to_string());
+        Ok(StreamPosition::parse(&id).unwrap_or_default())
+    }
+}

@@ -1,0 +1,189 @@
+//! One partition's processing loop, run while this process holds the partition's lease:
+//! read (pending first), store, apply, acknowledge; retry with backoff on any failure.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pulse_core::buffer::BufferedEvent;
+use pulse_core::rollup::StreamPosition;
+use pulse_store::{BatchRollups, EventWrite, PartitionLease, StoreError};
+use tokio::sync::watch;
+
+use crate::lease::{LEASE_TTL, PartitionLeaseKeys};
+use crate::metrics::ErrorLabel;
+use crate::stream::{Entry, PartitionStream};
+use crate::{Context, ProcessorError};
+
+const IDLE_MIN: Duration = Duration::from_millis(10);
+const IDLE_MAX: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Processes `partition` until `stop` says so or the lease is lost, then gives the lease up.
+pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Receiver<bool>) {
+    let lease = PartitionLease { partition, fence };
+    let keys = PartitionLeaseKeys::new(&ctx.tenant, partition);
+    let (lost_tx, lost) = watch::channel(false);
+    let renewer = tokio::spawn(renew(Arc::clone(&ctx), partition, lost_tx));
+    let stream = PartitionStream::new(&ctx.tenant, partition);
+    tracing::info!(partition, fence, "partition acquired");
+    let mut idle = IDLE_MIN;
+    let mut backoff = Backoff::default();
+    let mut conn = ctx.conn.clone();
+    if let Err(e) = stream.ensure_group(&mut conn).await {
+        tracing::warn!(partition, error = %e, "cannot create the consumer group yet");
+    }
+    while !(*stop.borrow() || *lost.borrow()) {
+        match step(&ctx, &stream, lease).await {
+            Ok(0) => {
+                backoff.reset();
+                tokio::time::sleep(idle).await;
+                idle = (idle * 2).min(IDLE_MAX);
+            }
+            Ok(_) => {
+                backoff.reset();
+                idle = IDLE_MIN;
+            }
+            Err(ProcessorError::Store(StoreError::Fenced { .. })) => {
+                tracing::warn!(partition, "another processor took this partition over");
+                break;
+            }
+            Err(e) => {
+                ctx.metrics.errors.get_or_create(&ErrorLabel { kind: e.kind() }).inc();
+                let wait = backoff.next();
+                tracing::warn!(partition, error = %e, retry_in = ?wait, "batch failed; retrying");
+                tokio::time::sleep(wait).await;
+                if let Err(e) = stream.ensure_group(&mut conn).await {
+                    tracing::debug!(partition, error = %e, "consumer group not ensured");
+                }
+            }
+        }
+    }
+    renewer.abort();
+    if let Err(e) = keys.release(&mut conn, &ctx.owner).await {
+        tracing::warn!(partition, error = %e, "could not release the lease; it expires by itself");
+    }
+    tracing::info!(partition, "partition released");
+}
+
+/// Reads one batch (pending entries first) and processes it. Returns its entry count.
+pub async fn step(
+    ctx: &Context,
+    stream: &PartitionStream,
+    lease: PartitionLease,
+) -> Result<usize, ProcessorError> {
+    let mut conn = ctx.conn.clone();
+    let mut entries = stream.read(&mut conn, true, ctx.read_count).await?;
+    if entries.is_empty() {
+        entries = stream.read(&mut conn, false, ctx.read_count).await?;
+    }
+    if entries.is_empty() {
+        return Ok(0);
+    }
+    process(ctx, stream, lease, &entries).await?;
+    Ok(entries.len())
+}
+
+/// Stores a batch's events, applies them, and acknowledges the entries. Safe to repeat.
+pub async fn process(
+    ctx: &Context,
+    stream: &PartitionStream,
+    lease: PartitionLease,
+    entries: &[Entry],
+) -> Result<(), ProcessorError> {
+    let started = Instant::now();
+    let mut writes = Vec::new();
+    for entry in entries {
+        match &entry.events {
+            Ok(events) => writes.extend(events.iter().map(|event| EventWrite {
+                partition: lease.partition,
+                position: entry.position,
+                event,
+            })),
+            Err(reason) => {
+                // Not something a retry fixes: keep it aside, visible, and move on.
+                ctx.metrics.errors.get_or_create(&ErrorLabel { kind: "undecodable_entry" }).inc();
+                tracing::error!(partition = lease.partition, entry = %entry.id, reason = %reason, "skipping an undecodable entry");
+            }
+        }
+    }
+    let flags = ctx.store.insert_events(&writes).await?;
+    let inserted = started.elapsed();
+    let first: Vec<(StreamPosition, &BufferedEvent)> =
+        writes.iter().zip(&flags).filter(|(_, f)| **f).map(|(w, _)| (w.position, w.event)).collect();
+    let last = entries.last().map(|e| e.position).unwrap_or_default();
+    let rollups = BatchRollups { intervals: &ctx.intervals, numeric: &ctx.numeric, tz: &ctx.tz };
+    ctx.store.apply_rollups(lease, last, &first, &rollups).await?;
+    let applied = started.elapsed();
+    let first_events: Vec<&BufferedEvent> = first.iter().map(|(_, e)| *e).collect();
+    ctx.store.record_activity(&first_events, &ctx.tz).await?;
+    tracing::debug!(
+        partition = lease.partition,
+        events = writes.len(),
+        insert_ms = inserted.as_millis() as u64,
+        rollups_ms = (applied - inserted).as_millis() as u64,
+        activity_ms = (started.elapsed() - applied).as_millis() as u64,
+        "batch stored"
+    );
+
+    let mut conn = ctx.conn.clone();
+    let acks: Vec<(String, u64)> = entries
+        .iter()
+        .map(|e| (e.id.clone(), e.events.as_ref().map(|v| v.len() as u64).unwrap_or(0)))
+        .collect();
+    stream.ack(&mut conn, &acks).await?;
+
+    let now = jiff::Timestamp::now().as_millisecond();
+    for (_, e) in &first {
+        ctx.metrics.freshness_seconds.observe((now - e.received_at).max(0) as f64 / 1000.0);
+    }
+    if let Some(newest) = first.iter().map(|(_, e)| e.received_at).max() {
+        ctx.metrics.newest_applied.set(newest / 1000);
+    }
+    ctx.metrics.events_stored.inc_by(first.len() as u64);
+    ctx.metrics.events_duplicate.inc_by((writes.len() - first.len()) as u64);
+    ctx.metrics.batches.inc();
+    ctx.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Renews the lease every third of its lifetime; reports loss when it is taken or when no
+/// renewal succeeded for a whole lifetime (Redis unreachable: the lease has expired).
+async fn renew(ctx: Arc<Context>, partition: u32, lost: watch::Sender<bool>) {
+    let keys = PartitionLeaseKeys::new(&ctx.tenant, partition);
+    let mut conn = ctx.conn.clone();
+    let mut last_ok = Instant::now();
+    loop {
+        tokio::time::sleep(LEASE_TTL / 3).await;
+        match keys.renew(&mut conn, &ctx.owner).await {
+            Ok(true) => last_ok = Instant::now(),
+            Ok(false) => {
+                let _ = lost.send(true);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "lease renewal failed");
+                if last_ok.elapsed() >= LEASE_TTL {
+                    let _ = lost.send(true);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Exponential backoff from 100 ms to 5 s.
+#[derive(Default)]
+struct Backoff {
+    attempts: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        self.attempts = self.attempts.saturating_add(1);
+        (Duration::from_millis(100) * 2u32.saturating_pow(self.attempts.min(10) - 1)).min(BACKOFF_MAX)
+    }
+
+    fn reset(&mut self) {
+        self.attempts = 0;
+    }
+}
