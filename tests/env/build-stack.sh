@@ -67,7 +67,7 @@ build_kubernetes() {
   local missing=()
   for n in "${names[@]}"; do cached "$n" "$K8S_VERSION" || missing+=("$n"); done
   if ((${#missing[@]})); then
-    log "kubernetes $K8S_VERSION: building ${missing[*]} (cold: about 15-25 min on 2 cores)"
+    log "kubernetes $K8S_VERSION: building ${missing[*]} (cold: about 7 min on 2 cores)"
     # The staging modules (k8s.io/api, client-go, ...) are required at v0.0.0 by
     # k8s.io/kubernetes and replaced by paths in its own repo; read that list from its
     # go.mod and pin each to the published $K8S_STAGING_VERSION.
@@ -98,7 +98,7 @@ build_kubernetes() {
 
 build_etcd() {
   if ! cached etcd "$ETCD_VERSION"; then
-    log "etcd $ETCD_VERSION: building (cold: about 2-4 min)"
+    log "etcd $ETCD_VERSION: building (cold: about 1 min)"
     local dir
     dir=$(wrapper_module etcd "$ETCD_VERSION" "require go.etcd.io/etcd/server/v3 $ETCD_VERSION")
     mkdir -p "$TOOLS/etcd-$ETCD_VERSION"
@@ -110,7 +110,7 @@ build_etcd() {
 
 build_ferretdb() {
   if ! cached ferretdb "$FERRETDB_VERSION"; then
-    log "ferretdb $FERRETDB_VERSION: building (cold: about 2-4 min)"
+    log "ferretdb $FERRETDB_VERSION: building (cold: about 1 min)"
     # FerretDB refuses to start unless build/version/version.txt (embedded at build time)
     # names its version; release builds generate it from git. Build from a writable copy of
     # the module with that file written.
@@ -133,7 +133,7 @@ replace github.com/FerretDB/FerretDB => ./FerretDB")
 
 build_helm() {
   if ! cached helm "$HELM_VERSION"; then
-    log "helm $HELM_VERSION: building (cold: about 2-4 min)"
+    log "helm $HELM_VERSION: building (cold: about 1-2 min)"
     local dir
     dir=$(wrapper_module helm "$HELM_VERSION" "require helm.sh/helm/v3 $HELM_VERSION")
     mkdir -p "$TOOLS/helm-$HELM_VERSION"
@@ -146,7 +146,7 @@ build_helm() {
 
 build_kwok() {
   if ! cached kwok "$KWOK_VERSION"; then
-    log "kwok $KWOK_VERSION: building (cold: about 3-5 min)"
+    log "kwok $KWOK_VERSION: building (cold: about 1-2 min)"
     local dir
     dir=$(wrapper_module kwok "$KWOK_VERSION" "require sigs.k8s.io/kwok $KWOK_VERSION")
     mkdir -p "$TOOLS/kwok-$KWOK_VERSION"
