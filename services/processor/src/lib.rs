@@ -79,8 +79,10 @@ pub struct Context {
     pub tz: TimeZone,
     pub retention: DurationSpec,
     pub ttl_index: bool,
-    /// Stream entries read per batch.
+    /// Stream entries read at once.
     pub read_count: usize,
+    /// Most events stored and applied in one batch (the pipeline's processor.batchSize).
+    pub batch_events: usize,
     pub metrics: Arc<Metrics>,
     ready: AtomicBool,
 }
@@ -145,7 +147,8 @@ pub async fn connect(config_path: &Path, owner: String) -> Result<Arc<Context>, 
         tz,
         retention: config.storage.retention,
         ttl_index,
-        read_count: (config.processor.batch_size as usize / 10).clamp(1, 1000),
+        read_count: (config.processor.batch_size as usize / 50).clamp(1, 200),
+        batch_events: (config.processor.batch_size as usize).max(1),
         ready: AtomicBool::new(false),
     }))
 }

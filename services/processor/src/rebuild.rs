@@ -74,7 +74,7 @@ async fn rebuild_paused(
             if pending.is_empty() {
                 break;
             }
-            crate::worker::process(ctx, &stream, *lease, &pending).await?;
+            crate::worker::process(ctx, &stream, *lease, &pending, true).await?;
             drained += pending.len();
         }
         watermarks.push((lease.partition, stream.last_delivered(&mut conn).await?, lease.fence));

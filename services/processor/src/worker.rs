@@ -73,22 +73,42 @@ pub async fn step(
 ) -> Result<usize, ProcessorError> {
     let mut conn = ctx.conn.clone();
     let mut entries = stream.read(&mut conn, true, ctx.read_count).await?;
+    let redelivered = !entries.is_empty();
     if entries.is_empty() {
         entries = stream.read(&mut conn, false, ctx.read_count).await?;
     }
     if entries.is_empty() {
         return Ok(0);
     }
-    process(ctx, stream, lease, &entries).await?;
+    // Sub-batches of at most `batch_events` events (at least one entry each): a redelivered
+    // batch costs a lookup per event, so its size must stay bounded.
+    let mut start = 0;
+    while start < entries.len() {
+        let mut end = start;
+        let mut events = 0;
+        while end < entries.len() {
+            let n = entries[end].events.as_ref().map(Vec::len).unwrap_or(0);
+            if end > start && events + n > ctx.batch_events {
+                break;
+            }
+            events += n;
+            end += 1;
+        }
+        process(ctx, stream, lease, &entries[start..end], redelivered).await?;
+        start = end;
+    }
     Ok(entries.len())
 }
 
 /// Stores a batch's events, applies them, and acknowledges the entries. Safe to repeat.
+/// `redelivered`: the entries come from the pending list (delivered before, maybe partly
+/// stored), so existing events and markers must be looked up.
 pub async fn process(
     ctx: &Context,
     stream: &PartitionStream,
     lease: PartitionLease,
     entries: &[Entry],
+    redelivered: bool,
 ) -> Result<(), ProcessorError> {
     let started = Instant::now();
     let mut writes = Vec::new();
@@ -106,13 +126,13 @@ pub async fn process(
             }
         }
     }
-    let flags = ctx.store.insert_events(&writes).await?;
+    let flags = ctx.store.insert_events(&writes, redelivered).await?;
     let inserted = started.elapsed();
     let first: Vec<(StreamPosition, &BufferedEvent)> =
         writes.iter().zip(&flags).filter(|(_, f)| **f).map(|(w, _)| (w.position, w.event)).collect();
     let last = entries.last().map(|e| e.position).unwrap_or_default();
     let rollups = BatchRollups { intervals: &ctx.intervals, numeric: &ctx.numeric, tz: &ctx.tz };
-    ctx.store.apply_rollups(lease, last, &first, &rollups).await?;
+    ctx.store.apply_rollups(lease, last, &first, &rollups, redelivered).await?;
     let applied = started.elapsed();
     let first_events: Vec<&BufferedEvent> = first.iter().map(|(_, e)| *e).collect();
     ctx.store.record_activity(&first_events, &ctx.tz).await?;

@@ -49,7 +49,15 @@ fn raw_document(write: &EventWrite<'_>) -> Document {
 impl Store {
     /// Inserts the events (unordered; existing ids are left alone) and tells which ones
     /// this batch's entries stored. Idempotent: a redelivered batch gets the same flags.
-    pub async fn insert_events(&self, writes: &[EventWrite<'_>]) -> Result<StoredFlags, StoreError> {
+    ///
+    /// `redelivered` says the entries were delivered before (read from the pending list):
+    /// only then can an existing id have been stored by these very entries, so only then
+    /// are existing ids looked up; on a first delivery an existing id is a duplicate.
+    pub async fn insert_events(
+        &self,
+        writes: &[EventWrite<'_>],
+        redelivered: bool,
+    ) -> Result<StoredFlags, StoreError> {
         let mut flags = vec![false; writes.len()];
         let mut seen = HashSet::new();
         let mut batch = Vec::new();
@@ -81,6 +89,12 @@ impl Store {
                 }
                 _ => return Err(e.into()),
             },
+        }
+        if !redelivered {
+            for i in already {
+                flags[i] = false;
+            }
+            return Ok(flags);
         }
         if already.is_empty() {
             return Ok(flags);

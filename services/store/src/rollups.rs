@@ -46,6 +46,15 @@ pub struct BatchRollups<'a> {
     pub tz: &'a TimeZone,
 }
 
+/// Which batch is being applied: its writer, its last position, and whether its entries
+/// were delivered before.
+#[derive(Debug, Clone, Copy)]
+struct BatchOf {
+    lease: PartitionLease,
+    last: StreamPosition,
+    redelivered: bool,
+}
+
 /// A bucket's watermark and fencing token for one partition.
 #[derive(Debug, Clone, Default)]
 struct BucketState {
@@ -63,6 +72,7 @@ impl Store {
         last: StreamPosition,
         events: &[(StreamPosition, &BufferedEvent)],
         rollups: &BatchRollups<'_>,
+        redelivered: bool,
     ) -> Result<(), StoreError> {
         let mut buckets: BTreeMap<BucketKey, Vec<(StreamPosition, &BufferedEvent)>> = BTreeMap::new();
         for (position, event) in events {
@@ -82,7 +92,8 @@ impl Store {
             let mut updates = Vec::with_capacity(chunk.len());
             for (key, items) in chunk {
                 let state = states.get(&partition_doc_id(key, lease.partition)).cloned().unwrap_or_default();
-                updates.push(self.apply_bucket(lease, last, key, items, state, rollups.numeric));
+                let batch = BatchOf { lease, last, redelivered };
+                updates.push(self.apply_bucket(batch, key, items, state, rollups.numeric));
             }
             futures::future::try_join_all(updates).await?;
         }
@@ -111,13 +122,13 @@ impl Store {
 
     async fn apply_bucket(
         &self,
-        lease: PartitionLease,
-        last: StreamPosition,
+        batch: BatchOf,
         key: &BucketKey,
         items: &[(StreamPosition, &BufferedEvent)],
         mut state: BucketState,
         numeric: &[PropertyPath],
     ) -> Result<(), StoreError> {
+        let BatchOf { lease, last, mut redelivered } = batch;
         let id = partition_doc_id(key, lease.partition);
         let rollups = self.db.collection::<Document>(ROLLUPS);
         for _ in 0..MAX_ATTEMPTS {
@@ -138,7 +149,14 @@ impl Store {
             let mut inc = doc! { "events": contribution.events as i64 };
             if counts_users(key.interval) {
                 let users = self
-                    .new_users(key, lease.partition, state.watermark.as_deref(), last, &after_watermark)
+                    .new_users(
+                        key,
+                        lease.partition,
+                        state.watermark.as_deref(),
+                        last,
+                        &after_watermark,
+                        redelivered,
+                    )
                     .await?;
                 inc.insert("users", users as i64);
             }
@@ -179,7 +197,9 @@ impl Store {
                 Err(e) if is_duplicate(&e) => {}
                 Err(e) => return Err(e.into()),
             }
-            // The guard failed: someone moved the bucket. Read it again and recompute.
+            // The guard failed: someone moved the bucket. Read it again and recompute; this
+            // batch's own markers now exist, so look them up.
+            redelivered = true;
             let current =
                 rollups.find_one(doc! { "_id": &id }).projection(doc! { "wm": 1, "fence": 1 }).await?;
             state = current.map(|d| state_of(&d)).unwrap_or_default();
@@ -189,7 +209,9 @@ impl Store {
 
     /// How many of the users in `items` this batch adds to the bucket: a marker per
     /// (bucket, user) is inserted once; a marker that exists counts only if this partition
-    /// created it after the watermark and within this batch (a crash left it uncounted).
+    /// created it after the watermark and within this batch (a crash left it uncounted),
+    /// which is possible only when the batch is `redelivered`: otherwise existing markers
+    /// are not looked up at all.
     async fn new_users(
         &self,
         key: &BucketKey,
@@ -197,6 +219,7 @@ impl Store {
         watermark: Option<&str>,
         last: StreamPosition,
         items: &[&(StreamPosition, &BufferedEvent)],
+        redelivered: bool,
     ) -> Result<u64, StoreError> {
         let mut earliest: BTreeMap<&str, StreamPosition> = BTreeMap::new();
         for (position, event) in items {
@@ -238,7 +261,7 @@ impl Store {
             },
         }
         let mut new = (ids.len() - existing.len()) as u64;
-        if existing.is_empty() {
+        if existing.is_empty() || !redelivered {
             return Ok(new);
         }
         let last = last.to_key();

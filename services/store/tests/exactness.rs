@@ -54,20 +54,30 @@ impl Fixture {
     }
 
     /// What the processor does with one batch of one partition's entries.
+    /// (As a redelivery: every scenario here may repeat entries.)
     async fn process(
         &self,
         lease: PartitionLease,
         batch: &[(StreamPosition, &BufferedEvent)],
     ) -> Result<(), StoreError> {
+        self.process_as(lease, batch, true).await
+    }
+
+    async fn process_as(
+        &self,
+        lease: PartitionLease,
+        batch: &[(StreamPosition, &BufferedEvent)],
+        redelivered: bool,
+    ) -> Result<(), StoreError> {
         let writes: Vec<EventWrite<'_>> = batch
             .iter()
             .map(|(p, e)| EventWrite { partition: lease.partition, position: *p, event: e })
             .collect();
-        let flags = self.store.insert_events(&writes).await?;
+        let flags = self.store.insert_events(&writes, redelivered).await?;
         let first: Vec<(StreamPosition, &BufferedEvent)> =
             batch.iter().zip(&flags).filter(|(_, f)| **f).map(|((p, e), _)| (*p, *e)).collect();
         let last = batch.last().map(|(p, _)| *p).unwrap_or_default();
-        self.store.apply_rollups(lease, last, &first, &self.rollups()).await
+        self.store.apply_rollups(lease, last, &first, &self.rollups(), redelivered).await
     }
 
     async fn assert_exact(&self) {
@@ -125,7 +135,7 @@ async fn a_crash_after_the_raw_insert_is_repaired_by_the_redelivery() {
     // The crash: raw events stored, rollups not applied.
     let writes: Vec<EventWrite<'_>> =
         entries[..40].iter().map(|(p, e)| EventWrite { partition: 2, position: *p, event: e }).collect();
-    f.store.insert_events(&writes).await.expect("raw insert");
+    f.store.insert_events(&writes, false).await.expect("raw insert");
     // Redelivery with another batch size.
     f.process(lease, &entries[..20]).await.expect("redelivery 1");
     f.process(lease, &entries[20..]).await.expect("redelivery 2");
@@ -144,8 +154,9 @@ async fn duplicates_in_later_entries_and_in_one_entry_count_once() {
         entries.push((pos(100 + i as u64 / 2), e));
     }
     let lease = PartitionLease { partition: 1, fence: 1 };
-    f.process(lease, &entries[..35]).await.expect("batch 1");
-    f.process(lease, &entries[35..]).await.expect("batch 2");
+    // First deliveries: duplicates are recognised without any lookup.
+    f.process_as(lease, &entries[..35], false).await.expect("batch 1");
+    f.process_as(lease, &entries[35..], false).await.expect("batch 2");
     f.assert_exact().await;
     let stored = f.store.stored_rollups().await.expect("stored");
     let total: u64 = stored.iter().filter(|(id, _)| id.starts_with("day|")).map(|(_, t)| t.events).sum();
