@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Runs a step and prints how long it took: $(call timed,label,command)
 timed = start=$$SECONDS; $(2); echo "[make] $(1) took $$((SECONDS - start))s"
 
-.PHONY: all env lint fmt crds test test-only bench-ingest
+.PHONY: all env lint fmt crds test test-only bench-ingest bench-processor
 
 all: test
 
@@ -37,3 +37,7 @@ test: env lint test-only
 ## bench-ingest: raw Redis XADD throughput vs. the ingest path, side by side
 bench-ingest: env
 	@bash tests/bench/ingest.sh
+
+## bench-processor: raw insert_many into the store vs. the processor end to end, and rollup freshness
+bench-processor: env
+	@bash tests/bench/processor.sh
