@@ -3,13 +3,12 @@
 use std::collections::{HashMap, HashSet};
 
 use mongodb::bson::{Bson, DateTime, Document, doc};
-use mongodb::error::ErrorKind;
 use pulse_core::buffer::BufferedEvent;
 use pulse_core::rollup::StreamPosition;
 
 use crate::collections::EVENTS;
 use crate::documents::document_of_json;
-use crate::{DUPLICATE_KEY, Store, StoreError};
+use crate::{Store, StoreError};
 
 /// One event to store, with the stream entry it came from.
 pub struct EventWrite<'a> {
@@ -74,22 +73,8 @@ impl Store {
             return Ok(flags);
         }
         let events = self.db.collection::<Document>(EVENTS);
-        let mut already: Vec<usize> = Vec::new();
-        match events.insert_many(batch).ordered(false).await {
-            Ok(_) => {}
-            Err(e) => match e.kind.as_ref() {
-                ErrorKind::InsertMany(failure)
-                    if failure.write_concern_error.is_none()
-                        && failure
-                            .write_errors
-                            .as_ref()
-                            .is_some_and(|w| w.iter().all(|w| w.code == DUPLICATE_KEY)) =>
-                {
-                    already.extend(failure.write_errors.iter().flatten().map(|w| batch_index[w.index]));
-                }
-                _ => return Err(e.into()),
-            },
-        }
+        let already: Vec<usize> =
+            crate::insert_new(&events, batch).await?.into_iter().map(|i| batch_index[i]).collect();
         if !redelivered {
             for i in already {
                 flags[i] = false;

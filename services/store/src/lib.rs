@@ -78,6 +78,33 @@ impl Store {
     }
 }
 
+/// Inserts `documents` unordered and returns the positions of those whose `_id` existed
+/// already; any other failure is an error.
+pub(crate) async fn insert_new(
+    collection: &mongodb::Collection<mongodb::bson::Document>,
+    documents: Vec<mongodb::bson::Document>,
+) -> Result<Vec<usize>, StoreError> {
+    use mongodb::error::ErrorKind;
+    if documents.is_empty() {
+        return Ok(Vec::new());
+    }
+    match collection.insert_many(documents).ordered(false).await {
+        Ok(_) => Ok(Vec::new()),
+        Err(e) => match e.kind.as_ref() {
+            ErrorKind::InsertMany(failure)
+                if failure.write_concern_error.is_none()
+                    && failure
+                        .write_errors
+                        .as_ref()
+                        .is_some_and(|w| w.iter().all(|w| w.code == DUPLICATE_KEY)) =>
+            {
+                Ok(failure.write_errors.iter().flatten().map(|w| w.index).collect())
+            }
+            _ => Err(e.into()),
+        },
+    }
+}
+
 /// Whether a MongoDB error is a duplicate key.
 pub fn is_duplicate(e: &mongodb::error::Error) -> bool {
     use mongodb::error::{ErrorKind, WriteFailure};

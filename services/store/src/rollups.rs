@@ -17,14 +17,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use jiff::tz::TimeZone;
 use mongodb::bson::{Bson, Document, doc};
-use mongodb::error::ErrorKind;
 use pulse_core::buffer::BufferedEvent;
 use pulse_core::config::RollupInterval;
 use pulse_core::property::PropertyPath;
 use pulse_core::rollup::{BucketKey, Contribution, StreamPosition, buckets_of, counts_users, interval_name};
 
 use crate::collections::{ROLLUP_USERS, ROLLUPS};
-use crate::{DUPLICATE_KEY, Store, StoreError, is_duplicate};
+use crate::{Store, StoreError, is_duplicate};
 
 /// How many bucket updates of one batch run at once.
 const CONCURRENT_BUCKETS: usize = 4;
@@ -244,22 +243,8 @@ impl Store {
         let ids: Vec<String> =
             markers.iter().map(|m| m.get_str("_id").unwrap_or_default().to_string()).collect();
         let collection = self.db.collection::<Document>(ROLLUP_USERS);
-        let mut existing: Vec<&str> = Vec::new();
-        match collection.insert_many(markers).ordered(false).await {
-            Ok(_) => {}
-            Err(e) => match e.kind.as_ref() {
-                ErrorKind::InsertMany(failure)
-                    if failure.write_concern_error.is_none()
-                        && failure
-                            .write_errors
-                            .as_ref()
-                            .is_some_and(|w| w.iter().all(|w| w.code == DUPLICATE_KEY)) =>
-                {
-                    existing.extend(failure.write_errors.iter().flatten().map(|w| ids[w.index].as_str()));
-                }
-                _ => return Err(e.into()),
-            },
-        }
+        let existing: Vec<&str> =
+            crate::insert_new(&collection, markers).await?.into_iter().map(|i| ids[i].as_str()).collect();
         let mut new = (ids.len() - existing.len()) as u64;
         if existing.is_empty() || !redelivered {
             return Ok(new);

@@ -9,13 +9,12 @@ use std::collections::BTreeMap;
 
 use jiff::tz::TimeZone;
 use mongodb::bson::{Document, doc};
-use mongodb::error::ErrorKind;
 use pulse_core::buffer::BufferedEvent;
 use pulse_core::config::RollupInterval;
 use pulse_core::rollup::{bucket_start, week_start};
 
 use crate::collections::USER_PERIODS;
-use crate::{DUPLICATE_KEY, Store, StoreError};
+use crate::{Store, StoreError};
 
 impl Store {
     /// Records the days and weeks each user of `events` was active in.
@@ -41,19 +40,7 @@ impl Store {
                 d
             })
             .collect();
-        match self.db.collection::<Document>(USER_PERIODS).insert_many(markers).ordered(false).await {
-            Ok(_) => Ok(()),
-            Err(e) => match e.kind.as_ref() {
-                ErrorKind::InsertMany(f)
-                    if f.write_concern_error.is_none()
-                        && f.write_errors
-                            .as_ref()
-                            .is_some_and(|w| w.iter().all(|w| w.code == DUPLICATE_KEY)) =>
-                {
-                    Ok(())
-                }
-                _ => Err(e.into()),
-            },
-        }
+        crate::insert_new(&self.db.collection::<Document>(USER_PERIODS), markers).await?;
+        Ok(())
     }
 }
