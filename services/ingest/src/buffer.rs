@@ -180,16 +180,24 @@ impl Buffer {
                 }
             }
             backoff = MONITOR_INTERVAL;
-            match self.check().await {
-                Ok(()) if durability_checked => {}
+            let healthy = match self.check().await {
+                Ok(()) if durability_checked => true,
                 Ok(()) => match self.check_durability().await {
-                    Ok(()) => durability_checked = true,
-                    Err(reason) => self.set_not_ready(reason),
+                    Ok(()) => {
+                        durability_checked = true;
+                        true
+                    }
+                    Err(reason) => {
+                        self.set_not_ready(reason);
+                        false
+                    }
                 },
-                Err(reason) => self.set_not_ready(reason),
-            }
-            if durability_checked && !self.is_ready() && self.check().await.is_ok() {
-                self.ready.store(true, Ordering::Release);
+                Err(reason) => {
+                    self.set_not_ready(reason);
+                    false
+                }
+            };
+            if healthy && !self.ready.swap(true, Ordering::AcqRel) {
                 tracing::info!("buffer ready");
             }
             tokio::time::sleep(MONITOR_INTERVAL).await;
