@@ -41,6 +41,7 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
     Router::new()
         .route("/v1/events", post(post_event))
         .route("/v1/batch", post(post_batch))
+        .merge(crate::compat::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -107,7 +108,7 @@ pub struct IndexedEventError {
 }
 
 impl IndexedEventError {
-    fn new(index: usize, e: EventError) -> Self {
+    pub(crate) fn new(index: usize, e: EventError) -> Self {
         IndexedEventError { index, code: e.code.as_str().to_string(), field: e.field, message: e.message }
     }
 }
@@ -293,7 +294,7 @@ impl Ingest {
 
     /// Applies the rate limit and backpressure, then buffers the events grouped by
     /// partition. Returns only when Redis confirmed every partition's entry.
-    async fn store(&self, events: Vec<BufferedEvent>) -> Result<(), RequestError> {
+    pub(crate) async fn store(&self, events: Vec<BufferedEvent>) -> Result<(), RequestError> {
         let count = events.len() as u64;
         if !self.buffer.is_ready() {
             return Err(unavailable(&self.buffer.not_ready_reason()));
@@ -358,7 +359,7 @@ impl Ingest {
             .collect())
     }
 
-    fn refuse(&self, e: RequestError) -> Response {
+    pub(crate) fn refuse(&self, e: RequestError) -> Response {
         self.metrics.requests_rejected.get_or_create(&Reason { reason: e.code.as_str() }).inc();
         e.into_response()
     }
@@ -407,10 +408,10 @@ fn events_array(raw: &RawValue) -> Result<Vec<&RawValue>, RequestError> {
     })
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-fn new_event_id() -> String {
+pub(crate) fn new_event_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod body;
 pub mod buffer;
+pub mod compat;
 pub mod error;
 pub mod keys;
 pub mod metrics;

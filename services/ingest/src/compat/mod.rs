@@ -1,0 +1,340 @@
+//! Drop-in ingest for the SDKs teams already use: Segment's HTTP Tracking API under
+//! `/compat/segment` and PostHog's capture API under `/compat/posthog`, so an app moves to
+//! Pulse by changing only the SDK's host.
+//!
+//! Each format is parsed and mapped to the native event (the mapping is in `segment.rs`
+//! and `posthog.rs`, and in docs/compat.md); from there a message takes exactly the path of
+//! a `/v1/batch` event: the same validation and limits, the same partitioning by
+//! `distinct_id`, the same dedup key (`event_id` = the SDK's message id) and the same
+//! durable append. Refusals use the native error body, with the SDK's field names and the
+//! statuses the SDKs retry on (429 and 5xx) or give up on (other 4xx).
+
+pub mod clock;
+pub mod posthog;
+pub mod segment;
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use pulse_core::buffer::BufferedEvent;
+use pulse_core::event::EventError;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::api::{IndexedEventError, Ingest, new_event_id, now_ms};
+use crate::error::{RequestError, RequestErrorCode};
+use crate::metrics::{Endpoint, Reason};
+
+/// The compat routes, merged into ingest's router.
+pub fn routes() -> Router<Arc<Ingest>> {
+    let mut router = Router::new()
+        .route("/compat/segment/v1/batch", post(segment_batch))
+        .route("/compat/segment/v1/import", post(segment_batch))
+        .route("/compat/segment/v1/{kind}", post(segment_single));
+    for path in posthog::PATHS {
+        router = router.route(path, post(posthog_capture)).route(&format!("{path}/"), post(posthog_capture));
+    }
+    router
+}
+
+/// One SDK message as a native event (`event_id`, `event`, `distinct_id`, `timestamp` in
+/// epoch ms, `properties`), with the SDK's names of its fields for errors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mapped {
+    pub event: Map<String, Value>,
+    /// (native field prefix, the SDK's field), most specific first: an error about
+    /// `properties.$set.email` of a Segment identify names `traits.email`.
+    pub fields: Vec<(&'static str, &'static str)>,
+}
+
+impl Mapped {
+    /// The SDK's name of a native field path.
+    fn wire_field(&self, native: &str) -> String {
+        for (prefix, wire) in &self.fields {
+            if let Some(rest) = native.strip_prefix(prefix)
+                && (rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+            {
+                return format!("{wire}{rest}");
+            }
+        }
+        native.to_string()
+    }
+}
+
+/// A refusal of one message, before or after mapping.
+pub(crate) fn event_error(
+    code: pulse_core::event::ErrorCode,
+    field: impl Into<String>,
+    message: impl Into<String>,
+) -> EventError {
+    EventError { code, field: field.into(), message: message.into() }
+}
+
+pub(crate) fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// What the SDK is told on success: the native counts, plus the field its SDK expects.
+#[derive(Debug, Serialize)]
+struct CompatAccepted {
+    /// Segment's answer is `{"success": true}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    success: Option<bool>,
+    /// PostHog's answer is `{"status": 1}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<u8>,
+    #[serde(flatten)]
+    accepted: crate::api::Accepted,
+}
+
+/// Maps, validates and durably buffers the messages of one request, like /v1/batch.
+/// `single` requests (one message by its endpoint) refuse like /v1/events: the event's
+/// error becomes the request's.
+async fn accept(
+    ingest: &Ingest,
+    messages: Vec<Result<Mapped, EventError>>,
+    received_at: i64,
+    single: bool,
+) -> Result<crate::api::Accepted, RequestError> {
+    if messages.is_empty() {
+        return Err(
+            RequestError::new(RequestErrorCode::EmptyBatch, "the batch holds no events").field("batch")
+        );
+    }
+    if messages.len() > ingest.max_events_per_batch {
+        return Err(RequestError::new(
+            RequestErrorCode::TooManyEvents,
+            format!("{} events; a batch holds at most {}", messages.len(), ingest.max_events_per_batch),
+        )
+        .field("batch"));
+    }
+    ingest.metrics.batch_events.observe(messages.len() as f64);
+    let mut valid: Vec<BufferedEvent> = Vec::with_capacity(messages.len());
+    let mut errors = Vec::new();
+    for (index, message) in messages.into_iter().enumerate() {
+        let checked = message.and_then(|mapped| {
+            // As text, so the size limit applies to the event as it will be stored.
+            let text = Value::Object(mapped.event.clone()).to_string();
+            ingest.rules.validate(&text, received_at, &mut new_event_id).map_err(|mut e| {
+                e.field = mapped.wire_field(&e.field);
+                e
+            })
+        });
+        match checked {
+            Ok(event) => valid.push(event),
+            Err(e) => {
+                ingest.metrics.events_rejected.get_or_create(&Reason { reason: e.code.as_str() }).inc();
+                errors.push(IndexedEventError::new(index, e));
+            }
+        }
+    }
+    if valid.is_empty() {
+        let mut refused = if single {
+            let first = &errors[0];
+            let code = if first.code == "invalid_json" {
+                RequestErrorCode::InvalidJson
+            } else {
+                RequestErrorCode::InvalidBody
+            };
+            let mut refused = RequestError::new(code, first.message.clone());
+            refused.field = (!first.field.is_empty()).then(|| first.field.clone());
+            refused
+        } else {
+            RequestError::new(RequestErrorCode::NoValidEvents, "every event was refused; see errors")
+        };
+        refused.event_errors = errors;
+        return Err(refused);
+    }
+    let accepted = valid.len();
+    ingest.store(valid).await?;
+    Ok(crate::api::Accepted { accepted, rejected: errors.len(), errors })
+}
+
+/// The body as JSON: read within the limits (Content-Encoding gzip included), then
+/// inflated when it is gzip without saying so, as posthog-js sends it
+/// (`?compression=gzip-js`).
+async fn read_json(ingest: &Ingest, headers: &HeaderMap, body: Body) -> Result<Value, RequestError> {
+    let bytes = crate::body::read(headers, body, ingest.max_body_bytes).await?;
+    let bytes = if bytes.starts_with(&[0x1f, 0x8b]) { gunzip(&bytes, ingest.max_body_bytes)? } else { bytes };
+    let text = crate::body::utf8(&bytes)?;
+    serde_json::from_str(text).map_err(|e| {
+        RequestError::new(RequestErrorCode::InvalidJson, format!("the body is not valid JSON: {e}"))
+    })
+}
+
+fn gunzip(bytes: &[u8], limit: usize) -> Result<Bytes, RequestError> {
+    let mut inflated = Vec::with_capacity(bytes.len().saturating_mul(4).min(limit));
+    flate2::read::MultiGzDecoder::new(bytes).take(limit as u64 + 1).read_to_end(&mut inflated).map_err(
+        |e| {
+            RequestError::new(
+                RequestErrorCode::InvalidGzip,
+                format!("the gzip body cannot be decompressed: {e}"),
+            )
+        },
+    )?;
+    if inflated.len() > limit {
+        return Err(RequestError::new(
+            RequestErrorCode::BodyTooLarge,
+            format!("the body is larger than the limit of {limit} bytes"),
+        ));
+    }
+    Ok(Bytes::from(inflated))
+}
+
+/// Checks a write key presented in `field`.
+fn authorize(ingest: &Ingest, key: Option<&str>, field: &str, how: &str) -> Result<(), RequestError> {
+    match key.map(str::trim).filter(|k| !k.is_empty()) {
+        None => Err(RequestError::new(
+            RequestErrorCode::Unauthorized,
+            format!("send the pipeline's write key {how}"),
+        )
+        .field(field)),
+        Some(key) if ingest.keys.accepts(key.as_bytes()) => Ok(()),
+        Some(_) => {
+            Err(RequestError::new(RequestErrorCode::Unauthorized, "this is not a write key of this pipeline")
+                .field(field))
+        }
+    }
+}
+
+fn respond(
+    ingest: &Ingest,
+    endpoint: &'static str,
+    started: Instant,
+    ok_status: StatusCode,
+    answer: Result<CompatAccepted, RequestError>,
+) -> Response {
+    let response = match answer {
+        Ok(accepted) => (ok_status, Json(accepted)).into_response(),
+        Err(e) => ingest.refuse(e),
+    };
+    ingest
+        .metrics
+        .request_seconds
+        .get_or_create(&Endpoint { endpoint })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn segment_batch(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let answer = segment_request(&ingest, &headers, body, None).await;
+    respond(&ingest, "segment", started, StatusCode::OK, answer)
+}
+
+async fn segment_single(
+    State(ingest): State<Arc<Ingest>>,
+    Path(kind): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let answer = match segment::MessageType::of_endpoint(&kind) {
+        Some(kind) => segment_request(&ingest, &headers, body, Some(kind)).await,
+        None => Err(RequestError::new(
+            RequestErrorCode::NotFound,
+            format!("no Segment endpoint /v1/{kind}; the endpoints are {}", segment::ENDPOINTS),
+        )),
+    };
+    respond(&ingest, "segment", started, StatusCode::OK, answer)
+}
+
+async fn segment_request(
+    ingest: &Ingest,
+    headers: &HeaderMap,
+    body: Body,
+    single: Option<segment::MessageType>,
+) -> Result<CompatAccepted, RequestError> {
+    let header_key = segment::write_key_of(headers)?;
+    if header_key.is_some() {
+        authorize(ingest, header_key.as_deref(), "Authorization", "")?;
+    }
+    let json = read_json(ingest, headers, body).await?;
+    let received_at = now_ms();
+    let request = segment::Request::parse(json, single)?;
+    if header_key.is_none() {
+        authorize(
+            ingest,
+            request.write_key.as_deref(),
+            "Authorization",
+            "as the user name of HTTP Basic auth (`Authorization: Basic base64(<write key>:)`), as the SDKs do",
+        )?;
+    }
+    let messages = request.map(received_at);
+    let accepted = accept(ingest, messages, received_at, single.is_some()).await?;
+    Ok(CompatAccepted { success: Some(true), status: None, accepted })
+}
+
+async fn posthog_capture(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let answer = async {
+        let json = read_json(&ingest, &headers, body).await?;
+        let received_at = now_ms();
+        let request = posthog::Request::parse(json)?;
+        authorize(
+            &ingest,
+            request.api_key.as_deref(),
+            "api_key",
+            "as `api_key` in the body (the project API key of the SDK's configuration)",
+        )?;
+        let single = request.single;
+        let messages = request.map(received_at);
+        let accepted = accept(&ingest, messages, received_at, single).await?;
+        Ok(CompatAccepted { success: None, status: Some(1), accepted })
+    }
+    .await;
+    // PostHog's SDKs take only 200 as success.
+    respond(&ingest, "posthog", started, StatusCode::OK, answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_fields_rename_the_most_specific_prefix() {
+        let mapped = Mapped {
+            event: Map::new(),
+            fields: vec![
+                ("properties.$set", "traits"),
+                ("properties", "properties"),
+                ("distinct_id", "userId"),
+            ],
+        };
+        assert_eq!(mapped.wire_field("properties.$set.email"), "traits.email");
+        assert_eq!(mapped.wire_field("properties.$settings"), "properties.$settings");
+        assert_eq!(mapped.wire_field("properties.plan"), "properties.plan");
+        assert_eq!(mapped.wire_field("distinct_id"), "userId");
+        assert_eq!(mapped.wire_field("event"), "event");
+        assert_eq!(mapped.wire_field(""), "");
+    }
+
+    #[test]
+    fn gunzip_caps_the_inflated_size() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&vec![b'a'; 10_000]).expect("gzip");
+        let bytes = gz.finish().expect("gzip");
+        assert_eq!(gunzip(&bytes, 10_000).expect("fits").len(), 10_000);
+        assert_eq!(gunzip(&bytes, 9_999).expect_err("too large").code, RequestErrorCode::BodyTooLarge);
+        assert_eq!(
+            gunzip(&bytes[..bytes.len() / 2], 10_000).expect_err("truncated").code,
+            RequestErrorCode::InvalidGzip
+        );
+    }
+}
