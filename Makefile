@@ -13,6 +13,7 @@ all: test
 ## env: build (first run) or check (cached) the local stack of real servers
 env:
 	@$(call timed,env,bash tests/env/build-stack.sh)
+	@$(call timed,python sdks,bash tests/env/python-sdks.sh)
 
 ## fmt: format the code
 fmt:
