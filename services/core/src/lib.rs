@@ -7,6 +7,7 @@
 //! write (a funnel definition, a duration, a property path) carry their JSON schema, with
 //! the CEL rules the Kubernetes API server enforces, so the CRDs reuse them as they are.
 
+pub mod analytics;
 pub mod buffer;
 pub mod config;
 pub mod duration;

@@ -1,0 +1,166 @@
+//! Funnels computed from events: ordered, strict and unordered, with a window, exclusions,
+//! held-constant properties and a breakdown, as docs/semantics.md defines them.
+//!
+//! [`FunnelEngine::user`] gives one user's result ([`UserFunnel`]); a [`FunnelTally`] adds
+//! users up (and merges with another tally, e.g. of another partition); [`run`] does both
+//! over a set of events and checks the limits.
+
+mod compiled;
+mod report;
+mod sequence;
+mod unordered;
+
+use std::collections::HashSet;
+
+use jiff::tz::TimeZone;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use self::compiled::{Compiled, Marked};
+use super::error::{AnalyticsError, Limits, check_events, check_range};
+use super::event::{AnalyticsEvent, by_user, matches};
+use super::period::{self, Interval};
+use crate::funnel::{FunnelDefinition, FunnelOrder};
+
+pub use report::{BreakdownRow, ConversionPoint, FunnelReport, FunnelTally, StepReport, TimeToConvert};
+
+/// What to compute a funnel over.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FunnelQuery {
+    /// Users whose first step's event is at or after this time (epoch ms) count.
+    pub from: i64,
+    /// ... and before this time (epoch ms, exclusive). Later steps may follow up to the
+    /// window after it.
+    pub to: i64,
+    /// Also report the conversion per period (day or week) of the first step's event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trend: Option<Interval>,
+}
+
+/// One user's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserFunnel {
+    /// The number of steps reached (0 = did not enter).
+    pub level: usize,
+    /// For each step reached, the milliseconds from the first step's event to that step's
+    /// event in the first chain that reached it (see docs/semantics.md); empty for
+    /// unordered funnels, which have no first step in time.
+    pub step_times: Vec<i64>,
+    /// The breakdown property of the user's first first-step event at or after `from`:
+    /// its text (JSON text for non-strings), None when absent.
+    pub breakdown: Option<String>,
+}
+
+/// A funnel definition ready to evaluate users over one range.
+pub struct FunnelEngine<'d> {
+    compiled: Compiled<'d>,
+    from: i64,
+    to: i64,
+}
+
+impl<'d> FunnelEngine<'d> {
+    /// Validates the definition and range.
+    pub fn new(def: &'d FunnelDefinition, from: i64, to: i64) -> Result<Self, AnalyticsError> {
+        def.validate().map_err(AnalyticsError::Invalid)?;
+        check_range(from, to)?;
+        Ok(FunnelEngine { compiled: Compiled::new(def), from, to })
+    }
+
+    /// The number of steps.
+    pub fn steps(&self) -> usize {
+        self.compiled.n
+    }
+
+    /// One user's result; `events` are the user's, sorted by time (see
+    /// [`super::event::by_user`]).
+    pub fn user(&self, events: &[&AnalyticsEvent]) -> UserFunnel {
+        let marked = self.compiled.mark(events);
+        let (level, step_times) = self.evaluate(&marked, self.from, self.to);
+        let breakdown = if level > 0 { self.breakdown_value(events) } else { None };
+        UserFunnel { level, step_times, breakdown }
+    }
+
+    /// The user's level for each range of `ranges` (e.g. the periods of a trend).
+    pub fn levels_in(&self, events: &[&AnalyticsEvent], ranges: &[(i64, i64)]) -> Vec<usize> {
+        let marked = self.compiled.mark(events);
+        ranges.iter().map(|&(from, to)| self.evaluate(&marked, from, to).0).collect()
+    }
+
+    fn evaluate(&self, marked: &[Marked], from: i64, to: i64) -> (usize, Vec<i64>) {
+        // Only events from `from` to the window after `to` can be chosen or come between.
+        let lo = marked.partition_point(|m| m.ts < from);
+        let hi = marked.partition_point(|m| m.ts <= to.saturating_add(self.compiled.window_ms));
+        let marked = &marked[lo..hi.max(lo)];
+        match self.compiled.order {
+            FunnelOrder::Unordered => (unordered::level(&self.compiled, marked, from, to), Vec::new()),
+            order => {
+                let p = sequence::progress(&self.compiled, marked, from, to, order == FunnelOrder::Strict);
+                let times = p.first.iter().take(p.level).flatten().map(|(t, start)| t - start).collect();
+                (p.level, times)
+            }
+        }
+    }
+
+    fn breakdown_value(&self, events: &[&AnalyticsEvent]) -> Option<String> {
+        let path = self.compiled.def.breakdown.as_ref()?;
+        let step = &self.compiled.def.steps[0];
+        let first =
+            events.iter().find(|e| e.timestamp >= self.from && matches(&step.event, &step.filters, e))?;
+        path.lookup(&first.properties).map(|v| match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    }
+}
+
+/// Computes a funnel over `events` (any order, any users; repeated event ids count once).
+/// `users`, when given, keeps only those users (a cohort). `tz` is the pipeline's time
+/// zone, for the trend's periods.
+pub fn run(
+    def: &FunnelDefinition,
+    query: &FunnelQuery,
+    events: &[AnalyticsEvent],
+    users: Option<&HashSet<String>>,
+    tz: &TimeZone,
+    limits: &Limits,
+) -> Result<FunnelReport, AnalyticsError> {
+    let engine = FunnelEngine::new(def, query.from, query.to)?;
+    check_events(events.len(), limits)?;
+    let starts = match query.trend {
+        None => Vec::new(),
+        Some(interval @ (Interval::Day | Interval::Week)) => {
+            period::starts(query.from, query.to, interval, tz, limits)?
+        }
+        Some(other) => {
+            return Err(AnalyticsError::invalid(
+                "trend",
+                format!("a conversion trend is per day or week, not {other:?}"),
+            ));
+        }
+    };
+    // Each period's funnel is the funnel over the part of [from, to) in that period.
+    let ranges: Vec<(i64, i64)> = match query.trend {
+        Some(interval) => {
+            starts.iter().map(|&s| (s.max(query.from), period::next(s, interval, tz).min(query.to))).collect()
+        }
+        None => Vec::new(),
+    };
+    let mut tally = FunnelTally::new(engine.steps());
+    for user in by_user(events) {
+        if users.is_some_and(|u| !u.contains(user.distinct_id)) {
+            continue;
+        }
+        tally.add(&engine.user(&user.events));
+        if !ranges.is_empty() {
+            let levels = engine.levels_in(&user.events, &ranges);
+            for (start, level) in starts.iter().zip(levels) {
+                tally.add_to_period(*start, level);
+            }
+        }
+    }
+    tally.report(def, &starts, limits)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,155 @@
+//! Calendar periods in the pipeline's time zone: the intervals of trends, the periods of
+//! retention and of funnel conversion trends. A period is named by its start (epoch ms);
+//! days start at local midnight (so a DST day has 23 or 25 hours), weeks on Monday.
+
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use jiff::{Span, Timestamp, ZonedDateTime};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::error::{AnalyticsError, Limits, check_periods};
+use crate::config::RollupInterval;
+use crate::rollup::{bucket_start, week_start};
+
+/// A calendar interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Interval {
+    /// A clock hour in the time zone.
+    Hour,
+    /// A day, from local midnight.
+    Day,
+    /// An ISO week, from Monday's local midnight.
+    Week,
+    /// A calendar month, from the first's local midnight.
+    Month,
+}
+
+fn zoned(ms: i64, tz: &TimeZone) -> Option<ZonedDateTime> {
+    Timestamp::from_millisecond(ms).ok().map(|t| t.to_zoned_datetime(tz.clone()))
+}
+
+/// The start (epoch ms) of the interval holding `ts`.
+pub fn start(ts: i64, interval: Interval, tz: &TimeZone) -> i64 {
+    match interval {
+        Interval::Hour => bucket_start(ts, RollupInterval::Hour, tz),
+        Interval::Day => bucket_start(ts, RollupInterval::Day, tz),
+        Interval::Week => week_start(ts, tz),
+        Interval::Month => zoned(ts, tz)
+            .and_then(|z| z.first_of_month().ok())
+            .and_then(|z| z.start_of_day().ok())
+            .map_or(ts, |z| z.timestamp().as_millisecond()),
+    }
+}
+
+/// The start of the interval after the one starting at `period_start`.
+pub fn next(period_start: i64, interval: Interval, tz: &TimeZone) -> i64 {
+    let step = match interval {
+        Interval::Hour => Span::new().hours(1),
+        Interval::Day => Span::new().days(1),
+        Interval::Week => Span::new().weeks(1),
+        Interval::Month => Span::new().months(1),
+    };
+    let later = zoned(period_start, tz)
+        .and_then(|z| z.checked_add(step).ok())
+        .map_or(period_start + 3_600_000, |z| z.timestamp().as_millisecond());
+    let candidate = start(later, interval, tz);
+    // A zone's odd transition could round back to the same start: step past it.
+    if candidate > period_start { candidate } else { start(later + 3_600_000, interval, tz) }
+}
+
+/// The starts of every interval that overlaps `[from, to)`, oldest first; refuses more
+/// than the limit.
+pub fn starts(
+    from: i64,
+    to: i64,
+    interval: Interval,
+    tz: &TimeZone,
+    limits: &Limits,
+) -> Result<Vec<i64>, AnalyticsError> {
+    let mut out = Vec::new();
+    let mut s = start(from, interval, tz);
+    while s < to {
+        out.push(s);
+        check_periods(out.len(), limits)?;
+        s = next(s, interval, tz);
+    }
+    Ok(out)
+}
+
+/// The local calendar day of `ts` as a day number (days since 1970-01-01), so the number
+/// of days between two periods is a subtraction, whatever DST does.
+pub fn day_number(ts: i64, tz: &TimeZone) -> i64 {
+    let Some(date) = zoned(ts, tz).map(|z| z.date()) else { return ts.div_euclid(86_400_000) };
+    date_number(date)
+}
+
+fn date_number(date: Date) -> i64 {
+    date.to_zoned_datetime(TimeZone::UTC).map_or(0, |z| z.timestamp().as_second().div_euclid(86_400))
+}
+
+/// The period number of `ts` for day or week periods: consecutive periods have
+/// consecutive numbers. Weeks are numbered from the Monday 1969-12-29.
+pub fn period_number(ts: i64, interval: Interval, tz: &TimeZone) -> i64 {
+    let day = day_number(ts, tz);
+    match interval {
+        // 1970-01-01 was a Thursday: day -3 is a Monday.
+        Interval::Week => (day + 3).div_euclid(7),
+        _ => day,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(s: &str) -> i64 {
+        s.parse::<Timestamp>().expect("timestamp").as_millisecond()
+    }
+
+    #[test]
+    fn months_and_weeks_start_where_the_calendar_says() {
+        let berlin = TimeZone::get("Europe/Berlin").expect("zone");
+        assert_eq!(start(ms("2026-03-15T12:00:00Z"), Interval::Month, &berlin), ms("2026-02-28T23:00:00Z"));
+        assert_eq!(next(ms("2026-02-28T23:00:00Z"), Interval::Month, &berlin), ms("2026-03-31T22:00:00Z"));
+        let utc = TimeZone::UTC;
+        let weeks = starts(
+            ms("2026-11-24T00:00:00Z"),
+            ms("2026-12-08T00:00:00Z"),
+            Interval::Week,
+            &utc,
+            &Limits::default(),
+        )
+        .expect("weeks");
+        assert_eq!(
+            weeks,
+            [ms("2026-11-23T00:00:00Z"), ms("2026-11-30T00:00:00Z"), ms("2026-12-07T00:00:00Z")]
+        );
+    }
+
+    #[test]
+    fn a_dst_day_is_one_period_of_25_hours() {
+        let berlin = TimeZone::get("Europe/Berlin").expect("zone");
+        let day = start(ms("2026-10-25T12:00:00Z"), Interval::Day, &berlin);
+        assert_eq!(next(day, Interval::Day, &berlin) - day, 25 * 3_600_000);
+        let a = period_number(ms("2026-10-24T23:30:00Z"), Interval::Day, &berlin);
+        let b = period_number(ms("2026-10-26T22:30:00Z"), Interval::Day, &berlin);
+        assert_eq!(b - a, 1, "local 01:30 on the 25th and 23:30 on the 26th are one day apart");
+    }
+
+    #[test]
+    fn week_numbers_change_on_monday() {
+        let utc = TimeZone::UTC;
+        let sunday = period_number(ms("2026-11-22T23:59:59Z"), Interval::Week, &utc);
+        let monday = period_number(ms("2026-11-23T00:00:00Z"), Interval::Week, &utc);
+        assert_eq!(monday - sunday, 1);
+    }
+
+    #[test]
+    fn too_many_periods_is_an_error() {
+        let limits = Limits { max_periods: 10, ..Limits::default() };
+        let err = starts(0, 11 * 3_600_000, Interval::Hour, &TimeZone::UTC, &limits).expect_err("11 hours");
+        assert_eq!(err, AnalyticsError::TooManyPeriods { count: 11, limit: 10 });
+    }
+}

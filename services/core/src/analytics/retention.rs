@@ -1,0 +1,218 @@
+//! Retention: of the users who did a start event in a period, how many did a return event
+//! k periods later, by day or week in the pipeline's time zone.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use jiff::tz::TimeZone;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::error::{AnalyticsError, Limits, check_events, check_periods, check_range};
+use super::event::{AnalyticsEvent, EventMatcher, by_user};
+use super::period::{self, Interval};
+use crate::validation::Errors;
+
+/// Which periods a user belongs to as a cohort.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum RetentionKind {
+    /// The period of the user's first-ever start event.
+    #[default]
+    FirstTime,
+    /// Every period with a start event.
+    Recurring,
+}
+
+/// A retention query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionQuery {
+    /// The event that puts a user in a cohort.
+    pub start: EventMatcher,
+    /// The event that counts as coming back.
+    #[serde(rename = "return")]
+    pub return_event: EventMatcher,
+    /// firstTime (default) or recurring.
+    #[serde(default)]
+    pub kind: RetentionKind,
+    /// day or week.
+    pub period: Interval,
+    /// The offsets reported: 0 to periods - 1.
+    pub periods: u32,
+    /// Cohorts whose start event is at or after this time (epoch ms) ...
+    pub from: i64,
+    /// ... and before this time (exclusive).
+    pub to: i64,
+}
+
+/// The retention table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionReport {
+    /// One row per period overlapping [from, to), oldest first.
+    pub cohorts: Vec<RetentionCohort>,
+}
+
+/// One cohort: the users who started in one period.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionCohort {
+    /// The period's start (epoch ms).
+    pub period_start: i64,
+    /// Users in the cohort.
+    pub users: u64,
+    /// Users with a return event k periods later, at index k (offset 0 is the cohort's own
+    /// period). Offsets not yet over count what happened so far.
+    pub retained: Vec<u64>,
+}
+
+impl RetentionQuery {
+    fn validate(&self, limits: &Limits) -> Result<(), AnalyticsError> {
+        let mut errors = Errors::default();
+        self.start.validate_into("start", &mut errors);
+        self.return_event.validate_into("return", &mut errors);
+        if !matches!(self.period, Interval::Day | Interval::Week) {
+            errors.add("period", "retention periods are day or week");
+        }
+        if self.periods == 0 {
+            errors.add("periods", "at least 1 period (offset 0)");
+        }
+        errors.into_result().map_err(AnalyticsError::Invalid)?;
+        check_periods(self.periods as usize, limits)?;
+        check_range(self.from, self.to)
+    }
+}
+
+/// Computes the retention table over `events` (any order; repeated ids count once), for
+/// the users in `users` when given.
+pub fn run(
+    query: &RetentionQuery,
+    events: &[AnalyticsEvent],
+    users: Option<&HashSet<String>>,
+    tz: &TimeZone,
+    limits: &Limits,
+) -> Result<RetentionReport, AnalyticsError> {
+    query.validate(limits)?;
+    check_events(events.len(), limits)?;
+    let starts = period::starts(query.from, query.to, query.period, tz, limits)?;
+    let n = query.periods as usize;
+    let mut rows: HashMap<i64, (u64, Vec<u64>)> = HashMap::new();
+    for user in by_user(events) {
+        if users.is_some_and(|u| !u.contains(user.distinct_id)) {
+            continue;
+        }
+        for (cohort, returns) in user_cohorts(query, &user.events, tz) {
+            let row = rows.entry(cohort).or_insert_with(|| (0, vec![0; n]));
+            row.0 += 1;
+            for k in 0..n {
+                if returns.contains(&(cohort + k as i64)) {
+                    row.1[k] += 1;
+                }
+            }
+        }
+    }
+    let cohorts = starts
+        .into_iter()
+        .map(|s| {
+            let (users, retained) =
+                rows.remove(&period::period_number(s, query.period, tz)).unwrap_or((0, vec![0; n]));
+            RetentionCohort { period_start: s, users, retained }
+        })
+        .collect();
+    Ok(RetentionReport { cohorts })
+}
+
+/// One user's cohorts (period numbers) and the set of periods with a return event: what
+/// the pre-aggregated path keeps per user.
+pub fn user_cohorts(
+    query: &RetentionQuery,
+    events: &[&AnalyticsEvent],
+    tz: &TimeZone,
+) -> Vec<(i64, BTreeSet<i64>)> {
+    let in_range = |ts: i64| (query.from..query.to).contains(&ts);
+    let mut starts = events.iter().filter(|e| query.start.matches(e)).map(|e| e.timestamp);
+    let start_times: Vec<i64> = match query.kind {
+        RetentionKind::FirstTime => starts.next().filter(|&ts| in_range(ts)).into_iter().collect(),
+        RetentionKind::Recurring => starts.filter(|&ts| in_range(ts)).collect(),
+    };
+    let cohorts: BTreeSet<i64> =
+        start_times.into_iter().map(|ts| period::period_number(ts, query.period, tz)).collect();
+    if cohorts.is_empty() {
+        return Vec::new();
+    }
+    let returns: BTreeSet<i64> = events
+        .iter()
+        .filter(|e| query.return_event.matches(e))
+        .map(|e| period::period_number(e.timestamp, query.period, tz))
+        .collect();
+    cohorts.into_iter().map(|c| (c, returns.clone())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const DAY: i64 = 86_400_000;
+
+    fn ev(user: &str, name: &str, ts: i64) -> AnalyticsEvent {
+        AnalyticsEvent {
+            event_id: format!("{user}-{name}-{ts}"),
+            event: name.into(),
+            distinct_id: user.into(),
+            timestamp: ts,
+            properties: json!({}),
+        }
+    }
+
+    fn query(kind: RetentionKind) -> RetentionQuery {
+        RetentionQuery {
+            start: EventMatcher::named("signup"),
+            return_event: EventMatcher::named("open"),
+            kind,
+            period: Interval::Day,
+            periods: 3,
+            from: 0,
+            to: 2 * DAY,
+        }
+    }
+
+    #[test]
+    fn first_time_and_recurring_cohorts() {
+        let events = vec![
+            ev("a", "signup", 10),
+            ev("a", "open", DAY + 5),
+            ev("a", "signup", DAY + 7),
+            ev("a", "open", 2 * DAY + 1),
+            ev("b", "signup", DAY + 1),
+            ev("b", "open", DAY + 2),
+        ];
+        let tz = TimeZone::UTC;
+        let first =
+            run(&query(RetentionKind::FirstTime), &events, None, &tz, &Limits::default()).expect("runs");
+        let cells: Vec<(u64, Vec<u64>)> =
+            first.cohorts.iter().map(|c| (c.users, c.retained.clone())).collect();
+        assert_eq!(cells, [(1, vec![0, 1, 1]), (1, vec![1, 0, 0])]);
+        let recurring =
+            run(&query(RetentionKind::Recurring), &events, None, &tz, &Limits::default()).expect("runs");
+        let cells: Vec<(u64, Vec<u64>)> =
+            recurring.cohorts.iter().map(|c| (c.users, c.retained.clone())).collect();
+        assert_eq!(cells, [(1, vec![0, 1, 1]), (2, vec![2, 1, 0])]);
+    }
+
+    #[test]
+    fn refuses_bad_queries() {
+        let mut q = query(RetentionKind::FirstTime);
+        q.period = Interval::Hour;
+        q.periods = 0;
+        let err = run(&q, &[], None, &TimeZone::UTC, &Limits::default()).expect_err("invalid");
+        let AnalyticsError::Invalid(fields) = err else { panic!("expected invalid, got {err:?}") };
+        assert_eq!(fields.iter().map(|f| f.field.as_str()).collect::<Vec<_>>(), ["period", "periods"]);
+        let mut q = query(RetentionKind::FirstTime);
+        q.periods = 5000;
+        assert!(matches!(
+            run(&q, &[], None, &TimeZone::UTC, &Limits::default()),
+            Err(AnalyticsError::TooManyPeriods { count: 5000, .. })
+        ));
+    }
+}

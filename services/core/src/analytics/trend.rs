@@ -1,0 +1,259 @@
+//! Trends: a measure of the matching events per interval, optionally broken down by a
+//! property (the top N values plus "other").
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use jiff::tz::TimeZone;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::error::{AnalyticsError, Limits, check_events, check_range};
+use super::event::{AnalyticsEvent, EventMatcher};
+use super::period::{self, Interval};
+use super::stats::percentile;
+use crate::property::PropertyPath;
+use crate::validation::Errors;
+
+/// What is measured in each interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Measure {
+    /// Matching events.
+    Count,
+    /// Distinct users with a matching event in the interval.
+    UniqueUsers,
+    /// Daily active users: distinct users with a matching event that day (interval day).
+    Dau,
+    /// Weekly active users: distinct users in the 7 days ending that day (interval day).
+    Wau,
+    /// Monthly active users: distinct users in the 30 days ending that day (interval day).
+    Mau,
+    /// The sum of a numeric property (events where it is a number; 0 when none).
+    Sum { property: PropertyPath },
+    /// The mean of a numeric property (null when no event has it).
+    Average { property: PropertyPath },
+    /// The smallest value of a numeric property.
+    Min { property: PropertyPath },
+    /// The largest value of a numeric property.
+    Max { property: PropertyPath },
+    /// The nearest-rank percentile `p` (0 to 100) of a numeric property.
+    Percentile { property: PropertyPath, p: f64 },
+}
+
+/// Splits a trend by a property of the events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrendBreakdown {
+    /// The property.
+    pub property: PropertyPath,
+    /// How many values get their own series (by matching events in the range); the rest
+    /// form one series "other".
+    pub top: usize,
+}
+
+/// A trend query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrendQuery {
+    /// Which events.
+    pub event: EventMatcher,
+    /// What to compute.
+    pub measure: Measure,
+    /// hour, day, week or month (DAU, WAU and MAU need day).
+    pub interval: Interval,
+    /// From this time (epoch ms) ...
+    pub from: i64,
+    /// ... to this one (exclusive); intervals overlapping the range are reported whole.
+    pub to: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breakdown: Option<TrendBreakdown>,
+}
+
+/// Which events a series covers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "camelCase")]
+pub enum SeriesLabel {
+    /// Every matching event (no breakdown).
+    All,
+    /// Events with this breakdown value (null: property absent).
+    Value(Option<String>),
+    /// Events with any value outside the top N.
+    Other,
+}
+
+/// A trend's answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrendReport {
+    pub series: Vec<Series>,
+}
+
+/// One series: a value per interval.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Series {
+    pub label: SeriesLabel,
+    pub points: Vec<TrendPoint>,
+}
+
+/// One interval's value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrendPoint {
+    /// The interval's start (epoch ms).
+    pub start: i64,
+    /// Null when the measure has no value (e.g. an average of no events).
+    pub value: Option<f64>,
+}
+
+impl Measure {
+    fn active_days(&self) -> Option<i64> {
+        match self {
+            Measure::Dau => Some(1),
+            Measure::Wau => Some(7),
+            Measure::Mau => Some(30),
+            _ => None,
+        }
+    }
+}
+
+impl TrendQuery {
+    fn validate(&self, limits: &Limits) -> Result<(), AnalyticsError> {
+        let mut errors = Errors::default();
+        self.event.validate_into("event", &mut errors);
+        if self.measure.active_days().is_some() && self.interval != Interval::Day {
+            errors.add("interval", "DAU, WAU and MAU are daily series: use interval day");
+        }
+        if let Measure::Percentile { p, .. } = self.measure
+            && !(0.0..=100.0).contains(&p)
+        {
+            errors.add("measure.p", format!("a percentile is 0 to 100, not {p}"));
+        }
+        if let Some(b) = &self.breakdown
+            && !(1..=limits.max_breakdown_values).contains(&b.top)
+        {
+            errors.add("breakdown.top", format!("1 to {} values", limits.max_breakdown_values));
+        }
+        errors.into_result().map_err(AnalyticsError::Invalid)?;
+        check_range(self.from, self.to)
+    }
+}
+
+/// Computes a trend over `events` (any order; repeated ids count once). Events before
+/// `from` count only for WAU and MAU (the days before the first day).
+pub fn run(
+    query: &TrendQuery,
+    events: &[AnalyticsEvent],
+    users: Option<&HashSet<String>>,
+    tz: &TimeZone,
+    limits: &Limits,
+) -> Result<TrendReport, AnalyticsError> {
+    query.validate(limits)?;
+    check_events(events.len(), limits)?;
+    let starts = period::starts(query.from, query.to, query.interval, tz, limits)?;
+    let range_start = starts.first().copied().unwrap_or(query.from);
+    let range_end = starts.last().map_or(query.to, |&s| period::next(s, query.interval, tz));
+    let lookback = query.measure.active_days().map_or(0, |d| (d - 1) * 86_400_000 + 3_600_000 * 2);
+    let mut seen = HashSet::new();
+    let selected: Vec<&AnalyticsEvent> = events
+        .iter()
+        .filter(|e| e.timestamp >= range_start - lookback && e.timestamp < range_end)
+        .filter(|e| users.is_none_or(|u| u.contains(&e.distinct_id)))
+        .filter(|e| query.event.matches(e))
+        .filter(|e| seen.insert((e.distinct_id.as_str(), e.event_id.as_str())))
+        .collect();
+    let series: Vec<(SeriesLabel, Vec<&AnalyticsEvent>)> = match &query.breakdown {
+        None => vec![(SeriesLabel::All, selected)],
+        Some(b) => split(selected, b, range_start),
+    };
+    let series = series
+        .into_iter()
+        .map(|(label, events)| Series { label, points: points(query, &events, &starts, tz) })
+        .collect();
+    Ok(TrendReport { series })
+}
+
+fn breakdown_value(path: &PropertyPath, e: &AnalyticsEvent) -> Option<String> {
+    path.lookup(&e.properties).map(|v| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    })
+}
+
+/// The top values by events in the range (ties by value), then "other" if any is left.
+fn split<'a>(
+    events: Vec<&'a AnalyticsEvent>,
+    b: &TrendBreakdown,
+    range_start: i64,
+) -> Vec<(SeriesLabel, Vec<&'a AnalyticsEvent>)> {
+    let mut by_value: BTreeMap<Option<String>, Vec<&AnalyticsEvent>> = BTreeMap::new();
+    for e in events {
+        by_value.entry(breakdown_value(&b.property, e)).or_default().push(e);
+    }
+    let mut ranked: Vec<(Option<String>, Vec<&AnalyticsEvent>)> = by_value.into_iter().collect();
+    let in_range = |events: &[&AnalyticsEvent]| events.iter().filter(|e| e.timestamp >= range_start).count();
+    ranked.sort_by(|a, b| in_range(&b.1).cmp(&in_range(&a.1)).then_with(|| a.0.cmp(&b.0)));
+    let rest: Vec<&AnalyticsEvent> = ranked.iter().skip(b.top).flat_map(|(_, e)| e.iter().copied()).collect();
+    let mut out: Vec<(SeriesLabel, Vec<&AnalyticsEvent>)> =
+        ranked.into_iter().take(b.top).map(|(v, e)| (SeriesLabel::Value(v), e)).collect();
+    if !rest.is_empty() {
+        out.push((SeriesLabel::Other, rest));
+    }
+    out
+}
+
+fn points(query: &TrendQuery, events: &[&AnalyticsEvent], starts: &[i64], tz: &TimeZone) -> Vec<TrendPoint> {
+    let index: HashMap<i64, usize> = starts.iter().enumerate().map(|(i, &s)| (s, i)).collect();
+    let bucket = |ts: i64| index.get(&period::start(ts, query.interval, tz)).copied();
+    let values: Vec<Option<f64>> = if let Some(days) = query.measure.active_days() {
+        // A user counts on day d when active on any of the days d - days + 1 ..= d.
+        let day_of: HashMap<i64, usize> =
+            starts.iter().enumerate().map(|(i, &s)| (period::day_number(s, tz), i)).collect();
+        let mut active: HashSet<(&str, usize)> = HashSet::new();
+        for e in events {
+            let day = period::day_number(e.timestamp, tz);
+            for d in day..day + days {
+                if let Some(&i) = day_of.get(&d) {
+                    active.insert((e.distinct_id.as_str(), i));
+                }
+            }
+        }
+        let mut counts = vec![0u64; starts.len()];
+        active.iter().for_each(|&(_, i)| counts[i] += 1);
+        counts.into_iter().map(|c| Some(c as f64)).collect()
+    } else {
+        let mut per: Vec<Vec<&AnalyticsEvent>> = vec![Vec::new(); starts.len()];
+        for e in events {
+            if let Some(i) = bucket(e.timestamp) {
+                per[i].push(e);
+            }
+        }
+        per.iter().map(|events| measure(&query.measure, events)).collect()
+    };
+    starts.iter().zip(values).map(|(&start, value)| TrendPoint { start, value }).collect()
+}
+
+fn measure(m: &Measure, events: &[&AnalyticsEvent]) -> Option<f64> {
+    let numbers = |p: &PropertyPath| -> Vec<f64> {
+        let mut v: Vec<f64> = events
+            .iter()
+            .filter_map(|e| p.lookup(&e.properties).and_then(Value::as_f64))
+            .filter(|n| n.is_finite())
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    match m {
+        Measure::Count => Some(events.len() as f64),
+        Measure::UniqueUsers | Measure::Dau | Measure::Wau | Measure::Mau => {
+            Some(events.iter().map(|e| e.distinct_id.as_str()).collect::<HashSet<_>>().len() as f64)
+        }
+        Measure::Sum { property } => Some(numbers(property).iter().sum()),
+        Measure::Average { property } => {
+            let v = numbers(property);
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        }
+        Measure::Min { property } => numbers(property).first().copied(),
+        Measure::Max { property } => numbers(property).last().copied(),
+        Measure::Percentile { property, p } => percentile(&numbers(property), *p),
+    }
+}
