@@ -14,6 +14,7 @@ pub mod duration;
 pub mod event;
 pub mod funnel;
 pub mod property;
+pub mod profile;
 pub mod rollup;
 pub mod validation;
 

@@ -6,6 +6,7 @@
 pub mod coordinator;
 pub mod lease;
 pub mod metrics;
+pub mod profiles;
 pub mod rebuild;
 pub mod settings;
 pub mod stream;

@@ -135,6 +135,7 @@ pub async fn process(
     ctx.store.apply_rollups(lease, last, &first, &rollups, redelivered).await?;
     let applied = started.elapsed();
     let first_events: Vec<&BufferedEvent> = first.iter().map(|(_, e)| *e).collect();
+    crate::profiles::apply(ctx, &first_events).await?;
     ctx.store.record_activity(&first_events, &ctx.tz).await?;
     tracing::debug!(
         partition = lease.partition,

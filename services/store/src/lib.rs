@@ -16,6 +16,7 @@ mod documents;
 mod events;
 pub mod recount;
 pub mod rollups;
+pub mod profiles;
 mod schema;
 mod users;
 

@@ -1,0 +1,106 @@
+//! Per-user profiles on a real MongoDB-wire server (FerretDB): `$set`, `$set_once` and
+//! `$unset` in stream order, property names the store cannot hold as keys, and replays of
+//! an already applied run leaving the profile as it was.
+
+use pulse_core::buffer::BufferedEvent;
+use pulse_core::profile::{ProfileUpdate, profile_updates};
+use pulse_store::Store;
+use pulse_testkit::{FerretDb, unique_name};
+use serde_json::{Map, Value, json};
+
+fn event(user: &str, properties: Value) -> BufferedEvent {
+    BufferedEvent {
+        event_id: unique_name("e"),
+        id_generated: false,
+        event: "$identify".into(),
+        distinct_id: user.into(),
+        timestamp: 0,
+        received_at: 0,
+        properties: properties.as_object().cloned().unwrap_or_default(),
+    }
+}
+
+async fn apply(store: &Store, events: &[BufferedEvent]) {
+    store.apply_profile_updates(&profile_updates(events)).await.expect("profile updates applied");
+}
+
+async fn profile(store: &Store, user: &str) -> Value {
+    Value::Object(store.profile(user).await.expect("read profile").unwrap_or_default())
+}
+
+#[tokio::test]
+async fn updates_apply_in_stream_order_and_replays_change_nothing() {
+    let ferret = FerretDb::start().await.expect("ferretdb");
+    let store = Store::connect(&ferret.uri(), &unique_name("profiles")).await.expect("store");
+    let events = vec![
+        event(
+            "u-1",
+            json!({ "$set": { "plan": "free", "a.b": 1, "$browser": "x" }, "$set_once": { "first_plan": "free" } }),
+        ),
+        event("u-2", json!({ "$set_once": { "source": "ads" } })),
+        event(
+            "u-1",
+            json!({ "$set": { "plan": "pro" }, "$set_once": { "first_plan": "pro", "referrer": "blog" } }),
+        ),
+        event("u-1", json!({ "$unset": ["referrer"] })),
+        event("u-3", json!({ "plan": "an event property, not a profile change" })),
+    ];
+    apply(&store, &events[..2]).await;
+    assert_eq!(profile(&store, "u-2").await, json!({ "source": "ads" }));
+    apply(&store, &events[2..]).await;
+    let u1 = json!({ "plan": "pro", "a.b": 1, "$browser": "x", "first_plan": "free" });
+    assert_eq!(profile(&store, "u-1").await, u1);
+    assert_eq!(store.profile("u-3").await.expect("read"), None, "no profile without a profile change");
+
+    // A crash after the writes and before the acknowledgement: the whole run again, in
+    // the same order, with different batch boundaries.
+    apply(&store, &events[..1]).await;
+    apply(&store, &events[1..]).await;
+    assert_eq!(profile(&store, "u-1").await, u1, "replayed: unchanged");
+    assert_eq!(profile(&store, "u-2").await, json!({ "source": "ads" }));
+
+    // Later updates keep applying; set_once after an unset writes.
+    apply(&store, &[event("u-2", json!({ "$unset": ["source"], "$set_once": { "source": "email" } }))]).await;
+    apply(&store, &[event("u-2", json!({ "$set_once": { "source": "social" } }))]).await;
+    assert_eq!(profile(&store, "u-2").await, json!({ "source": "email" }));
+}
+
+#[tokio::test]
+async fn the_store_agrees_with_the_pure_fold() {
+    let ferret = FerretDb::start().await.expect("ferretdb");
+    let store = Store::connect(&ferret.uri(), &unique_name("profiles")).await.expect("store");
+    // A fixed pseudo-random run over few keys, applied in batches of 1 to 7.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let keys = ["a", "b", "c.d"];
+    let events: Vec<BufferedEvent> = (0..120)
+        .map(|i| {
+            let key = keys[next(3) as usize];
+            let properties = match next(3) {
+                0 => json!({ "$set": { key: i } }),
+                1 => json!({ "$set_once": { key: i } }),
+                _ => json!({ "$unset": [key] }),
+            };
+            event(&format!("u-{}", next(4)), properties)
+        })
+        .collect();
+    let mut start = 0;
+    while start < events.len() {
+        let end = (start + 1 + next(7) as usize).min(events.len());
+        apply(&store, &events[start..end]).await;
+        start = end;
+    }
+    for user in ["u-0", "u-1", "u-2", "u-3"] {
+        let expected = events.iter().filter(|e| e.distinct_id == user).fold(Map::new(), |p, e| {
+            let mut single = ProfileUpdate::default();
+            single.then(e);
+            single.apply(&p)
+        });
+        assert_eq!(profile(&store, user).await, Value::Object(expected), "{user}");
+    }
+}
