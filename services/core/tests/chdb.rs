@@ -1,0 +1,362 @@
+//! Pulse's funnels and retention against ClickHouse (chDB), on generated event sets: ties,
+//! repeated ids, late and out-of-order events, window boundaries, many users. Ordered
+//! funnels are compared with `windowFunnel(window, 'strict_once')`, retention with plain
+//! SQL; strict and unordered funnels, exclusions and holdConstant, which ClickHouse has no
+//! equivalent for, with the brute-force reference. Every user's level and every cohort
+//! cell must be equal.
+//!
+//! Needs the chDB venv of `make env` (tests/env/python-chdb.sh); fails, never skips,
+//! without it.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use common::reference::funnel_user;
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use pulse_core::analytics::funnel::{self, FunnelEngine, FunnelQuery};
+use pulse_core::analytics::retention::{self, RetentionKind, RetentionQuery};
+use pulse_core::analytics::{AnalyticsEvent, EventMatcher, Limits, by_user, period::Interval};
+use pulse_core::funnel::FunnelDefinition;
+use serde_json::{Value, json};
+
+const SEC: i64 = 1_000;
+const DAY: i64 = 86_400_000;
+
+/// A small deterministic generator (64-bit LCG), so every run sees the same sets.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
+
+fn base() -> i64 {
+    "2026-03-20T00:00:00Z".parse::<Timestamp>().expect("timestamp").as_millisecond()
+}
+
+/// `users` users with 1..=`per_user` events each at `time(rng)`; with probability
+/// `repeat_pct` an event repeats an earlier id of the user (at another time: the first
+/// copy counts).
+fn generate(
+    seed: u64,
+    users: usize,
+    per_user: u64,
+    repeat_pct: u64,
+    time: &dyn Fn(&mut Rng) -> i64,
+) -> Vec<AnalyticsEvent> {
+    let mut rng = Rng(seed);
+    let mut out = Vec::new();
+    for u in 0..users {
+        let count = 1 + rng.next(per_user);
+        for i in 0..count {
+            let id = if i > 0 && rng.next(100) < repeat_pct { rng.next(i) } else { i };
+            let d = match rng.next(3) {
+                0 => Value::Null,
+                1 => json!("p"),
+                _ => json!("q"),
+            };
+            let mut properties = json!({ "v": rng.next(3) });
+            if !d.is_null() {
+                properties["d"] = d;
+            }
+            out.push(AnalyticsEvent {
+                event_id: format!("e{id}"),
+                event: ["a", "b", "c", "x", "a", "b"][rng.next(6) as usize].to_string(),
+                distinct_id: format!("u{u}"),
+                timestamp: time(&mut rng),
+                properties,
+            });
+        }
+    }
+    out
+}
+
+/// The event sets, each with the funnel range to use.
+fn event_sets() -> Vec<(&'static str, Vec<AnalyticsEvent>, i64, i64)> {
+    let b = base();
+    // Ties: six possible seconds.
+    let ties = generate(1, 400, 9, 0, &|r| b + r.next(6) as i64 * SEC);
+    // Repeated ids with other times.
+    let repeats = generate(2, 400, 9, 35, &|r| b + r.next(20) as i64 * SEC);
+    // Late: given out of time order, some before the range and after range + window.
+    let mut late = generate(3, 400, 9, 10, &|r| b - 30 * SEC + r.next(120) as i64 * SEC);
+    let mut rng = Rng(4);
+    for i in (1..late.len()).rev() {
+        late.swap(i, rng.next(i as u64 + 1) as usize);
+    }
+    // Window boundaries: steps 10 s apart give or take a millisecond (window 10s).
+    let boundary =
+        generate(5, 400, 8, 5, &|r| b + r.next(4) as i64 * 10 * SEC + [-1, 0, 0, 1][r.next(4) as usize]);
+    // Many users over three weeks (retention crosses Berlin's DST change on 2026-03-29).
+    let many = generate(6, 20_000, 10, 3, &|r| b + r.next(21 * DAY as u64) as i64);
+    vec![
+        ("ties", ties, b, b + 3 * SEC),
+        ("repeats", repeats, b + 2 * SEC, b + 12 * SEC),
+        ("late", late, b, b + 40 * SEC),
+        ("boundary", boundary, b, b + 20 * SEC),
+        ("many", many, b + 2 * DAY, b + 14 * DAY),
+    ]
+}
+
+/// Ordered funnels with a ClickHouse equivalent: (name, steps as (event, min v), window).
+fn ordered_funnels() -> Vec<(&'static str, Vec<(&'static str, Option<u8>)>, &'static str)> {
+    vec![
+        ("abc-10s", vec![("a", None), ("b", None), ("c", None)], "10s"),
+        ("aab-5s", vec![("a", None), ("a", None), ("b", None)], "5s"),
+        ("filters-1m", vec![("a", Some(1)), ("b", None), ("c", Some(2)), ("b", None)], "1m"),
+        ("ab-1d", vec![("a", None), ("b", None)], "1d"),
+    ]
+}
+
+fn definition(steps: &[(&str, Option<u8>)], window: &str, extra: Value) -> FunnelDefinition {
+    let steps: Vec<Value> = steps
+        .iter()
+        .map(|(event, v)| {
+            let filters: Vec<Value> = v
+                .map(|v| json!({ "property": "v", "op": "gte", "value": v.to_string() }))
+                .into_iter()
+                .collect();
+            json!({ "event": event, "filters": filters })
+        })
+        .collect();
+    let mut def = json!({ "steps": steps, "window": window });
+    if let (Some(def), Some(extra)) = (def.as_object_mut(), extra.as_object()) {
+        def.extend(extra.clone());
+    }
+    serde_json::from_value(def).expect("valid definition")
+}
+
+/// Definitions ClickHouse cannot express, checked against the brute-force reference.
+fn other_modes() -> Vec<(&'static str, FunnelDefinition)> {
+    let abc = [("a", None), ("b", None), ("c", None)];
+    let filt = [("a", Some(1)), ("b", None), ("c", Some(2)), ("b", None)];
+    vec![
+        ("strict-abc", definition(&abc, "10s", json!({ "order": "strict" }))),
+        ("strict-filters", definition(&filt, "1m", json!({ "order": "strict", "holdConstant": ["d"] }))),
+        ("unordered-abc", definition(&abc, "10s", json!({ "order": "unordered" }))),
+        ("unordered-filters", definition(&filt, "1m", json!({ "order": "unordered", "breakdown": "d" }))),
+        (
+            "exclusions",
+            definition(
+                &abc,
+                "10s",
+                json!({ "exclusions": [
+                    { "event": "x", "fromStep": 1, "toStep": 3 },
+                    { "event": "a", "filters": [{ "property": "v", "value": "2" }], "fromStep": 2, "toStep": 3 }
+                ] }),
+            ),
+        ),
+        ("hold-breakdown", definition(&filt, "1m", json!({ "holdConstant": ["d"], "breakdown": "d" }))),
+    ]
+}
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("PULSE_CHDB_PYTHON") {
+        return p.into();
+    }
+    let cache = std::env::var_os("PULSE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/pulse"));
+    let p = cache.join("venv-chdb-4.4.0/bin/python");
+    assert!(p.exists(), "{} is missing: run `make env` (tests/env/python-chdb.sh)", p.display());
+    p
+}
+
+/// Writes the events (in the order given) and runs the chDB script.
+fn clickhouse(events: &[AnalyticsEvent], spec: Value) -> Value {
+    let dir = std::env::temp_dir().join(format!("pulse-chdb-{}-{}", std::process::id(), events.len()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("events.jsonl");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).expect("events file"));
+    for (row, e) in events.iter().enumerate() {
+        let line = json!({
+            "row": row, "id": e.event_id, "event": e.event, "user": e.distinct_id, "ts": e.timestamp,
+            "v": e.properties["v"], "d": e.properties.get("d"),
+        });
+        writeln!(file, "{line}").expect("write");
+    }
+    file.flush().expect("flush");
+    drop(file);
+    let mut spec = spec;
+    spec["events"] = json!(path.to_string_lossy());
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/chdb/reference.py");
+    let mut child = Command::new(python())
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start python");
+    child.stdin.take().expect("stdin").write_all(spec.to_string().as_bytes()).expect("send spec");
+    let out = child.wait_with_output().expect("chdb script");
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(out.status.success(), "chDB script failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("chDB script prints JSON")
+}
+
+fn describe(events: &[&AnalyticsEvent], from: i64) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            format!(
+                "{}@{}ms v={} d={}",
+                e.event,
+                e.timestamp - from,
+                e.properties["v"],
+                e.properties.get("d").unwrap_or(&Value::Null)
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn ordered_funnels_equal_clickhouse_window_funnel_and_other_modes_the_reference() {
+    let limits = Limits::default();
+    for (set, events, from, to) in event_sets() {
+        let funnels: Vec<Value> = ordered_funnels()
+            .iter()
+            .map(|(name, steps, window)| {
+                let def = definition(steps, window, json!({}));
+                let steps: Vec<Value> = steps.iter().map(|(e, v)| json!({ "event": e, "min_v": v })).collect();
+                json!({ "name": name, "steps": steps, "window_ms": def.window.as_secs() * 1000, "from": from, "to": to })
+            })
+            .collect();
+        let ch = clickhouse(&events, json!({ "funnels": funnels }));
+        let users = by_user(&events);
+        for (name, steps, window) in ordered_funnels() {
+            let def = definition(&steps, window, json!({}));
+            let engine = FunnelEngine::new(&def, from, to).expect("valid");
+            let levels = &ch["funnels"][name];
+            let mut reached = vec![0u64; def.steps.len()];
+            let mut mismatches = Vec::new();
+            for user in &users {
+                let want = levels.get(user.distinct_id).and_then(Value::as_u64).unwrap_or(0) as usize;
+                let got = engine.user(&user.events).level;
+                if got != want {
+                    mismatches.push(format!(
+                        "{}: pulse {got}, chDB {want}: {:?}",
+                        user.distinct_id,
+                        describe(&user.events, from)
+                    ));
+                }
+                reached.iter_mut().take(want).for_each(|r| *r += 1);
+            }
+            assert!(
+                mismatches.is_empty(),
+                "{set}/{name}: {} users differ, e.g. {:?}",
+                mismatches.len(),
+                &mismatches[..mismatches.len().min(3)]
+            );
+            let report = funnel::run(
+                &def,
+                &FunnelQuery { from, to, trend: None },
+                &events,
+                None,
+                &TimeZone::UTC,
+                &limits,
+            )
+            .expect("runs");
+            assert_eq!(
+                report.steps.iter().map(|s| s.users).collect::<Vec<_>>(),
+                reached,
+                "{set}/{name} step counts"
+            );
+            assert!(reached[0] > 0, "{set}/{name}: the set must exercise the funnel");
+        }
+        for (name, def) in other_modes() {
+            let engine = FunnelEngine::new(&def, from, to).expect("valid");
+            let mut entered = 0;
+            for user in &users {
+                let got = engine.user(&user.events);
+                let want = funnel_user(&def, &user.events, from, to);
+                assert_eq!(
+                    (got.level, &got.step_times, &got.breakdown),
+                    (want.level, &want.step_times, &want.breakdown),
+                    "{set}/{name} user {}: {:?}",
+                    user.distinct_id,
+                    describe(&user.events, from)
+                );
+                entered += usize::from(got.level > 0);
+            }
+            assert!(entered > 0, "{set}/{name}: the set must exercise the funnel");
+        }
+    }
+}
+
+fn date_of(ms: i64, tz: &TimeZone) -> String {
+    Timestamp::from_millisecond(ms).expect("in range").to_zoned_datetime(tz.clone()).date().to_string()
+}
+
+#[test]
+fn retention_equals_clickhouse_sql_in_each_time_zone() {
+    let b = base();
+    let events = generate(7, 5_000, 12, 3, &|r| b + r.next(30 * DAY as u64) as i64);
+    let mut specs = Vec::new();
+    let mut queries = Vec::new();
+    for tz in ["UTC", "Europe/Berlin", "Asia/Kolkata"] {
+        for (kind, kind_name) in
+            [(RetentionKind::FirstTime, "firstTime"), (RetentionKind::Recurring, "recurring")]
+        {
+            for (period, period_name, periods) in [(Interval::Day, "day", 8u32), (Interval::Week, "week", 3)]
+            {
+                let name = format!("{tz}-{kind_name}-{period_name}");
+                let (from, to) = (b + 3 * DAY + 5 * 3_600_000, b + 17 * DAY);
+                specs.push(json!({
+                    "name": name, "start": "a", "return": "b", "kind": kind_name, "period": period_name,
+                    "periods": periods, "from": from, "to": to, "tz": tz,
+                }));
+                let query = RetentionQuery {
+                    start: EventMatcher::named("a"),
+                    return_event: EventMatcher::named("b"),
+                    kind,
+                    period,
+                    periods,
+                    from,
+                    to,
+                };
+                queries.push((name, tz, query));
+            }
+        }
+    }
+    let ch = clickhouse(&events, json!({ "retention": specs }));
+    for (name, tz_name, query) in queries {
+        let tz = TimeZone::get(tz_name).expect("zone");
+        let report = retention::run(&query, &events, None, &tz, &Limits::default()).expect("runs");
+        let mut sizes = BTreeMap::new();
+        let mut cells = BTreeMap::new();
+        for c in &report.cohorts {
+            let date = date_of(c.period_start, &tz);
+            if c.users > 0 {
+                sizes.insert(date.clone(), c.users);
+            }
+            for (k, &n) in c.retained.iter().enumerate() {
+                if n > 0 {
+                    cells.insert((date.clone(), k as u64), n);
+                }
+            }
+        }
+        let want_sizes: BTreeMap<String, u64> =
+            serde_json::from_value(ch["retention"][&name]["sizes"].clone()).expect("sizes");
+        let want_cells: BTreeMap<(String, u64), u64> = ch["retention"][&name]["cells"]
+            .as_array()
+            .expect("cells")
+            .iter()
+            .map(|c| {
+                (
+                    (c[0].as_str().unwrap_or_default().to_string(), c[1].as_u64().unwrap_or(0)),
+                    c[2].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        assert!(!want_sizes.is_empty(), "{name}: the set must have cohorts");
+        assert_eq!(sizes, want_sizes, "{name}: cohort sizes");
+        assert_eq!(cells, want_cells, "{name}: retained users per cohort and offset");
+    }
+}
