@@ -105,8 +105,11 @@ fn event_sets() -> Vec<(&'static str, Vec<AnalyticsEvent>, i64, i64)> {
     ]
 }
 
-/// Ordered funnels with a ClickHouse equivalent: (name, steps as (event, min v), window).
-fn ordered_funnels() -> Vec<(&'static str, Vec<(&'static str, Option<u8>)>, &'static str)> {
+/// A step as (event, minimum of property v).
+type Step = (&'static str, Option<u8>);
+
+/// Ordered funnels with a ClickHouse equivalent: (name, steps, window).
+fn ordered_funnels() -> Vec<(&'static str, Vec<Step>, &'static str)> {
     vec![
         ("abc-10s", vec![("a", None), ("b", None), ("c", None)], "10s"),
         ("aab-5s", vec![("a", None), ("a", None), ("b", None)], "5s"),
