@@ -67,8 +67,9 @@ pub struct AnalyticsPipelineSpec {
     /// pipeline is deleted: Retain (default) keeps it, Delete drops it.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
-    /// Scales every workload of the pipeline to zero without deleting anything. Ingest is
-    /// then unreachable; accepted events stay in the buffer.
+    /// Stops the operator from changing anything of this pipeline: its workloads, config and
+    /// data stay exactly as they are, and a Paused condition says so. Set it back to false
+    /// to resume. Deleting a paused pipeline still cleans up per deletionPolicy.
     #[serde(default)]
     pub paused: bool,
 }
@@ -118,6 +119,13 @@ pub struct AutoscalingSpec {
     #[serde(default = "default_cpu_target", rename = "targetCPUUtilizationPercentage")]
     #[schemars(range(min = 10, max = 95))]
     pub target_cpu_utilization_percentage: i32,
+    /// Ingest only: also scale on HTTP requests per second per pod, at this average. Needs
+    /// a custom metrics API serving the pods metric `pulse_ingest_requests_per_second`
+    /// (e.g. prometheus-adapter); without one the operator scales on CPU alone and says so
+    /// in the IngestAvailable condition's message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub target_requests_per_second: Option<i32>,
 }
 
 fn one() -> i32 {
