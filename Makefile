@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Runs a step and prints how long it took: $(call timed,label,command)
 timed = start=$$SECONDS; $(2); echo "[make] $(1) took $$((SECONDS - start))s"
 
-.PHONY: all env lint fmt crds test test-only bench-ingest bench-processor
+.PHONY: all env lint fmt crds test test-only bench-ingest bench-processor bench-compat
 
 all: test
 
@@ -43,3 +43,7 @@ bench-ingest: env
 ## bench-processor: raw insert_many into the store vs. the processor end to end, and rollup freshness
 bench-processor: env
 	@bash tests/bench/processor.sh
+
+## bench-compat: ingest throughput through the Segment and PostHog compat endpoints next to native
+bench-compat: env
+	@bash tests/bench/compat.sh

@@ -97,6 +97,11 @@ impl EventRules {
         }
     }
 
+    /// The largest event, in bytes of JSON, that [`Self::validate`] accepts.
+    pub fn max_event_bytes(&self) -> usize {
+        self.max_event_bytes
+    }
+
     /// Validates one event given as its JSON text (so its size is what the client sent)
     /// and turns it into what the buffer holds. `received_at` is the receive time in epoch
     /// ms; `new_id` makes an id for events that bring none.

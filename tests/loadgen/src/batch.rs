@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use rand::Rng;
 use serde_json::json;
 
+use crate::format::WireFormat;
 use crate::mix::EventMix;
 
 /// Digits of the request number in every event id.
@@ -27,6 +28,10 @@ pub struct EventShape {
     pub users: u64,
     /// Timestamps fall in the minute before this instant, epoch milliseconds.
     pub now_ms: i64,
+    /// The API the bodies are for.
+    pub format: WireFormat,
+    /// The write key, for formats that carry it in the body (PostHog's `api_key`).
+    pub api_key: String,
 }
 
 /// One precomputed batch body with the places of its request-number fields.
@@ -41,12 +46,12 @@ impl BatchTemplate {
     pub fn build<R: Rng + ?Sized>(shape: &EventShape, events: usize, rng: &mut R) -> BatchTemplate {
         let mut json = Vec::with_capacity(events * 220 + 16);
         let mut request_fields = Vec::with_capacity(events);
-        json.extend_from_slice(b"{\"batch\":[");
+        shape.format.open(&mut json, &shape.api_key);
         for i in 0..events {
             if i > 0 {
                 json.push(b',');
             }
-            json.extend_from_slice(b"{\"event_id\":\"");
+            json.extend_from_slice(shape.format.event_start());
             json.extend_from_slice(shape.run_id.as_bytes());
             json.push(b'-');
             request_fields.push(json.len());
@@ -55,13 +60,11 @@ impl BatchTemplate {
             let user = rng.random_range(0..shape.users.max(1));
             let timestamp = shape.now_ms - rng.random_range(0..60_000);
             // Writing into a Vec cannot fail.
-            let _ = write!(
-                json,
-                "-{i:04}\",\"event\":{event},\"distinct_id\":\"user-{user:06}\",\"timestamp\":{timestamp},\"properties\":{}}}",
-                properties(rng)
-            );
+            let _ = write!(json, "-{i:04}");
+            let user = format!("user-{user:06}");
+            shape.format.event_rest(&mut json, &event, &user, timestamp, properties(rng));
         }
-        json.extend_from_slice(b"]}");
+        shape.format.close(&mut json, shape.now_ms);
         BatchTemplate { json, request_fields }
     }
 
@@ -122,6 +125,8 @@ pub(crate) fn sample_shape() -> EventShape {
         mix: "signup:1,page_viewed:8,purchase:1".parse().expect("valid mix"),
         users: 100,
         now_ms: 1_750_000_000_000,
+        format: WireFormat::Native,
+        api_key: "k1".to_string(),
     }
 }
 

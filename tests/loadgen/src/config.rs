@@ -48,6 +48,9 @@ pub struct Args {
     /// Send bodies gzip-compressed (Content-Encoding: gzip).
     #[arg(long)]
     pub gzip: bool,
+    /// The API to load: native, segment (compat) or posthog (compat).
+    #[arg(long, value_enum, default_value = "native")]
+    pub format: crate::format::WireFormat,
     /// Pid of the ingest process: samples /proc/<pid>/status every 100 ms for peak VmRSS.
     #[arg(long)]
     pub pid: Option<u32>,
@@ -83,6 +86,9 @@ pub struct LoadConfig {
     pub users: u64,
     pub events: EventMix,
     pub gzip: bool,
+    pub format: crate::format::WireFormat,
+    /// The write key (PostHog bodies carry it).
+    pub key: String,
     pub pid: Option<u32>,
     pub json: bool,
     pub pool: usize,
@@ -94,7 +100,7 @@ impl Args {
     /// Checks every flag, with a message naming the flag.
     pub fn validate(self) -> Result<LoadConfig, String> {
         let base = self.url.trim_end_matches('/');
-        let batch_uri: Uri = format!("{base}/v1/batch")
+        let batch_uri: Uri = format!("{base}{}", self.format.path())
             .parse()
             .map_err(|e| format!("--url {:?} is not a URL: {e}", self.url))?;
         if batch_uri.scheme_str() != Some("http") {
@@ -141,6 +147,8 @@ impl Args {
             users: self.users,
             events: self.events,
             gzip: self.gzip,
+            format: self.format,
+            key: key.to_string(),
             pid: self.pid,
             json: self.json,
             pool: self.pool,
@@ -194,6 +202,15 @@ mod tests {
             .expect("valid");
         assert_eq!(config.schedule, Schedule::Paced { events_per_second: 1000, batch_size: 100 });
         assert_eq!(config.batch_uri, "http://[::1]:9/v1/batch");
+    }
+
+    #[test]
+    fn a_format_picks_its_endpoint() {
+        let uri = |format: &str| args(&["--format", format]).validate().expect("valid").batch_uri.to_string();
+        assert_eq!(uri("native"), "http://127.0.0.1:8080/v1/batch");
+        assert_eq!(uri("segment"), "http://127.0.0.1:8080/compat/segment/v1/batch");
+        assert_eq!(uri("posthog"), "http://127.0.0.1:8080/compat/posthog/batch/");
+        assert!(Args::try_parse_from(["pulse-loadgen", "--key", "k", "--format", "amplitude"]).is_err());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Load generator for Pulse ingest: drives `POST /v1/batch` with precomputed batches over
+//! Load generator for Pulse ingest: drives `POST /v1/batch` (or, with `--format`, the
+//! Segment or PostHog compat endpoint) with precomputed batches over
 //! keep-alive connections, flat out or at a target rate, and reports throughput, latency
 //! percentiles and the server's peak memory. Exits 1 when no request succeeded, 2 on bad
 //! flags or an unreachable server.
@@ -11,6 +12,7 @@
 mod batch;
 mod config;
 mod cpu;
+mod format;
 mod gzip;
 mod mix;
 mod outcome;
@@ -55,7 +57,14 @@ fn load(config: LoadConfig) -> Result<ExitCode, String> {
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     // 48 random bits: ids of two runs do not collide.
     let run_id = format!("{:012x}", rng.random::<u64>() >> 16);
-    let shape = EventShape { run_id, mix: config.events.clone(), users: config.users, now_ms };
+    let shape = EventShape {
+        run_id,
+        mix: config.events.clone(),
+        users: config.users,
+        now_ms,
+        format: config.format,
+        api_key: config.key.clone(),
+    };
     let pool = BodyPool::build(&shape, config.pool, config.batch_size, config.gzip, &mut rng)
         .map_err(|e| format!("compressing the bodies: {e}"))?;
     println!("{}", report::bodies(config.pool, pool.events(), pool.mean_sizes()));

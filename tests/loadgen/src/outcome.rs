@@ -29,7 +29,8 @@ impl Outcome {
     /// Classifies an HTTP answer.
     pub fn of_response(status: StatusCode, body: &[u8]) -> Outcome {
         match status {
-            StatusCode::ACCEPTED => match serde_json::from_slice::<Value>(body) {
+            // 202 from /v1/batch; 200 from the compat endpoints, as their SDKs expect.
+            StatusCode::ACCEPTED | StatusCode::OK => match serde_json::from_slice::<Value>(body) {
                 Ok(answer) => match answer.get("accepted").and_then(Value::as_u64) {
                     Some(accepted) => Outcome::Accepted {
                         accepted,

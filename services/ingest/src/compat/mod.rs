@@ -55,18 +55,16 @@ pub struct Mapped {
     pub fields: Vec<(&'static str, &'static str)>,
 }
 
-impl Mapped {
-    /// The SDK's name of a native field path.
-    fn wire_field(&self, native: &str) -> String {
-        for (prefix, wire) in &self.fields {
-            if let Some(rest) = native.strip_prefix(prefix)
-                && (rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
-            {
-                return format!("{wire}{rest}");
-            }
+/// The SDK's name of a native field path, by the (native prefix, SDK field) pairs.
+fn wire_field(fields: &[(&'static str, &'static str)], native: &str) -> String {
+    for (prefix, wire) in fields {
+        if let Some(rest) = native.strip_prefix(prefix)
+            && (rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+        {
+            return format!("{wire}{rest}");
         }
-        native.to_string()
     }
+    native.to_string()
 }
 
 /// A refusal of one message, before or after mapping.
@@ -102,6 +100,24 @@ struct CompatAccepted {
     accepted: crate::api::Accepted,
 }
 
+/// The length of `map` as compact JSON.
+fn json_len(map: &Map<String, Value>) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing to the counter cannot fail and a map of JSON values always serializes.
+    let _ = serde_json::to_writer(&mut counter, map);
+    counter.0
+}
+
 /// Maps, validates and durably buffers the messages of one request, like /v1/batch.
 /// `single` requests (one message by its endpoint) refuse like /v1/events: the event's
 /// error becomes the request's.
@@ -127,13 +143,23 @@ async fn accept(
     let mut valid: Vec<BufferedEvent> = Vec::with_capacity(messages.len());
     let mut errors = Vec::new();
     for (index, message) in messages.into_iter().enumerate() {
-        let checked = message.and_then(|mapped| {
-            // As text, so the size limit applies to the event as it will be stored.
-            let text = Value::Object(mapped.event.clone()).to_string();
-            ingest.rules.validate(&text, received_at, &mut new_event_id).map_err(|mut e| {
-                e.field = mapped.wire_field(&e.field);
-                e
-            })
+        let checked = message.and_then(|Mapped { event, fields }| {
+            // The size limit applies to the event as it will be stored; counted without
+            // building the text, and validated without parsing it again.
+            let bytes = json_len(&event);
+            if bytes > ingest.rules.max_event_bytes() {
+                return Err(event_error(
+                    pulse_core::event::ErrorCode::EventTooLarge,
+                    "",
+                    format!("the event is {bytes} bytes; the limit is {}", ingest.rules.max_event_bytes()),
+                ));
+            }
+            ingest.rules.validate_value(Value::Object(event), received_at, &mut new_event_id).map_err(
+                |mut e| {
+                    e.field = wire_field(&fields, &e.field);
+                    e
+                },
+            )
         });
         match checked {
             Ok(event) => valid.push(event),
@@ -308,20 +334,20 @@ mod tests {
 
     #[test]
     fn wire_fields_rename_the_most_specific_prefix() {
-        let mapped = Mapped {
-            event: Map::new(),
-            fields: vec![
-                ("properties.$set", "traits"),
-                ("properties", "properties"),
-                ("distinct_id", "userId"),
-            ],
-        };
-        assert_eq!(mapped.wire_field("properties.$set.email"), "traits.email");
-        assert_eq!(mapped.wire_field("properties.$settings"), "properties.$settings");
-        assert_eq!(mapped.wire_field("properties.plan"), "properties.plan");
-        assert_eq!(mapped.wire_field("distinct_id"), "userId");
-        assert_eq!(mapped.wire_field("event"), "event");
-        assert_eq!(mapped.wire_field(""), "");
+        let fields = [("properties.$set", "traits"), ("properties", "properties"), ("distinct_id", "userId")];
+        assert_eq!(wire_field(&fields, "properties.$set.email"), "traits.email");
+        assert_eq!(wire_field(&fields, "properties.$settings"), "properties.$settings");
+        assert_eq!(wire_field(&fields, "properties.plan"), "properties.plan");
+        assert_eq!(wire_field(&fields, "distinct_id"), "userId");
+        assert_eq!(wire_field(&fields, "event"), "event");
+        assert_eq!(wire_field(&fields, ""), "");
+    }
+
+    #[test]
+    fn json_len_is_the_length_of_the_text() {
+        let event = serde_json::json!({ "event": "a\"b", "properties": { "é": [1, 2.5, null], "n": {} } });
+        let map = event.as_object().expect("object");
+        assert_eq!(json_len(map), event.to_string().len());
     }
 
     #[test]
