@@ -136,7 +136,12 @@ async fn reconcile_pipeline(pipeline: &AnalyticsPipeline, ctx: &Context) -> Resu
     let deref = match dereference::dereference(pipeline, ctx).await {
         Ok(d) => d,
         Err(e @ Error::MissingSecret(_)) => {
-            write_status(ctx, pipeline, &status::invalid(&e.to_string(), generation, &previous)).await?;
+            write_status(
+                ctx,
+                pipeline,
+                &status::not_built(e.reason(), &e.to_string(), generation, &previous),
+            )
+            .await?;
             return Err(e);
         }
         Err(e) => return Err(e),
@@ -146,7 +151,7 @@ async fn reconcile_pipeline(pipeline: &AnalyticsPipeline, ctx: &Context) -> Resu
         Ok(v) => v,
         Err(e @ Error::InvalidSpec(_)) => {
             // Not retried: only an edit of the spec can fix it, and that triggers a reconcile.
-            let status = status::invalid(&e.to_string(), generation, &previous);
+            let status = status::not_built(e.reason(), &e.to_string(), generation, &previous);
             if pipeline.status.as_ref() != Some(&status) {
                 publish(ctx, pipeline, EventType::Warning, e.reason(), &e.to_string()).await;
             }

@@ -70,17 +70,13 @@ pub fn workload_part(
         .into_iter()
         .flatten()
         .any(|c| c["type"] == "Available" && c["status"] == "True");
-    let ready = status["readyReplicas"].as_i64().unwrap_or(0);
     let note = if note.is_empty() { String::new() } else { format!("; {note}") };
+    // No pod counts in messages: they change with every scaling step, and the status is
+    // only written when it changes.
     if current && available {
-        Part::new(type_, true, "Available", format!("Deployment {name}: {ready} ready{note}"))
+        Part::new(type_, true, "Available", format!("Deployment {name} is available{note}"))
     } else {
-        Part::new(
-            type_,
-            false,
-            "Progressing",
-            format!("Deployment {name} is not available yet ({ready} ready){note}"),
-        )
+        Part::new(type_, false, "Progressing", format!("Deployment {name} is not available yet{note}"))
     }
 }
 
@@ -144,14 +140,15 @@ fn condition(part: &Part, generation: Option<i64>, previous: &[Condition]) -> Co
     }
 }
 
-/// The conditions of a pipeline whose spec is invalid: Ready false with the reason, the
-/// other conditions kept as they were.
-pub fn invalid(
+/// The conditions of a pipeline that cannot be built (an invalid spec, a missing Secret):
+/// Ready false with the reason, the other conditions kept as they were.
+pub fn not_built(
+    reason: &str,
     message: &str,
     generation: Option<i64>,
     previous: &AnalyticsPipelineStatus,
 ) -> AnalyticsPipelineStatus {
-    let part = Part::new("Ready", false, "InvalidSpec", message);
+    let part = Part::new("Ready", false, reason, message);
     let mut conditions: Vec<Condition> =
         previous.conditions.iter().filter(|c| c.type_ != "Ready").cloned().collect();
     conditions.insert(0, condition(&part, generation, &previous.conditions));
