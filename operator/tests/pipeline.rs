@@ -407,7 +407,7 @@ async fn a_paused_pipeline_changes_nothing_until_resumed() {
     apply_pipeline(&s.pipelines, &pipeline_yaml("nap", &db, fixed)).await;
     wait_ready(&s.pipelines, "nap", &s.operator).await;
     let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), &s.ns);
-    let paused = pipeline_yaml("nap", &db, &format!("  ingest: {{ replicas: 3 }}\n  paused: true"));
+    let paused = pipeline_yaml("nap", &db, "  ingest: { replicas: 3 }\n  paused: true");
     apply_pipeline(&s.pipelines, &paused).await;
     wait_for("Paused condition", WAIT, || async {
         let p = s.pipelines.get("nap").await.map_err(|e| e.to_string())?;
