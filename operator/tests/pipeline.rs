@@ -15,38 +15,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use mongodb::bson::doc;
 use pulse_crds::AnalyticsPipeline;
-use pulse_testkit::{FerretDb, KubeStack, RedisServer, unique_name};
-
-async fn ferret() -> &'static FerretDb {
-    static FERRET: tokio::sync::OnceCell<FerretDb> = tokio::sync::OnceCell::const_new();
-    FERRET.get_or_init(|| async { FerretDb::start().await.expect("start FerretDB") }).await
-}
-
-/// A namespace with the `redis` and `mongodb` Secrets, and an operator scoped to it.
-struct Setup {
-    stack: &'static KubeStack,
-    client: kube::Client,
-    ns: String,
-    redis: RedisServer,
-    operator: Operator,
-    pipelines: Api<AnalyticsPipeline>,
-}
-
-async fn setup(prefix: &str, operator_args: &[&str]) -> Setup {
-    let stack = stack().await;
-    let client = stack.client().await.expect("client");
-    let ns = namespace(&client, prefix).await;
-    let redis = RedisServer::start().await.expect("start Redis");
-    secret(&client, &ns, "redis", "url", &redis.url()).await;
-    secret(&client, &ns, "mongodb", "uri", &ferret().await.uri()).await;
-    let operator = Operator::start(stack, &ns, operator_args);
-    let pipelines = Api::namespaced(client.clone(), &ns);
-    Setup { stack, client, ns, redis, operator, pipelines }
-}
-
-fn database() -> String {
-    unique_name("db").replace('-', "_")
-}
+use pulse_testkit::RedisServer;
 
 async fn groups_of(redis: &RedisServer, key: &str) -> Result<Vec<String>, String> {
     let mut conn = redis.connection().await.map_err(|e| e.to_string())?;

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use pulse_crds::AnalyticsPipeline;
-use pulse_testkit::{KubeStack, WorkDir, unique_name};
+use pulse_testkit::{FerretDb, KubeStack, RedisServer, WorkDir, unique_name};
 
 pub const WAIT: Duration = Duration::from_secs(120);
 
@@ -301,3 +301,35 @@ pub fn resource_versions(stack: &KubeStack, ns: &str, pipeline: &str) -> Vec<Str
 pub fn name_of<K: ResourceExt>(k: &K) -> String {
     k.name_any()
 }
+
+pub async fn ferret() -> &'static FerretDb {
+    static FERRET: tokio::sync::OnceCell<FerretDb> = tokio::sync::OnceCell::const_new();
+    FERRET.get_or_init(|| async { FerretDb::start().await.expect("start FerretDB") }).await
+}
+
+/// A namespace with the `redis` and `mongodb` Secrets, and an operator scoped to it.
+pub struct Setup {
+    pub stack: &'static KubeStack,
+    pub client: kube::Client,
+    pub ns: String,
+    pub redis: RedisServer,
+    pub operator: Operator,
+    pub pipelines: Api<AnalyticsPipeline>,
+}
+
+pub async fn setup(prefix: &str, operator_args: &[&str]) -> Setup {
+    let stack = stack().await;
+    let client = stack.client().await.expect("client");
+    let ns = namespace(&client, prefix).await;
+    let redis = RedisServer::start().await.expect("start Redis");
+    secret(&client, &ns, "redis", "url", &redis.url()).await;
+    secret(&client, &ns, "mongodb", "uri", &ferret().await.uri()).await;
+    let operator = Operator::start(stack, &ns, operator_args);
+    let pipelines = Api::namespaced(client.clone(), &ns);
+    Setup { stack, client, ns, redis, operator, pipelines }
+}
+
+pub fn database() -> String {
+    unique_name("db").replace('-', "_")
+}
+
