@@ -119,7 +119,13 @@ impl IndexedEventError {
         title = "Pulse ingest",
         description = "Send events to one Pulse pipeline. 202 means durably buffered; every acknowledged event is stored exactly once, however often it is retried with the same event_id."
     ),
-    paths(post_event, post_batch),
+    paths(
+        post_event,
+        post_batch,
+        crate::compat::segment_batch,
+        crate::compat::segment_single,
+        crate::compat::posthog_capture
+    ),
     components(schemas(
         EventInput,
         Accepted,

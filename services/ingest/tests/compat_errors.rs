@@ -336,3 +336,23 @@ async fn malformed_posthog_payloads_get_the_native_errors() {
     let buffered = buffered.into_iter().filter(|id| id != "n-1").collect::<Vec<_>>();
     assert_eq!(buffered, vec!["js-1"], "only the accepted event is buffered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_lists_the_compat_endpoints() {
+    let redis = RedisServer::start().await.expect("redis");
+    let ingest = TestIngest::start(&redis.url(), Pipeline::default()).await;
+    let doc: Value = ingest
+        .http
+        .get(format!("{}/openapi.json", ingest.url))
+        .send()
+        .await
+        .expect("get openapi")
+        .json()
+        .await
+        .expect("openapi is JSON");
+    for path in ["/compat/segment/v1/batch", "/compat/segment/v1/{kind}", "/compat/posthog/batch/"] {
+        let post = &doc["paths"][path]["post"];
+        assert!(post["responses"]["200"].is_object(), "{path} documents its 200: {post}");
+        assert!(post["responses"]["503"].is_object(), "{path} documents its 503");
+    }
+}

@@ -257,13 +257,47 @@ fn respond(
     response
 }
 
-async fn segment_batch(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
+/// Segment's batch endpoint (what every Segment SDK posts to): `{"batch": [message, ...],
+/// "sentAt", "context"}`. See docs/compat.md for the mapping to native events.
+#[utoipa::path(
+    post, path = "/compat/segment/v1/batch",
+    request_body(content = Object, content_type = "application/json", description = "Segment's batch; gzip with Content-Encoding: gzip"),
+    responses(
+        (status = 200, description = "Valid messages durably buffered (`success: true`); refused ones listed in `errors`", body = crate::api::Accepted),
+        (status = 400, description = "Invalid JSON, body or messages; `error.field` and `errors[].field` name the SDK's field", body = crate::error::ErrorResponse),
+        (status = 401, description = "Missing or wrong write key", body = crate::error::ErrorResponse),
+        (status = 413, description = "Body, batch or an event too large", body = crate::error::ErrorResponse),
+        (status = 415, description = "Unsupported Content-Type or Content-Encoding", body = crate::error::ErrorResponse),
+        (status = 429, description = "Rate limited or backlog full; the SDKs retry after Retry-After", body = crate::error::ErrorResponse),
+        (status = 503, description = "Buffer unavailable; nothing was acknowledged; the SDKs retry", body = crate::error::ErrorResponse),
+    ),
+    security(("write_key" = []))
+)]
+pub async fn segment_batch(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     let answer = segment_request(&ingest, &headers, body, None).await;
     respond(&ingest, "segment", started, StatusCode::OK, answer)
 }
 
-async fn segment_single(
+/// One Segment call, its type given by the path: track, identify, page, screen, group or
+/// alias (or t, i, p, s, g, a).
+#[utoipa::path(
+    post, path = "/compat/segment/v1/{kind}",
+    params(("kind" = String, Path, description = "track, identify, page, screen, group or alias")),
+    request_body(content = Object, content_type = "application/json", description = "One Segment message"),
+    responses(
+        (status = 200, description = "Durably buffered (`success: true`)", body = crate::api::Accepted),
+        (status = 404, description = "No such call type", body = crate::error::ErrorResponse),
+        (status = 400, description = "Invalid JSON, body or messages; `error.field` and `errors[].field` name the SDK's field", body = crate::error::ErrorResponse),
+        (status = 401, description = "Missing or wrong write key", body = crate::error::ErrorResponse),
+        (status = 413, description = "Body, batch or an event too large", body = crate::error::ErrorResponse),
+        (status = 415, description = "Unsupported Content-Type or Content-Encoding", body = crate::error::ErrorResponse),
+        (status = 429, description = "Rate limited or backlog full; the SDKs retry after Retry-After", body = crate::error::ErrorResponse),
+        (status = 503, description = "Buffer unavailable; nothing was acknowledged; the SDKs retry", body = crate::error::ErrorResponse),
+    ),
+    security(("write_key" = []))
+)]
+pub async fn segment_single(
     State(ingest): State<Arc<Ingest>>,
     Path(kind): Path<String>,
     headers: HeaderMap,
@@ -306,7 +340,23 @@ async fn segment_request(
     Ok(CompatAccepted { success: Some(true), status: None, accepted })
 }
 
-async fn posthog_capture(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
+/// PostHog's capture API: the same handler serves `/batch`, `/capture`, `/e`, `/i/v0/e` and
+/// `/track` (each also with a trailing slash). The body is `{"api_key", "batch": [...],
+/// "sent_at"}`, an array of events, or one event; gzip with or without Content-Encoding.
+#[utoipa::path(
+    post, path = "/compat/posthog/batch/",
+    request_body(content = Object, content_type = "application/json", description = "PostHog's batch, an array of events or one event, with `api_key`"),
+    responses(
+        (status = 200, description = "Valid events durably buffered (`status: 1`); refused ones listed in `errors`", body = crate::api::Accepted),
+        (status = 400, description = "Invalid JSON, body or messages; `error.field` and `errors[].field` name the SDK's field", body = crate::error::ErrorResponse),
+        (status = 401, description = "Missing or wrong write key", body = crate::error::ErrorResponse),
+        (status = 413, description = "Body, batch or an event too large", body = crate::error::ErrorResponse),
+        (status = 415, description = "Unsupported Content-Type or Content-Encoding", body = crate::error::ErrorResponse),
+        (status = 429, description = "Rate limited or backlog full; the SDKs retry after Retry-After", body = crate::error::ErrorResponse),
+        (status = 503, description = "Buffer unavailable; nothing was acknowledged; the SDKs retry", body = crate::error::ErrorResponse),
+    )
+)]
+pub async fn posthog_capture(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     let answer = async {
         let json = read_json(&ingest, &headers, body).await?;
