@@ -1,6 +1,7 @@
 //! The engines' input: one event as stored, and a user's events in time order.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -100,22 +101,86 @@ pub struct UserEvents<'a> {
 
 /// Groups events per user. An event id seen twice for a user counts once (the first
 /// given, as the store keeps the first insert). Users come out sorted by id.
+///
+/// Sorting works on compact keys (user, time, id hash, position) rather than on the events,
+/// whose fields live all over the heap: a million events then sort in a few tens of
+/// milliseconds; event ids are compared only for equal hashes or equal times.
 pub fn by_user(events: &[AnalyticsEvent]) -> Vec<UserEvents<'_>> {
-    let mut users: HashMap<&str, Vec<&AnalyticsEvent>> = HashMap::new();
-    for e in events {
-        users.entry(e.distinct_id.as_str()).or_default().push(e);
+    let mut user_of: HashMap<&str, u32, BuildHasherDefault<Fnv>> =
+        HashMap::with_capacity_and_hasher(events.len() / 8 + 1, BuildHasherDefault::default());
+    let mut keys: Vec<(u32, i64, u64, u32)> = Vec::with_capacity(events.len());
+    for (i, e) in events.iter().enumerate() {
+        let next = user_of.len() as u32;
+        let user = *user_of.entry(e.distinct_id.as_str()).or_insert(next);
+        keys.push((user, e.timestamp, fnv(e.event_id.as_bytes()), i as u32));
     }
-    let mut out: Vec<UserEvents<'_>> = users
-        .into_iter()
-        .map(|(distinct_id, mut events)| {
-            let mut seen = HashSet::with_capacity(events.len());
-            events.retain(|e| seen.insert(e.event_id.as_str()));
-            events.sort_by(|a, b| (a.timestamp, &a.event_id).cmp(&(b.timestamp, &b.event_id)));
-            UserEvents { distinct_id, events }
-        })
-        .collect();
+    let mut names: Vec<&str> = vec![""; user_of.len()];
+    for (name, i) in user_of {
+        names[i as usize] = name;
+    }
+    keys.sort_unstable_by_key(|k| (k.0, k.1, k.3));
+    let mut out = Vec::with_capacity(names.len());
+    for run in keys.chunk_by(|a, b| a.0 == b.0) {
+        let mut run = run.to_vec();
+        drop_repeated_ids(&mut run, events);
+        // Ties in time: by event id, so the order does not depend on the input's.
+        for tie in run.chunk_by_mut(|a, b| a.1 == b.1).filter(|t| t.len() > 1) {
+            tie.sort_by(|a, b| events[a.3 as usize].event_id.cmp(&events[b.3 as usize].event_id));
+        }
+        out.push(UserEvents {
+            distinct_id: names[run[0].0 as usize],
+            events: run.iter().map(|k| &events[k.3 as usize]).collect(),
+        });
+    }
     out.sort_unstable_by(|a, b| a.distinct_id.cmp(b.distinct_id));
     out
+}
+
+/// Keeps the first given (lowest position) of the events that share an id.
+fn drop_repeated_ids(run: &mut Vec<(u32, i64, u64, u32)>, events: &[AnalyticsEvent]) {
+    if run.len() < 2 {
+        return;
+    }
+    let mut by_hash: Vec<(u64, u32)> = run.iter().map(|k| (k.2, k.3)).collect();
+    by_hash.sort_unstable();
+    let mut repeated: Vec<u32> = Vec::new();
+    for same in by_hash.chunk_by(|a, b| a.0 == b.0).filter(|s| s.len() > 1) {
+        // Equal hashes: compare the ids themselves; the lowest position of each id stays.
+        for (j, &(_, pos)) in same.iter().enumerate() {
+            let id = &events[pos as usize].event_id;
+            if same[..j].iter().any(|&(_, p)| events[p as usize].event_id == *id) {
+                repeated.push(pos);
+            }
+        }
+    }
+    if !repeated.is_empty() {
+        run.retain(|k| !repeated.contains(&k.3));
+    }
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    let mut h = Fnv::default();
+    h.write(bytes);
+    h.finish()
+}
+
+/// FNV-1a: user ids are short, and SipHash's flood resistance is not needed for a map
+/// that lives for one query.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
 }
 
 #[cfg(test)]

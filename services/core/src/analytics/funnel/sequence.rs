@@ -30,6 +30,10 @@ pub(crate) fn progress(c: &Compiled<'_>, marked: &[Marked], from: i64, to: i64, 
     let mut holds: Vec<Levels> = Vec::new();
     let mut first: Vec<Option<(i64, i64)>> = vec![None; n];
     let mut level = 0;
+    // Buffers reused from one timestamp to the next: most users have many.
+    let mut touched: Vec<u32> = Vec::new();
+    let mut extended: Vec<Levels> = Vec::new();
+    let mut masks: Vec<u32> = Vec::new();
     let mut i = 0;
     while i < marked.len() {
         let t = marked[i].ts;
@@ -41,33 +45,39 @@ pub(crate) fn progress(c: &Compiled<'_>, marked: &[Marked], from: i64, to: i64, 
         }
         let group = &marked[i..j];
         i = j;
-        let mut touched: Vec<u32> = group.iter().filter(|m| m.steps != 0).map(|m| m.hold).collect();
+        touched.clear();
+        touched.extend(group.iter().filter(|m| m.steps != 0).map(|m| m.hold));
         touched.sort_unstable();
         touched.dedup();
-        let mut extended: Vec<(u32, Levels)> = Vec::with_capacity(touched.len());
-        for &h in &touched {
-            let masks =
-                capped(group.iter().filter(|m| m.steps != 0 && m.hold == h).map(|m| m.steps).collect(), n);
-            let old = holds.get(h as usize);
-            extended.push((h, extend(c, old, &masks, t, x, (from..to).contains(&t))));
+        while extended.len() < touched.len() {
+            extended.push(vec![Vec::new(); n]);
+        }
+        for (slot, &h) in touched.iter().enumerate() {
+            masks.clear();
+            masks.extend(group.iter().filter(|m| m.steps != 0 && m.hold == h).map(|m| m.steps));
+            if masks.len() > n {
+                masks = capped(std::mem::take(&mut masks), n);
+            }
+            let new = &mut extended[slot];
+            new.iter_mut().for_each(Vec::clear);
+            extend(c, holds.get(h as usize), &masks, t, x, (from..to).contains(&t), new);
         }
         // Chains not extended here: in a strict funnel an event of their value ends them;
         // otherwise they live on, marked with the exclusions that happened.
         for (h, levels) in holds.iter_mut().enumerate() {
-            let hit = touched.binary_search(&(h as u32)).is_ok();
-            if strict && hit {
+            if strict && touched.binary_search(&(h as u32)).is_ok() {
                 levels.iter_mut().for_each(Vec::clear);
             } else if x != 0 {
                 taint(c, levels, x);
             }
         }
-        for (h, new) in extended {
+        for (slot, &h) in touched.iter().enumerate() {
             let h = h as usize;
             if holds.len() <= h {
                 holds.resize_with(h + 1, || vec![Vec::new(); n]);
             }
-            for (k, chains) in new.into_iter().enumerate() {
-                for (mask, start) in chains {
+            for (k, chains) in extended[slot].iter().enumerate() {
+                for &(mask, start) in chains {
                     insert(&mut holds[h][k], mask, start);
                 }
             }
@@ -88,9 +98,16 @@ pub(crate) fn progress(c: &Compiled<'_>, marked: &[Marked], from: i64, to: i64, 
 
 /// The chains that take events of this timestamp: from each level k (0 = a new start, if
 /// `t` is in range) as many further steps as the events can take, each step count valid.
-fn extend(c: &Compiled<'_>, old: Option<&Levels>, masks: &[u32], t: i64, x: u16, starts: bool) -> Levels {
+fn extend(
+    c: &Compiled<'_>,
+    old: Option<&Levels>,
+    masks: &[u32],
+    t: i64,
+    x: u16,
+    starts: bool,
+    new: &mut Levels,
+) {
     let n = c.n;
-    let mut new: Levels = vec![Vec::new(); n];
     let from_level = |k: usize, chains: &[Chain], new: &mut Levels| {
         let m = reach(masks, k, n);
         for &(mask, start) in chains {
@@ -108,16 +125,15 @@ fn extend(c: &Compiled<'_>, old: Option<&Levels>, masks: &[u32], t: i64, x: u16,
         }
     };
     if starts {
-        from_level(0, &[(0, t)], &mut new);
+        from_level(0, &[(0, t)], new);
     }
     if let Some(old) = old {
         for (k, chains) in old.iter().enumerate() {
             if !chains.is_empty() {
-                from_level(k + 1, chains, &mut new);
+                from_level(k + 1, chains, new);
             }
         }
     }
-    new
 }
 
 /// Marks the exclusions `x` (events at a later time than every chain's from-step) on the
