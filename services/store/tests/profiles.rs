@@ -32,7 +32,7 @@ async fn profile(store: &Store, user: &str) -> Value {
 async fn updates_apply_in_stream_order_and_replays_change_nothing() {
     let ferret = FerretDb::start().await.expect("ferretdb");
     let store = Store::connect(&ferret.uri(), &unique_name("profiles")).await.expect("store");
-    let events = vec![
+    let events = [
         event(
             "u-1",
             json!({ "$set": { "plan": "free", "a.b": 1, "$browser": "x" }, "$set_once": { "first_plan": "free" } }),
