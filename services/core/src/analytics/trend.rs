@@ -152,11 +152,16 @@ pub fn run(
     let starts = period::starts(query.from, query.to, query.interval, tz, limits)?;
     let range_start = starts.first().copied().unwrap_or(query.from);
     let range_end = starts.last().map_or(query.to, |&s| period::next(s, query.interval, tz));
-    let lookback = query.measure.active_days().map_or(0, |d| (d - 1) * 86_400_000 + 3_600_000 * 2);
+    // WAU and MAU also read the days before the first: by local day, whatever DST does.
+    let first_day = query.measure.active_days().map(|d| period::day_number(range_start, tz) - (d - 1));
     let mut seen = HashSet::new();
     let selected: Vec<&AnalyticsEvent> = events
         .iter()
-        .filter(|e| e.timestamp >= range_start - lookback && e.timestamp < range_end)
+        .filter(|e| e.timestamp < range_end)
+        .filter(|e| match first_day {
+            Some(day) => period::day_number(e.timestamp, tz) >= day,
+            None => e.timestamp >= range_start,
+        })
         .filter(|e| users.is_none_or(|u| u.contains(&e.distinct_id)))
         .filter(|e| query.event.matches(e))
         .filter(|e| seen.insert((e.distinct_id.as_str(), e.event_id.as_str())))
