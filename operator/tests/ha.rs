@@ -38,7 +38,8 @@ async fn killed_mid_reconcile_the_operator_converges_after_a_restart() {
 async fn of_two_operators_one_leads_and_the_other_takes_over() {
     let mut s = setup("leader", &[]).await;
     let leases: Api<Lease> = Api::namespaced(s.client.clone(), &s.ns);
-    let first = wait_for("a leader", WAIT, || async { holder(&leases).await.ok_or("no holder".to_string()) }).await;
+    let first =
+        wait_for("a leader", WAIT, || async { holder(&leases).await.ok_or("no holder".to_string()) }).await;
     let second = Operator::start(s.stack, &s.ns, &[]);
     // Both run; only the first leads and reconciles.
     apply_pipeline(&s.pipelines, &pipeline_yaml("led", &database(), "")).await;

@@ -38,7 +38,15 @@ async fn with_keda_and_grafana_operator_installed_their_objects_are_used() {
     ] {
         crds.create(&PostParams::default(), &c).await.expect("create CRD");
     }
-    kubectl(stack, &["wait", "--for=condition=Established", "crd/scaledobjects.keda.sh", "crd/grafanadashboards.grafana.integreatly.org"]);
+    kubectl(
+        stack,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/scaledobjects.keda.sh",
+            "crd/grafanadashboards.grafana.integreatly.org",
+        ],
+    );
 
     let s = setup("optional", &[]).await;
     let spec = "  ingest:\n    autoscaling: { minReplicas: 1, maxReplicas: 3 }\n  processor:\n    autoscaling: { minReplicas: 1, maxReplicas: 4 }";
@@ -59,8 +67,11 @@ async fn with_keda_and_grafana_operator_installed_their_objects_are_used() {
         kind: kind.into(),
         plural: plural.into(),
     };
-    let scaled: Api<DynamicObject> =
-        Api::namespaced_with(s.client.clone(), &s.ns, &resource("keda.sh", "v1alpha1", "ScaledObject", "scaledobjects"));
+    let scaled: Api<DynamicObject> = Api::namespaced_with(
+        s.client.clone(),
+        &s.ns,
+        &resource("keda.sh", "v1alpha1", "ScaledObject", "scaledobjects"),
+    );
     let so = scaled.get("lag-processor").await.expect("ScaledObject");
     assert_eq!(so.data["spec"]["scaleTargetRef"]["name"], "lag-processor");
     assert_eq!(so.data["spec"]["maxReplicaCount"], 4);
@@ -69,7 +80,10 @@ async fn with_keda_and_grafana_operator_installed_their_objects_are_used() {
     assert_eq!(triggers[0]["type"], "redis-streams");
     assert_eq!(triggers[0]["metadata"]["address"], format!("127.0.0.1:{}", s.redis.port()));
     let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(s.client.clone(), &s.ns);
-    assert!(hpas.get_opt("lag-processor").await.expect("get").is_none(), "never both an HPA and a ScaledObject");
+    assert!(
+        hpas.get_opt("lag-processor").await.expect("get").is_none(),
+        "never both an HPA and a ScaledObject"
+    );
     assert!(hpas.get_opt("lag-ingest").await.expect("get").is_some(), "ingest keeps its HPA");
 
     let dashboards: Api<DynamicObject> = Api::namespaced_with(

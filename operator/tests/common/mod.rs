@@ -332,4 +332,3 @@ pub async fn setup(prefix: &str, operator_args: &[&str]) -> Setup {
 pub fn database() -> String {
     unique_name("db").replace('-', "_")
 }
-
