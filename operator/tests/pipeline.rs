@@ -14,7 +14,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use mongodb::bson::doc;
-use pulse_crds::AnalyticsPipeline;
 use pulse_testkit::RedisServer;
 
 async fn groups_of(redis: &RedisServer, key: &str) -> Result<Vec<String>, String> {
