@@ -262,3 +262,71 @@ fn measure(m: &Measure, events: &[&AnalyticsEvent]) -> Option<f64> {
         Measure::Percentile { property, p } => percentile(&numbers(property), *p),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const DAY: i64 = 86_400_000;
+
+    fn ev(i: usize, user: &str, ts: i64, props: Value) -> AnalyticsEvent {
+        AnalyticsEvent {
+            event_id: format!("e{i}"),
+            event: "buy".into(),
+            distinct_id: user.into(),
+            timestamp: ts,
+            properties: props,
+        }
+    }
+
+    fn query(measure: Measure, interval: Interval, breakdown: Option<TrendBreakdown>) -> TrendQuery {
+        TrendQuery { event: EventMatcher::named("buy"), measure, interval, from: 0, to: 2 * DAY, breakdown }
+    }
+
+    #[test]
+    fn top_values_then_other() {
+        let events = vec![
+            ev(0, "a", 10, json!({ "plan": "pro", "amount": 5 })),
+            ev(1, "b", 20, json!({ "plan": "pro", "amount": 7 })),
+            ev(2, "a", DAY + 1, json!({ "plan": "free", "amount": 1 })),
+            ev(3, "c", DAY + 2, json!({ "amount": 2 })),
+        ];
+        let b = TrendBreakdown { property: "plan".parse().expect("path"), top: 1 };
+        let sum = Measure::Sum { property: "amount".parse().expect("path") };
+        let r = run(&query(sum, Interval::Day, Some(b)), &events, None, &TimeZone::UTC, &Limits::default())
+            .expect("runs");
+        let got: Vec<(SeriesLabel, Vec<Option<f64>>)> =
+            r.series.iter().map(|s| (s.label.clone(), s.points.iter().map(|p| p.value).collect())).collect();
+        assert_eq!(
+            got,
+            [
+                (SeriesLabel::Value(Some("pro".into())), vec![Some(12.0), Some(0.0)]),
+                (SeriesLabel::Other, vec![Some(0.0), Some(3.0)]),
+            ]
+        );
+        let r = run(
+            &query(Measure::UniqueUsers, Interval::Month, None),
+            &events,
+            None,
+            &TimeZone::UTC,
+            &Limits::default(),
+        )
+        .expect("runs");
+        assert_eq!(r.series[0].points.len(), 1, "both days are in January 1970");
+        assert_eq!(r.series[0].points[0].value, Some(3.0));
+    }
+
+    #[test]
+    fn invalid_trends_are_refused_with_their_field() {
+        let fields = |q: &TrendQuery| match run(q, &[], None, &TimeZone::UTC, &Limits::default()) {
+            Err(AnalyticsError::Invalid(f)) => f.into_iter().map(|f| f.field).collect::<Vec<_>>(),
+            other => panic!("expected invalid, got {other:?}"),
+        };
+        assert_eq!(fields(&query(Measure::Wau, Interval::Hour, None)), ["interval"]);
+        let p = Measure::Percentile { property: "amount".parse().expect("path"), p: 101.0 };
+        assert_eq!(fields(&query(p, Interval::Day, None)), ["measure.p"]);
+        let b = TrendBreakdown { property: "plan".parse().expect("path"), top: 0 };
+        assert_eq!(fields(&query(Measure::Count, Interval::Day, Some(b))), ["breakdown.top"]);
+    }
+}

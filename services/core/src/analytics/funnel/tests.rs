@@ -256,3 +256,28 @@ fn invalid_definitions_and_ranges_are_refused() {
         Err(AnalyticsError::TooManyEvents { count: 3, limit: 2 })
     );
 }
+
+#[test]
+fn conversion_trend_per_day_and_thirty_two_steps() {
+    const DAY: i64 = 86_400_000;
+    let d = def(json!({ "steps": [{ "event": "a" }, { "event": "b" }], "window": "2d" }));
+    let mut events = user(&[("a", 0, json!({})), ("b", 1, json!({})), ("a", DAY / S + 5, json!({}))]);
+    events.extend(user(&[("a", DAY / S + 10, json!({})), ("b", 3 * DAY / S, json!({}))]).into_iter().map(
+        |mut e| {
+            e.distinct_id = "v".into();
+            e
+        },
+    ));
+    let q = FunnelQuery { from: 0, to: 2 * DAY, trend: Some(crate::analytics::period::Interval::Day) };
+    let r = run(&d, &q, &events, None, &TimeZone::UTC, &Limits::default()).expect("runs");
+    let points: Vec<(i64, u64, u64)> =
+        r.trend.iter().map(|p| (p.period_start, p.entered, p.converted)).collect();
+    // Day 0: u enters and converts. Day 1: u enters again (no b after), v converts on day 3.
+    assert_eq!(points, [(0, 1, 1), (DAY, 2, 1)]);
+    let steps: Vec<Value> = (0..32).map(|i| json!({ "event": format!("s{i}") })).collect();
+    let long = def(json!({ "steps": steps, "window": "1h" }));
+    let path: Vec<(String, i64, Value)> =
+        (0..32).map(|i| (format!("s{i}"), i64::from(i), json!({}))).collect();
+    let path: Vec<(&str, i64, Value)> = path.iter().map(|(n, t, p)| (n.as_str(), *t, p.clone())).collect();
+    assert_eq!(level(&long, &path, 0, 1).0, 32);
+}
