@@ -73,4 +73,24 @@ proptest! {
         }
         prop_assert_eq!(reference.report(&def, &[], &limits).expect("report"), whole);
     }
+
+    #[test]
+    fn a_range_of_periods_is_the_best_of_its_periods(
+        def in definitions(),
+        events in events(3, 8),
+        cuts in prop::collection::btree_set(1i64..20, 0..4),
+    ) {
+        // The level over [0, 20 s) is the largest level over any split of it into
+        // periods: what lets a pre-aggregate keep one level per user and start period.
+        let mut bounds: Vec<i64> = vec![0];
+        bounds.extend(cuts.iter().copied());
+        bounds.push(20);
+        let ranges: Vec<(i64, i64)> = bounds.windows(2).map(|w| (w[0] * SECOND, w[1] * SECOND)).collect();
+        let engine = FunnelEngine::new(&def, 0, 20 * SECOND).expect("valid");
+        for user in by_user(&events) {
+            let whole = engine.user(&user.events).level;
+            let best = engine.levels_in(&user.events, &ranges).into_iter().max().unwrap_or(0);
+            prop_assert_eq!(whole, best);
+        }
+    }
 }

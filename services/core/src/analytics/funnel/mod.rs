@@ -81,7 +81,10 @@ impl<'d> FunnelEngine<'d> {
         UserFunnel { level, step_times, breakdown }
     }
 
-    /// The user's level for each range of `ranges` (e.g. the periods of a trend).
+    /// The user's level for each range of `ranges` (e.g. the periods of a trend). A
+    /// user's level over a union of adjacent ranges is the largest of their levels over
+    /// each (a chain belongs to the range of its first step), so a pre-aggregate can keep
+    /// one level per user and period and answer any range of whole periods.
     pub fn levels_in(&self, events: &[&AnalyticsEvent], ranges: &[(i64, i64)]) -> Vec<usize> {
         let marked = self.compiled.mark(events);
         ranges.iter().map(|&(from, to)| self.evaluate(&marked, from, to).0).collect()
