@@ -10,6 +10,7 @@
 # 100000), BENCH_RAW_DOCS (documents of the raw insert_many runs, default 100000),
 # BENCH_STEADY_SECS (the steady run, default 20), BENCH_STEADY_BATCH (events per request of
 # the steady run, default 100), BENCH_PROCESSOR_BATCH (processor.batchSize, default 2000),
+# BENCH_PARTITIONS (stream partitions of the pipeline, default 8),
 # BENCH_DRAIN_TIMEOUT (seconds to wait for the backlog to drain, default 150: past it the
 # rate is events stored / time waited, and the buffer is emptied for the steady run),
 # BENCH_LOG_DIR (a directory to copy the logs into on exit; run with
@@ -27,7 +28,7 @@ STEADY_SECS="${BENCH_STEADY_SECS:-20}"
 STEADY_BATCH="${BENCH_STEADY_BATCH:-100}"
 PROCESSOR_BATCH="${BENCH_PROCESSOR_BATCH:-2000}"
 DRAIN_TIMEOUT="${BENCH_DRAIN_TIMEOUT:-150}"
-PARTITIONS=8
+PARTITIONS="${BENCH_PARTITIONS:-8}"
 CONNECTIONS=16
 PRELOAD_BATCH=500
 USERS=10000
@@ -39,7 +40,7 @@ TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 CACHE="${PULSE_CACHE:-$HOME/.cache/pulse}"
 FERRETDB="$CACHE/bin/ferretdb"
 
-for knob in EVENTS RAW_DOCS STEADY_SECS STEADY_BATCH PROCESSOR_BATCH DRAIN_TIMEOUT; do
+for knob in EVENTS RAW_DOCS STEADY_SECS STEADY_BATCH PROCESSOR_BATCH DRAIN_TIMEOUT PARTITIONS; do
   if [[ ! "${!knob}" =~ ^[1-9][0-9]*$ ]]; then
     echo "[bench] error: BENCH_$knob must be a positive integer, not '${!knob}'" >&2
     exit 2

@@ -13,8 +13,8 @@ pub mod config;
 pub mod duration;
 pub mod event;
 pub mod funnel;
-pub mod property;
 pub mod profile;
+pub mod property;
 pub mod rollup;
 pub mod validation;
 

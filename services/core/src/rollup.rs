@@ -28,6 +28,33 @@ impl BucketKey {
     }
 }
 
+impl BucketKey {
+    /// The period the bucket belongs to: its interval and start.
+    pub fn period(&self) -> PeriodKey {
+        PeriodKey { interval: self.interval, start: self.start }
+    }
+}
+
+/// One interval starting at `start` (epoch ms): the buckets of every event name over it
+/// share one stored document per partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeriodKey {
+    pub interval: RollupInterval,
+    pub start: i64,
+}
+
+impl PeriodKey {
+    /// `<interval>|<start>`, the start zero-padded as in [`BucketKey::id`], which it prefixes.
+    pub fn id(&self) -> String {
+        format!("{}|{:015}", interval_name(self.interval), self.start.max(0))
+    }
+
+    /// The bucket of `event` in this period.
+    pub fn bucket(&self, event: &str) -> BucketKey {
+        BucketKey { event: event.to_string(), interval: self.interval, start: self.start }
+    }
+}
+
 /// The interval's name as stored.
 pub fn interval_name(interval: RollupInterval) -> &'static str {
     match interval {
@@ -35,6 +62,13 @@ pub fn interval_name(interval: RollupInterval) -> &'static str {
         RollupInterval::Hour => "hour",
         RollupInterval::Day => "day",
     }
+}
+
+/// The interval of a stored name.
+pub fn interval_of_name(name: &str) -> Option<RollupInterval> {
+    [RollupInterval::Minute, RollupInterval::Hour, RollupInterval::Day]
+        .into_iter()
+        .find(|i| interval_name(*i) == name)
 }
 
 /// Whether buckets of this interval count unique users. Minute buckets count events only:

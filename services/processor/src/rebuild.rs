@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pulse_store::{BatchRollups, PartitionLease};
+use pulse_store::{BatchRollups, PartitionLease, WriterMemory};
 
 use crate::lease::PartitionLeaseKeys;
 use crate::stream::PartitionStream;
@@ -69,12 +69,13 @@ async fn rebuild_paused(
     for lease in &leases {
         let stream = PartitionStream::new(&ctx.tenant, lease.partition);
         stream.ensure_group(&mut conn).await?;
+        let mut memory = WriterMemory::default();
         loop {
             let pending = stream.read(&mut conn, true, ctx.read_count).await?;
             if pending.is_empty() {
                 break;
             }
-            crate::worker::process(ctx, &stream, *lease, &pending, true).await?;
+            crate::worker::process(ctx, &stream, *lease, &pending, true, &mut memory).await?;
             drained += pending.len();
         }
         watermarks.push((lease.partition, stream.last_delivered(&mut conn).await?, lease.fence));

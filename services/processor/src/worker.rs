@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use pulse_core::buffer::BufferedEvent;
 use pulse_core::rollup::StreamPosition;
-use pulse_store::{BatchRollups, EventWrite, PartitionLease, StoreError};
+use pulse_store::{BatchRollups, EventWrite, PartitionLease, StoreError, WriterMemory};
 use tokio::sync::watch;
 
 use crate::lease::{LEASE_TTL, PartitionLeaseKeys};
@@ -17,6 +17,8 @@ use crate::{Context, ProcessorError};
 const IDLE_MIN: Duration = Duration::from_millis(10);
 const IDLE_MAX: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The most entries one read asks for.
+const MAX_READ_ENTRIES: usize = 1000;
 
 /// Processes `partition` until `stop` says so or the lease is lost, then gives the lease up.
 pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Receiver<bool>) {
@@ -28,12 +30,15 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
     tracing::info!(partition, fence, "partition acquired");
     let mut idle = IDLE_MIN;
     let mut backoff = Backoff::default();
+    // What this tenure has stored and counted; a new lease starts without it.
+    let mut memory = WriterMemory::default();
+    let mut read_size = ReadSize { entries: ctx.read_count };
     let mut conn = ctx.conn.clone();
     if let Err(e) = stream.ensure_group(&mut conn).await {
         tracing::warn!(partition, error = %e, "cannot create the consumer group yet");
     }
     while !(*stop.borrow() || *lost.borrow()) {
-        match step(&ctx, &stream, lease).await {
+        match step(&ctx, &stream, lease, &mut read_size, &mut memory).await {
             Ok(0) => {
                 backoff.reset();
                 tokio::time::sleep(idle).await;
@@ -70,16 +75,19 @@ pub async fn step(
     ctx: &Context,
     stream: &PartitionStream,
     lease: PartitionLease,
+    read_size: &mut ReadSize,
+    memory: &mut WriterMemory,
 ) -> Result<usize, ProcessorError> {
     let mut conn = ctx.conn.clone();
-    let mut entries = stream.read(&mut conn, true, ctx.read_count).await?;
+    let mut entries = stream.read(&mut conn, true, read_size.entries).await?;
     let redelivered = !entries.is_empty();
     if entries.is_empty() {
-        entries = stream.read(&mut conn, false, ctx.read_count).await?;
+        entries = stream.read(&mut conn, false, read_size.entries).await?;
     }
     if entries.is_empty() {
         return Ok(0);
     }
+    read_size.adapt(&entries, ctx.batch_events);
     // Sub-batches of at most `batch_events` events (at least one entry each): a redelivered
     // batch costs a lookup per event, so its size must stay bounded.
     let mut start = 0;
@@ -94,7 +102,7 @@ pub async fn step(
             events += n;
             end += 1;
         }
-        process(ctx, stream, lease, &entries[start..end], redelivered).await?;
+        process(ctx, stream, lease, &entries[start..end], redelivered, memory).await?;
         start = end;
     }
     Ok(entries.len())
@@ -102,13 +110,15 @@ pub async fn step(
 
 /// Stores a batch's events, applies them, and acknowledges the entries. Safe to repeat.
 /// `redelivered`: the entries come from the pending list (delivered before, maybe partly
-/// stored), so existing events and markers must be looked up.
+/// stored), so existing events and markers must be looked up. `memory`: what this lease's
+/// tenure stored and counted already.
 pub async fn process(
     ctx: &Context,
     stream: &PartitionStream,
     lease: PartitionLease,
     entries: &[Entry],
     redelivered: bool,
+    memory: &mut WriterMemory,
 ) -> Result<(), ProcessorError> {
     let started = Instant::now();
     let mut writes = Vec::new();
@@ -132,11 +142,11 @@ pub async fn process(
         writes.iter().zip(&flags).filter(|(_, f)| **f).map(|(w, _)| (w.position, w.event)).collect();
     let last = entries.last().map(|e| e.position).unwrap_or_default();
     let rollups = BatchRollups { intervals: &ctx.intervals, numeric: &ctx.numeric, tz: &ctx.tz };
-    ctx.store.apply_rollups(lease, last, &first, &rollups, redelivered).await?;
+    ctx.store.apply_rollups(lease, last, &first, &rollups, redelivered, memory).await?;
     let applied = started.elapsed();
     let first_events: Vec<&BufferedEvent> = first.iter().map(|(_, e)| *e).collect();
     crate::profiles::apply(ctx, &first_events).await?;
-    ctx.store.record_activity(&first_events, &ctx.tz).await?;
+    ctx.store.record_activity(&first_events, &ctx.tz, memory).await?;
     tracing::debug!(
         partition = lease.partition,
         events = writes.len(),
@@ -165,6 +175,22 @@ pub async fn process(
     ctx.metrics.batches.inc();
     ctx.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// How many entries to read at once, so that a read holds about a batch of events: an entry
+/// holds one ingest request's events for the partition, from one to thousands, and every
+/// batch costs a fixed number of bucket updates however few events it has.
+pub struct ReadSize {
+    pub entries: usize,
+}
+
+impl ReadSize {
+    /// Sizes the next read from the events per entry of this one.
+    fn adapt(&mut self, entries: &[Entry], batch_events: usize) {
+        let events: usize = entries.iter().map(|e| e.events.as_ref().map(Vec::len).unwrap_or(0)).sum();
+        let per_entry = (events / entries.len().max(1)).max(1);
+        self.entries = (batch_events / per_entry).clamp(1, MAX_READ_ENTRIES);
+    }
 }
 
 /// Renews the lease every third of its lifetime; reports loss when it is taken or when no

@@ -4,8 +4,9 @@
 //!
 //! Collections of a tenant's database:
 //! - `events`: raw events, `_id` = event id, the source of truth;
-//! - `rollups`: one document per (event, interval, start) bucket: counts, unique users,
-//!   numeric stats, and per partition the watermark of the last applied stream entry;
+//! - `rollups`: one document per period (interval and start) and partition, holding each
+//!   event name's bucket (`ev.<event>`: events `n`, unique users `u`, numeric stats `num`)
+//!   and the watermark of the last applied stream entry; a bucket is the sum over partitions;
 //! - `rollup_users`: one marker per (bucket, user), which makes unique users exact;
 //! - `user_periods`: one marker per user and active day or week, for retention and
 //!   cohorts (a user's first-seen day is their earliest day marker).
@@ -14,14 +15,16 @@
 
 mod documents;
 mod events;
+pub mod memory;
+pub mod profiles;
 pub mod recount;
 pub mod rollups;
-pub mod profiles;
 mod schema;
 mod users;
 
 pub use documents::{bson_of_json, json_of_bson};
 pub use events::{EventWrite, StoredFlags};
+pub use memory::WriterMemory;
 pub use rollups::{BatchRollups, PartitionLease};
 pub use schema::SchemaReport;
 
@@ -45,7 +48,7 @@ pub enum StoreError {
     Encode(String),
     #[error("partition {partition}: another processor holds a newer lease (fencing token {newer} > {ours})")]
     Fenced { partition: u32, ours: u64, newer: u64 },
-    #[error("a bucket kept changing under a compare-and-set after {0} attempts")]
+    #[error("a rollup document kept changing under a compare-and-set after {0} attempts")]
     Contended(u32),
 }
 

@@ -7,7 +7,8 @@ use futures::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
 use pulse_core::buffer::BufferedEvent;
 use pulse_core::rollup::{
-    BucketKey, Contribution, NumericStat, StreamPosition, buckets_of, counts_users, interval_name,
+    BucketKey, Contribution, NumericStat, PeriodKey, StreamPosition, buckets_of, counts_users, decode_key,
+    encode_key, interval_name, interval_of_name,
 };
 
 use crate::collections::{EVENTS, ROLLUP_USERS, ROLLUPS};
@@ -146,43 +147,27 @@ impl Store {
         Ok(shares)
     }
 
-    /// Every bucket's numbers as the processor maintains them.
+    /// Every bucket's numbers as the processor maintains them, by bucket id.
     pub async fn stored_rollups(&self) -> Result<BTreeMap<String, BucketTotals>, StoreError> {
         let mut out = BTreeMap::new();
         let mut cursor = self.db.collection::<Document>(ROLLUPS).find(doc! {}).await?;
         while let Some(d) = cursor.try_next().await? {
-            let id = d.get_str("bucket").unwrap_or_default().to_string();
-            let int = |v: Option<&Bson>| match v {
-                Some(Bson::Int64(n)) => *n as u64,
-                Some(Bson::Int32(n)) => *n as u64,
-                Some(Bson::Double(n)) => *n as u64,
-                _ => 0,
+            let Some(interval) = d.get_str("interval").ok().and_then(interval_of_name) else {
+                continue;
             };
-            let float = |v: Option<&Bson>| match v {
-                Some(Bson::Double(n)) => *n,
-                Some(Bson::Int64(n)) => *n as f64,
-                Some(Bson::Int32(n)) => f64::from(*n),
-                _ => 0.0,
+            let period = PeriodKey { interval, start: int(d.get("start")) as i64 };
+            let Ok(events) = d.get_document("ev") else {
+                continue;
             };
-            let users = d.contains_key("users").then(|| int(d.get("users")));
-            let mut numeric = BTreeMap::new();
-            if let Ok(num) = d.get_document("num") {
-                for (path, stat) in num {
-                    if let Some(s) = stat.as_document() {
-                        numeric.insert(
-                            path.clone(),
-                            NumericStat {
-                                sum: float(s.get("sum")),
-                                min: float(s.get("min")),
-                                max: float(s.get("max")),
-                                count: int(s.get("count")),
-                            },
-                        );
-                    }
-                }
+            for (name, bucket) in events {
+                let Some(bucket) = bucket.as_document() else {
+                    continue;
+                };
+                let share = totals_of(bucket, counts_users(interval));
+                out.entry(period.bucket(&decode_key(name)).id())
+                    .and_modify(|total: &mut BucketTotals| total.merge(&share))
+                    .or_insert(share);
             }
-            let share = BucketTotals { events: int(d.get("events")), users, numeric };
-            out.entry(id).and_modify(|total: &mut BucketTotals| total.merge(&share)).or_insert(share);
         }
         Ok(out)
     }
@@ -202,8 +187,10 @@ impl Store {
         }
         let position = |p: i64| watermarks.iter().find(|(q, _, _)| i64::from(*q) == p);
         let mut markers = Vec::new();
-        let mut docs = Vec::new();
+        let mut periods: BTreeMap<(PeriodKey, i64), Document> = BTreeMap::new();
+        let mut buckets = BTreeSet::new();
         for ((key, partition), share) in &shares {
+            buckets.insert(key.id());
             for user in &share.users {
                 markers.push(doc! {
                     "_id": format!("{}|{user}", key.id()),
@@ -214,39 +201,86 @@ impl Store {
                     "src": "",
                 });
             }
-            let t = &share.totals;
-            let mut d = doc! {
-                "_id": format!("{}|p{partition}", key.id()),
-                "bucket": key.id(),
-                "event": &key.event,
-                "interval": interval_name(key.interval),
-                "start": key.start,
-                "p": partition,
-                "events": t.events as i64,
-            };
-            if let Some((_, at, fence)) = position(*partition) {
-                d.insert("wm", at.to_key());
-                d.insert("fence", *fence as i64);
+            let period = key.period();
+            let d = periods.entry((period, *partition)).or_insert_with(|| {
+                let mut d = doc! {
+                    "_id": format!("{}|p{partition}", period.id()),
+                    "interval": interval_name(period.interval),
+                    "start": period.start,
+                    "p": partition,
+                    "ev": {},
+                };
+                if let Some((_, at, fence)) = position(*partition) {
+                    d.insert("wm", at.to_key());
+                    d.insert("fence", *fence as i64);
+                }
+                d
+            });
+            if let Ok(events) = d.get_document_mut("ev") {
+                events.insert(encode_key(&key.event), document_of_totals(&share.totals));
             }
-            if let Some(u) = t.users {
-                d.insert("users", u as i64);
-            }
-            let mut num = Document::new();
-            for (path, s) in &t.numeric {
-                num.insert(path, doc! { "sum": s.sum, "min": s.min, "max": s.max, "count": s.count as i64 });
-            }
-            if !num.is_empty() {
-                d.insert("num", num);
-            }
-            docs.push(d);
         }
+        let docs: Vec<Document> = periods.into_values().collect();
         for chunk in markers.chunks(1000) {
             self.db.collection::<Document>(ROLLUP_USERS).insert_many(chunk.to_vec()).await?;
         }
-        let written = docs.len();
         for chunk in docs.chunks(1000) {
             self.db.collection::<Document>(ROLLUPS).insert_many(chunk.to_vec()).await?;
         }
-        Ok(written)
+        Ok(buckets.len())
     }
+}
+
+fn int(v: Option<&Bson>) -> u64 {
+    match v {
+        Some(Bson::Int64(n)) => *n as u64,
+        Some(Bson::Int32(n)) => *n as u64,
+        Some(Bson::Double(n)) => *n as u64,
+        _ => 0,
+    }
+}
+
+fn float(v: Option<&Bson>) -> f64 {
+    match v {
+        Some(Bson::Double(n)) => *n,
+        Some(Bson::Int64(n)) => *n as f64,
+        Some(Bson::Int32(n)) => f64::from(*n),
+        _ => 0.0,
+    }
+}
+
+/// A stored bucket (`ev.<event>` of a period document) as its numbers.
+fn totals_of(bucket: &Document, counts_users: bool) -> BucketTotals {
+    let mut numeric = BTreeMap::new();
+    if let Ok(num) = bucket.get_document("num") {
+        for (path, stat) in num {
+            if let Some(s) = stat.as_document() {
+                let stat = NumericStat {
+                    sum: float(s.get("sum")),
+                    min: float(s.get("min")),
+                    max: float(s.get("max")),
+                    count: int(s.get("count")),
+                };
+                numeric.insert(path.clone(), stat);
+            }
+        }
+    }
+    let users = counts_users.then(|| int(bucket.get("u")));
+    BucketTotals { events: int(bucket.get("n")), users, numeric }
+}
+
+/// A bucket's numbers as stored in `ev.<event>` of a period document.
+fn document_of_totals(t: &BucketTotals) -> Document {
+    let mut d = doc! { "n": t.events as i64 };
+    if let Some(u) = t.users {
+        d.insert("u", u as i64);
+    }
+    let mut num = Document::new();
+    for (path, s) in &t.numeric {
+        num.insert(path, doc! { "sum": s.sum, "min": s.min, "max": s.max, "count": s.count as i64 });
+    }
+    if !num.is_empty() {
+        d.insert("num", num);
+    }
+    d
 }

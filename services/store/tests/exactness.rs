@@ -7,7 +7,9 @@ use pulse_core::config::RollupInterval;
 use pulse_core::property::PropertyPath;
 use pulse_core::rollup::{StreamPosition, time_zone};
 use pulse_store::recount::BucketTotals;
-use pulse_store::{BatchRollups, EventWrite, PartitionLease, Store, StoreError};
+use std::collections::HashMap;
+
+use pulse_store::{BatchRollups, EventWrite, PartitionLease, Store, StoreError, WriterMemory};
 use pulse_testkit::{FerretDb, unique_name};
 
 const INTERVALS: [RollupInterval; 3] = [RollupInterval::Minute, RollupInterval::Hour, RollupInterval::Day];
@@ -31,14 +33,28 @@ fn pos(n: u64) -> StreamPosition {
     StreamPosition { millis: 1_000 + n, sequence: 0 }
 }
 
+/// How long a writer's memory lives in a scenario.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Tenure {
+    /// Every batch as if its writer had just restarted: nothing remembered.
+    Restarted,
+    /// One memory per lease, kept across its batches, as a long-running writer has.
+    Kept,
+}
+
+/// Each scenario runs with both.
+const TENURES: [Tenure; 2] = [Tenure::Restarted, Tenure::Kept];
+
 struct Fixture {
     store: Store,
     numeric: Vec<PropertyPath>,
     tz: jiff::tz::TimeZone,
+    tenure: Tenure,
+    memories: std::sync::Mutex<HashMap<(u32, u64), WriterMemory>>,
 }
 
 impl Fixture {
-    async fn new(ferret: &FerretDb) -> Self {
+    async fn new(ferret: &FerretDb, tenure: Tenure) -> Self {
         let client = ferret.client().await.expect("client");
         let store = Store::new(client.database(&unique_name("tenant")));
         store.ensure_schema(pulse_core::duration::DurationSpec::days(365)).await.expect("schema");
@@ -46,6 +62,8 @@ impl Fixture {
             store,
             numeric: vec!["revenue".parse().expect("path")],
             tz: time_zone("Europe/Berlin").expect("tz"),
+            tenure,
+            memories: Default::default(),
         }
     }
 
@@ -77,7 +95,25 @@ impl Fixture {
         let first: Vec<(StreamPosition, &BufferedEvent)> =
             batch.iter().zip(&flags).filter(|(_, f)| **f).map(|((p, e), _)| (*p, *e)).collect();
         let last = batch.last().map(|(p, _)| *p).unwrap_or_default();
-        self.store.apply_rollups(lease, last, &first, &self.rollups(), redelivered).await
+        let mut memory = match self.tenure {
+            Tenure::Restarted => WriterMemory::default(),
+            Tenure::Kept => self.memories().remove(&(lease.partition, lease.fence)).unwrap_or_default(),
+        };
+        let applied =
+            self.store.apply_rollups(lease, last, &first, &self.rollups(), redelivered, &mut memory).await;
+        let events: Vec<&BufferedEvent> = first.iter().map(|(_, e)| *e).collect();
+        let recorded = match applied {
+            Ok(()) => self.store.record_activity(&events, &self.tz, &mut memory).await,
+            Err(e) => Err(e),
+        };
+        if self.tenure == Tenure::Kept {
+            self.memories().insert((lease.partition, lease.fence), memory);
+        }
+        recorded
+    }
+
+    fn memories(&self) -> std::sync::MutexGuard<'_, HashMap<(u32, u64), WriterMemory>> {
+        self.memories.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     async fn assert_exact(&self) {
@@ -110,103 +146,115 @@ fn sample() -> Vec<BufferedEvent> {
 #[tokio::test]
 async fn redelivered_and_rebatched_entries_count_once() {
     let ferret = FerretDb::start().await.expect("ferretdb");
-    let f = Fixture::new(&ferret).await;
-    let events = sample();
-    let entries: Vec<(StreamPosition, &BufferedEvent)> =
-        events.iter().enumerate().map(|(i, e)| (pos(i as u64 / 3), e)).collect();
-    let lease = PartitionLease { partition: 0, fence: 1 };
+    for tenure in TENURES {
+        let f = Fixture::new(&ferret, tenure).await;
+        let events = sample();
+        let entries: Vec<(StreamPosition, &BufferedEvent)> =
+            events.iter().enumerate().map(|(i, e)| (pos(i as u64 / 3), e)).collect();
+        let lease = PartitionLease { partition: 0, fence: 1 };
 
-    f.process(lease, &entries[..30]).await.expect("first batch");
-    f.process(lease, &entries[..30]).await.expect("redelivered");
-    // A retry that cuts batches differently: overlapping the applied range.
-    f.process(lease, &entries[15..45]).await.expect("overlapping batch");
-    f.process(lease, &entries[45..]).await.expect("rest");
-    f.assert_exact().await;
+        f.process(lease, &entries[..30]).await.expect("first batch");
+        f.process(lease, &entries[..30]).await.expect("redelivered");
+        // A retry that cuts batches differently: overlapping the applied range.
+        f.process(lease, &entries[15..45]).await.expect("overlapping batch");
+        f.process(lease, &entries[45..]).await.expect("rest");
+        f.assert_exact().await;
+    }
 }
 
 #[tokio::test]
 async fn a_crash_after_the_raw_insert_is_repaired_by_the_redelivery() {
     let ferret = FerretDb::start().await.expect("ferretdb");
-    let f = Fixture::new(&ferret).await;
-    let events = sample();
-    let entries: Vec<(StreamPosition, &BufferedEvent)> =
-        events.iter().enumerate().map(|(i, e)| (pos(i as u64), e)).collect();
-    let lease = PartitionLease { partition: 2, fence: 1 };
-    // The crash: raw events stored, rollups not applied.
-    let writes: Vec<EventWrite<'_>> =
-        entries[..40].iter().map(|(p, e)| EventWrite { partition: 2, position: *p, event: e }).collect();
-    f.store.insert_events(&writes, false).await.expect("raw insert");
-    // Redelivery with another batch size.
-    f.process(lease, &entries[..20]).await.expect("redelivery 1");
-    f.process(lease, &entries[20..]).await.expect("redelivery 2");
-    f.assert_exact().await;
+    for tenure in TENURES {
+        let f = Fixture::new(&ferret, tenure).await;
+        let events = sample();
+        let entries: Vec<(StreamPosition, &BufferedEvent)> =
+            events.iter().enumerate().map(|(i, e)| (pos(i as u64), e)).collect();
+        let lease = PartitionLease { partition: 2, fence: 1 };
+        // The crash: raw events stored, rollups not applied.
+        let writes: Vec<EventWrite<'_>> =
+            entries[..40].iter().map(|(p, e)| EventWrite { partition: 2, position: *p, event: e }).collect();
+        f.store.insert_events(&writes, false).await.expect("raw insert");
+        // Redelivery with another batch size.
+        f.process(lease, &entries[..20]).await.expect("redelivery 1");
+        f.process(lease, &entries[20..]).await.expect("redelivery 2");
+        f.assert_exact().await;
+    }
 }
 
 #[tokio::test]
 async fn duplicates_in_later_entries_and_in_one_entry_count_once() {
     let ferret = FerretDb::start().await.expect("ferretdb");
-    let f = Fixture::new(&ferret).await;
-    let events = sample();
-    let mut entries: Vec<(StreamPosition, &BufferedEvent)> =
-        events.iter().enumerate().map(|(i, e)| (pos(i as u64), e)).collect();
-    // A client retry: the same events again in later entries, and twice in one entry.
-    for (i, e) in events.iter().take(10).enumerate() {
-        entries.push((pos(100 + i as u64 / 2), e));
+    for tenure in TENURES {
+        let f = Fixture::new(&ferret, tenure).await;
+        let events = sample();
+        let mut entries: Vec<(StreamPosition, &BufferedEvent)> =
+            events.iter().enumerate().map(|(i, e)| (pos(i as u64), e)).collect();
+        // A client retry: the same events again in later entries, and twice in one entry.
+        for (i, e) in events.iter().take(10).enumerate() {
+            entries.push((pos(100 + i as u64 / 2), e));
+        }
+        let lease = PartitionLease { partition: 1, fence: 1 };
+        // First deliveries: duplicates are recognised without any lookup.
+        f.process_as(lease, &entries[..35], false).await.expect("batch 1");
+        f.process_as(lease, &entries[35..], false).await.expect("batch 2");
+        f.assert_exact().await;
+        let stored = f.store.stored_rollups().await.expect("stored");
+        let total: u64 = stored.iter().filter(|(id, _)| id.starts_with("day|")).map(|(_, t)| t.events).sum();
+        assert_eq!(total, 60, "60 distinct events, duplicates not counted");
     }
-    let lease = PartitionLease { partition: 1, fence: 1 };
-    // First deliveries: duplicates are recognised without any lookup.
-    f.process_as(lease, &entries[..35], false).await.expect("batch 1");
-    f.process_as(lease, &entries[35..], false).await.expect("batch 2");
-    f.assert_exact().await;
-    let stored = f.store.stored_rollups().await.expect("stored");
-    let total: u64 = stored.iter().filter(|(id, _)| id.starts_with("day|")).map(|(_, t)| t.events).sum();
-    assert_eq!(total, 60, "60 distinct events, duplicates not counted");
 }
 
 #[tokio::test]
 async fn two_partitions_share_buckets_and_a_stale_writer_is_fenced() {
     let ferret = FerretDb::start().await.expect("ferretdb");
-    let f = Fixture::new(&ferret).await;
-    let events = sample();
-    let (a, b): (Vec<_>, Vec<_>) = events.iter().partition(|e| e.distinct_id.as_str() < "u5");
-    let a: Vec<(StreamPosition, &BufferedEvent)> =
-        a.into_iter().enumerate().map(|(i, e)| (pos(i as u64), e)).collect();
-    let b: Vec<(StreamPosition, &BufferedEvent)> =
-        b.into_iter().enumerate().map(|(i, e)| (pos(i as u64), e)).collect();
-    let (pa, pb) = (PartitionLease { partition: 0, fence: 5 }, PartitionLease { partition: 1, fence: 3 });
-    let (ra, rb) = tokio::join!(f.process(pa, &a[..a.len() / 2]), f.process(pb, &b));
-    ra.expect("partition 0");
-    rb.expect("partition 1");
-    // The lease of partition 0 moved on to token 6; the old holder (5) must be refused.
-    let newer = PartitionLease { partition: 0, fence: 6 };
-    f.process(newer, &a[a.len() / 2..a.len() - 2]).await.expect("new holder");
-    let stale = f.process(pa, &a[a.len() - 2..]).await;
-    assert!(matches!(stale, Err(StoreError::Fenced { .. })), "{stale:?}");
-    f.process(newer, &a[a.len() - 2..]).await.expect("new holder finishes");
-    f.assert_exact().await;
+    for tenure in TENURES {
+        let f = Fixture::new(&ferret, tenure).await;
+        let events = sample();
+        let (a, b): (Vec<_>, Vec<_>) = events.iter().partition(|e| e.distinct_id.as_str() < "u5");
+        let a: Vec<(StreamPosition, &BufferedEvent)> =
+            a.into_iter().enumerate().map(|(i, e)| (pos(i as u64), e)).collect();
+        let b: Vec<(StreamPosition, &BufferedEvent)> =
+            b.into_iter().enumerate().map(|(i, e)| (pos(i as u64), e)).collect();
+        let (pa, pb) = (PartitionLease { partition: 0, fence: 5 }, PartitionLease { partition: 1, fence: 3 });
+        let (ra, rb) = tokio::join!(f.process(pa, &a[..a.len() / 2]), f.process(pb, &b));
+        ra.expect("partition 0");
+        rb.expect("partition 1");
+        // The lease of partition 0 moved on to token 6; the old holder (5) must be refused.
+        let newer = PartitionLease { partition: 0, fence: 6 };
+        f.process(newer, &a[a.len() / 2..a.len() - 2]).await.expect("new holder");
+        let stale = f.process(pa, &a[a.len() - 2..]).await;
+        assert!(matches!(stale, Err(StoreError::Fenced { .. })), "{stale:?}");
+        f.process(newer, &a[a.len() - 2..]).await.expect("new holder finishes");
+        f.assert_exact().await;
+    }
 }
 
 #[tokio::test]
 async fn rebuild_equals_recount_and_processing_continues_exactly() {
     let ferret = FerretDb::start().await.expect("ferretdb");
-    let f = Fixture::new(&ferret).await;
-    let events = sample();
-    let entries: Vec<(StreamPosition, &BufferedEvent)> =
-        events.iter().enumerate().map(|(i, e)| (pos(i as u64), e)).collect();
-    let lease = PartitionLease { partition: 0, fence: 1 };
-    f.process(lease, &entries[..40]).await.expect("batch");
-    // Corrupt a bucket, then rebuild.
-    f.store
-        .database()
-        .collection::<mongodb::bson::Document>("rollups")
-        .update_many(mongodb::bson::doc! {}, mongodb::bson::doc! { "$inc": { "events": 1000 } })
-        .await
-        .expect("corrupt");
-    let written = f.store.rebuild(&f.rollups(), &[(0, pos(39), 1)]).await.expect("rebuild");
-    assert!(written > 0);
-    f.assert_exact().await;
-    f.process(lease, &entries[40..]).await.expect("continue");
-    f.assert_exact().await;
+    for tenure in TENURES {
+        let f = Fixture::new(&ferret, tenure).await;
+        let events = sample();
+        let entries: Vec<(StreamPosition, &BufferedEvent)> =
+            events.iter().enumerate().map(|(i, e)| (pos(i as u64), e)).collect();
+        let lease = PartitionLease { partition: 0, fence: 1 };
+        f.process(lease, &entries[..40]).await.expect("batch");
+        // Corrupt a bucket, then rebuild.
+        f.store
+            .database()
+            .collection::<mongodb::bson::Document>("rollups")
+            .update_many(mongodb::bson::doc! {}, mongodb::bson::doc! { "$inc": { "events": 1000 } })
+            .await
+            .expect("corrupt");
+        let written = f.store.rebuild(&f.rollups(), &[(0, pos(39), 1)]).await.expect("rebuild");
+        assert!(written > 0);
+        // A rebuild ends every tenure (it takes every lease), and with it the memory.
+        f.memories().clear();
+        f.assert_exact().await;
+        f.process(lease, &entries[40..]).await.expect("continue");
+        f.assert_exact().await;
+    }
 }
 
 #[tokio::test]
