@@ -2,14 +2,17 @@
 //! window, 30 days): grouping per user alone (repeated-id removal and sorting included),
 //! then whole funnels (grouping included): ordered over events in random order, and
 //! ordered, strict and unordered over events grouped by user as the store's index returns
-//! them. Run with
+//! them; then a retention table and a trend over the same events. Run with
 //! `cargo run --release -p pulse-core --example funnel_speed [events] [users]`.
 
 use std::time::Instant;
 
 use jiff::tz::TimeZone;
 use pulse_core::analytics::funnel::{self, FunnelQuery};
-use pulse_core::analytics::{AnalyticsEvent, Limits};
+use pulse_core::analytics::period::Interval;
+use pulse_core::analytics::retention::{self, RetentionKind, RetentionQuery};
+use pulse_core::analytics::trend::{self, Measure, TrendBreakdown, TrendQuery};
+use pulse_core::analytics::{AnalyticsEvent, EventMatcher, Limits};
 use pulse_core::funnel::FunnelDefinition;
 use serde_json::json;
 
@@ -62,6 +65,35 @@ fn main() {
         let counts: Vec<u64> = report.steps.iter().map(|s| s.users).collect();
         println!("{order:>9} funnel, events {input:>12}: {}  steps {counts:?}", elapsed(started, cpu));
     }
+    others(&sorted, query.from, query.to);
+}
+
+/// Retention (first time, daily, 14 offsets) and a daily unique-users trend broken down
+/// by plan, over the same events.
+fn others(events: &[AnalyticsEvent], from: i64, to: i64) {
+    let query = RetentionQuery {
+        start: EventMatcher::named("signup"),
+        return_event: EventMatcher::named("view"),
+        kind: RetentionKind::FirstTime,
+        period: Interval::Day,
+        periods: 14,
+        from,
+        to,
+    };
+    let (started, cpu) = (Instant::now(), cpu_ms());
+    let r = retention::run(&query, events, None, &TimeZone::UTC, &Limits::default()).expect("runs");
+    println!("retention, daily, 14 offsets:        {}  {} cohorts", elapsed(started, cpu), r.cohorts.len());
+    let query = TrendQuery {
+        event: EventMatcher::named("view"),
+        measure: Measure::UniqueUsers,
+        interval: Interval::Day,
+        from,
+        to,
+        breakdown: Some(TrendBreakdown { property: "plan".parse().expect("path"), top: 5 }),
+    };
+    let (started, cpu) = (Instant::now(), cpu_ms());
+    let t = trend::run(&query, events, None, &TimeZone::UTC, &Limits::default()).expect("runs");
+    println!("trend, daily unique users by plan:   {}  {} series", elapsed(started, cpu), t.series.len());
 }
 
 /// Wall time, and the CPU time of this thread (from /proc on Linux): on a shared machine

@@ -194,12 +194,16 @@ fn split<'a>(
     for e in events {
         by_value.entry(breakdown_value(&b.property, e)).or_default().push(e);
     }
-    let mut ranked: Vec<(Option<String>, Vec<&AnalyticsEvent>)> = by_value.into_iter().collect();
-    let in_range = |events: &[&AnalyticsEvent]| events.iter().filter(|e| e.timestamp >= range_start).count();
-    ranked.sort_by(|a, b| in_range(&b.1).cmp(&in_range(&a.1)).then_with(|| a.0.cmp(&b.0)));
-    let rest: Vec<&AnalyticsEvent> = ranked.iter().skip(b.top).flat_map(|(_, e)| e.iter().copied()).collect();
+    // (events in the reported intervals, value, events): WAU/MAU's earlier days do not rank.
+    let mut ranked: Vec<(usize, Option<String>, Vec<&AnalyticsEvent>)> = by_value
+        .into_iter()
+        .map(|(v, e)| (e.iter().filter(|e| e.timestamp >= range_start).count(), v, e))
+        .collect();
+    ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let rest: Vec<&AnalyticsEvent> =
+        ranked.iter().skip(b.top).flat_map(|(_, _, e)| e.iter().copied()).collect();
     let mut out: Vec<(SeriesLabel, Vec<&AnalyticsEvent>)> =
-        ranked.into_iter().take(b.top).map(|(v, e)| (SeriesLabel::Value(v), e)).collect();
+        ranked.into_iter().take(b.top).map(|(_, v, e)| (SeriesLabel::Value(v), e)).collect();
     if !rest.is_empty() {
         out.push((SeriesLabel::Other, rest));
     }
