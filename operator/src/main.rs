@@ -13,7 +13,7 @@ use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
@@ -215,7 +215,6 @@ async fn run_pipelines(
         .owns(api::<StatefulSet>(&client, &scope), owned.clone())
         .owns(api::<Service>(&client, &scope), owned.clone())
         .owns(api::<ConfigMap>(&client, &scope), owned.clone())
-        .owns(api::<Secret>(&client, &scope), owned.clone())
         .owns(api::<HorizontalPodAutoscaler>(&client, &scope), owned.clone())
         .owns(api::<PodDisruptionBudget>(&client, &scope), owned)
         // A Funnel changes its pipeline's config.

@@ -93,18 +93,24 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(stack: &KubeStack, namespace: &str, extra: &[&str]) -> Operator {
+        Operator::start_with(stack.kubeconfig(), namespace, namespace, extra)
+    }
+
+    /// Runs with `kubeconfig` (e.g. one that impersonates the operator's ServiceAccount),
+    /// its Lease in `lease_namespace`.
+    pub fn start_with(kubeconfig: &Path, namespace: &str, lease_namespace: &str, extra: &[&str]) -> Operator {
         let dir = WorkDir::new("operator").expect("workdir");
         let log = dir.join(&format!("operator-{}.log", unique_name("run")));
         let metrics_port = free_port();
         let file = std::fs::File::create(&log).expect("log file");
         let err = file.try_clone().expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_pulse-operator"))
-            .env("KUBECONFIG", stack.kubeconfig())
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
             .arg("--namespace")
             .arg(namespace)
             .arg("--lease-namespace")
-            .arg(namespace)
+            .arg(lease_namespace)
             .arg("--lease-duration-secs")
             .arg("4")
             .arg("--metrics-address")
