@@ -46,7 +46,7 @@ pub struct RetentionQuery {
 }
 
 /// The retention table.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RetentionReport {
     /// One row per period overlapping [from, to), oldest first.
@@ -54,7 +54,7 @@ pub struct RetentionReport {
 }
 
 /// One cohort: the users who started in one period.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RetentionCohort {
     /// The period's start (epoch ms).

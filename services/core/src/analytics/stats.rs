@@ -1,7 +1,7 @@
 //! The statistics the reports use, written out so their method is known: nearest-rank
 //! percentiles, and the two-proportion comparison of breakdown variants.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The nearest-rank percentile of sorted values: the smallest value with at least `p`
 /// percent of the values at or below it (p = 0 gives the minimum). None when empty.
@@ -39,7 +39,7 @@ pub fn normal_cdf(z: f64) -> f64 {
 pub const Z_95: f64 = 1.959_963_984_540_054;
 
 /// A variant's conversion compared with the baseline's.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProportionComparison {
     /// The variant's conversion rate minus the baseline's (e.g. 0.03 = 3 points better).

@@ -71,7 +71,7 @@ pub struct TrendQuery {
 }
 
 /// Which events a series covers.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "value", rename_all = "camelCase")]
 pub enum SeriesLabel {
     /// Every matching event (no breakdown).
@@ -83,20 +83,20 @@ pub enum SeriesLabel {
 }
 
 /// A trend's answer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrendReport {
     pub series: Vec<Series>,
 }
 
 /// One series: a value per interval.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Series {
     pub label: SeriesLabel,
     pub points: Vec<TrendPoint>,
 }
 
 /// One interval's value.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TrendPoint {
     /// The interval's start (epoch ms).

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::UserFunnel;
 use crate::analytics::error::{AnalyticsError, Limits};
@@ -11,13 +11,15 @@ use crate::analytics::stats::{ProportionComparison, compare_proportions, percent
 use crate::funnel::FunnelDefinition;
 
 /// Counts of users so far; add users one by one, or merge tallies of disjoint users.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// Serializable, so a pre-aggregate can store it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct FunnelTally {
     /// Users reaching at least step k+1, at index k.
     reached: Vec<u64>,
     /// Times to convert of the users reaching step k+1, at index k.
     times: Vec<Vec<i64>>,
     /// Per breakdown value, users reaching at least each step.
+    #[serde(with = "pairs")]
     by_value: BTreeMap<Option<String>, Vec<u64>>,
     /// Per trend period start: users entering, users converting.
     periods: BTreeMap<i64, (u64, u64)>,
@@ -142,12 +144,32 @@ impl FunnelTally {
     }
 }
 
+/// A map whose keys JSON cannot hold (null) as a list of [key, value] pairs.
+mod pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<Option<String>, Vec<u64>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        map.iter().collect::<Vec<_>>().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<Option<String>, Vec<u64>>, D::Error> {
+        Ok(Vec::<(Option<String>, Vec<u64>)>::deserialize(d)?.into_iter().collect())
+    }
+}
+
 fn ratio(a: u64, b: u64) -> Option<f64> {
     (b > 0).then(|| a as f64 / b as f64)
 }
 
 /// A funnel's answer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FunnelReport {
     /// One entry per step, in order.
@@ -159,7 +181,7 @@ pub struct FunnelReport {
 }
 
 /// One step of a funnel report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StepReport {
     /// The step's name, or its event name.
@@ -178,7 +200,7 @@ pub struct StepReport {
 }
 
 /// The distribution of the time from the first step to one step.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TimeToConvert {
     /// Users measured.
@@ -209,7 +231,7 @@ impl TimeToConvert {
 }
 
 /// The funnel of the users of one breakdown value.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BreakdownRow {
     /// The value (null: the property was absent).
@@ -223,7 +245,7 @@ pub struct BreakdownRow {
 }
 
 /// The conversion of the users whose first step fell in one period.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConversionPoint {
     /// The period's start (epoch ms).

@@ -235,6 +235,18 @@ fn breakdown_compares_variants_and_refuses_too_many() {
     assert_eq!(rows, [(Some("A"), &[3u64, 1][..]), (Some("B"), &[2, 2][..])]);
     let c = r.breakdown[1].comparison.expect("B is compared with A");
     assert!((c.difference - (1.0 - 1.0 / 3.0)).abs() < 1e-12);
+    // Reports and tallies survive a round trip through JSON (a cache, a pre-aggregate).
+    let text = serde_json::to_string(&r).expect("serializes");
+    assert_eq!(serde_json::from_str::<super::FunnelReport>(&text).expect("parses"), r);
+    let engine = FunnelEngine::new(&d, 0, S).expect("valid");
+    let mut tally = super::FunnelTally::new(2);
+    for user in by_user(&events) {
+        tally.add(&engine.user(&user.events));
+    }
+    // A user without the property is keyed null.
+    tally.add(&super::UserFunnel { level: 1, step_times: vec![0], breakdown: None });
+    let text = serde_json::to_string(&tally).expect("serializes");
+    assert_eq!(serde_json::from_str::<super::FunnelTally>(&text).expect("parses"), tally);
     let limits = Limits { max_breakdown_values: 1, ..Limits::default() };
     let err = run(&d, &q, &events, None, &TimeZone::UTC, &limits).expect_err("two values, limit one");
     assert_eq!(err, AnalyticsError::TooManyBreakdownValues { count: 2, limit: 1 });
