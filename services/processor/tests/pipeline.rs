@@ -1,17 +1,19 @@
 //! The processor end to end: events through ingest and Redis into MongoDB exactly once,
 //! with rollups equal to a recount, on a single Redis and a Redis Cluster, across a
-//! processor's death, a MongoDB outage and a rebuild.
+//! processor's death, a MongoDB outage, a Redis outage and a rebuild.
 
 mod support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use pulse_testkit::{FerretDb, RedisCluster, RedisServer};
+use pulse_testkit::{AppendFsync, FerretDb, RedisCluster, RedisOptions, RedisServer};
 use serde_json::Value;
 use support::{Pipeline, events};
 
 const DRAIN: Duration = Duration::from_secs(120);
+/// How long a server stays down in the outage tests.
+const OUTAGE: Duration = Duration::from_secs(30);
 
 fn ids(events: &[Value]) -> BTreeSet<String> {
     events.iter().map(|e| e["event_id"].as_str().expect("id").to_string()).collect()
@@ -85,10 +87,34 @@ async fn a_mongodb_outage_waits_in_redis_and_loses_nothing() {
     for chunk in during.chunks(250) {
         ingest.send(chunk).await;
     }
-    // Kept short for the suite; the same code path backs off up to 5 s per retry.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(OUTAGE).await;
     ferret.restart().await.expect("restart ferretdb");
     pipeline.wait_drained(DRAIN).await;
     let all: BTreeSet<String> = ids(&before).union(&ids(&during)).cloned().collect();
+    pipeline.assert_exact(&all).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_stops_the_processor_until_redis_is_back_and_loses_nothing() {
+    // Every acknowledged write on disk, so a restarted Redis has every accepted event.
+    let options = RedisOptions { append_only: Some(AppendFsync::Always) };
+    let mut redis = RedisServer::start_with(options).await.expect("redis");
+    let ferret = FerretDb::start().await.expect("ferretdb");
+    let pipeline = Pipeline::new(&redis.url(), false, &ferret, 4);
+    let ingest = pipeline.start_ingest().await;
+    let mut processor = pipeline.start_processor("processor");
+    let before = events("g", 2000, 200, 7);
+    for chunk in before.chunks(250) {
+        ingest.send(chunk).await;
+    }
+    // Most likely in the middle of a batch: its entries stay pending in Redis.
+    redis.kill();
+    tokio::time::sleep(OUTAGE).await;
+    processor.check_running().expect("the processor waits for Redis instead of exiting");
+    redis.restart().await.expect("restart redis");
+    let after = events("h", 500, 200, 8);
+    ingest.send(&after).await;
+    pipeline.wait_drained(DRAIN).await;
+    let all: BTreeSet<String> = ids(&before).union(&ids(&after)).cloned().collect();
     pipeline.assert_exact(&all).await;
 }
