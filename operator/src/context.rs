@@ -29,6 +29,7 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     ensured: Mutex<HashMap<String, String>>,
     swept: Mutex<HashMap<String, String>>,
+    summarized: Mutex<HashMap<String, Instant>>,
 }
 
 impl Context {
@@ -50,6 +51,7 @@ impl Context {
             failures: Mutex::default(),
             ensured: Mutex::default(),
             swept: Mutex::default(),
+            summarized: Mutex::default(),
         }
     }
 
@@ -110,6 +112,21 @@ impl Context {
             Some(w) => swept.insert(key.to_string(), w),
             None => swept.remove(key),
         };
+    }
+}
+
+impl Context {
+    /// Whether `key`'s summary may be computed now (at most once per `every`); if so, the
+    /// time is taken.
+    pub fn summary_due(&self, key: &str, every: Duration) -> bool {
+        let mut summarized = self.summarized.lock().unwrap_or_else(|e| e.into_inner());
+        match summarized.get(key) {
+            Some(at) if at.elapsed() < every => false,
+            _ => {
+                summarized.insert(key.to_string(), Instant::now());
+                true
+            }
+        }
     }
 }
 

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -43,6 +45,75 @@ async fn config_funnels(maps: &Api<ConfigMap>, pipeline: &str) -> Vec<(String, u
     let text = map.data.and_then(|d| d.get("pipeline.yaml").cloned()).unwrap_or_default();
     let config = PipelineConfig::parse(&text).expect("config");
     config.funnels.iter().map(|f| (f.name.clone(), f.definition.steps.len())).collect()
+}
+
+/// Stores raw events as the processor does: `(user, event, minutes ago)`.
+async fn store_events(db: &str, events: &[(&str, &str, i64)]) {
+    let client = ferret().await.client().await.expect("mongo");
+    let now = mongodb::bson::DateTime::now().timestamp_millis();
+    let docs: Vec<mongodb::bson::Document> = events
+        .iter()
+        .map(|(user, event, ago)| {
+            let ts = mongodb::bson::DateTime::from_millis(now - ago * 60_000);
+            mongodb::bson::doc! {
+                "_id": format!("{user}-{event}-{ago}"), "event": *event, "distinct_id": *user,
+                "ts": ts, "received_at": ts, "properties": {}
+            }
+        })
+        .collect();
+    client.database(db).collection("events").insert_many(docs).await.expect("insert events");
+}
+
+fn summary_of(f: &Funnel) -> Option<(i64, i64, String, k8s_openapi::jiff::Timestamp)> {
+    f.status
+        .as_ref()?
+        .summary
+        .as_ref()
+        .map(|s| (s.entered, s.converted, s.conversion.clone(), s.updated_at.0))
+}
+
+#[tokio::test]
+async fn a_funnels_conversion_summary_is_live_and_refreshed_at_most_once_a_minute() {
+    let s = setup("summary", &[]).await;
+    let db = database();
+    apply_pipeline(&s.pipelines, &pipeline_yaml("shop", &db, "")).await;
+    wait_ready(&s.pipelines, "shop", &s.operator).await;
+    store_events(
+        &db,
+        &[
+            ("u1", "visited", 60),
+            ("u2", "visited", 60),
+            ("u3", "visited", 50),
+            ("u4", "visited", 40),
+            ("u1", "paid", 30),
+        ],
+    )
+    .await;
+    let funnels: Api<Funnel> = Api::namespaced(s.client.clone(), &s.ns);
+    apply_funnel(&funnels, &funnel_yaml("buy", "shop", &["visited", "paid"])).await;
+    let first = wait_for("a first summary", WAIT, || async {
+        let f = funnels.get("buy").await.map_err(|e| e.to_string())?;
+        summary_of(&f).ok_or_else(|| s.operator.log_tail())
+    })
+    .await;
+    assert_eq!((first.0, first.1, first.2.as_str()), (4, 1, "25.0%"));
+    let table = kubectl(s.stack, &["-n", &s.ns, "get", "funnels", "buy"]);
+    assert!(table.contains("25.0%"), "{table}");
+
+    // Another conversion shows up on the next refresh, not before a minute has passed.
+    store_events(&db, &[("u2", "paid", 1)]).await;
+    let second = wait_for("a refreshed summary", Duration::from_secs(180), || async {
+        let f = funnels.get("buy").await.map_err(|e| e.to_string())?;
+        match summary_of(&f) {
+            Some(s) if s.1 == 2 => Ok(s),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(second.2, "50.0%");
+    let gap = second.3.duration_since(first.3);
+    println!("summary refreshed after {gap:?}");
+    assert!(gap.as_secs() >= 59, "refreshed after {gap:?}, more often than once a minute");
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 //! keeps the status: Ready, the step count, and the conversion summary.
 
 pub mod status;
+pub mod summary;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +24,8 @@ use crate::pipeline::config::paths;
 pub const CONTROLLER: &str = "funnel";
 /// How soon to look again while the pipeline's config does not carry the funnel yet.
 const WAIT_FOR_CONFIG: Duration = Duration::from_secs(3);
+/// The summary is refreshed at most this often.
+const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 
 fn key(f: &Funnel) -> String {
     format!("funnel:{}/{}", f.namespace().unwrap_or_default(), f.name_any())
@@ -79,7 +82,22 @@ async fn reconcile_funnel(funnel: &Funnel, ctx: &Context) -> Result<Action, Erro
         None => None,
     };
     let verdict = status::verdict(&funnel.spec, pipeline.is_some(), config.as_ref(), &name);
-    let new = status::status(funnel, &verdict, &previous);
+    let mut new = status::status(funnel, &verdict, &previous);
+    if let Some(p) = pipeline.as_ref().filter(|_| verdict.ready)
+        && ctx.summary_due(&key(funnel), SUMMARY_EVERY)
+    {
+        match summarize(ctx, funnel, p).await {
+            Ok(summary)
+                if previous.summary.as_ref().is_none_or(|old| !summary::same_numbers(old, &summary)) =>
+            {
+                new.summary = Some(summary);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(funnel = %key(funnel), error = %e, "the funnel's summary was not refreshed")
+            }
+        }
+    }
     if new != previous {
         if verdict.reason != status::previous_reason(&previous) {
             let type_ = if verdict.ready || verdict.reason == "WaitingForPipelineConfig" {
@@ -100,8 +118,24 @@ async fn reconcile_funnel(funnel: &Funnel, ctx: &Context) -> Result<Action, Erro
     }
     Ok(match verdict.reason {
         "WaitingForPipelineConfig" => Action::requeue(WAIT_FOR_CONFIG),
+        _ if verdict.ready => Action::requeue(SUMMARY_EVERY),
         // Invalid or missing pipeline: an edit of the funnel or the pipeline's arrival (a
         // watch maps pipelines to their funnels) triggers the next reconcile.
         _ => Action::await_change(),
     })
+}
+
+async fn summarize(
+    ctx: &Context,
+    funnel: &Funnel,
+    pipeline: &AnalyticsPipeline,
+) -> Result<pulse_crds::FunnelSummary, Error> {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(ctx.client.clone(), &funnel.namespace().unwrap_or_default());
+    let storage = &pipeline.spec.storage;
+    let uri =
+        crate::pipeline::dereference::secret_value(&secrets, &storage.mongodb.uri_secret_ref, "uriSecretRef")
+            .await?;
+    let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+    summary::compute(&uri, &storage.database, &funnel.spec.definition, now).await
 }

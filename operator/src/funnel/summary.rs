@@ -1,0 +1,110 @@
+//! A Funnel's live conversion summary over the last 7 days, from the tenant's raw events
+//! through `pulse_core`'s funnel engine (the one the query API runs; the operator adds no
+//! analytics of its own). Computed at most once a minute per funnel and written only when
+//! the numbers change.
+
+use futures::TryStreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use mongodb::bson::{DateTime, Document, doc};
+use pulse_core::analytics::funnel::{FunnelQuery, run};
+use pulse_core::analytics::{AnalyticsEvent, Limits};
+use pulse_core::funnel::FunnelDefinition;
+use pulse_crds::FunnelSummary;
+
+use crate::error::Error;
+
+/// The range the summary counts.
+pub const RANGE_DAYS: i64 = 7;
+/// The most events one summary reads; a funnel over more is not summarized (and says so)
+/// rather than have the operator hold them all.
+pub const MAX_EVENTS: usize = 1_000_000;
+
+/// `converted` of `entered` as the printer column shows it.
+pub fn conversion_text(entered: i64, converted: i64) -> String {
+    if entered == 0 {
+        "-".to_string()
+    } else {
+        let percent = converted as f64 * 100.0 / entered as f64;
+        format!("{percent:.1}%")
+    }
+}
+
+/// Whether two summaries say the same (ignoring when they were computed).
+pub fn same_numbers(a: &FunnelSummary, b: &FunnelSummary) -> bool {
+    a.range == b.range && a.entered == b.entered && a.converted == b.converted && a.conversion == b.conversion
+}
+
+/// The summary of `definition` at `now_ms` (epoch ms) from the raw events of `database`.
+pub async fn compute(
+    uri: &str,
+    database: &str,
+    definition: &FunnelDefinition,
+    now_ms: i64,
+) -> Result<FunnelSummary, Error> {
+    let from = now_ms - RANGE_DAYS * 86_400_000;
+    let to = now_ms;
+    let mut names: Vec<&str> = definition.steps.iter().map(|s| s.event.as_str()).collect();
+    names.extend(definition.exclusions.iter().map(|e| e.event.as_str()));
+    names.sort_unstable();
+    names.dedup();
+    let mut options = mongodb::options::ClientOptions::parse(uri)
+        .await
+        .map_err(|e| Error::storage("parsing the URI", e))?;
+    options.server_selection_timeout = Some(std::time::Duration::from_secs(5));
+    let client = mongodb::Client::with_options(options).map_err(|e| Error::storage("connecting", e))?;
+    let events = client.database(database).collection::<Document>(pulse_store::collections::EVENTS);
+    let filter = doc! {
+        "event": { "$in": names },
+        "ts": { "$gte": DateTime::from_millis(from), "$lt": DateTime::from_millis(to + definition.window.as_millis()) },
+    };
+    let mut cursor = events
+        .find(filter)
+        .limit(i64::try_from(MAX_EVENTS + 1).unwrap_or(i64::MAX))
+        .await
+        .map_err(|e| Error::storage("reading raw events", e))?;
+    let mut read = Vec::new();
+    while let Some(d) = cursor.try_next().await.map_err(|e| Error::storage("reading raw events", e))? {
+        let e = pulse_store::recount::event_of_document(&d);
+        read.push(AnalyticsEvent::from_stored(
+            e.event_id,
+            e.event,
+            e.distinct_id,
+            e.timestamp,
+            &e.properties,
+        ));
+    }
+    if read.len() > MAX_EVENTS {
+        return Err(Error::storage(
+            "summarizing",
+            format!(
+                "more than {MAX_EVENTS} events in the last {RANGE_DAYS}d; use the query API for this funnel"
+            ),
+        ));
+    }
+    let limits = Limits { max_events: MAX_EVENTS, ..Limits::default() };
+    let query = FunnelQuery { from, to, trend: None };
+    let report = run(definition, &query, &read, None, &jiff::tz::TimeZone::UTC, &limits)
+        .map_err(|e| Error::storage("computing the funnel", e))?;
+    let count = |i: usize| report.steps.get(i).map_or(0, |s| i64::try_from(s.users).unwrap_or(i64::MAX));
+    let entered = count(0);
+    let converted = count(report.steps.len().saturating_sub(1));
+    Ok(FunnelSummary {
+        range: format!("last {RANGE_DAYS}d"),
+        entered,
+        converted,
+        conversion: conversion_text(entered, converted),
+        updated_at: Time(k8s_openapi::jiff::Timestamp::now()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversion_is_a_percentage_or_a_dash() {
+        assert_eq!(conversion_text(0, 0), "-");
+        assert_eq!(conversion_text(8, 1), "12.5%");
+        assert_eq!(conversion_text(3, 3), "100.0%");
+    }
+}
