@@ -79,6 +79,14 @@ proptest! {
             to,
         };
         let report = retention::run(&query, &events, None, &zone(), &Limits::default()).expect("runs");
+        let span = retention::event_span(&query, &zone());
+        let read: Vec<AnalyticsEvent> = events
+            .iter()
+            .filter(|e| e.timestamp < span.to)
+            .filter(|e| e.timestamp >= span.from || (e.event == "start" && span.start_events_from.is_none_or(|f| e.timestamp >= f)))
+            .cloned()
+            .collect();
+        prop_assert_eq!(&retention::run(&query, &read, None, &zone(), &Limits::default()).expect("runs"), &report);
         let (unit, period_of): (i64, fn(i64) -> i64) = if weekly { (7, local_monday) } else { (1, local_day) };
         // Reference: cohort (period's first day) -> (users, retained per offset).
         let mut want: BTreeMap<i64, (u64, Vec<u64>)> = BTreeMap::new();
@@ -149,6 +157,9 @@ proptest! {
             breakdown: breakdown.then(|| TrendBreakdown { property: "plan".parse().expect("path"), top }),
         };
         let report = trend::run(&query, &events, None, &zone(), &Limits::default()).expect("runs");
+        let (start, end) = trend::event_span(&query, &zone(), &Limits::default()).expect("valid");
+        let read: Vec<AnalyticsEvent> = events.iter().filter(|e| (start..end).contains(&e.timestamp)).cloned().collect();
+        prop_assert_eq!(&trend::run(&query, &read, None, &zone(), &Limits::default()).expect("runs"), &report);
         let first_day = local_day(from);
         let last_day = local_day(to - 1);
         let lookback = match measure { Measure::Wau => 6, Measure::Mau => 29, _ => 0 };

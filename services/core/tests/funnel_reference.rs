@@ -65,6 +65,10 @@ proptest! {
             merged.merge(tally);
         }
         prop_assert_eq!(merged.report(&def, &[], &limits).expect("report"), whole.clone());
+        // The events outside the span a query reads change nothing.
+        let (start, end) = funnel::event_span(&def, &query);
+        let read: Vec<AnalyticsEvent> = events.iter().filter(|e| (start..end).contains(&e.timestamp)).cloned().collect();
+        prop_assert_eq!(&funnel::run(&def, &query, &read, None, &TimeZone::UTC, &limits).expect("runs"), &whole);
         // And the report equals the one built from the reference's users.
         let mut reference = FunnelTally::new(def.steps.len());
         for user in by_user(&events) {

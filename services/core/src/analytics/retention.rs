@@ -83,6 +83,31 @@ impl RetentionQuery {
     }
 }
 
+/// The events a retention query reads: return events (and recurring start events) with a
+/// time in `[from, to)`; for firstTime, start events from the beginning of the data
+/// (`start_events_from` is None) up to `to`, since only a user's first ever counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventSpan {
+    pub start_events_from: Option<i64>,
+    pub from: i64,
+    pub to: i64,
+}
+
+/// What [`run`] reads for `query`: from the start of the first cohort's period to the end
+/// of the last offset of the last cohort.
+pub fn event_span(query: &RetentionQuery, tz: &TimeZone) -> EventSpan {
+    let from = period::start(query.from, query.period, tz);
+    let mut to = period::start(query.to.saturating_sub(1), query.period, tz);
+    for _ in 0..query.periods {
+        to = period::next(to, query.period, tz);
+    }
+    let start_events_from = match query.kind {
+        RetentionKind::FirstTime => None,
+        RetentionKind::Recurring => Some(from),
+    };
+    EventSpan { start_events_from, from, to }
+}
+
 /// Computes the retention table over `events` (any order; repeated ids count once), for
 /// the users in `users` when given.
 pub fn run(
@@ -198,6 +223,17 @@ mod tests {
         let cells: Vec<(u64, Vec<u64>)> =
             recurring.cohorts.iter().map(|c| (c.users, c.retained.clone())).collect();
         assert_eq!(cells, [(1, vec![0, 1, 1]), (2, vec![2, 1, 0])]);
+    }
+
+    #[test]
+    fn the_span_read_reaches_the_last_offset_of_the_last_cohort() {
+        let mut q = query(RetentionKind::Recurring);
+        q.from = DAY + 5;
+        let span = event_span(&q, &TimeZone::UTC);
+        // Cohorts: day 1 (from its midnight); last offset: day 1 + 2 = day 3, read to its end.
+        assert_eq!(span, EventSpan { start_events_from: Some(DAY), from: DAY, to: 4 * DAY });
+        let first = event_span(&query(RetentionKind::FirstTime), &TimeZone::UTC);
+        assert_eq!(first.start_events_from, None, "a first-time cohort needs every earlier start");
     }
 
     #[test]

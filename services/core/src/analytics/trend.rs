@@ -138,6 +138,19 @@ impl TrendQuery {
     }
 }
 
+/// The times of the events a trend reads, `[start, end)`: the whole intervals that overlap
+/// the range, and for WAU and MAU the 6 or 29 local days before the first.
+pub fn event_span(query: &TrendQuery, tz: &TimeZone, limits: &Limits) -> Result<(i64, i64), AnalyticsError> {
+    query.validate(limits)?;
+    let starts = period::starts(query.from, query.to, query.interval, tz, limits)?;
+    let mut start = starts.first().copied().unwrap_or(query.from);
+    let end = starts.last().map_or(query.to, |&s| period::next(s, query.interval, tz));
+    for _ in 1..query.measure.active_days().unwrap_or(1) {
+        start = period::start(start - 1, Interval::Day, tz);
+    }
+    Ok((start, end))
+}
+
 /// Computes a trend over `events` (any order; repeated ids count once). Events before
 /// `from` count only for WAU and MAU (the days before the first day).
 pub fn run(

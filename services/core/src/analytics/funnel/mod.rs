@@ -117,6 +117,14 @@ impl<'d> FunnelEngine<'d> {
     }
 }
 
+/// The times of the events a funnel query reads, `[start, end)`: from `from` to the end
+/// of the window after `to`. Any other event changes nothing, so the ad-hoc path fetches
+/// only these.
+pub fn event_span(def: &FunnelDefinition, query: &FunnelQuery) -> (i64, i64) {
+    let window_ms = i64::try_from(def.window.as_secs()).unwrap_or(i64::MAX / 2_000) * 1_000;
+    (query.from, query.to.saturating_add(window_ms).saturating_add(1))
+}
+
 /// Computes a funnel over `events` (any order, any users; repeated event ids count once).
 /// `users`, when given, keeps only those users (a cohort). `tz` is the pipeline's time
 /// zone, for the trend's periods.
