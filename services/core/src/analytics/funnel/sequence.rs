@@ -64,11 +64,20 @@ pub(crate) fn progress(c: &Compiled<'_>, marked: &[Marked], from: i64, to: i64, 
         }
         // Chains not extended here: in a strict funnel an event of their value ends them;
         // otherwise they live on, marked with the exclusions that happened.
-        for (h, levels) in holds.iter_mut().enumerate() {
-            if strict && touched.binary_search(&(h as u32)).is_ok() {
-                levels.iter_mut().for_each(Vec::clear);
-            } else if x != 0 {
-                taint(c, levels, x);
+        // Only the values seen here are visited (a held property such as a session id can
+        // have thousands of values per user), except when an exclusion happened.
+        if strict {
+            for &h in &touched {
+                if let Some(levels) = holds.get_mut(h as usize) {
+                    levels.iter_mut().for_each(Vec::clear);
+                }
+            }
+        }
+        if x != 0 {
+            for (h, levels) in holds.iter_mut().enumerate() {
+                if !(strict && touched.binary_search(&(h as u32)).is_ok()) {
+                    taint(c, levels, x);
+                }
             }
         }
         for (slot, &h) in touched.iter().enumerate() {
@@ -82,8 +91,9 @@ pub(crate) fn progress(c: &Compiled<'_>, marked: &[Marked], from: i64, to: i64, 
                 }
             }
         }
+        // A level is first reached by chains just added, so only the values seen here count.
         while level < n {
-            let best = holds.iter().flat_map(|l| l[level].iter().map(|c| c.1)).max();
+            let best = touched.iter().flat_map(|&h| holds[h as usize][level].iter().map(|c| c.1)).max();
             match best {
                 Some(start) => {
                     first[level] = Some((t, start));
