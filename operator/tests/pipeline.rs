@@ -281,9 +281,15 @@ async fn an_idle_ready_pipeline_writes_nothing_and_reconciles_nothing() {
     let fixed = "  ingest: { replicas: 2 }\n  processor: { replicas: 1 }";
     apply_pipeline(&s.pipelines, &pipeline_yaml("calm", &database(), fixed)).await;
     wait_ready(&s.pipelines, "calm", &s.operator).await;
-    // Let the last watch events of the rollout settle.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let before = resource_versions(s.stack, &s.ns, "calm");
+    // Let the rollout settle (controllers still update Deployment and PDB status for a
+    // moment after Ready): the same versions 5 s apart.
+    let before = wait_for("objects to settle", WAIT, || async {
+        let a = resource_versions(s.stack, &s.ns, "calm");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let b = resource_versions(s.stack, &s.ns, "calm");
+        if a == b { Ok(b) } else { Err(format!("{a:?} -> {b:?}")) }
+    })
+    .await;
     let reconciles = s.operator.metric("pulse_operator_reconciles_total", "controller=\"pipeline\"").await;
     tokio::time::sleep(Duration::from_secs(30)).await;
     let after = resource_versions(s.stack, &s.ns, "calm");
@@ -396,4 +402,26 @@ async fn a_paused_pipeline_changes_nothing_until_resumed() {
     let ready = wait_ready(&s.pipelines, "nap", &s.operator).await;
     assert_eq!(condition(&ready, "Paused").map(|c| c.0), Some("False".into()));
     assert_eq!(deployments.get("nap-ingest").await.expect("ingest").spec.replicas, Some(3));
+}
+
+#[tokio::test]
+async fn a_deleted_child_comes_back() {
+    let s = setup("heal", &[]).await;
+    apply_pipeline(&s.pipelines, &pipeline_yaml("mend", &database(), "")).await;
+    wait_ready(&s.pipelines, "mend", &s.operator).await;
+    let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), &s.ns);
+    let maps: Api<ConfigMap> = Api::namespaced(s.client.clone(), &s.ns);
+    let old = deployments.get("mend-processor").await.expect("processor").metadata.uid;
+    deployments.delete("mend-processor", &DeleteParams::default()).await.expect("delete deployment");
+    maps.delete("mend-config", &DeleteParams::default()).await.expect("delete config map");
+    wait_for("children recreated", WAIT, || async {
+        let d = deployments.get_opt("mend-processor").await.map_err(|e| e.to_string())?;
+        let m = maps.get_opt("mend-config").await.map_err(|e| e.to_string())?;
+        match (d, m) {
+            (Some(d), Some(_)) if d.metadata.uid != old => Ok(()),
+            _ => Err("not yet".into()),
+        }
+    })
+    .await;
+    wait_ready(&s.pipelines, "mend", &s.operator).await;
 }
