@@ -425,3 +425,77 @@ async fn a_deleted_child_comes_back() {
     .await;
     wait_ready(&s.pipelines, "mend", &s.operator).await;
 }
+
+fn example(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(path)
+}
+
+/// Points an example's Secret at the test's servers.
+async fn point_secret(client: &kube::Client, ns: &str, name: &str, key: &str, value: &str) {
+    let patch = serde_json::json!({ "stringData": { key: value } });
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch secret");
+}
+
+#[tokio::test]
+async fn the_examples_become_pipelines() {
+    let s = setup("examples", &[]).await;
+    let apply =
+        |path: &str| kubectl(s.stack, &["-n", &s.ns, "apply", "-f", example(path).to_str().expect("path")]);
+    apply("pipelines/acme-secrets.yaml");
+    point_secret(&s.client, &s.ns, "acme-redis", "url", &s.redis.url()).await;
+    point_secret(&s.client, &s.ns, "acme-mongodb", "uri", &ferret().await.uri()).await;
+    apply("pipelines/acme-external.yaml");
+    apply("funnels");
+    wait_ready(&s.pipelines, "acme", &s.operator).await;
+    let funnels: Api<pulse_crds::Funnel> = Api::namespaced(s.client.clone(), &s.ns);
+    for name in ["activation", "checkout", "signup"] {
+        wait_for(&format!("funnel {name} Ready"), WAIT, || async {
+            let f = funnels.get(name).await.map_err(|e| e.to_string())?;
+            let c = f
+                .status
+                .as_ref()
+                .and_then(|st| st.conditions.first())
+                .map(|c| (c.status.clone(), c.reason.clone()));
+            if c.as_ref().is_some_and(|c| c.0 == "True") { Ok(()) } else { Err(format!("{c:?}")) }
+        })
+        .await;
+    }
+
+    // Managed Redis: a StatefulSet whose volume claim follows deletionPolicy. The local
+    // stack has no volume provisioner, so its pod never runs and BufferReady says so.
+    apply("pipelines/globex-managed.yaml");
+    point_secret(&s.client, &s.ns, "globex-mongodb", "uri", &ferret().await.uri()).await;
+    let p = wait_for("globex waiting on its Redis", WAIT, || async {
+        let p = s.pipelines.get("globex").await.map_err(|e| e.to_string())?;
+        match (condition(&p, "BufferReady"), condition(&p, "StorageReady")) {
+            (Some(b), Some(st)) if b.1 == "RedisStarting" && st.0 == "True" => Ok(p),
+            other => Err(format!("{other:?}\n{}", s.operator.log_tail())),
+        }
+    })
+    .await;
+    assert_eq!(condition(&p, "Ready").map(|c| c.0), Some("False".into()));
+    let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(s.client.clone(), &s.ns);
+    let sts = sets.get("globex-redis").await.expect("StatefulSet");
+    let spec = sts.spec;
+    assert_eq!(
+        spec.persistent_volume_claim_retention_policy.and_then(|p| p.when_deleted).as_deref(),
+        Some("Delete")
+    );
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(s.client.clone(), &s.ns);
+    wait_for("the Redis volume claim", WAIT, || async {
+        let c = claims.get_opt("data-globex-redis-0").await.map_err(|e| e.to_string())?;
+        let size = c.and_then(|c| c.spec?.resources?.requests?.get("storage").map(|q| q.0.clone()));
+        if size.as_deref() == Some("5Gi") { Ok(()) } else { Err(format!("{size:?}")) }
+    })
+    .await;
+    let keys = Api::<Secret>::namespaced(s.client.clone(), &s.ns).get("globex-keys").await.expect("keys");
+    let url = keys
+        .data
+        .and_then(|d| d.get("redis-url").cloned())
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned());
+    assert_eq!(url, Some(format!("redis://globex-redis.{}.svc:6379/0", s.ns)));
+}
