@@ -29,23 +29,26 @@ pub fn epoch_ms(field: &str, value: &Value) -> Result<i64, EventError> {
     }
 }
 
+/// A send time, parsed (once per request for a batch's), or `None` when absent or null.
+pub fn send_time(field: &str, value: Option<&Value>) -> Option<Result<i64, EventError>> {
+    value.filter(|v| !v.is_null()).map(|v| epoch_ms(field, v))
+}
+
 /// The event time in epoch ms, or `None` when the client sent none (ingest then uses the
 /// receive time). With both an event time and a send time, the client's clock skew is
 /// removed: `received_at - (sent_at - event_time)`; that is Segment's documented rule
-/// (`timestamp = receivedAt - (sentAt - originalTimestamp)`) and PostHog's.
+/// (`timestamp = receivedAt - (sentAt - originalTimestamp)`) and PostHog's. A bad send
+/// time matters only with an event time.
 pub fn corrected(
     event_time: Option<ClientTime<'_>>,
-    sent_at: Option<ClientTime<'_>>,
+    sent_at: Option<Result<i64, EventError>>,
     received_at: i64,
 ) -> Result<Option<i64>, EventError> {
     let Some((field, value)) = event_time.filter(|(_, v)| !v.is_null()) else { return Ok(None) };
     let at = epoch_ms(field, value)?;
-    match sent_at.filter(|(_, v)| !v.is_null()) {
+    match sent_at.transpose()? {
         None => Ok(Some(at)),
-        Some((sent_field, sent_value)) => {
-            let sent = epoch_ms(sent_field, sent_value)?;
-            Ok(Some(received_at.saturating_sub(sent.saturating_sub(at))))
-        }
+        Some(sent) => Ok(Some(received_at.saturating_sub(sent.saturating_sub(at)))),
     }
 }
 
@@ -63,7 +66,8 @@ mod tests {
         let ts = json!("2026-11-24T10:00:00Z");
         let sent = json!("2026-11-24T10:00:05Z");
         let received = "2026-11-24T09:50:05Z".parse::<jiff::Timestamp>().expect("ts").as_millisecond();
-        let at = corrected(Some(("timestamp", &ts)), Some(("sentAt", &sent)), received).expect("valid");
+        let at =
+            corrected(Some(("timestamp", &ts)), send_time("sentAt", Some(&sent)), received).expect("valid");
         assert_eq!(at, Some(received - 5_000), "5 s before the receive time, on the server's clock");
     }
 
@@ -76,7 +80,8 @@ mod tests {
         );
         let ms = json!(1_789_000_000_123i64);
         assert_eq!(
-            corrected(Some(("timestamp", &ms)), Some(("sentAt", &Value::Null)), RECEIVED).expect("valid"),
+            corrected(Some(("timestamp", &ms)), send_time("sentAt", Some(&Value::Null)), RECEIVED)
+                .expect("valid"),
             Some(1_789_000_000_123)
         );
     }
@@ -84,7 +89,7 @@ mod tests {
     #[test]
     fn without_an_event_time_there_is_none() {
         let sent = json!("2026-11-24T10:00:05Z");
-        assert_eq!(corrected(None, Some(("sentAt", &sent)), RECEIVED).expect("valid"), None);
+        assert_eq!(corrected(None, send_time("sentAt", Some(&sent)), RECEIVED).expect("valid"), None);
         assert_eq!(corrected(Some(("timestamp", &Value::Null)), None, RECEIVED).expect("valid"), None);
     }
 
@@ -94,7 +99,8 @@ mod tests {
         let ok = json!("2026-11-24T10:00:00Z");
         let e = corrected(Some(("originalTimestamp", &bad)), None, RECEIVED).expect_err("refused");
         assert_eq!((e.code, e.field.as_str()), (ErrorCode::InvalidTimestamp, "originalTimestamp"));
-        let e = corrected(Some(("timestamp", &ok)), Some(("sentAt", &bad)), RECEIVED).expect_err("refused");
+        let e = corrected(Some(("timestamp", &ok)), send_time("sentAt", Some(&bad)), RECEIVED)
+            .expect_err("refused");
         assert_eq!((e.code, e.field.as_str()), (ErrorCode::InvalidTimestamp, "sentAt"));
         let e = corrected(Some(("timestamp", &json!(true))), None, RECEIVED).expect_err("refused");
         assert_eq!((e.code, e.field.as_str()), (ErrorCode::InvalidType, "timestamp"));

@@ -50,13 +50,35 @@ pub fn routes() -> Router<Arc<Ingest>> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mapped {
     pub event: Map<String, Value>,
-    /// (native field prefix, the SDK's field), most specific first: an error about
-    /// `properties.$set.email` of a Segment identify names `traits.email`.
-    pub fields: Vec<(&'static str, &'static str)>,
+    pub names: WireNames,
 }
 
-/// The SDK's name of a native field path, by the (native prefix, SDK field) pairs.
-fn wire_field(fields: &[(&'static str, &'static str)], native: &str) -> String {
+/// The SDK's names of a mapped event's fields, for errors: an error about
+/// `properties.$set.email` of a Segment identify names `traits.email`. Static, so mapping
+/// a message allocates nothing for it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WireNames {
+    /// (native field prefix, the SDK's field) within properties, most specific first.
+    pub nested: &'static [(&'static str, &'static str)],
+    pub distinct_id: &'static str,
+    pub event_id: &'static str,
+    pub timestamp: &'static str,
+}
+
+impl WireNames {
+    /// The SDK's name of a native field path.
+    pub fn wire(&self, native: &str) -> String {
+        let top =
+            [("distinct_id", self.distinct_id), ("event_id", self.event_id), ("timestamp", self.timestamp)];
+        wire_field(self.nested.iter().chain(&top), native)
+    }
+}
+
+/// The SDK's name of a native field path, by (native prefix, SDK field) pairs.
+fn wire_field<'a>(
+    fields: impl IntoIterator<Item = &'a (&'static str, &'static str)>,
+    native: &str,
+) -> String {
     for (prefix, wire) in fields {
         if let Some(rest) = native.strip_prefix(prefix)
             && (rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
@@ -143,7 +165,7 @@ async fn accept(
     let mut valid: Vec<BufferedEvent> = Vec::with_capacity(messages.len());
     let mut errors = Vec::new();
     for (index, message) in messages.into_iter().enumerate() {
-        let checked = message.and_then(|Mapped { event, fields }| {
+        let checked = message.and_then(|Mapped { event, names }| {
             // The size limit applies to the event as it will be stored; counted without
             // building the text, and validated without parsing it again.
             let bytes = json_len(&event);
@@ -156,7 +178,7 @@ async fn accept(
             }
             ingest.rules.validate_value(Value::Object(event), received_at, &mut new_event_id).map_err(
                 |mut e| {
-                    e.field = wire_field(&fields, &e.field);
+                    e.field = names.wire(&e.field);
                     e
                 },
             )
@@ -384,13 +406,21 @@ mod tests {
 
     #[test]
     fn wire_fields_rename_the_most_specific_prefix() {
-        let fields = [("properties.$set", "traits"), ("properties", "properties"), ("distinct_id", "userId")];
-        assert_eq!(wire_field(&fields, "properties.$set.email"), "traits.email");
-        assert_eq!(wire_field(&fields, "properties.$settings"), "properties.$settings");
-        assert_eq!(wire_field(&fields, "properties.plan"), "properties.plan");
-        assert_eq!(wire_field(&fields, "distinct_id"), "userId");
-        assert_eq!(wire_field(&fields, "event"), "event");
-        assert_eq!(wire_field(&fields, ""), "");
+        let names = WireNames {
+            nested: &[("properties.$set", "traits"), ("properties.$context", "context")],
+            distinct_id: "userId",
+            event_id: "messageId",
+            timestamp: "originalTimestamp",
+        };
+        assert_eq!(names.wire("properties.$set.email"), "traits.email");
+        assert_eq!(names.wire("properties.$settings"), "properties.$settings");
+        assert_eq!(names.wire("properties.$context.page[2]"), "context.page[2]");
+        assert_eq!(names.wire("properties.plan"), "properties.plan");
+        assert_eq!(names.wire("distinct_id"), "userId");
+        assert_eq!(names.wire("event_id"), "messageId");
+        assert_eq!(names.wire("timestamp"), "originalTimestamp");
+        assert_eq!(names.wire("event"), "event");
+        assert_eq!(names.wire(""), "");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use pulse_core::event::{ErrorCode, EventError};
 use serde_json::{Map, Value};
 
-use super::{Mapped, clock, event_error, type_name};
+use super::{Mapped, WireNames, clock, event_error, type_name};
 use crate::error::{RequestError, RequestErrorCode};
 
 /// The capture endpoints, each also with a trailing slash: `/batch/` is what the Python
@@ -70,7 +70,7 @@ impl Request {
 
     /// Each event mapped to a native event, or why it cannot be.
     pub fn map(self, received_at: i64) -> Vec<Result<Mapped, EventError>> {
-        let sent_at = self.sent_at;
+        let sent_at = clock::send_time("sent_at", self.sent_at.as_ref());
         self.events.into_iter().map(|e| map_event(e, sent_at.as_ref(), received_at)).collect()
     }
 }
@@ -87,7 +87,7 @@ fn key_of(object: &Map<String, Value>) -> Option<String> {
 /// One event as a native event; see docs/compat.md for the table.
 pub fn map_event(
     event: Value,
-    batch_sent_at: Option<&Value>,
+    batch_sent_at: Option<&Result<i64, EventError>>,
     received_at: i64,
 ) -> Result<Mapped, EventError> {
     let Value::Object(mut e) = event else {
@@ -154,7 +154,9 @@ pub fn map_event(
         native.insert("timestamp".into(), Value::from(ms));
     }
     native.insert("properties".into(), Value::Object(properties));
-    Ok(Mapped { event: native, fields: vec![("event_id", "uuid")] })
+    let names =
+        WireNames { nested: &[], distinct_id: "distinct_id", event_id: "uuid", timestamp: "timestamp" };
+    Ok(Mapped { event: native, names })
 }
 
 /// PostHog's rule: `timestamp` corrected by `sent_at` (the event's, else the batch's)
@@ -163,7 +165,7 @@ pub fn map_event(
 fn event_time(
     e: &Map<String, Value>,
     properties: &Map<String, Value>,
-    batch_sent_at: Option<&Value>,
+    batch_sent_at: Option<&Result<i64, EventError>>,
     received_at: i64,
 ) -> Result<Option<i64>, EventError> {
     let timestamp = e.get("timestamp").filter(|v| !v.is_null());
@@ -171,7 +173,7 @@ fn event_time(
         let sent_at = if properties.get("$ignore_sent_at") == Some(&Value::Bool(true)) {
             None
         } else {
-            e.get("sent_at").filter(|v| !v.is_null()).or(batch_sent_at).map(|v| ("sent_at", v))
+            clock::send_time("sent_at", e.get("sent_at")).or_else(|| batch_sent_at.cloned())
         };
         return clock::corrected(timestamp.map(|v| ("timestamp", v)), sent_at, received_at);
     }
@@ -241,18 +243,18 @@ mod tests {
     #[test]
     fn time_follows_timestamp_sent_at_and_offset() {
         let event = json!({ "event": "e", "distinct_id": "u", "timestamp": at(NOW + 59_000) });
-        let e = map_event(event.clone(), Some(&at(NOW + 60_000)), NOW).expect("mapped").event;
+        let e = map_event(event.clone(), Some(&Ok(NOW + 60_000)), NOW).expect("mapped").event;
         assert_eq!(e["timestamp"], NOW - 1_000, "corrected by the batch's sent_at");
         let mut own = event.clone();
         own["sent_at"] = at(NOW + 69_000);
         assert_eq!(
-            map_event(own, Some(&at(NOW + 60_000)), NOW).expect("mapped").event["timestamp"],
+            map_event(own, Some(&Ok(NOW + 60_000)), NOW).expect("mapped").event["timestamp"],
             NOW - 10_000
         );
         let mut ignore = event.clone();
         ignore["properties"] = json!({ "$ignore_sent_at": true });
         assert_eq!(
-            map_event(ignore, Some(&at(NOW + 60_000)), NOW).expect("mapped").event["timestamp"],
+            map_event(ignore, Some(&Ok(NOW + 60_000)), NOW).expect("mapped").event["timestamp"],
             NOW + 59_000
         );
         let offset = json!({ "event": "e", "distinct_id": "u", "offset": 2_500 });

@@ -7,7 +7,7 @@ use base64::Engine;
 use pulse_core::event::{ErrorCode, EventError};
 use serde_json::{Map, Value};
 
-use super::{Mapped, clock, event_error, type_name};
+use super::{Mapped, WireNames, clock, event_error, type_name};
 use crate::error::{RequestError, RequestErrorCode};
 
 /// The endpoints, for the message of a 404.
@@ -142,6 +142,7 @@ impl Request {
     /// Each message mapped to a native event, or why it cannot be.
     pub fn map(self, received_at: i64) -> Vec<Result<Mapped, EventError>> {
         let Request { messages, single, sent_at, context, .. } = self;
+        let sent_at = clock::send_time("sentAt", sent_at.as_ref());
         messages
             .into_iter()
             .map(|m| map_message(m, single, sent_at.as_ref(), &context, received_at))
@@ -153,7 +154,7 @@ impl Request {
 pub fn map_message(
     message: Value,
     endpoint_type: Option<MessageType>,
-    batch_sent_at: Option<&Value>,
+    batch_sent_at: Option<&Result<i64, EventError>>,
     batch_context: &Map<String, Value>,
     received_at: i64,
 ) -> Result<Mapped, EventError> {
@@ -199,7 +200,6 @@ pub fn map_message(
         }
     };
 
-    let mut fields: Vec<(&'static str, &'static str)> = Vec::new();
     let (event, mut properties) = match kind {
         MessageType::Track => (m.remove("event").unwrap_or(Value::Null), object(&mut m, "properties")?),
         MessageType::Page | MessageType::Screen => {
@@ -214,7 +214,6 @@ pub fn map_message(
             (Value::from(name), properties)
         }
         MessageType::Identify => {
-            fields.push(("properties.$set", "traits"));
             let traits = object(&mut m, "traits")?;
             let mut properties = Map::new();
             if !traits.is_empty() {
@@ -223,7 +222,6 @@ pub fn map_message(
             (Value::from("$identify"), properties)
         }
         MessageType::Group => {
-            fields.extend([("properties.$group_traits", "traits"), ("properties.$group_id", "groupId")]);
             let group = id(&m, "groupId")?.ok_or_else(|| {
                 event_error(ErrorCode::MissingField, "groupId", "a group call needs groupId")
             })?;
@@ -236,7 +234,6 @@ pub fn map_message(
             (Value::from("$group"), properties)
         }
         MessageType::Alias => {
-            fields.push(("properties.$previous_id", "previousId"));
             let previous = id(&m, "previousId")?.ok_or_else(|| {
                 event_error(ErrorCode::MissingField, "previousId", "an alias call needs previousId")
             })?;
@@ -251,7 +248,6 @@ pub fn map_message(
     let mut context = batch_context.clone();
     context.extend(object(&mut m, "context")?);
     if !context.is_empty() {
-        fields.push(("properties.$context", "context"));
         properties.insert("$context".into(), Value::Object(context));
     }
 
@@ -261,11 +257,7 @@ pub fn map_message(
     } else {
         "timestamp"
     };
-    let sent_at = m
-        .get("sentAt")
-        .filter(|v| !v.is_null())
-        .map(|v| ("sentAt", v))
-        .or(batch_sent_at.map(|v| ("sentAt", v)));
+    let sent_at = clock::send_time("sentAt", m.get("sentAt")).or_else(|| batch_sent_at.cloned());
     let timestamp = clock::corrected(m.get(time_field).map(|v| (time_field, v)), sent_at, received_at)?;
 
     let mut event_obj = Map::new();
@@ -278,13 +270,20 @@ pub fn map_message(
         event_obj.insert("timestamp".into(), Value::from(ms));
     }
     event_obj.insert("properties".into(), Value::Object(properties));
-    fields.extend([
-        ("properties", "properties"),
-        ("distinct_id", id_field),
-        ("event_id", "messageId"),
-        ("timestamp", time_field),
-    ]);
-    Ok(Mapped { event: event_obj, fields })
+    let nested: &'static [(&'static str, &'static str)] = match kind {
+        MessageType::Track | MessageType::Page | MessageType::Screen => &[("properties.$context", "context")],
+        MessageType::Identify => &[("properties.$set", "traits"), ("properties.$context", "context")],
+        MessageType::Group => &[
+            ("properties.$group_traits", "traits"),
+            ("properties.$group_id", "groupId"),
+            ("properties.$context", "context"),
+        ],
+        MessageType::Alias => {
+            &[("properties.$previous_id", "previousId"), ("properties.$context", "context")]
+        }
+    };
+    let names = WireNames { nested, distinct_id: id_field, event_id: "messageId", timestamp: time_field };
+    Ok(Mapped { event: event_obj, names })
 }
 
 /// A string id field: `None` when absent, null or empty.
@@ -382,7 +381,7 @@ mod tests {
     #[test]
     fn timestamps_are_corrected_by_sent_at_from_the_message_or_the_batch() {
         let at = |ms: i64| jiff::Timestamp::from_millisecond(ms).expect("ts").to_string();
-        let batch_sent = json!(at(NOW + 60_000));
+        let batch_sent = Ok(NOW + 60_000);
         let m = json!({ "type": "track", "event": "e", "userId": "u", "timestamp": at(NOW + 59_000) });
         let e = map_message(m.clone(), None, Some(&batch_sent), &Map::new(), NOW).expect("mapped").event;
         assert_eq!(e["timestamp"], NOW - 1_000, "client clock a minute fast, event a second before sending");
