@@ -16,7 +16,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use pulse_crds::{AnalyticsPipeline, Funnel};
 use pulse_operator::context::Context;
@@ -25,6 +25,9 @@ use pulse_operator::metrics::Metrics;
 use pulse_operator::pipeline::build::{MANAGED_BY, MANAGED_BY_LABEL, Settings};
 use pulse_operator::{funnel, pipeline};
 use tokio::sync::watch;
+
+/// How long a pipeline's triggers are gathered before one reconcile.
+const DEBOUNCE: Duration = Duration::from_millis(500);
 
 /// pulse-operator: AnalyticsPipeline and Funnel resources into running, autoscaled,
 /// monitored pipelines.
@@ -222,6 +225,9 @@ async fn run_pipelines(
             let namespace = f.namespace()?;
             Some(ObjectRef::new(&f.spec.pipeline_ref.name).within(&namespace))
         })
+        // A rollout changes a Deployment's status several times within a second; one
+        // reconcile after the burst sees the same end state.
+        .with_config(controller::Config::default().debounce(DEBOUNCE))
         .graceful_shutdown_on(wait(stopped))
         .run(pipeline::reconcile, pipeline::error_policy, ctx)
         .for_each(|_| async {})

@@ -46,6 +46,9 @@ async fn of_two_operators_one_leads_and_the_other_takes_over() {
     wait_ready(&s.pipelines, "led", &s.operator).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(second.metrics().await.is_some(), "the standby serves /metrics");
+    let health =
+        reqwest::get(format!("http://127.0.0.1:{}/healthz", second.metrics_port)).await.expect("healthz");
+    assert!(health.status().is_success());
     assert_eq!(s.operator.metric("pulse_operator_leader", "").await, 1.0);
     assert_eq!(second.metric("pulse_operator_leader", "").await, 0.0);
     assert_eq!(second.metric("pulse_operator_reconciles_total", "").await, 0.0, "the standby reconciled");
