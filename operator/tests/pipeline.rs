@@ -349,8 +349,16 @@ async fn an_invalid_spec_gets_a_condition_and_a_warning_and_is_not_retried() {
     );
     assert!(events.contains("Warning/InvalidSpec"), "{events}");
     let errors = s.operator.metric("pulse_operator_reconcile_errors_total", "reason=\"InvalidSpec\"").await;
-    let reconciles = s.operator.metric("pulse_operator_reconciles_total", "controller=\"pipeline\"").await;
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // The status write itself comes back as one more (writeless) reconcile; after that,
+    // nothing: no retry loop, no backoff requeue.
+    let reconciles = wait_for("reconciles to settle", WAIT, || async {
+        let a = s.operator.metric("pulse_operator_reconciles_total", "controller=\"pipeline\"").await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let b = s.operator.metric("pulse_operator_reconciles_total", "controller=\"pipeline\"").await;
+        if a == b { Ok(b) } else { Err(format!("{a} -> {b}")) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(
         s.operator.metric("pulse_operator_reconciles_total", "controller=\"pipeline\"").await,
         reconciles,
