@@ -23,51 +23,62 @@ use crate::{Store, StoreError};
 /// The collection of per-user profiles.
 pub const PROFILES: &str = "profiles";
 
+/// Profile writes of one batch in flight at once (each a different user).
+pub const PROFILE_WRITES_IN_FLIGHT: usize = 16;
+
 impl Store {
-    /// Applies each user's folded update to their profile, creating it when absent.
+    /// Applies each user's folded update to their profile, creating it when absent. Users
+    /// are independent documents, so up to [`PROFILE_WRITES_IN_FLIGHT`] are written at once;
+    /// each user's read and write stay in order.
     pub async fn apply_profile_updates(
         &self,
         updates: &BTreeMap<String, ProfileUpdate>,
     ) -> Result<(), StoreError> {
+        use futures::TryStreamExt;
+        futures::stream::iter(updates.iter().map(Ok::<_, StoreError>))
+            .try_for_each_concurrent(PROFILE_WRITES_IN_FLIGHT, |(user, update)| {
+                self.apply_profile_update(user, update)
+            })
+            .await
+    }
+
+    async fn apply_profile_update(&self, user: &str, update: &ProfileUpdate) -> Result<(), StoreError> {
         let profiles = self.db.collection::<Document>(PROFILES);
-        for (user, update) in updates {
-            let mut set = Document::new();
-            for (name, value) in &update.set {
-                set.insert(format!("properties.{}", encode_key(name)), bson_of_json(value));
-            }
-            if !update.set_once.is_empty() {
-                let existing =
-                    profiles.find_one(doc! { "_id": user }).projection(doc! { "properties": 1 }).await?;
-                let present = existing.as_ref().and_then(|d| d.get_document("properties").ok());
-                for (name, value) in &update.set_once {
-                    let key = encode_key(name);
-                    // `unset` runs before `set_once` in the update's meaning.
-                    let absent =
-                        update.unset.contains(name) || !present.is_some_and(|p| p.contains_key(&key));
-                    if absent {
-                        set.insert(format!("properties.{key}"), bson_of_json(value));
-                    }
-                }
-            }
-            let mut unset = Document::new();
-            for name in update.unset.iter().filter(|n| !update.set.contains_key(*n)) {
-                let path = format!("properties.{}", encode_key(name));
-                if !set.contains_key(&path) {
-                    unset.insert(path, Bson::String(String::new()));
-                }
-            }
-            let mut change = Document::new();
-            if !set.is_empty() {
-                change.insert("$set", set);
-            }
-            if !unset.is_empty() {
-                change.insert("$unset", unset);
-            }
-            if change.is_empty() {
-                continue;
-            }
-            profiles.update_one(doc! { "_id": user }, change).upsert(true).await?;
+        let mut set = Document::new();
+        for (name, value) in &update.set {
+            set.insert(format!("properties.{}", encode_key(name)), bson_of_json(value));
         }
+        if !update.set_once.is_empty() {
+            let existing =
+                profiles.find_one(doc! { "_id": user }).projection(doc! { "properties": 1 }).await?;
+            let present = existing.as_ref().and_then(|d| d.get_document("properties").ok());
+            for (name, value) in &update.set_once {
+                let key = encode_key(name);
+                // `unset` runs before `set_once` in the update's meaning.
+                let absent = update.unset.contains(name) || !present.is_some_and(|p| p.contains_key(&key));
+                if absent {
+                    set.insert(format!("properties.{key}"), bson_of_json(value));
+                }
+            }
+        }
+        let mut unset = Document::new();
+        for name in update.unset.iter().filter(|n| !update.set.contains_key(*n)) {
+            let path = format!("properties.{}", encode_key(name));
+            if !set.contains_key(&path) {
+                unset.insert(path, Bson::String(String::new()));
+            }
+        }
+        let mut change = Document::new();
+        if !set.is_empty() {
+            change.insert("$set", set);
+        }
+        if !unset.is_empty() {
+            change.insert("$unset", unset);
+        }
+        if change.is_empty() {
+            return Ok(());
+        }
+        profiles.update_one(doc! { "_id": user }, change).upsert(true).await?;
         Ok(())
     }
 
