@@ -1,6 +1,7 @@
 //! Optional APIs change what a pipeline becomes: with KEDA's CRDs installed (a schema is
 //! enough) the processor scales by a ScaledObject on stream lag instead of an HPA, and with
-//! grafana-operator's CRD the dashboard is also a GrafanaDashboard. This binary has its own
+//! grafana-operator's CRD the dashboard is also a GrafanaDashboard; with a custom metrics
+//! API registered, ingest's HPA also scales on requests per second. This binary has its own
 //! control plane, since CRDs are cluster-wide.
 
 mod common;
@@ -48,8 +49,17 @@ async fn with_keda_and_grafana_operator_installed_their_objects_are_used() {
         ],
     );
 
+    // The operator asks discovery whether custom.metrics.k8s.io is served. A real one is an
+    // aggregated API (e.g. prometheus-adapter); a CRD in that group (allowed with the
+    // api-approved annotation) makes discovery list it just the same.
+    let mut metrics_crd = crd("custom.metrics.k8s.io", "MetricValue", "metricvalues", "v1beta1");
+    metrics_crd.metadata.annotations =
+        Some([("api-approved.kubernetes.io".to_string(), "unapproved, test only".to_string())].into());
+    crds.create(&PostParams::default(), &metrics_crd).await.expect("create the custom metrics CRD");
+    kubectl(stack, &["wait", "--for=condition=Established", "crd/metricvalues.custom.metrics.k8s.io"]);
+
     let s = setup("optional", &[]).await;
-    let spec = "  ingest:\n    autoscaling: { minReplicas: 1, maxReplicas: 3 }\n  processor:\n    autoscaling: { minReplicas: 1, maxReplicas: 4 }";
+    let spec = "  ingest:\n    autoscaling: { minReplicas: 1, maxReplicas: 3, targetRequestsPerSecond: 200 }\n  processor:\n    autoscaling: { minReplicas: 1, maxReplicas: 4 }";
     apply_pipeline(&s.pipelines, &pipeline_yaml("lag", &database(), spec)).await;
     let ready = wait_ready(&s.pipelines, "lag", &s.operator).await;
     let processor = ready
@@ -84,7 +94,15 @@ async fn with_keda_and_grafana_operator_installed_their_objects_are_used() {
         hpas.get_opt("lag-processor").await.expect("get").is_none(),
         "never both an HPA and a ScaledObject"
     );
-    assert!(hpas.get_opt("lag-ingest").await.expect("get").is_some(), "ingest keeps its HPA");
+    let ingest = hpas.get("lag-ingest").await.expect("ingest keeps its HPA");
+    let metrics = ingest.spec.metrics.unwrap_or_default();
+    let pods: Vec<_> =
+        metrics.iter().filter_map(|m| m.pods.as_ref()).map(|p| p.metric.name.clone()).collect();
+    assert_eq!(
+        pods,
+        ["pulse_ingest_requests_per_second"],
+        "with a custom metrics API ingest scales on requests too"
+    );
 
     let dashboards: Api<DynamicObject> = Api::namespaced_with(
         s.client.clone(),
