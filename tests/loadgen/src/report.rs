@@ -60,7 +60,7 @@ impl Summary<'_> {
         let backpressure: Vec<String> = t.backpressure.iter().map(|(s, n)| format!("{s}: {n}")).collect();
         let _ = write!(
             out,
-            "requests   {} ok (202), {} backpressure (429/503){}, {} errors",
+            "requests   {} ok (200/202), {} backpressure (429/503){}, {} errors",
             t.ok,
             t.backpressured(),
             if backpressure.is_empty() { String::new() } else { format!(" [{}]", backpressure.join(", ")) },
@@ -232,7 +232,7 @@ mod tests {
         assert_eq!(summary.events_per_second(), 2500.0);
         let text = summary.human();
         assert!(
-            text.contains("requests   10 ok (202), 1 backpressure (429/503) [503: 1], 1 errors"),
+            text.contains("requests   10 ok (200/202), 1 backpressure (429/503) [503: 1], 1 errors"),
             "{text}"
         );
         assert!(text.contains("error      1 x HTTP 401: bad key"), "{text}");
