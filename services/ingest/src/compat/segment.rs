@@ -245,8 +245,14 @@ pub fn map_message(
     if let (Some(_), Some(anonymous)) = (&user_id, &anonymous_id) {
         properties.insert("$anonymous_id".into(), Value::from(anonymous.clone()));
     }
-    let mut context = batch_context.clone();
-    context.extend(object(&mut m, "context")?);
+    let own_context = object(&mut m, "context")?;
+    let context = if batch_context.is_empty() {
+        own_context
+    } else {
+        let mut context = batch_context.clone();
+        context.extend(own_context);
+        context
+    };
     if !context.is_empty() {
         properties.insert("$context".into(), Value::Object(context));
     }
@@ -391,6 +397,18 @@ mod tests {
         let e = map_message(with_original, None, Some(&batch_sent), &Map::new(), NOW).expect("mapped").event;
         assert_eq!(e["timestamp"], NOW - 5_000, "originalTimestamp and the message's own sentAt win");
         assert_eq!(map(m).expect("mapped")["timestamp"], NOW + 59_000, "no sentAt: as sent");
+    }
+
+    #[test]
+    fn the_batch_context_is_merged_under_the_message_context() {
+        let batch =
+            json!({ "library": { "name": "batch" }, "ip": "10.0.0.1" }).as_object().cloned().expect("object");
+        let m = json!({ "type": "track", "event": "e", "userId": "u", "context": { "library": { "name": "own" } } });
+        let e = map_message(m, None, None, &batch, NOW).expect("mapped").event;
+        assert_eq!(e["properties"]["$context"], json!({ "library": { "name": "own" }, "ip": "10.0.0.1" }));
+        let bare = json!({ "type": "track", "event": "e", "userId": "u" });
+        let e = map_message(bare, None, None, &batch, NOW).expect("mapped").event;
+        assert_eq!(e["properties"]["$context"], Value::Object(batch));
     }
 
     #[test]
