@@ -96,7 +96,7 @@ async fn prepare(settings: &Settings) -> Result<Arc<Ingest>, IngestError> {
         .to_string();
 
     let keys = KeyRing::load(&config.keys.write_key_file)?;
-    keys.watch(config.keys.write_key_file.clone());
+    keys.watch(config.keys.write_key_file.clone(), "write");
 
     let metrics = Arc::new(Metrics::new(&config.tenant));
     let buffer = Buffer::start(
