@@ -17,6 +17,7 @@ mod documents;
 mod events;
 pub mod memory;
 pub mod profiles;
+mod read;
 pub mod recount;
 pub mod rollups;
 mod schema;
@@ -50,6 +51,8 @@ pub enum StoreError {
     Fenced { partition: u32, ours: u64, newer: u64 },
     #[error("a rollup document kept changing under a compare-and-set after {0} attempts")]
     Contended(u32),
+    #[error("the query reads more than {limit} events: narrow the range or add filters")]
+    TooManyEvents { limit: usize },
 }
 
 /// A tenant's database.

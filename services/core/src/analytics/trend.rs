@@ -117,7 +117,7 @@ impl Measure {
 }
 
 impl TrendQuery {
-    fn validate(&self, limits: &Limits) -> Result<(), AnalyticsError> {
+    pub fn validate(&self, limits: &Limits) -> Result<(), AnalyticsError> {
         let mut errors = Errors::default();
         self.event.validate_into("event", &mut errors);
         if self.measure.active_days().is_some() && self.interval != Interval::Day {

@@ -1,0 +1,171 @@
+//! Refusals: JSON with a stable code, the fields at fault, a message, and the HTTP status
+//! that says who has to act (the same shape as ingest's errors).
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use pulse_core::analytics::AnalyticsError;
+use pulse_store::StoreError;
+use schemars::JsonSchema;
+use serde::Serialize;
+
+/// Why a query was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum QueryErrorCode {
+    /// No `Authorization: Bearer <read key>` header, or not this pipeline's read key; a
+    /// write key cannot read (401).
+    Unauthorized,
+    /// The body is not JSON of the endpoint's shape (400).
+    InvalidBody,
+    /// The query is wrong; `fields` says where (400).
+    InvalidQuery,
+    /// No declared funnel of that name (404).
+    UnknownFunnel,
+    /// The query would read more events than the limit (422): narrow it.
+    TooManyEvents,
+    /// The answer would have more periods than the limit (422).
+    TooManyPeriods,
+    /// A funnel breakdown with more values than the limit (422).
+    TooManyBreakdownValues,
+    /// The store is unreachable or failed; retry (503).
+    StoreUnavailable,
+    /// No such endpoint (404).
+    NotFound,
+}
+
+impl QueryErrorCode {
+    /// The code as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueryErrorCode::Unauthorized => "unauthorized",
+            QueryErrorCode::InvalidBody => "invalid_body",
+            QueryErrorCode::InvalidQuery => "invalid_query",
+            QueryErrorCode::UnknownFunnel => "unknown_funnel",
+            QueryErrorCode::TooManyEvents => "too_many_events",
+            QueryErrorCode::TooManyPeriods => "too_many_periods",
+            QueryErrorCode::TooManyBreakdownValues => "too_many_breakdown_values",
+            QueryErrorCode::StoreUnavailable => "store_unavailable",
+            QueryErrorCode::NotFound => "not_found",
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            QueryErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            QueryErrorCode::InvalidBody | QueryErrorCode::InvalidQuery => StatusCode::BAD_REQUEST,
+            QueryErrorCode::UnknownFunnel | QueryErrorCode::NotFound => StatusCode::NOT_FOUND,
+            QueryErrorCode::TooManyEvents
+            | QueryErrorCode::TooManyPeriods
+            | QueryErrorCode::TooManyBreakdownValues => StatusCode::UNPROCESSABLE_ENTITY,
+            QueryErrorCode::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// The body of every refusal.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ErrorResponse {
+    pub error: ErrorDetail,
+}
+
+/// What was wrong.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ErrorDetail {
+    pub code: QueryErrorCode,
+    pub message: String,
+    /// Each field at fault and why, when the query itself is wrong.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldProblem>,
+}
+
+/// One field at fault.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct FieldProblem {
+    /// The field's path in the request, e.g. `definition.steps[1].event`.
+    pub field: String,
+    pub reason: String,
+}
+
+/// A refused query, ready to become a response.
+#[derive(Debug, Clone)]
+pub struct QueryError {
+    pub code: QueryErrorCode,
+    pub message: String,
+    pub fields: Vec<FieldProblem>,
+}
+
+impl QueryError {
+    pub fn new(code: QueryErrorCode, message: impl Into<String>) -> Self {
+        QueryError { code, message: message.into(), fields: Vec::new() }
+    }
+
+    /// One field at fault.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        let (field, reason) = (field.into(), reason.into());
+        QueryError {
+            code: QueryErrorCode::InvalidQuery,
+            message: format!("{field}: {reason}"),
+            fields: vec![FieldProblem { field, reason }],
+        }
+    }
+
+    /// Prefixes every field with where the engine's query sits in the request.
+    pub fn under(mut self, prefix: &str) -> Self {
+        for f in &mut self.fields {
+            f.field = format!("{prefix}.{}", f.field);
+        }
+        self
+    }
+}
+
+impl From<AnalyticsError> for QueryError {
+    fn from(e: AnalyticsError) -> Self {
+        let message = e.to_string();
+        match e {
+            AnalyticsError::Invalid(errors) => QueryError {
+                code: QueryErrorCode::InvalidQuery,
+                message,
+                fields: errors
+                    .into_iter()
+                    .map(|f| FieldProblem { field: f.field.clone(), reason: f.reason.clone() })
+                    .collect(),
+            },
+            AnalyticsError::TooManyEvents { .. } => QueryError::new(QueryErrorCode::TooManyEvents, message),
+            AnalyticsError::TooManyPeriods { .. } => QueryError::new(QueryErrorCode::TooManyPeriods, message),
+            AnalyticsError::TooManyBreakdownValues { .. } => {
+                QueryError::new(QueryErrorCode::TooManyBreakdownValues, message)
+            }
+        }
+    }
+}
+
+impl From<StoreError> for QueryError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::TooManyEvents { .. } => QueryError::new(QueryErrorCode::TooManyEvents, e.to_string()),
+            other => {
+                // The store's message may name hosts; the client gets the code only.
+                tracing::warn!(error = %other, "store read failed");
+                QueryError::new(QueryErrorCode::StoreUnavailable, "the store did not answer; retry")
+            }
+        }
+    }
+}
+
+impl IntoResponse for QueryError {
+    fn into_response(self) -> Response {
+        let status = self.code.status();
+        let body = ErrorResponse {
+            error: ErrorDetail { code: self.code, message: self.message, fields: self.fields },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

@@ -1,0 +1,129 @@
+//! The query API: answers trend, funnel, retention and cohort queries over HTTP with the
+//! pipeline's read key, from the rollups the processor maintains where they can answer,
+//! and otherwise from raw events (computed by the engines of `pulse_core::analytics`,
+//! cached in Redis for a short time). One process serves one pipeline, configured by its
+//! pipeline config; it reads only that tenant's database.
+//!
+//! The crate is a library so tests run it in-process; `main.rs` is the binary.
+
+pub mod api;
+pub mod cache;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod preaggregated;
+pub mod settings;
+pub mod source;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pulse_core::analytics::Limits;
+use pulse_core::config::{ConfigError, PipelineConfig};
+use pulse_core::rollup::time_zone;
+use pulse_keys::{KeyError, KeyRing};
+use pulse_store::{Store, StoreError};
+use tokio::net::TcpListener;
+
+use crate::api::Api;
+use crate::cache::QueryCache;
+use crate::metrics::Metrics;
+pub use crate::settings::Settings;
+
+/// How long a Redis command of the cache may take.
+const CACHE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Why the query API could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryServiceError {
+    #[error("cannot read the pipeline config {path}: {source}")]
+    ReadConfig { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Config { path: PathBuf, source: ConfigError },
+    #[error("cannot read {path}: {source}")]
+    ReadSecret { path: PathBuf, source: std::io::Error },
+    #[error("the Redis URL in {path} is invalid: {reason}")]
+    RedisUrl { path: PathBuf, reason: String },
+    #[error("the MongoDB URI in {path} cannot be used: {source}")]
+    Store { path: PathBuf, source: StoreError },
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error("the pipeline's time zone: {0}")]
+    TimeZone(String),
+    #[error("serving HTTP: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Loads the pipeline config and serves the API on `listener` until `shutdown` resolves,
+/// then finishes in-flight requests (up to the grace period) and returns.
+pub async fn run(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), QueryServiceError> {
+    let api = prepare(&settings).await?;
+    tracing::info!(tenant = %api.tenant, "query API serving");
+    let app = api::router(api);
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopping_tx.send(true);
+    });
+    let grace = settings.shutdown_grace;
+    let deadline = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+        tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        served = server => served.map_err(QueryServiceError::Serve),
+        () = deadline => {
+            tracing::warn!(grace = ?grace, "in-flight requests still running after the grace period; exiting");
+            Ok(())
+        }
+    }
+}
+
+/// Everything a request needs, built from the settings.
+pub async fn prepare(settings: &Settings) -> Result<Arc<Api>, QueryServiceError> {
+    let path = &settings.config;
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|source| QueryServiceError::ReadConfig { path: path.clone(), source })?;
+    let config = PipelineConfig::parse(&text)
+        .map_err(|source| QueryServiceError::Config { path: path.clone(), source })?;
+    let secret = |path: &PathBuf| {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_string())
+            .map_err(|source| QueryServiceError::ReadSecret { path: path.clone(), source })
+    };
+
+    let url_file = &config.buffer.redis_url_file;
+    let conn = pulse_buffer::Connection::open(&secret(url_file)?, config.buffer.cluster, CACHE_TIMEOUT)
+        .await
+        // The URL may hold a password: name the file, not the URL.
+        .map_err(|e| QueryServiceError::RedisUrl { path: url_file.clone(), reason: e.to_string() })?;
+    let uri_file = &config.storage.mongodb_uri_file;
+    let store = Store::connect(&secret(uri_file)?, &config.storage.database)
+        .await
+        .map_err(|source| QueryServiceError::Store { path: uri_file.clone(), source })?;
+
+    let keys = KeyRing::load(&config.keys.read_key_file)?;
+    keys.watch(config.keys.read_key_file.clone(), "read");
+    let tz = time_zone(&config.timezone).map_err(|e| QueryServiceError::TimeZone(e.to_string()))?;
+    let ttl = Duration::from_millis(config.query.cache_ttl.as_millis().max(0) as u64);
+    Ok(Arc::new(Api {
+        cache: QueryCache::new(conn, &config.tenant, ttl),
+        metrics: Metrics::new(&config.tenant),
+        tenant: config.tenant,
+        store,
+        keys,
+        tz,
+        limits: Limits { max_events: settings.max_events, ..Limits::default() },
+        intervals: config.rollups.intervals,
+        numeric: config.rollups.numeric_properties,
+        funnels: config.funnels,
+    }))
+}

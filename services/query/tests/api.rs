@@ -1,0 +1,380 @@
+//! The query API against a real FerretDB and Redis: events stored and rolled up as the
+//! processor does, then queried over HTTP. Pre-aggregated answers must equal the raw-event
+//! engine's on the same events; ad-hoc answers are cached; keys and tenants are kept apart;
+//! bad queries get clear errors.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use jiff::tz::TimeZone;
+use pulse_core::analytics::funnel::{self, FunnelQuery};
+use pulse_core::analytics::retention::{self, RetentionQuery};
+use pulse_core::analytics::trend::{self, TrendQuery, TrendReport};
+use pulse_core::analytics::{AnalyticsEvent, Limits};
+use pulse_core::buffer::{BufferedEvent, partition_of};
+use pulse_core::config::RollupInterval;
+use pulse_core::funnel::FunnelDefinition;
+use pulse_core::rollup::{StreamPosition, time_zone};
+use pulse_query::Settings;
+use pulse_store::{BatchRollups, EventWrite, PartitionLease, Store, WriterMemory};
+use pulse_testkit::{FerretDb, RedisServer, unique_name};
+use serde_json::{Value, json};
+
+const PARTITIONS: u32 = 4;
+const TZ: &str = "Europe/Berlin";
+/// 2026-03-27 00:00 UTC: the range crosses the switch to summer time in Berlin.
+const T0: i64 = 1_774_569_600_000;
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 24 * HOUR;
+
+/// Deterministic events: `users` users doing a, b, c over four days, with revenue.
+fn generated(prefix: &str, users: usize, n: usize) -> Vec<BufferedEvent> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..n)
+        .map(|i| {
+            let user = format!("{prefix}u{}", next() % users as u64);
+            let name = ["a", "b", "c", "a"][(next() % 4) as usize];
+            let ts = T0 + (next() % (4 * DAY as u64)) as i64;
+            let revenue = (next() % 10_000) as f64 / 100.0;
+            let plan = ["free", "pro"][(next() % 2) as usize];
+            BufferedEvent {
+                event_id: format!("{prefix}e{i}"),
+                id_generated: false,
+                event: name.to_string(),
+                distinct_id: user,
+                timestamp: ts,
+                received_at: ts,
+                properties: json!({ "revenue": revenue, "plan": plan })
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+/// A tenant's pipeline: its store with events stored and rolled up, and its query API.
+struct Tenant {
+    url: String,
+    read_key: String,
+    write_key: String,
+    http: reqwest::Client,
+    events: Vec<AnalyticsEvent>,
+    tz: TimeZone,
+    _dir: tempfile::TempDir,
+}
+
+impl Tenant {
+    async fn start(
+        redis: &RedisServer,
+        ferret: &FerretDb,
+        events: &[BufferedEvent],
+        max_events: usize,
+    ) -> Tenant {
+        let tenant = unique_name("q");
+        let database = format!("pulse_{}", tenant.replace('-', "_"));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = |name: &str, contents: &str| -> PathBuf {
+            let path = dir.path().join(name);
+            std::fs::write(&path, contents).expect("write");
+            path
+        };
+        let (read_key, write_key) = (format!("rk-{tenant}"), format!("wk-{tenant}"));
+        let config = format!(
+            "version: 1\ntenant: {tenant}\ntimezone: {TZ}\n\
+             buffer:\n  redisUrlFile: {redis}\n  partitions: {PARTITIONS}\n  highWaterMark: 1000000\n\
+             storage:\n  mongodbUriFile: {mongo}\n  database: {database}\n  retention: 3650d\n\
+             keys:\n  writeKeyFile: {write}\n  readKeyFile: {read}\n\
+             rollups:\n  intervals: [hour, day]\n  numericProperties: [revenue]\n\
+             funnels:\n- name: checkout\n  steps: [{{event: a}}, {{event: b}}, {{event: c}}]\n  window: 1d\n",
+            redis = file("redis-url", &redis.url()).display(),
+            mongo = file("mongodb-uri", &ferret.uri()).display(),
+            write = file("write-key", &write_key).display(),
+            read = file("read-key", &read_key).display(),
+        );
+        let config = file("pipeline.yaml", &config);
+
+        let client = ferret.client().await.expect("client");
+        let store = Store::new(client.database(&database));
+        store.ensure_schema(pulse_core::duration::DurationSpec::days(3650)).await.expect("schema");
+        store_as_the_processor_does(&store, events).await;
+
+        let settings = Settings { max_events, ..Settings::new(config) };
+        let api = pulse_query::prepare(&settings).await.expect("query API");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listen");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, pulse_query::api::router(Arc::clone(&api))).await });
+        Tenant {
+            url,
+            read_key,
+            write_key,
+            http: reqwest::Client::new(),
+            events: events.iter().cloned().map(AnalyticsEvent::from).collect(),
+            tz: time_zone(TZ).expect("tz"),
+            _dir: dir,
+        }
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post_as(path, body, &self.read_key).await
+    }
+
+    async fn post_as(&self, path: &str, body: &Value, key: &str) -> (u16, Value) {
+        let reply = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .expect("query API answers");
+        let status = reply.status().as_u16();
+        (status, reply.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let reply = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&self.read_key)
+            .send()
+            .await
+            .expect("answers");
+        let status = reply.status().as_u16();
+        (status, reply.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// Stores events partition by partition in batches, and applies the rollups, as the
+/// processor does.
+async fn store_as_the_processor_does(store: &Store, events: &[BufferedEvent]) {
+    let mut by_partition: HashMap<u32, Vec<&BufferedEvent>> = HashMap::new();
+    for e in events {
+        by_partition.entry(partition_of(&e.distinct_id, PARTITIONS)).or_default().push(e);
+    }
+    let tz = time_zone(TZ).expect("tz");
+    // As the config says: minute buckets of events spread over days would only be slow.
+    let intervals = [RollupInterval::Hour, RollupInterval::Day];
+    let numeric = vec!["revenue".parse().expect("path")];
+    let rollups = BatchRollups { intervals: &intervals, numeric: &numeric, tz: &tz };
+    for (partition, events) in by_partition {
+        let lease = PartitionLease { partition, fence: 1 };
+        let mut memory = WriterMemory::default();
+        for (b, batch) in events.chunks(300).enumerate() {
+            let position = StreamPosition { millis: 1_000 + b as u64, sequence: 0 };
+            let writes: Vec<EventWrite<'_>> =
+                batch.iter().map(|e| EventWrite { partition, position, event: e }).collect();
+            let flags = store.insert_events(&writes, false).await.expect("insert");
+            let first: Vec<(StreamPosition, &BufferedEvent)> =
+                batch.iter().zip(&flags).filter(|(_, f)| **f).map(|(e, _)| (position, *e)).collect();
+            store
+                .apply_rollups(lease, position, &first, &rollups, false, &mut memory)
+                .await
+                .expect("rollups");
+        }
+    }
+}
+
+fn close(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+            (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0)
+        }
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| close(x, y)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| close(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preaggregated_trends_equal_the_raw_event_engine() {
+    let (redis, ferret) =
+        (RedisServer::start().await.expect("redis"), FerretDb::start().await.expect("ferretdb"));
+    let t = Tenant::start(&redis, &ferret, &generated("p", 40, 1500), 1_000_000).await;
+    let measures = [
+        (json!({ "kind": "count" }), "hour"),
+        (json!({ "kind": "count" }), "week"),
+        (json!({ "kind": "uniqueUsers" }), "hour"),
+        (json!({ "kind": "uniqueUsers" }), "day"),
+        (json!({ "kind": "sum", "property": "revenue" }), "day"),
+        (json!({ "kind": "average", "property": "revenue" }), "month"),
+        (json!({ "kind": "min", "property": "revenue" }), "day"),
+        (json!({ "kind": "max", "property": "revenue" }), "week"),
+    ];
+    for (measure, interval) in measures {
+        let body = json!({
+            "event": { "event": "a" }, "measure": measure, "interval": interval,
+            "from": T0 - 5 * HOUR, "to": T0 + 5 * DAY,
+        });
+        let (status, answer) = t.post("/v1/trends", &body).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["answeredFrom"], "preaggregated", "{body}");
+        let query: TrendQuery = serde_json::from_value(body.clone()).expect("query");
+        let want: TrendReport =
+            trend::run(&query, &t.events, None, &t.tz, &Limits::default()).expect("engine");
+        let want = serde_json::to_value(want).expect("json");
+        assert!(close(&answer["result"], &want), "{body}\n rollups: {}\n engine:  {want}", answer["result"]);
+    }
+    // A property filter needs raw events: same engine, other path.
+    let body = json!({
+        "event": { "event": "b", "filters": [{ "property": "plan", "op": "eq", "value": "pro" }] },
+        "measure": { "kind": "count" }, "interval": "day", "from": T0, "to": T0 + 4 * DAY,
+    });
+    let (status, answer) = t.post("/v1/trends", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["answeredFrom"], "raw");
+    let query: TrendQuery = serde_json::from_value(body).expect("query");
+    let want =
+        serde_json::to_value(trend::run(&query, &t.events, None, &t.tz, &Limits::default()).expect("engine"))
+            .expect("json");
+    assert!(close(&answer["result"], &want));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ad_hoc_and_declared_funnels_and_retention_equal_the_engine_and_are_cached() {
+    let (redis, ferret) =
+        (RedisServer::start().await.expect("redis"), FerretDb::start().await.expect("ferretdb"));
+    let t = Tenant::start(&redis, &ferret, &generated("f", 60, 2000), 1_000_000).await;
+    let definition = json!({ "steps": [{ "event": "a" }, { "event": "b" }, { "event": "c" }], "window": "1d", "breakdown": "plan" });
+    let body = json!({ "definition": definition, "from": T0, "to": T0 + 3 * DAY, "trend": "day" });
+    let (status, first) = t.post("/v1/funnels", &body).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["answeredFrom"], "raw");
+    let def: FunnelDefinition = serde_json::from_value(definition).expect("definition");
+    let query =
+        FunnelQuery { from: T0, to: T0 + 3 * DAY, trend: Some(pulse_core::analytics::period::Interval::Day) };
+    let want = funnel::run(&def, &query, &t.events, None, &t.tz, &Limits::default()).expect("engine");
+    assert!(close(&first["result"], &serde_json::to_value(&want).expect("json")), "{}", first["result"]);
+    let (_, again) = t.post("/v1/funnels", &body).await;
+    assert_eq!(again["answeredFrom"], "cache");
+    assert!(close(&again["result"], &first["result"]));
+
+    let (status, declared) = t.get(&format!("/v1/funnels/checkout?from={T0}&to={}", T0 + 3 * DAY)).await;
+    assert_eq!(status, 200, "{declared}");
+    let def: FunnelDefinition = serde_json::from_value(
+        json!({ "steps": [{ "event": "a" }, { "event": "b" }, { "event": "c" }], "window": "1d" }),
+    )
+    .expect("definition");
+    let query = FunnelQuery { from: T0, to: T0 + 3 * DAY, trend: None };
+    let want = funnel::run(&def, &query, &t.events, None, &t.tz, &Limits::default()).expect("engine");
+    assert!(close(&declared["result"], &serde_json::to_value(&want).expect("json")));
+
+    let body = json!({
+        "start": { "event": "a" }, "return": { "event": "b" }, "kind": "firstTime",
+        "period": "day", "periods": 4, "from": T0, "to": T0 + 2 * DAY,
+    });
+    let (status, answer) = t.post("/v1/retention", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let query: RetentionQuery = serde_json::from_value(body).expect("query");
+    let want = retention::run(&query, &t.events, None, &t.tz, &Limits::default()).expect("engine");
+    assert!(close(&answer["result"], &serde_json::to_value(&want).expect("json")), "{}", answer["result"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_and_tenants_are_kept_apart() {
+    let (redis, ferret) =
+        (RedisServer::start().await.expect("redis"), FerretDb::start().await.expect("ferretdb"));
+    let mut other_events = generated("o", 5, 50);
+    for e in &mut other_events {
+        e.event = "secret_event".to_string();
+    }
+    let a = Tenant::start(&redis, &ferret, &generated("k", 10, 100), 1_000).await;
+    let b = Tenant::start(&redis, &ferret, &other_events, 1_000).await;
+    let body = json!({ "event": { "event": "a" }, "measure": { "kind": "count" }, "interval": "day", "from": T0, "to": T0 + DAY });
+    for (key, why) in [
+        (a.write_key.as_str(), "a write key"),
+        (b.read_key.as_str(), "another tenant's read key"),
+        ("", "no key"),
+    ] {
+        let (status, answer) = a.post_as("/v1/trends", &body, key).await;
+        assert_eq!(status, 401, "{why}: {answer}");
+        assert_eq!(answer["error"]["code"], "unauthorized");
+    }
+    let (status, names) = a.get(&format!("/v1/events?from={}&to={}", T0 - DAY, T0 + 5 * DAY)).await;
+    assert_eq!(status, 200, "{names}");
+    let names: Vec<&str> =
+        names["result"].as_array().expect("list").iter().filter_map(|n| n["event"].as_str()).collect();
+    assert_eq!(names, ["a", "b", "c"], "only this tenant's events");
+    let body = json!({ "conditions": [{ "type": "performed", "event": { "event": "secret_event" }, "from": 0, "to": T0 + 10 * DAY }] });
+    let (status, cohort) = a.post("/v1/cohorts", &body).await;
+    assert_eq!(status, 200, "{cohort}");
+    assert_eq!(cohort["result"]["users"], 0, "another tenant's events are invisible");
+    let (_, cohort) = b.post("/v1/cohorts", &body).await;
+    assert_eq!(cohort["result"]["users"], 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_queries_get_clear_errors() {
+    let (redis, ferret) =
+        (RedisServer::start().await.expect("redis"), FerretDb::start().await.expect("ferretdb"));
+    // At most 100 raw events per query.
+    let t = Tenant::start(&redis, &ferret, &generated("b", 20, 400), 100).await;
+    let cases = [
+        ("/v1/trends", json!("not an object"), 400, "invalid_body", None),
+        (
+            "/v1/trends",
+            json!({ "event": { "event": "a" }, "measure": { "kind": "count" }, "interval": "day", "from": T0, "to": T0 - 1 }),
+            400,
+            "invalid_query",
+            Some("to"),
+        ),
+        (
+            "/v1/trends",
+            json!({ "event": { "event": "a" }, "measure": { "kind": "count" }, "interval": "hour", "from": 0, "to": T0 }),
+            422,
+            "too_many_periods",
+            None,
+        ),
+        (
+            "/v1/funnels",
+            json!({ "definition": { "steps": [{ "event": "a" }], "window": "1h" }, "from": T0, "to": T0 + DAY }),
+            400,
+            "invalid_query",
+            Some("definition.steps"),
+        ),
+        (
+            "/v1/funnels",
+            json!({ "definition": { "steps": [{ "event": "a" }, { "event": "b" }], "window": "1h" }, "from": T0, "to": T0 + 4 * DAY }),
+            422,
+            "too_many_events",
+            None,
+        ),
+        ("/v1/cohorts", json!({ "conditions": [] }), 400, "invalid_query", Some("cohort.conditions")),
+    ];
+    for (path, body, status, code, field) in cases {
+        let (got, answer) = t.post(path, &body).await;
+        assert_eq!(got, status, "{path} {body}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{answer}");
+        assert!(!answer["error"]["message"].as_str().unwrap_or_default().is_empty());
+        if let Some(field) = field {
+            let fields: Vec<&str> = answer["error"]["fields"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f["field"].as_str())
+                .collect();
+            assert!(fields.iter().any(|f| f.starts_with(field)), "{field} in {fields:?}");
+        }
+    }
+    let (status, answer) = t.get(&format!("/v1/funnels/nope?from={T0}&to={}", T0 + DAY)).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (404, Some("unknown_funnel")));
+    let (status, answer) = t.get("/v1/funnels/checkout?from=yesterday").await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("invalid_body")));
+
+    let (status, doc) = t.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    for schema in ["TrendRequest", "FunnelRequest", "RetentionRequest", "CohortRequest", "ErrorResponse"] {
+        assert!(doc["components"]["schemas"].get(schema).is_some(), "{schema} in the OpenAPI document");
+    }
+    assert!(doc["paths"]["/v1/funnels/{name}"]["get"].is_object());
+}

@@ -1,0 +1,101 @@
+//! Reads for the query API: rollup buckets by time range, and raw events by name and time,
+//! each through the store's indexes (bucket ids sort by interval and time; raw events have
+//! an `(event, ts)` index).
+
+use std::collections::BTreeMap;
+
+use futures::TryStreamExt;
+use mongodb::bson::{DateTime, Document, doc};
+use pulse_core::buffer::BufferedEvent;
+use pulse_core::config::RollupInterval;
+use pulse_core::rollup::{PeriodKey, counts_users, decode_key, encode_key};
+
+use crate::collections::{EVENTS, ROLLUPS};
+use crate::recount::{BucketTotals, event_of_document, totals_of};
+use crate::{Store, StoreError};
+
+impl Store {
+    /// One event's buckets of `interval` starting in `[from, to)`, by start, summed over
+    /// partitions. Periods without the event are absent.
+    pub async fn rollup_series(
+        &self,
+        interval: RollupInterval,
+        event: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<BTreeMap<i64, BucketTotals>, StoreError> {
+        let field = format!("ev.{}", encode_key(event));
+        let filter = id_range(interval, from, to);
+        let mut cursor = self
+            .db
+            .collection::<Document>(ROLLUPS)
+            .find(filter)
+            .projection(doc! { "start": 1, &field: 1 })
+            .await?;
+        let mut series: BTreeMap<i64, BucketTotals> = BTreeMap::new();
+        while let Some(d) = cursor.try_next().await? {
+            let Ok(bucket) = d.get_document("ev").and_then(|ev| ev.get_document(encode_key(event))) else {
+                continue;
+            };
+            let start = d.get_i64("start").unwrap_or_default();
+            let share = totals_of(bucket, counts_users(interval));
+            series.entry(start).and_modify(|t| t.merge(&share)).or_insert(share);
+        }
+        Ok(series)
+    }
+
+    /// Every event name with a day bucket starting in `[from, to)`, and its event count.
+    pub async fn event_names(&self, from: i64, to: i64) -> Result<BTreeMap<String, u64>, StoreError> {
+        let mut cursor = self
+            .db
+            .collection::<Document>(ROLLUPS)
+            .find(id_range(RollupInterval::Day, from, to))
+            .projection(doc! { "ev": 1 })
+            .await?;
+        let mut names: BTreeMap<String, u64> = BTreeMap::new();
+        while let Some(d) = cursor.try_next().await? {
+            let Ok(events) = d.get_document("ev") else { continue };
+            for (name, bucket) in events {
+                let n = bucket.as_document().map(|b| totals_of(b, false).events).unwrap_or(0);
+                *names.entry(decode_key(name)).or_default() += n;
+            }
+        }
+        Ok(names)
+    }
+
+    /// The raw events named one of `names` (every event when `None`) with a time in
+    /// `[from, to)`, in no particular order. More than `max` is [`StoreError::TooManyEvents`]:
+    /// never a silently shortened answer.
+    pub async fn events_between(
+        &self,
+        names: Option<&[String]>,
+        from: i64,
+        to: i64,
+        max: usize,
+    ) -> Result<Vec<BufferedEvent>, StoreError> {
+        let range = doc! { "$gte": DateTime::from_millis(from), "$lt": DateTime::from_millis(to) };
+        // One index-backed find per name (`$in` is not index-backed everywhere).
+        let filters: Vec<Document> = match names {
+            Some(names) => names.iter().map(|n| doc! { "event": n, "ts": range.clone() }).collect(),
+            None => vec![doc! { "ts": range }],
+        };
+        let events = self.db.collection::<Document>(EVENTS);
+        let mut out = Vec::new();
+        for filter in filters {
+            let mut cursor = events.find(filter).await?;
+            while let Some(d) = cursor.try_next().await? {
+                if out.len() == max {
+                    return Err(StoreError::TooManyEvents { limit: max });
+                }
+                out.push(event_of_document(&d));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The period documents of `interval` starting in `[from, to)`: an `_id` range.
+fn id_range(interval: RollupInterval, from: i64, to: i64) -> Document {
+    let bound = |t: i64| PeriodKey { interval, start: t }.id();
+    doc! { "_id": { "$gte": bound(from), "$lt": bound(to) } }
+}
