@@ -4,6 +4,7 @@
 //! retention, time zone and the declared funnels. A service can run from such a file by
 //! hand, with no Kubernetes at all.
 
+mod influx;
 mod limits;
 
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use crate::funnel::FunnelDefinition;
 use crate::property::PropertyPath;
 use crate::validation::{Errors, FieldError};
 
+pub use influx::InfluxConfig;
 pub use limits::{Durability, IngestLimits, RateLimit, RollupInterval};
 
 /// The most stream partitions of one pipeline.
@@ -54,6 +56,9 @@ pub struct PipelineConfig {
     /// The declared funnels, by name.
     #[serde(default)]
     pub funnels: Vec<NamedFunnel>,
+    /// The optional InfluxDB sink of rollups and funnel conversion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub influx: Option<InfluxConfig>,
 }
 
 fn utc() -> String {
@@ -231,6 +236,9 @@ impl PipelineConfig {
                     errors.add(format!("funnels[{i}].{}", p.field), p.reason);
                 }
             }
+        }
+        if let Some(influx) = &self.influx {
+            influx.validate_into("influx", &mut errors);
         }
         errors.into_result()
     }
