@@ -4,6 +4,7 @@
 //! partition; the crate is a library so tests can drive it, `main.rs` is the binary.
 
 pub mod coordinator;
+pub mod influx;
 pub mod lease;
 pub mod metrics;
 pub mod profiles;
@@ -85,6 +86,8 @@ pub struct Context {
     /// Most events stored and applied in one batch (the pipeline's processor.batchSize).
     pub batch_events: usize,
     pub metrics: Arc<Metrics>,
+    /// The InfluxDB sink, when the pipeline has one.
+    pub influx: Option<pulse_core::config::InfluxConfig>,
     ready: AtomicBool,
 }
 
@@ -150,6 +153,7 @@ pub async fn connect(config_path: &Path, owner: String) -> Result<Arc<Context>, 
         ttl_index,
         read_count: (config.processor.batch_size as usize / 50).clamp(1, 200),
         batch_events: (config.processor.batch_size as usize).max(1),
+        influx: config.influx,
         ready: AtomicBool::new(false),
     }))
 }
@@ -180,6 +184,9 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    if let Some(influx) = ctx.influx.clone() {
+        tokio::spawn(influx::run(Arc::clone(&ctx), influx, stop_rx.clone()));
+    }
     coordinator::run(ctx, stop_rx).await;
     server.await.map_err(|e| ProcessorError::Serve(std::io::Error::other(e)))?.map_err(ProcessorError::Serve)
 }

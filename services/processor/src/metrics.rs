@@ -35,6 +35,10 @@ pub struct Metrics {
     pub backlog_events: Family<PartitionLabel, Gauge>,
     pub partitions_owned: Gauge,
     pub batch_seconds: Histogram,
+    /// InfluxDB sink: time since the start of its last successful flush.
+    pub influx_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub influx_points_written: Counter,
+    pub influx_errors: Family<ErrorLabel, Counter>,
 }
 
 impl Metrics {
@@ -54,6 +58,9 @@ impl Metrics {
             backlog_events: Family::default(),
             partitions_owned: Gauge::default(),
             batch_seconds: Histogram::new(exponential_buckets(0.000_5, 2.0, 16)),
+            influx_lag_seconds: Gauge::default(),
+            influx_points_written: Counter::default(),
+            influx_errors: Family::default(),
         };
         registry.register("events_stored", "Events stored for the first time", m.events_stored.clone());
         registry.register(
@@ -83,6 +90,21 @@ impl Metrics {
             "batch_duration_seconds",
             "Time to store and apply one batch",
             m.batch_seconds.clone(),
+        );
+        registry.register(
+            "influx_lag_seconds",
+            "InfluxDB sink: time since the start of its last successful flush (rollup changes older than this are written)",
+            m.influx_lag_seconds.clone(),
+        );
+        registry.register(
+            "influx_points_written",
+            "InfluxDB sink: points written",
+            m.influx_points_written.clone(),
+        );
+        registry.register(
+            "influx_errors",
+            "InfluxDB sink: failed flushes, by kind (retried with backoff)",
+            m.influx_errors.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -1,0 +1,160 @@
+//! The optional InfluxDB sink: copies the rollups to InfluxDB as time series
+//! (schema in [`schema`], docs/influxdb.md), so existing InfluxDB and Grafana setups get
+//! live event rates, unique users and numeric sums without glue code.
+//!
+//! It runs as its own task beside the partition workers and only reads what they wrote:
+//! an InfluxDB outage never blocks or slows the pipeline. Every flush re-reads the recent
+//! periods from MongoDB and writes the buckets whose numbers changed since they were last
+//! written; a period's point has the period start as its time, so writing it again
+//! overwrites it. A failed write leaves its buckets unwritten, and the next attempt (with
+//! capped backoff) re-reads from the last successful flush's start, however long the
+//! outage was (up to `backfill`): the sink catches up from the rollups, with no gap and
+//! no double-counted point. `pulse_processor_influx_lag_seconds` is the time since the
+//! start of the last successful flush: every rollup change older than that is in InfluxDB.
+//!
+//! Every processor replica runs the sink; their writes are the same points, so the cost
+//! of more replicas is repeated (idempotent) writes, not wrong numbers.
+
+pub mod line;
+pub mod schema;
+pub mod source;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pulse_core::config::InfluxConfig;
+use pulse_core::rollup::{BucketKey, bucket_start};
+use tokio::sync::watch;
+
+use crate::Context;
+use crate::metrics::ErrorLabel;
+use writer::{WriteError, Writer};
+
+/// How often the full sweep over `backfill` runs (besides at start).
+const SWEEP_EVERY_MS: i64 = 3_600_000;
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Why a flush failed (it is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("reading the rollups: {0}")]
+    Store(#[from] mongodb::error::Error),
+    #[error("{0}")]
+    Write(#[from] WriteError),
+}
+
+impl SinkError {
+    fn kind(&self) -> &'static str {
+        match self {
+            SinkError::Store(_) => "store",
+            SinkError::Write(e) => e.kind(),
+        }
+    }
+}
+
+/// What the sink has written: per bucket, a hash of its last written lines.
+#[derive(Default)]
+pub struct Written(HashMap<BucketKey, u64>);
+
+impl Written {
+    fn forget_before(&mut self, start: i64) {
+        self.0.retain(|k, _| k.start >= start);
+    }
+}
+
+/// Runs the sink until `stop` flips.
+pub async fn run(ctx: Arc<Context>, config: InfluxConfig, mut stop: watch::Receiver<bool>) {
+    let mut writer = match Writer::new(&config) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(error = %e, "InfluxDB sink cannot start");
+            return;
+        }
+    };
+    let flush = Duration::from_secs(config.flush_interval.as_secs().max(1));
+    let lookback = config.lookback.as_millis();
+    let backfill = config.backfill.as_millis();
+    let mut written = Written::default();
+    let started_at = now_ms();
+    // The start of the last successful flush: every change before it is written.
+    let mut synced_at: Option<i64> = None;
+    let mut next_sweep = started_at;
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let now = now_ms();
+        let full = now >= next_sweep;
+        let from = if full {
+            now - backfill
+        } else {
+            (synced_at.unwrap_or(now).min(now) - lookback).max(now - backfill)
+        };
+        let wait = match flush_once(&ctx, &mut writer, &mut written, from).await {
+            Ok(points) => {
+                synced_at = Some(now);
+                if full {
+                    next_sweep = now + SWEEP_EVERY_MS;
+                    written.forget_before(now - backfill - 86_400_000);
+                }
+                ctx.metrics.influx_points_written.inc_by(points as u64);
+                backoff = FIRST_BACKOFF;
+                flush
+            }
+            Err(e) => {
+                ctx.metrics.influx_errors.get_or_create(&ErrorLabel { kind: e.kind() }).inc();
+                tracing::warn!(error = %e, retry_in = ?backoff, "InfluxDB sink: flush failed");
+                let wait = backoff;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                wait
+            }
+        };
+        ctx.metrics.influx_lag_seconds.set((now_ms() - synced_at.unwrap_or(started_at)) as f64 / 1000.0);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Writes every bucket of the pipeline's intervals from `from` on that changed since it
+/// was last written; returns the number of points written.
+async fn flush_once(
+    ctx: &Context,
+    writer: &mut Writer,
+    written: &mut Written,
+    from: i64,
+) -> Result<usize, SinkError> {
+    let mut lines = Vec::new();
+    let mut changed = Vec::new();
+    for &interval in &ctx.intervals {
+        let buckets =
+            source::buckets_since(&ctx.store, interval, bucket_start(from, interval, &ctx.tz)).await?;
+        for (key, totals) in buckets {
+            let bucket_lines: Vec<String> = schema::points_of(&ctx.tenant, &key, &totals)
+                .iter()
+                .filter_map(line::Point::encode)
+                .collect();
+            let hash = hash_of(&bucket_lines);
+            if written.0.get(&key) != Some(&hash) {
+                lines.extend(bucket_lines);
+                changed.push((key, hash));
+            }
+        }
+    }
+    writer.write(&lines).await?;
+    written.0.extend(changed);
+    Ok(lines.len())
+}
+
+fn hash_of(lines: &[String]) -> u64 {
+    let mut h = DefaultHasher::new();
+    lines.hash(&mut h);
+    h.finish()
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
