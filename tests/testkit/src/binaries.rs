@@ -14,6 +14,7 @@ pub enum Binary {
     Ferretdb,
     Helm,
     RedisServer,
+    Influxd,
 }
 
 impl Binary {
@@ -29,16 +30,18 @@ impl Binary {
             Binary::Ferretdb => "ferretdb",
             Binary::Helm => "helm",
             Binary::RedisServer => "redis-server",
+            Binary::Influxd => "influxd",
         }
     }
 
-    /// Where the program is: the stack's bin dir, or for redis-server (an OS package) the
-    /// first match on `PATH`. Errors with the command that builds it when it is missing.
+    /// Where the program is: the stack's bin dir, or for redis-server and influxd (OS
+    /// packages) the first match on `PATH`. Errors with the command that builds it when it is missing.
     pub fn path(self) -> Result<PathBuf> {
         let path = match self {
             Binary::RedisServer => {
                 find_on_path(self.name()).unwrap_or_else(|| PathBuf::from("/usr/bin/redis-server"))
             }
+            Binary::Influxd => find_on_path(self.name()).unwrap_or_else(|| PathBuf::from("/usr/bin/influxd")),
             _ => bin_dir().join(self.name()),
         };
         if is_executable(&path) {

@@ -7,6 +7,7 @@
 //!
 //! - [`RedisServer`] and [`RedisCluster`]: redis-server from the OS packages.
 //! - [`FerretDb`]: FerretDB with its SQLite backend, the MongoDB-wire server of the tests.
+//! - [`InfluxDb`]: influxd 1.x from the OS packages, for the processor's InfluxDB sink.
 //! - [`KubeStack`]: etcd and kube-apiserver with generated certificates and RBAC, optionally
 //!   kube-controller-manager, kube-scheduler and kwok so Deployments become Available.
 //!
@@ -15,6 +16,7 @@
 
 mod binaries;
 mod error;
+mod influx;
 mod kube;
 mod mongo;
 mod ports;
@@ -24,6 +26,7 @@ mod workdir;
 
 pub use binaries::{Binary, bin_dir};
 pub use error::{Error, Result};
+pub use influx::InfluxDb;
 pub use kube::{KubeOptions, KubeStack};
 pub use mongo::FerretDb;
 pub use process::ServerProcess;
