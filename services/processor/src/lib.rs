@@ -87,7 +87,7 @@ pub struct Context {
     pub batch_events: usize,
     pub metrics: Arc<Metrics>,
     /// The InfluxDB sink, when the pipeline has one.
-    pub influx: Option<pulse_core::config::InfluxConfig>,
+    pub influx: Option<influx::Sink>,
     ready: AtomicBool,
 }
 
@@ -119,6 +119,7 @@ pub async fn connect(config_path: &Path, owner: String) -> Result<Arc<Context>, 
     let config = PipelineConfig::parse(&text)
         .map_err(|source| ProcessorError::Config { path: config_path.to_path_buf(), source })?;
     let tz = pulse_core::rollup::time_zone(&config.timezone)?;
+    let config_funnels = config.funnels.clone();
     let redis_url = read_secret(&config.buffer.redis_url_file).await?;
     let mongo_uri = read_secret(&config.storage.mongodb_uri_file).await?;
 
@@ -153,7 +154,7 @@ pub async fn connect(config_path: &Path, owner: String) -> Result<Arc<Context>, 
         ttl_index,
         read_count: (config.processor.batch_size as usize / 50).clamp(1, 200),
         batch_events: (config.processor.batch_size as usize).max(1),
-        influx: config.influx,
+        influx: config.influx.map(|config| influx::Sink { config, funnels: config_funnels }),
         ready: AtomicBool::new(false),
     }))
 }
@@ -184,8 +185,8 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    if let Some(influx) = ctx.influx.clone() {
-        tokio::spawn(influx::run(Arc::clone(&ctx), influx, stop_rx.clone()));
+    if ctx.influx.is_some() {
+        tokio::spawn(influx::run(Arc::clone(&ctx), stop_rx.clone()));
     }
     coordinator::run(ctx, stop_rx).await;
     server.await.map_err(|e| ProcessorError::Serve(std::io::Error::other(e)))?.map_err(ProcessorError::Serve)

@@ -17,13 +17,16 @@ use support::{Pipeline, events, events_within};
 const DRAIN: Duration = Duration::from_secs(120);
 const CONVERGE: Duration = Duration::from_secs(60);
 const OUTAGE: Duration = Duration::from_secs(30);
+const FUNNEL: &str = "browse-to-buy";
 
 /// Adds an `influx` section to the pipeline's config, flushing every second and looking
-/// back 4 days (the generated events are up to 3 days late).
+/// back 4 days (the generated events are up to 3 days late), and a declared funnel.
 fn with_influx(pipeline: &Pipeline, influx: &InfluxDb, database: &str) {
     let mut config = std::fs::read_to_string(&pipeline.config).expect("read config");
     config.push_str(&format!(
-        "influx:\n  url: {}\n  database: {database}\n  flushInterval: 1s\n  lookback: 4d\n  backfill: 7d\n  batchPoints: 500\n",
+        "influx:\n  url: {}\n  database: {database}\n  flushInterval: 1s\n  lookback: 4d\n  backfill: 7d\n  \
+         funnelInterval: 2s\n  batchPoints: 500\n\
+         funnels:\n  - name: {FUNNEL}\n    steps: [{{ event: page_viewed }}, {{ event: purchase }}]\n    window: 1h\n",
         influx.url()
     ));
     std::fs::write(&pipeline.config, config).expect("write config");
@@ -163,6 +166,69 @@ async fn start() -> (RedisServer, FerretDb, InfluxDb, String) {
     (redis, ferret, influx, database)
 }
 
+/// Per day: (entered, converted), from InfluxDB's `pulse_funnel`.
+async fn influx_funnel(influx: &InfluxDb, database: &str, tenant: &str) -> BTreeMap<i64, (u64, u64)> {
+    let body = influxql(
+        influx,
+        database,
+        &format!(r#"SELECT "entered", "converted" FROM "pulse_funnel" WHERE "tenant" = '{tenant}' AND "funnel" = '{FUNNEL}'"#),
+    )
+    .await;
+    rows(&body)
+        .into_iter()
+        .map(|(_, r)| {
+            (
+                r["time"].as_i64().expect("time"),
+                (r["entered"].as_u64().expect("entered"), r["converted"].as_u64().expect("converted")),
+            )
+        })
+        .collect()
+}
+
+/// Per day: (entered, converted), by the core funnel engine over the stored raw events.
+async fn engine_funnel(pipeline: &Pipeline) -> BTreeMap<i64, (u64, u64)> {
+    use pulse_core::analytics::funnel::{self, FunnelQuery};
+    use pulse_core::analytics::period::{self, Interval};
+    let config = pulse_core::config::PipelineConfig::parse(
+        &std::fs::read_to_string(&pipeline.config).expect("config"),
+    )
+    .expect("valid config");
+    let def = &config.funnels[0].definition;
+    let tz = pulse_core::rollup::time_zone(&pipeline.timezone).expect("tz");
+    let now = jiff::Timestamp::now().as_millisecond();
+    let query = FunnelQuery {
+        from: period::start(now - 6 * 86_400_000, Interval::Day, &tz),
+        to: now + 1,
+        trend: Some(Interval::Day),
+    };
+    let events: Vec<pulse_core::analytics::AnalyticsEvent> = pipeline
+        .store()
+        .await
+        .events_between(None, 0, i64::MAX, 1_000_000)
+        .await
+        .expect("events")
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    let report = funnel::run(def, &query, &events, None, &tz, &Default::default()).expect("funnel");
+    report.trend.iter().map(|p| (p.period_start, (p.entered, p.converted))).collect()
+}
+
+/// Waits until InfluxDB's funnel conversion per day equals the engine's over MongoDB.
+async fn assert_funnel_converges(pipeline: &Pipeline, influx: &InfluxDb, database: &str) {
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    loop {
+        let want = engine_funnel(pipeline).await;
+        let got = influx_funnel(influx, database, &pipeline.tenant).await;
+        if got == want {
+            assert!(want.values().any(|(entered, converted)| *entered > 0 && *converted > 0), "{want:?}");
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "funnel per day: InfluxDB {got:?}, engine {want:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn influxql_returns_exactly_the_rollups_stored_in_mongodb() {
     let (redis, ferret, influx, database) = start().await;
@@ -182,6 +248,7 @@ async fn influxql_returns_exactly_the_rollups_stored_in_mongodb() {
     assert_eq!(points, written.len());
     assert!(written.iter().all(|(id, t)| t.users.is_some() != id.starts_with("minute|")));
     assert!(written.values().all(|t| t.numeric.contains_key("revenue")));
+    assert_funnel_converges(&pipeline, &influx, &database).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,6 +41,10 @@ pub struct InfluxConfig {
     /// How far back the full sweep goes.
     #[serde(default = "default_backfill")]
     pub backfill: DurationSpec,
+    /// How often each declared funnel's conversion per day (last 7 days) is recomputed
+    /// from raw events and written, when new events arrived.
+    #[serde(default = "default_funnel_interval")]
+    pub funnel_interval: DurationSpec,
     /// Most points in one write request (1 to 100000).
     #[serde(default = "default_batch_points")]
     pub batch_points: u32,
@@ -56,6 +60,10 @@ fn default_lookback() -> DurationSpec {
 
 fn default_backfill() -> DurationSpec {
     DurationSpec::days(7)
+}
+
+fn default_funnel_interval() -> DurationSpec {
+    DurationSpec::minutes(1)
 }
 
 fn default_batch_points() -> u32 {

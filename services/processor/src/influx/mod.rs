@@ -15,6 +15,7 @@
 //! Every processor replica runs the sink; their writes are the same points, so the cost
 //! of more replicas is repeated (idempotent) writes, not wrong numbers.
 
+pub mod funnels;
 pub mod line;
 pub mod schema;
 pub mod source;
@@ -25,7 +26,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pulse_core::config::InfluxConfig;
+use pulse_core::config::{InfluxConfig, NamedFunnel};
 use pulse_core::rollup::{BucketKey, bucket_start};
 use tokio::sync::watch;
 
@@ -45,6 +46,8 @@ pub enum SinkError {
     Store(#[from] mongodb::error::Error),
     #[error("{0}")]
     Write(#[from] WriteError),
+    #[error("{0}")]
+    Funnel(#[from] funnels::FunnelError),
 }
 
 impl SinkError {
@@ -52,8 +55,15 @@ impl SinkError {
         match self {
             SinkError::Store(_) => "store",
             SinkError::Write(e) => e.kind(),
+            SinkError::Funnel(_) => "funnel",
         }
     }
+}
+
+/// The sink's settings: where to write, and the funnels whose conversion it writes.
+pub struct Sink {
+    pub config: InfluxConfig,
+    pub funnels: Vec<NamedFunnel>,
 }
 
 /// What the sink has written: per bucket, a hash of its last written lines.
@@ -66,9 +76,11 @@ impl Written {
     }
 }
 
-/// Runs the sink until `stop` flips.
-pub async fn run(ctx: Arc<Context>, config: InfluxConfig, mut stop: watch::Receiver<bool>) {
-    let mut writer = match Writer::new(&config) {
+/// Runs the sink until `stop` flips (at once when the pipeline has none).
+pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
+    let Some(sink) = ctx.influx.as_ref() else { return };
+    let config = &sink.config;
+    let mut writer = match Writer::new(config) {
         Ok(w) => w,
         Err(e) => {
             tracing::error!(error = %e, "InfluxDB sink cannot start");
@@ -78,12 +90,16 @@ pub async fn run(ctx: Arc<Context>, config: InfluxConfig, mut stop: watch::Recei
     let flush = Duration::from_secs(config.flush_interval.as_secs().max(1));
     let lookback = config.lookback.as_millis();
     let backfill = config.backfill.as_millis();
+    let funnel_every = config.funnel_interval.as_millis();
     let mut written = Written::default();
     let started_at = now_ms();
     // The start of the last successful flush: every change before it is written.
     let mut synced_at: Option<i64> = None;
     let mut next_sweep = started_at;
     let mut backoff = FIRST_BACKOFF;
+    // Funnels are recomputed when new events arrived, at most every `funnel_every`.
+    let mut funnels_dirty = !sink.funnels.is_empty();
+    let mut funnels_due = started_at;
     loop {
         let now = now_ms();
         let full = now >= next_sweep;
@@ -101,6 +117,20 @@ pub async fn run(ctx: Arc<Context>, config: InfluxConfig, mut stop: watch::Recei
                 }
                 ctx.metrics.influx_points_written.inc_by(points as u64);
                 backoff = FIRST_BACKOFF;
+                funnels_dirty |= points > 0 && !sink.funnels.is_empty();
+                if funnels_dirty && now >= funnels_due {
+                    funnels_due = now + funnel_every;
+                    match write_funnels(&ctx, sink, &mut writer, now).await {
+                        Ok(points) => {
+                            funnels_dirty = false;
+                            ctx.metrics.influx_points_written.inc_by(points as u64);
+                        }
+                        Err(e) => {
+                            ctx.metrics.influx_errors.get_or_create(&ErrorLabel { kind: e.kind() }).inc();
+                            tracing::warn!(error = %e, "InfluxDB sink: funnel conversion not written, retried later");
+                        }
+                    }
+                }
                 flush
             }
             Err(e) => {
@@ -117,6 +147,22 @@ pub async fn run(ctx: Arc<Context>, config: InfluxConfig, mut stop: watch::Recei
             _ = stop.wait_for(|s| *s) => return,
         }
     }
+}
+
+/// Recomputes and writes every declared funnel's recent conversion per day.
+async fn write_funnels(
+    ctx: &Context,
+    sink: &Sink,
+    writer: &mut Writer,
+    now: i64,
+) -> Result<usize, SinkError> {
+    let mut lines = Vec::new();
+    for funnel in &sink.funnels {
+        let points = funnels::conversion_points(&ctx.store, &ctx.tenant, funnel, &ctx.tz, now).await?;
+        lines.extend(points.iter().filter_map(line::Point::encode));
+    }
+    writer.write(&lines).await?;
+    Ok(lines.len())
 }
 
 /// Writes every bucket of the pipeline's intervals from `from` on that changed since it
