@@ -29,6 +29,7 @@ pub use error::{Error, Result};
 pub use influx::InfluxDb;
 pub use kube::{KubeOptions, KubeStack};
 pub use mongo::FerretDb;
+pub use ports::free_port;
 pub use process::ServerProcess;
 pub use redis::{AppendFsync, RedisCluster, RedisOptions, RedisServer};
 pub use workdir::WorkDir;

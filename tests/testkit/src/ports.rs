@@ -8,7 +8,7 @@ use crate::{Error, Result};
 static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 
 /// A loopback port that is free now and not yet handed out by this process.
-pub(crate) fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     free_port_where(|_| true)
 }
 
