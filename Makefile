@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Runs a step and prints how long it took: $(call timed,label,command)
 timed = start=$$SECONDS; $(2); echo "[make] $(1) took $$((SECONDS - start))s"
 
-.PHONY: all env lint fmt crds test test-only bench-ingest bench-processor bench-compat
+.PHONY: all env lint fmt crds test test-only bench-ingest bench-processor bench-compat demo chart-test
 
 all: test
 
@@ -21,9 +21,10 @@ env:
 fmt:
 	$(CARGO) fmt --all
 
-## crds: regenerate crds/*.yaml from the Rust types (a test fails when they differ)
+## crds: regenerate crds/*.yaml (and the chart's copy) from the Rust types (a test fails when they differ)
 crds:
 	$(CARGO) run -q -p pulse-crds --bin crdgen
+	cp crds/analyticspipelines.yaml crds/funnels.yaml charts/pulse/crds/
 
 ## lint: formatting check and clippy with warnings as errors
 lint:
@@ -48,3 +49,14 @@ bench-processor: env
 ## bench-compat: ingest throughput through the Segment and PostHog compat endpoints next to native
 bench-compat: env
 	@bash tests/bench/compat.sh
+
+## demo: a whole tenant pipeline on the local stack, fed synthetic traffic, its answers printed
+## (DEMO_ARGS=--exit stops after printing; the default serves until Ctrl-C)
+demo:
+	@$(call timed,stack,bash tests/env/build-stack.sh)
+	@$(call timed,release build,$(CARGO) build --release --locked -p pulse-operator -p pulse-ingest -p pulse-processor -p pulse-query -p pulse-demo)
+	@./target/release/pulse-demo $(DEMO_ARGS)
+
+## chart-test: the Helm chart and GitOps tests only (part of `make test`)
+chart-test:
+	@$(call timed,chart tests,$(CARGO) test --locked -p pulse-operator --test install)

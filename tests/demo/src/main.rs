@@ -1,0 +1,236 @@
+//! `make demo`: one tenant's whole pipeline on this machine. It starts the local stack
+//! (Kubernetes with a simulated node, Redis, FerretDB), installs the CRDs, runs the operator,
+//! applies the acme pipeline and funnels from examples/, turns the config and keys the
+//! operator rendered into local files, runs ingest, processor and query from them, sends a
+//! fortnight of synthetic product traffic with an A/B experiment, and prints what the query
+//! API answers. It then serves until Ctrl-C (or exits at once with --exit).
+
+mod services;
+mod traffic;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use pulse_testkit::{FerretDb, KubeOptions, KubeStack, RedisServer};
+use serde_json::json;
+use services::{Cluster, Service, wait_until};
+
+/// pulse-demo: a whole tenant pipeline, end to end, on the local stack.
+#[derive(Debug, Parser)]
+#[command(name = "pulse-demo", about)]
+struct Args {
+    /// Synthetic users to generate (about 9 events each).
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(10..=1_000_000))]
+    users: u64,
+    /// Stop after printing the results instead of serving until Ctrl-C.
+    #[arg(long, env = "PULSE_DEMO_EXIT")]
+    exit: bool,
+    /// Where the demo writes the rendered config, secrets and logs (emptied first).
+    #[arg(long, default_value = "target/demo")]
+    dir: PathBuf,
+}
+
+const NAMESPACE: &str = "demo";
+const TENANT: &str = "acme";
+
+/// Prints a step and, when it ends, how long it took.
+struct Step(Instant);
+
+impl Step {
+    fn start(what: &str) -> Step {
+        println!("▸ {what}");
+        Step(Instant::now())
+    }
+    fn done(self, what: &str) {
+        println!("  ✓ {what} ({:.1} s)", self.0.elapsed().as_secs_f64());
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let started = Instant::now();
+    let outcome = tokio::select! {
+        r = run(&args, started) => r,
+        _ = tokio::signal::ctrl_c() => Err("interrupted".to_string()),
+    };
+    match outcome {
+        Ok(()) => println!("\nStopped cleanly after {:.0} s.", started.elapsed().as_secs_f64()),
+        Err(e) if e == "interrupted" => println!("\nInterrupted: everything the demo started is stopped."),
+        Err(e) => {
+            eprintln!("\npulse-demo failed: {e}\nLogs are in {}.", args.dir.display());
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn run(args: &Args, started: Instant) -> Result<(), String> {
+    let dir = std::path::absolute(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("secrets")).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let bin = services::binaries_dir()?;
+
+    let step = Step::start("starting the local stack: etcd, kube-apiserver, controllers, scheduler, kwok");
+    let stack = KubeStack::start(KubeOptions::full()).await.map_err(|e| e.to_string())?;
+    step.done(&format!("Kubernetes API at {}", stack.server_url()));
+    let step = Step::start("starting Redis and FerretDB (MongoDB wire protocol)");
+    let (redis, ferret) =
+        tokio::try_join!(RedisServer::start(), FerretDb::start()).map_err(|e| e.to_string())?;
+    step.done(&format!("Redis {}, MongoDB {}", redis.url(), ferret.uri()));
+    let cluster = Cluster { stack: &stack, namespace: NAMESPACE };
+
+    let step = Step::start("installing the CRDs (crds/*.yaml)");
+    let repo = services::repo_dir();
+    cluster.kubectl(&["apply", "--server-side", "-f", &repo.join("crds").to_string_lossy()])?;
+    cluster.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/analyticspipelines.pulse.dev",
+        "crd/funnels.pulse.dev",
+    ])?;
+    cluster.kubectl(&["create", "namespace", NAMESPACE])?;
+    step.done("AnalyticsPipeline and Funnel are served");
+
+    let step = Step::start("running pulse-operator (a local process, watching namespace demo)");
+    let mut operator = Service::operator(&bin, &dir, &stack).await?;
+    step.done(&format!("metrics on {}", operator.url));
+
+    let step = Step::start("applying examples/pipelines/acme-external.yaml and examples/funnels/");
+    // The example's Secrets point at placeholder hosts; these point at the local servers.
+    cluster.secret("acme-redis", "url", &redis.url())?;
+    cluster.secret("acme-mongodb", "uri", &ferret.uri())?;
+    cluster.apply(&repo.join("examples/pipelines/acme-external.yaml"))?;
+    cluster.apply(&repo.join("examples/funnels"))?;
+    cluster
+        .kubectl(&["wait", "--for=condition=Ready", "analyticspipeline/acme", "--timeout=180s"])
+        .map_err(|e| format!("{e}\noperator log: {}", operator.log.display()))?;
+    step.done("pipeline acme is Ready (Deployments Available on the simulated node)");
+
+    let step = Step::start("materialising the rendered pipeline config and keys as the pods mount them");
+    let config = cluster.materialise(TENANT, &dir)?;
+    step.done(&format!("{}", config.file.display()));
+
+    let step = Step::start("running pulse-ingest, pulse-processor and pulse-query from that config");
+    let mut ingest = Service::start(&bin, "pulse-ingest", &config.file, &dir).await?;
+    let mut processor = Service::start(&bin, "pulse-processor", &config.file, &dir).await?;
+    let mut query = Service::start(&bin, "pulse-query", &config.file, &dir).await?;
+    step.done(&format!("ingest {}, query {}", ingest.url, query.url));
+
+    let now = jiff::Timestamp::now().as_millisecond();
+    let events = traffic::generate(args.users as usize, now, &format!("{now}"));
+    let step = Step::start(&format!(
+        "sending {} events of {} users over {} days (checkout_v2 A/B experiment)",
+        events.len(),
+        args.users,
+        traffic::DAYS
+    ));
+    let sent = services::send(&ingest.url, &config.write_key, &events).await?;
+    step.done(&format!("{sent} events accepted"));
+    let step = Step::start("waiting for the processor to store them exactly once");
+    services::wait_stored(&query.url, &config.read_key, now, sent).await?;
+    step.done("every event is in MongoDB and the rollups");
+
+    let http = reqwest::Client::new();
+    let q = services::Query { http: &http, url: &query.url, key: &config.read_key };
+    let from = now - traffic::DAYS * traffic::DAY - traffic::DAY;
+    println!("\n$ kubectl get analyticspipelines,funnels -n demo");
+    // The funnels' status carries a 7-day conversion summary, refreshed by the operator.
+    let _ = wait_until(Duration::from_secs(20), || async {
+        let out = cluster.kubectl(&["get", "funnels", "-o", "jsonpath={.items[*].status.summary}"])?;
+        if out.trim().is_empty() { Err("no summary yet".to_string()) } else { Ok(()) }
+    })
+    .await;
+    print!("{}", cluster.kubectl(&["get", "analyticspipelines,funnels"])?);
+
+    let checkout = q.get(&format!("/v1/funnels/checkout?from={from}&to={now}")).await?;
+    println!(
+        "\n{}",
+        report::funnel(
+            "Funnel checkout (cart_viewed → checkout_started → order_paid with total > 0, 2 h window, cart_emptied excluded)",
+            &checkout["result"],
+            "experiments.checkout_v2"
+        )
+    );
+    let signup = q.get(&format!("/v1/funnels/signup?from={from}&to={now}")).await?;
+    println!("{}", report::funnel("Funnel signup (1 day window)", &signup["result"], ""));
+    let retention = q
+        .post(
+            "/v1/retention",
+            &json!({
+                "start": { "event": "signed_up" }, "return": { "event": "session_started" },
+                "kind": "firstTime", "period": "day", "periods": 8, "from": now - 10 * traffic::DAY, "to": now,
+            }),
+        )
+        .await?;
+    let tz = config.timezone.clone();
+    println!(
+        "{}",
+        report::retention(
+            "Retention: signed up, then came back (session_started)",
+            &retention["result"],
+            &tz
+        )
+    );
+    let trend = q
+        .post(
+            "/v1/trends",
+            &json!({
+                "event": { "event": "session_started" }, "measure": { "kind": "uniqueUsers" },
+                "interval": "day", "from": from, "to": now,
+            }),
+        )
+        .await?;
+    println!(
+        "{}",
+        report::trend("Trend: daily active users (unique users with session_started)", &trend["result"], &tz)
+    );
+    println!(
+        "(answered from: checkout {}, retention {}, trend {})\n",
+        checkout["answeredFrom"], retention["answeredFrom"], trend["answeredFrom"]
+    );
+    print_try_it(&stack, &config, &ingest.url, &query.url, &dir, from, now);
+    println!("Ready after {:.0} s.", started.elapsed().as_secs_f64());
+
+    if !args.exit {
+        println!("Serving until Ctrl-C.");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    println!("Stopping: query, processor, ingest, operator, then the stack.");
+    for s in [&mut query, &mut processor, &mut ingest, &mut operator] {
+        s.stop();
+    }
+    drop((redis, ferret, stack));
+    Ok(())
+}
+
+fn print_try_it(
+    stack: &KubeStack,
+    config: &services::Materialised,
+    ingest: &str,
+    query: &str,
+    dir: &Path,
+    from: i64,
+    now: i64,
+) {
+    println!("Try it (while the demo runs):");
+    println!("  export KUBECONFIG={}", stack.kubeconfig().display());
+    println!("  export WRITE_KEY={} READ_KEY={}", config.write_key, config.read_key);
+    println!("  kubectl get pulse -n demo            # pipelines and funnels");
+    println!("  kubectl describe funnel checkout -n demo");
+    println!("  curl -s {ingest}/openapi.json | head -c 300   # ingest API");
+    println!("  curl -s {query}/openapi.json | head -c 300    # query API");
+    println!(
+        "  curl -s -X POST {ingest}/v1/batch -H \"Authorization: Bearer $WRITE_KEY\" -H 'Content-Type: application/json' \\\n    -d '{{\"batch\":[{{\"event\":\"signed_up\",\"distinct_id\":\"me\"}}]}}'"
+    );
+    println!("  curl -s \"{query}/v1/events\" -H \"Authorization: Bearer $READ_KEY\"");
+    println!(
+        "  curl -s \"{query}/v1/funnels/checkout?from={from}&to={now}\" -H \"Authorization: Bearer $READ_KEY\""
+    );
+    println!(
+        "  curl -s -X POST {query}/v1/trends -H \"Authorization: Bearer $READ_KEY\" -H 'Content-Type: application/json' \\\n    -d '{{\"event\":{{\"event\":\"order_paid\"}},\"measure\":{{\"kind\":\"sum\",\"property\":\"revenue\"}},\"interval\":\"day\",\"from\":{from},\"to\":{now}}}'"
+    );
+    println!("  Config, secrets and logs: {}\n", dir.display());
+}
+
+mod report;

@@ -1,0 +1,172 @@
+//! The query API's answers as terminal tables: a funnel with per-step conversion and the
+//! experiment's variants compared, a retention table, and a trend with bars.
+
+use jiff::tz::TimeZone;
+use serde_json::Value;
+
+fn percent(v: &Value) -> String {
+    v.as_f64().map(|f| format!("{:.1}%", f * 100.0)).unwrap_or_else(|| "-".into())
+}
+
+fn count(v: &Value) -> String {
+    v.as_u64().map(|n| n.to_string()).unwrap_or_else(|| "-".into())
+}
+
+fn duration(ms: &Value) -> String {
+    let Some(ms) = ms.as_i64() else { return "-".into() };
+    let minutes = ms / 60_000;
+    if minutes < 120 { format!("{minutes} min") } else { format!("{:.1} h", minutes as f64 / 60.0) }
+}
+
+/// A period start (epoch ms) as a day in the pipeline's time zone.
+pub fn day(ms: &Value, tz: &TimeZone) -> String {
+    ms.as_i64()
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map(|t| t.to_zoned_datetime(tz.clone()).strftime("%a %b %d").to_string())
+        .unwrap_or_else(|| "?".into())
+}
+
+/// The steps of a funnel report and, when it has a breakdown, one row per value with its
+/// conversion compared to the first (largest) row.
+pub fn funnel(title: &str, report: &Value, breakdown: &str) -> String {
+    let mut out = format!("{title}\n");
+    out += &format!(
+        "  {:<22} {:>7} {:>14} {:>11} {:>9} {:>16}\n",
+        "step", "users", "from previous", "from first", "dropped", "median to step"
+    );
+    for step in report["steps"].as_array().into_iter().flatten() {
+        out += &format!(
+            "  {:<22} {:>7} {:>14} {:>11} {:>9} {:>16}\n",
+            step["name"].as_str().unwrap_or("?"),
+            count(&step["users"]),
+            percent(&step["conversionFromPrevious"]),
+            percent(&step["conversionFromFirst"]),
+            count(&step["droppedOff"]),
+            duration(&step["timeToConvert"]["medianMs"]),
+        );
+    }
+    let rows = report["breakdown"].as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        return out;
+    }
+    out += &format!("\n  by {breakdown}:\n");
+    out += &format!(
+        "  {:<12} {:>8} {:>10} {:>11}   {:<34} {:>8}\n",
+        "variant", "entered", "converted", "conversion", "vs. baseline (95% CI)", "p-value"
+    );
+    for row in &rows {
+        let steps: Vec<u64> =
+            row["steps"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
+        let c = &row["comparison"];
+        let comparison = match c["difference"].as_f64() {
+            Some(d) => format!(
+                "{:+.1} pts [{:+.1}, {:+.1}]",
+                d * 100.0,
+                c["ciLow"].as_f64().unwrap_or(f64::NAN) * 100.0,
+                c["ciHigh"].as_f64().unwrap_or(f64::NAN) * 100.0
+            ),
+            None => "baseline".into(),
+        };
+        let p = c["pValue"].as_f64().map(|p| format!("{p:.4}")).unwrap_or_else(|| "-".into());
+        out += &format!(
+            "  {:<12} {:>8} {:>10} {:>11}   {:<34} {:>8}\n",
+            row["value"].as_str().unwrap_or("(none)"),
+            steps.first().copied().unwrap_or(0),
+            steps.last().copied().unwrap_or(0),
+            percent(&row["conversion"]),
+            comparison,
+            p
+        );
+    }
+    out
+}
+
+/// One row per cohort day: its users, then the share that came back k days later.
+pub fn retention(title: &str, report: &Value, tz: &TimeZone) -> String {
+    let cohorts = report["cohorts"].as_array().cloned().unwrap_or_default();
+    let periods = cohorts.iter().filter_map(|c| c["retained"].as_array().map(Vec::len)).max().unwrap_or(0);
+    let mut out = format!("{title}\n  {:<12} {:>6}", "cohort", "users");
+    for k in 0..periods {
+        out += &format!(" {:>6}", format!("day {k}"));
+    }
+    out += "\n";
+    for c in &cohorts {
+        let users = c["users"].as_u64().unwrap_or(0);
+        out += &format!("  {:<12} {:>6}", day(&c["periodStart"], tz), users);
+        for r in c["retained"].as_array().into_iter().flatten() {
+            let cell = match (r.as_u64(), users) {
+                (Some(n), u) if u > 0 => format!("{:.0}%", n as f64 * 100.0 / u as f64),
+                _ => "-".into(),
+            };
+            out += &format!(" {cell:>6}");
+        }
+        out += "\n";
+    }
+    out
+}
+
+/// The first series of a trend report, one bar per interval.
+pub fn trend(title: &str, report: &Value, tz: &TimeZone) -> String {
+    let points = report["series"][0]["points"].as_array().cloned().unwrap_or_default();
+    let max = points.iter().filter_map(|p| p["value"].as_f64()).fold(0.0, f64::max);
+    let mut out = format!("{title}\n");
+    for p in &points {
+        let v = p["value"].as_f64().unwrap_or(0.0);
+        let width = if max > 0.0 { (v / max * 40.0).round() as usize } else { 0 };
+        out += &format!("  {:<12} {:>6} {}\n", day(&p["start"], tz), v, "█".repeat(width));
+    }
+    out
+}
+
+/// A progress bar: `label [#####.....] 50% done/total unit`.
+pub fn progress(label: &str, done: usize, total: usize, unit: &str) -> String {
+    const WIDTH: usize = 30;
+    let filled = (done.min(total) * WIDTH).checked_div(total).unwrap_or(WIDTH);
+    let pct = (done.min(total) * 100).checked_div(total).unwrap_or(100);
+    format!(
+        "\r  {label:<10} [{}{}] {pct:>3}% {done}/{total} {unit}",
+        "█".repeat(filled),
+        "░".repeat(WIDTH - filled)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_funnel_table_shows_steps_and_the_variants_compared() {
+        let report = json!({
+            "steps": [
+                { "name": "cart_viewed", "users": 100, "conversionFromPrevious": 1.0, "conversionFromFirst": 1.0, "droppedOff": 40 },
+                { "name": "order_paid", "users": 60, "conversionFromPrevious": 0.6, "conversionFromFirst": 0.6, "droppedOff": 0,
+                  "timeToConvert": { "medianMs": 1_800_000 } }
+            ],
+            "breakdown": [
+                { "value": "control", "steps": [50, 25], "conversion": 0.5, "comparison": null },
+                { "value": "new_flow", "steps": [50, 35], "conversion": 0.7,
+                  "comparison": { "difference": 0.2, "ciLow": 0.01, "ciHigh": 0.39, "z": 2.0, "pValue": 0.0412 } }
+            ]
+        });
+        let table = funnel("checkout", &report, "experiments.checkout_v2");
+        assert!(table.contains("order_paid"), "{table}");
+        assert!(table.contains("60.0%") && table.contains("30 min"), "{table}");
+        assert!(table.contains("baseline") && table.contains("+20.0 pts [+1.0, +39.0]"), "{table}");
+        assert!(table.contains("0.0412"), "{table}");
+    }
+
+    #[test]
+    fn retention_cells_are_shares_of_the_cohort() {
+        let report = json!({ "cohorts": [{ "periodStart": 0, "users": 8, "retained": [8, 4, 0] }] });
+        let table = retention("r", &report, &TimeZone::UTC);
+        assert!(table.contains("Thu Jan 01") && table.contains("100%") && table.contains("50%"), "{table}");
+        assert!(table.contains("day 2"), "{table}");
+    }
+
+    #[test]
+    fn a_progress_bar_is_full_at_the_total() {
+        assert!(progress("sent", 10, 10, "events").contains("100% 10/10"));
+        assert!(progress("sent", 0, 10, "events").contains("  0% 0/10"));
+    }
+}
