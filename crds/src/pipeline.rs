@@ -63,6 +63,10 @@ pub struct AnalyticsPipelineSpec {
     /// Grafana dashboards for this pipeline.
     #[serde(default)]
     pub dashboards: DashboardsSpec,
+    /// Copies the rollups to InfluxDB as time series (off when absent); the dashboard then
+    /// gets business panels over it. Schema: docs/influxdb.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub influx: Option<InfluxSpec>,
     /// What happens to the tenant's data (Redis streams, MongoDB database) when the
     /// pipeline is deleted: Retain (default) keeps it, Delete drops it.
     #[serde(default)]
@@ -374,6 +378,57 @@ impl Default for DashboardsSpec {
     fn default() -> Self {
         DashboardsSpec { enabled: true, folder: default_folder(), labels: BTreeMap::new() }
     }
+}
+
+/// The InfluxDB sink: the processor writes rollups over InfluxDB's v1 HTTP `/write`
+/// endpoint (InfluxDB 1.x; 2.x and 3.x serve it for compatibility, with a DBRP mapping).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    { "rule": "has(self.usernameSecretRef) == has(self.passwordSecretRef)", "message": "usernameSecretRef and passwordSecretRef go together", "fieldPath": ".passwordSecretRef" }
+]))]
+pub struct InfluxSpec {
+    /// The InfluxDB HTTP API's base URL, e.g. http://influxdb.monitoring:8086. Plain http
+    /// only (put a TLS-terminating proxy in front for https).
+    #[schemars(length(min = 8, max = 2048), regex(pattern = r"^http://[^\s/]+(/[^\s]*)?$"))]
+    pub url: String,
+    /// The database (1.x), or the database name of the bucket's DBRP mapping (2.x/3.x).
+    #[schemars(length(min = 1, max = 255), regex(pattern = r"^[^\x00-\x1f]+$"))]
+    pub database: String,
+    /// The retention policy written to; the database's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255), regex(pattern = r"^[^\x00-\x1f]+$"))]
+    pub retention_policy: Option<String>,
+    /// The Secret key holding the user name; no authentication when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_secret_ref: Option<SecretKeyRef>,
+    /// The Secret key holding the password (or a 2.x token); required with usernameSecretRef.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+    /// How often changed rollups are written, e.g. "5s" (the default).
+    #[serde(default = "default_influx_flush")]
+    pub flush_interval: DurationSpec,
+    /// How far back each flush looks for late events, e.g. "2h" (the default); older
+    /// changes are written by the hourly full sweep over 7 days.
+    #[serde(default = "default_influx_lookback")]
+    pub lookback: DurationSpec,
+    /// The uid of the InfluxDB datasource in your Grafana (InfluxQL, this database), used
+    /// by the dashboard's business panels. Default "influxdb".
+    #[serde(default = "default_influx_datasource")]
+    #[schemars(length(min = 1, max = 40), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
+    pub grafana_datasource_uid: String,
+}
+
+fn default_influx_flush() -> DurationSpec {
+    DurationSpec::seconds(5)
+}
+
+fn default_influx_lookback() -> DurationSpec {
+    DurationSpec::hours(2)
+}
+
+fn default_influx_datasource() -> String {
+    "influxdb".to_string()
 }
 
 /// What to do with the tenant's data when the pipeline is deleted.

@@ -2,8 +2,8 @@
 //! the document every service reads. Pure: the same spec and funnels give the same text.
 
 use pulse_core::config::{
-    BufferConfig, IngestConfig, KeysConfig, NamedFunnel, PipelineConfig, ProcessorConfig, QueryConfig,
-    RollupsConfig, StorageConfig,
+    BufferConfig, InfluxConfig, IngestConfig, KeysConfig, NamedFunnel, PipelineConfig, ProcessorConfig,
+    QueryConfig, RollupsConfig, StorageConfig,
 };
 use pulse_crds::AnalyticsPipelineSpec;
 
@@ -19,6 +19,10 @@ pub mod paths {
     pub const KEYS_DIR: &str = "/var/run/pulse/keys";
     pub const WRITE_KEY_FILE: &str = "/var/run/pulse/keys/write-key";
     pub const READ_KEY_FILE: &str = "/var/run/pulse/keys/read-key";
+    pub const INFLUX_USERNAME_DIR: &str = "/var/run/pulse/influx-username";
+    pub const INFLUX_USERNAME_FILE: &str = "/var/run/pulse/influx-username/username";
+    pub const INFLUX_PASSWORD_DIR: &str = "/var/run/pulse/influx-password";
+    pub const INFLUX_PASSWORD_FILE: &str = "/var/run/pulse/influx-password/password";
 }
 
 /// The pipeline config of `spec` for `tenant`, with `funnels` sorted by name. Negative
@@ -62,9 +66,23 @@ pub fn pipeline_config(
             numeric_properties: spec.rollups.numeric_properties.clone(),
         },
         funnels,
-        // The CRD has no InfluxDB sink yet (issue 10): set it in a hand-run config.
-        influx: None,
+        influx: spec.influx.as_ref().map(influx_config),
     }
+}
+
+/// The InfluxDB sink: credentials as files of the mounted Secret keys.
+fn influx_config(spec: &pulse_crds::InfluxSpec) -> InfluxConfig {
+    let mut config = InfluxConfig::new(&spec.url, &spec.database);
+    config.retention_policy = spec.retention_policy.clone();
+    config.username_file = spec.username_secret_ref.as_ref().map(|_| paths::INFLUX_USERNAME_FILE.into());
+    config.password_file = spec.password_secret_ref.as_ref().map(|_| paths::INFLUX_PASSWORD_FILE.into());
+    config.flush_interval = spec.flush_interval;
+    config.lookback = spec.lookback;
+    // A lookback longer than the default sweep: the sweep goes at least as far back.
+    if config.backfill.as_secs() < config.lookback.as_secs() {
+        config.backfill = config.lookback;
+    }
+    config
 }
 
 /// The config as the YAML text of the ConfigMap.
@@ -91,6 +109,20 @@ mod tests {
         assert_eq!(config.rollups.numeric_properties.len(), 2);
         let text = render(&config).expect("render");
         assert_eq!(PipelineConfig::parse(&text).expect("services parse it"), config);
+    }
+
+    #[test]
+    fn the_influx_sink_reads_its_credentials_from_the_mounted_secret_files() {
+        let plain = fixtures::pipeline(fixtures::ACME);
+        assert_eq!(pipeline_config("acme", &plain.spec, vec![]).influx, None);
+        let pipeline = fixtures::pipeline(&fixtures::acme_with_influx());
+        let config = pipeline_config("acme", &pipeline.spec, vec![]);
+        config.validate().expect("valid config");
+        let influx = config.influx.expect("influx on");
+        assert_eq!(influx.url, "http://influxdb.monitoring:8086");
+        assert_eq!(influx.retention_policy.as_deref(), Some("autogen"));
+        assert_eq!(influx.username_file.as_deref(), Some(std::path::Path::new(paths::INFLUX_USERNAME_FILE)));
+        assert_eq!(influx.password_file.as_deref(), Some(std::path::Path::new(paths::INFLUX_PASSWORD_FILE)));
     }
 
     #[test]

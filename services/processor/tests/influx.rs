@@ -249,6 +249,20 @@ async fn influxql_returns_exactly_the_rollups_stored_in_mongodb() {
     assert!(written.iter().all(|(id, t)| t.users.is_some() != id.starts_with("minute|")));
     assert!(written.values().all(|t| t.numeric.contains_key("revenue")));
     assert_funnel_converges(&pipeline, &influx, &database).await;
+    // The documented schema (docs/influxdb.md), which the operator's dashboard queries.
+    let shown = influxql(&influx, &database, "SHOW MEASUREMENTS").await;
+    let measurements: Vec<&str> = shown["results"][0]["series"][0]["values"]
+        .as_array()
+        .expect("measurements")
+        .iter()
+        .filter_map(|v| v[0].as_str())
+        .collect();
+    assert_eq!(measurements, ["pulse_event_numeric", "pulse_events", "pulse_funnel"]);
+    let tags = influxql(&influx, &database, r#"SHOW TAG KEYS FROM "pulse_events""#).await;
+    assert_eq!(
+        tags["results"][0]["series"][0]["values"],
+        serde_json::json!([["event"], ["interval"], ["tenant"]])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -77,10 +77,7 @@ fn spawn(dir: &WorkDir) -> Result<ServerProcess> {
 /// `GET /ping` over a plain socket (the testkit has no HTTP client): ready on 204.
 async fn ping(port: u16) -> std::result::Result<(), String> {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
-    stream
-        .write_all(b"GET /ping HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .await
-        .map_err(|e| e.to_string())?;
+    stream.write_all(b"GET /ping HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").await.map_err(|e| e.to_string())?;
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).await.map_err(|e| e.to_string())?;
     let status = String::from_utf8_lossy(&head[9..12]).to_string();

@@ -1,7 +1,8 @@
 //! The pipeline's Grafana dashboard: a ConfigMap labelled `grafana_dashboard: "1"` for
 //! Grafana's sidecar, and a GrafanaDashboard when grafana-operator is installed. Panels
 //! query Prometheus for the services' own metrics (labelled with the tenant) and
-//! kube-state-metrics for replicas.
+//! kube-state-metrics for replicas; with the InfluxDB sink on, business panels query
+//! InfluxDB (`business.rs`).
 
 use std::collections::BTreeMap;
 
@@ -166,6 +167,9 @@ pub fn dashboard_json(view: &ValidPipeline) -> Value {
             ((i as u32 % 2) * 12, 32 + (i as u32 / 2) * 8),
         ));
     }
+    let funnel_rows = view.config.funnels.len().div_ceil(2) as u32;
+    let next_id = 9 + view.config.funnels.len() as u32;
+    panels.extend(super::business::business_panels(view, next_id, 32 + funnel_rows * 8));
     json!({
         "title": format!("Pulse: {} / {}", view.namespace, view.name),
         "uid": dashboard_uid(view),

@@ -178,6 +178,18 @@ fn volumes(view: &ValidPipeline, component: Component) -> (Vec<Volume>, Vec<Volu
         volumes.push(keys);
         mounts.push(mount("keys", paths::KEYS_DIR));
     }
+    // The InfluxDB sink's credentials, for the processor only.
+    if let (Component::Processor, Some(influx)) = (component, view.spec.influx.as_ref()) {
+        for (volume, secret, file, dir) in [
+            ("influx-username", &influx.username_secret_ref, "username", paths::INFLUX_USERNAME_DIR),
+            ("influx-password", &influx.password_secret_ref, "password", paths::INFLUX_PASSWORD_DIR),
+        ] {
+            if let Some(secret) = secret {
+                volumes.push(secret_volume(volume, &secret.name, &[(secret.key.as_str(), file)]));
+                mounts.push(mount(volume, dir));
+            }
+        }
+    }
     (volumes, mounts)
 }
 
@@ -329,6 +341,21 @@ mod tests {
             processor.contains(&"mongodb".into()) && !processor.contains(&"keys".into()),
             "{processor:?}"
         );
+    }
+
+    #[test]
+    fn the_processor_alone_mounts_the_influx_credentials() {
+        let yaml = fixtures::acme_with_influx();
+        let volumes = |c| {
+            build(&yaml, c)["spec"]["template"]["spec"]["volumes"].as_array().cloned().unwrap_or_default()
+        };
+        let processor = volumes(Component::Processor);
+        let password = processor.iter().find(|v| v["name"] == "influx-password").expect("password volume");
+        assert_eq!(password["secret"]["secretName"], "acme-influx");
+        assert_eq!(password["secret"]["items"][0]["key"], "token");
+        assert_eq!(password["secret"]["items"][0]["path"], "password");
+        assert!(processor.iter().any(|v| v["name"] == "influx-username"));
+        assert!(!volumes(Component::Ingest).iter().any(|v| v["name"] == "influx-username"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! operator applies. Nothing here talks to a server; each builder has unit tests beside it
 //! that start from the YAML fixtures in `fixtures/`.
 
+mod business;
 mod config_map;
 mod dashboard;
 mod deployment;
@@ -24,6 +25,7 @@ use serde::Serialize;
 use crate::error::Error;
 use crate::pipeline::validate::ValidPipeline;
 
+pub use business::{EVENTS_MEASUREMENT, FUNNEL_MEASUREMENT, influx_queries};
 pub use dashboard::dashboard_json;
 pub use deployment::Workload;
 pub use hpa::scales_on_requests;

@@ -71,6 +71,22 @@ fn default_batch_points() -> u32 {
 }
 
 impl InfluxConfig {
+    /// Writes to `database` at `url`, without credentials, every other setting its default.
+    pub fn new(url: impl Into<String>, database: impl Into<String>) -> Self {
+        InfluxConfig {
+            url: url.into(),
+            database: database.into(),
+            retention_policy: None,
+            username_file: None,
+            password_file: None,
+            flush_interval: default_flush_interval(),
+            lookback: default_lookback(),
+            backfill: default_backfill(),
+            funnel_interval: default_funnel_interval(),
+            batch_points: default_batch_points(),
+        }
+    }
+
     /// Adds what is wrong, each under `prefix.<field>`.
     pub(crate) fn validate_into(&self, prefix: &str, errors: &mut Errors) {
         match self.url.strip_prefix("http://") {
@@ -126,6 +142,7 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         let c = config("{ url: 'http://influx:8086', database: pulse }");
+        assert_eq!(c, InfluxConfig::new("http://influx:8086", "pulse"));
         assert_eq!(c.flush_interval, DurationSpec::seconds(5));
         assert_eq!(c.batch_points, 5_000);
         assert!(problems(&c).is_empty(), "{:?}", problems(&c));
