@@ -35,6 +35,7 @@ use crate::error::{QueryError, QueryErrorCode};
 use crate::metrics::{Answered, Endpoint, Metrics, Refused};
 use crate::preaggregated::{self, Rollups};
 use crate::source;
+use crate::view::RollupView;
 
 const DAY_MS: i64 = 86_400_000;
 /// Members listed by a cohort query when the request sets no limit.
@@ -52,6 +53,8 @@ pub struct Api {
     pub numeric: Vec<PropertyPath>,
     pub funnels: Vec<NamedFunnel>,
     pub metrics: Metrics,
+    /// The rollups in memory.
+    pub view: Arc<RollupView>,
 }
 
 /// Where an answer came from.
@@ -208,8 +211,16 @@ async fn trends(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) ->
         req.query.validate(&api.limits)?;
         let rollups = Rollups { intervals: &api.intervals, numeric: &api.numeric };
         let has_cohort = req.cohort.is_some();
-        if let Some(report) =
-            preaggregated::trend(&api.store, &req.query, has_cohort, &rollups, &api.tz, &api.limits).await?
+        if let Some(report) = preaggregated::trend(
+            &api.store,
+            &api.view,
+            &req.query,
+            has_cohort,
+            &rollups,
+            &api.tz,
+            &api.limits,
+        )
+        .await?
         {
             return Ok(Answer { answered_from: Source::Preaggregated, result: report });
         }
@@ -316,9 +327,12 @@ async fn event_names(
     .await
 }
 
+/// Ready when the store answers and the rollups are in memory (until then pre-aggregated
+/// answers would be store reads, a thousand times slower).
 async fn ready(State(api): State<Arc<Api>>) -> Response {
     match api.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Ok(()) if api.view.is_loaded() => (StatusCode::OK, "ready").into_response(),
+        Ok(()) => (StatusCode::SERVICE_UNAVAILABLE, "reading the rollups").into_response(),
         Err(_) => {
             QueryError::new(QueryErrorCode::StoreUnavailable, "the store does not answer").into_response()
         }

@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod preaggregated;
 pub mod settings;
 pub mod source;
+pub mod view;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ use crate::api::Api;
 use crate::cache::QueryCache;
 use crate::metrics::Metrics;
 pub use crate::settings::Settings;
+use crate::view::RollupView;
 
 /// How long a Redis command of the cache may take.
 const CACHE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -114,6 +116,9 @@ pub async fn prepare(settings: &Settings) -> Result<Arc<Api>, QueryServiceError>
     keys.watch(config.keys.read_key_file.clone(), "read");
     let tz = time_zone(&config.timezone).map_err(|e| QueryServiceError::TimeZone(e.to_string()))?;
     let ttl = Duration::from_millis(config.query.cache_ttl.as_millis().max(0) as u64);
+    let view = Arc::new(RollupView::new(config.buffer.partitions, &config.rollups.intervals, tz.clone()));
+    let (kept, reader) = (Arc::clone(&view), store.clone());
+    tokio::spawn(async move { kept.keep_current(reader).await });
     Ok(Arc::new(Api {
         cache: QueryCache::new(conn, &config.tenant, ttl),
         metrics: Metrics::new(&config.tenant),
@@ -125,5 +130,6 @@ pub async fn prepare(settings: &Settings) -> Result<Arc<Api>, QueryServiceError>
         intervals: config.rollups.intervals,
         numeric: config.rollups.numeric_properties,
         funnels: config.funnels,
+        view,
     }))
 }

@@ -16,6 +16,7 @@ use pulse_store::Store;
 use pulse_store::recount::BucketTotals;
 
 use crate::error::QueryError;
+use crate::view::RollupView;
 
 /// What the pipeline pre-aggregates.
 pub struct Rollups<'a> {
@@ -56,6 +57,7 @@ fn source_interval(q: &TrendQuery, has_cohort: bool, rollups: &Rollups<'_>) -> O
 /// The trend from rollups, or `None` when the rollups cannot answer it.
 pub async fn trend(
     store: &Store,
+    view: &RollupView,
     q: &TrendQuery,
     has_cohort: bool,
     rollups: &Rollups<'_>,
@@ -76,7 +78,10 @@ pub async fn trend(
         return Ok(Some(TrendReport { series: Vec::new() }));
     };
     let end = period::next(last, q.interval, tz);
-    let buckets = store.rollup_series(source, &q.event.event, first, end).await?;
+    let buckets = match view.is_loaded() {
+        true => view.series(source, &q.event.event, first, end),
+        false => store.rollup_series(source, &q.event.event, first, end).await?,
+    };
     let points = starts
         .iter()
         .map(|&start| {

@@ -68,6 +68,7 @@ struct Tenant {
     http: reqwest::Client,
     events: Vec<AnalyticsEvent>,
     tz: TimeZone,
+    store: Store,
     _dir: tempfile::TempDir,
 }
 
@@ -107,6 +108,7 @@ impl Tenant {
         store_as_the_processor_does(&store, events).await;
 
         let settings = Settings { max_events, ..Settings::new(config) };
+        let store = store.clone();
         let api = pulse_query::prepare(&settings).await.expect("query API");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listen");
         let url = format!("http://{}", listener.local_addr().expect("address"));
@@ -118,6 +120,7 @@ impl Tenant {
             http: reqwest::Client::new(),
             events: events.iter().cloned().map(AnalyticsEvent::from).collect(),
             tz: time_zone(TZ).expect("tz"),
+            store,
             _dir: dir,
         }
     }
@@ -238,6 +241,40 @@ async fn preaggregated_trends_equal_the_raw_event_engine() {
         serde_json::to_value(trend::run(&query, &t.events, None, &t.tz, &Limits::default()).expect("engine"))
             .expect("json");
     assert!(close(&answer["result"], &want));
+
+    // Events the processor writes now show up in pre-aggregated answers within seconds.
+    let now = jiff::Timestamp::now().as_millisecond();
+    let fresh: Vec<BufferedEvent> = generated("n", 7, 30)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut e)| {
+            e.event = "fresh".to_string();
+            e.timestamp = now - 60_000 - i as i64 * 1_000;
+            e
+        })
+        .collect();
+    let body = json!({ "event": { "event": "fresh" }, "measure": { "kind": "count" }, "interval": "hour", "from": now - 3 * HOUR, "to": now + HOUR });
+    let total = |answer: &Value| -> f64 {
+        answer["result"]["series"][0]["points"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["value"].as_f64())
+            .sum()
+    };
+    let (_, before) = t.post("/v1/trends", &body).await;
+    assert_eq!(total(&before), 0.0, "{before}");
+    store_as_the_processor_does(&t.store, &fresh).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, answer) = t.post("/v1/trends", &body).await;
+        assert_eq!(answer["answeredFrom"], "preaggregated");
+        if total(&answer) == 30.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "30 new events not visible after 20 s: {answer}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

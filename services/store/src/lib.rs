@@ -18,6 +18,7 @@ mod events;
 pub mod memory;
 pub mod profiles;
 mod read;
+pub use read::PeriodShare;
 pub mod recount;
 pub mod rollups;
 mod schema;

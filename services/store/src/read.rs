@@ -98,3 +98,63 @@ fn id_range(interval: RollupInterval, from: i64, to: i64) -> Document {
     let bound = |t: i64| PeriodKey { interval, start: t }.id();
     doc! { "_id": { "$gte": bound(from), "$lt": bound(to) } }
 }
+
+/// One partition's share of one period, as stored: every event's bucket of the period.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeriodShare {
+    pub period: PeriodKey,
+    pub partition: u32,
+    /// The stream position of the last entry applied (shares only grow with it).
+    pub watermark: String,
+    /// By event name.
+    pub buckets: BTreeMap<String, BucketTotals>,
+}
+
+impl Store {
+    /// Every hour and day period share (minute shares are not read: queries do not use
+    /// them). A full pass over the rollups.
+    pub async fn period_shares(&self) -> Result<Vec<PeriodShare>, StoreError> {
+        let filter = doc! { "interval": { "$in": ["hour", "day"] } };
+        let mut cursor = self.db.collection::<Document>(ROLLUPS).find(filter).await?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await? {
+            if let Some(share) = share_of(&d) {
+                out.push(share);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One period share, by `_id`.
+    pub async fn period_share(
+        &self,
+        period: PeriodKey,
+        partition: u32,
+    ) -> Result<Option<PeriodShare>, StoreError> {
+        let id = crate::rollups::period_doc_id(&period, partition);
+        let found = self.db.collection::<Document>(ROLLUPS).find_one(doc! { "_id": id }).await?;
+        Ok(found.as_ref().and_then(share_of))
+    }
+}
+
+fn share_of(d: &Document) -> Option<PeriodShare> {
+    let interval = pulse_core::rollup::interval_of_name(d.get_str("interval").ok()?)?;
+    let period = PeriodKey { interval, start: d.get_i64("start").ok()? };
+    let partition = u32::try_from(d.get_i64("p").ok()?).ok()?;
+    let buckets = d
+        .get_document("ev")
+        .map(|ev| {
+            ev.iter()
+                .filter_map(|(name, b)| {
+                    Some((decode_key(name), totals_of(b.as_document()?, counts_users(interval))))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(PeriodShare {
+        period,
+        partition,
+        watermark: d.get_str("wm").unwrap_or_default().to_string(),
+        buckets,
+    })
+}

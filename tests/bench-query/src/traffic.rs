@@ -7,8 +7,6 @@ use serde_json::{Map, Value, json};
 
 const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
-/// Events per user on average (1 signup, 15 page views, 0.6 activations, ~0.2 purchases).
-const EVENTS_PER_USER: usize = 17;
 
 /// xorshift64: fast, deterministic, good enough for traffic.
 struct Rng(u64);
@@ -30,13 +28,16 @@ impl Rng {
     }
 }
 
-/// About `n` events between `from` and `to`, sorted by time.
+/// At least `n` events between `from` and `to` (whole users), sorted by time.
 pub fn generate(n: usize, from: i64, to: i64) -> Vec<BufferedEvent> {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    let users = (n / EVENTS_PER_USER).max(1);
     let span = (to - from).max(DAY) as u64;
     let mut events = Vec::with_capacity(n + n / 10);
-    for u in 0..users {
+    // Users until there are enough events (some fall after `to` and are dropped).
+    for u in 0.. {
+        if events.len() >= n {
+            break;
+        }
         let user = format!("user-{u}");
         let variant = if u % 2 == 0 { "A" } else { "B" };
         let signup = from + rng.below(span) as i64;
