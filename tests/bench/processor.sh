@@ -13,6 +13,8 @@
 # BENCH_PARTITIONS (stream partitions of the pipeline, default 8),
 # BENCH_DRAIN_TIMEOUT (seconds to wait for the backlog to drain, default 150: past it the
 # rate is events stored / time waited, and the buffer is emptied for the steady run),
+# BENCH_INFLUX=1 (also run the InfluxDB sink into a throwaway influxd, flushing every second,
+# and report its lag, pulse_processor_influx_lag_seconds, sampled through the steady run),
 # BENCH_LOG_DIR (a directory to copy the logs into on exit; run with
 # RUST_LOG=info,pulse_processor=debug for the processor's per-batch timings).
 # Every process started here is stopped on exit or Ctrl-C.
@@ -29,6 +31,7 @@ STEADY_BATCH="${BENCH_STEADY_BATCH:-100}"
 PROCESSOR_BATCH="${BENCH_PROCESSOR_BATCH:-2000}"
 DRAIN_TIMEOUT="${BENCH_DRAIN_TIMEOUT:-150}"
 PARTITIONS="${BENCH_PARTITIONS:-8}"
+INFLUX="${BENCH_INFLUX:-0}"
 CONNECTIONS=16
 PRELOAD_BATCH=500
 USERS=10000
@@ -202,6 +205,25 @@ wait_until 30 ferretdb "$FERRET_PID" "$TMP/ferretdb.log" ferret_ready
 MONGODB_URI="mongodb://127.0.0.1:$FERRET_PORT/"
 log "ferretdb (SQLite, synchronous OFF) on 127.0.0.1:$FERRET_PORT"
 
+INFLUX_PORT=""
+if [[ "$INFLUX" == 1 ]]; then
+  command -v influxd >/dev/null || die "BENCH_INFLUX=1 needs influxd: run make env (tests/env/influxdb.sh)"
+  INFLUX_PORT="$(free_port "$REDIS_PORT" "$FERRET_PORT")"
+  INFLUX_RPC="$(free_port "$REDIS_PORT" "$FERRET_PORT" "$INFLUX_PORT")"
+  mkdir -p "$TMP/influxdb"
+  printf '%s\n' "reporting-disabled = true" "bind-address = \"127.0.0.1:$INFLUX_RPC\"" \
+    "[meta]" "dir = \"$TMP/influxdb/meta\"" "[data]" "dir = \"$TMP/influxdb/data\"" \
+    "wal-dir = \"$TMP/influxdb/wal\"" "query-log-enabled = false" "[http]" \
+    "bind-address = \"127.0.0.1:$INFLUX_PORT\"" "log-enabled = false" "[monitor]" "store-enabled = false" \
+    >"$TMP/influxdb/influxdb.conf"
+  influxd run -config "$TMP/influxdb/influxdb.conf" >"$TMP/influxd.log" 2>&1 &
+  PIDS+=($!)
+  influx_ready() { curl -fsS -o /dev/null "http://127.0.0.1:$INFLUX_PORT/ping"; }
+  wait_until 30 influxd "$!" "$TMP/influxd.log" influx_ready
+  curl -fsS -o /dev/null -X POST "http://127.0.0.1:$INFLUX_PORT/query" --data-urlencode 'q=CREATE DATABASE "pulse_bench"'
+  log "influxd $(influxd version | awk '{ print $2 }') on 127.0.0.1:$INFLUX_PORT (the InfluxDB sink is on)"
+fi
+
 # ---------------------------------------------------------------------------------------
 # 2. The store's raw limit: insert_many of raw-event documents, one batch in flight (the
 #    SQLite backend writes one transaction at a time; more in flight measured the same).
@@ -252,6 +274,10 @@ rollups:
   intervals: [minute, hour, day]
   numericProperties: [revenue]
 EOF
+if [[ -n "$INFLUX_PORT" ]]; then
+  printf '%s\n' "influx:" "  url: http://127.0.0.1:$INFLUX_PORT" "  database: pulse_bench" \
+    "  flushInterval: 1s" >>"$TMP/pipeline.yaml"
+fi
 
 INGEST_PORT="$(free_port "$REDIS_PORT" "$FERRET_PORT")"
 "$INGEST" --config "$TMP/pipeline.yaml" --listen "127.0.0.1:$INGEST_PORT" >"$TMP/ingest.log" 2>&1 &
@@ -444,9 +470,11 @@ else
   PIDS+=("$steady_pid")
   MAX_BACKLOG=0
   last_print="$(now_ms)"
+  : >"$TMP/influx-lag"
   while kill -0 "$steady_pid" 2>/dev/null; do
     left="$(backlog)"
     ((left <= MAX_BACKLOG)) || MAX_BACKLOG="$left"
+    [[ -z "$INFLUX_PORT" ]] || metrics | awk '/^pulse_processor_influx_lag_seconds/ { print $NF }' >>"$TMP/influx-lag"
     now="$(now_ms)"
     if ((now - last_print >= 5000)); then
       log "  backlog $left (max so far $MAX_BACKLOG), $(stored) stored"
@@ -510,5 +538,13 @@ row "freshness p99 at $STEADY_RATE events/s" "$P99_S s" "p99 <= $TARGET_P99_S s"
 row "  (interpolated in bucket; p99 bucket <=)" "${P99#* } s" "" ""
 row "  events measured / max backlog in the run" "$STEADY_EVENTS / $MAX_BACKLOG" "" ""
 row "processor peak RSS (VmHWM)" "$PROC_HWM_MB MB" "" ""
+if [[ -n "$INFLUX_PORT" ]]; then
+  LAG="$(sort -n "$TMP/influx-lag" 2>/dev/null | awk '{ v[NR] = $1; s += $1 } END {
+    i = int(NR * 0.99 + 0.5); if (i < 1) i = 1
+    if (NR) printf "%.2f / %.2f / %.2f s (%d samples)", s / NR, v[i], v[NR], NR; else print "n/a" }')"
+  row "influx sink lag in the steady run: mean / p99 / max" "$LAG" "" ""
+  row "  points written / failed flushes" "$(metrics | awk '/^pulse_processor_influx_points_written_total/ { p = $NF }
+    /^pulse_processor_influx_errors_total/ { e += $NF } END { printf "%d / %d", p, e }')" "" ""
+fi
 echo
 log "done"

@@ -38,6 +38,8 @@ use writer::{WriteError, Writer};
 const SWEEP_EVERY_MS: i64 = 3_600_000;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often the lag gauge is refreshed between flushes.
+const LAG_TICK: Duration = Duration::from_millis(250);
 
 /// Why a flush failed (it is retried).
 #[derive(Debug, thiserror::Error)]
@@ -141,10 +143,18 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
                 wait
             }
         };
-        ctx.metrics.influx_lag_seconds.set((now_ms() - synced_at.unwrap_or(started_at)) as f64 / 1000.0);
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.wait_for(|s| *s) => return,
+        // The lag gauge moves while waiting too, so a scrape sees the lag at that moment.
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            ctx.metrics.influx_lag_seconds.set((now_ms() - synced_at.unwrap_or(started_at)) as f64 / 1000.0);
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(left.min(LAG_TICK)) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
         }
     }
 }
