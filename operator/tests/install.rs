@@ -129,7 +129,7 @@ fn the_charts_crds_and_rbac_are_the_generated_crds_and_the_operators_rules() {
     for file in ["analyticspipelines.yaml", "funnels.yaml"] {
         let generated = std::fs::read_to_string(repo().join("crds").join(file)).expect("crds/");
         let in_chart = std::fs::read_to_string(chart().join("crds").join(file)).expect("chart crds/");
-        assert!(generated == in_chart, "charts/pulse/crds/{file} differs from crds/{file}: copy it over");
+        assert!(generated == in_chart, "charts/pulse/crds/{file} differs from crds/{file}: run `make crds`");
     }
     let home = tempfile::tempdir().expect("temp dir");
     let rendered = helm(home.path(), &["template", "t", chart().to_str().expect("path")]);
@@ -324,6 +324,15 @@ async fn the_gitops_tenants_render_and_are_accepted_by_the_api_server() {
         let out = dry_run(stack, dir.path(), &format!("{tenant}.yaml"), &yaml);
         assert!(out.contains(&format!("analyticspipeline.pulse.dev/{tenant} serverside-applied")), "{out}");
     }
+    // The pipeline `make demo` applies (in a namespace of its own).
+    let demo =
+        std::fs::read_to_string(repo().join("examples/demo/acme.yaml")).expect("examples/demo/acme.yaml");
+    let ns = unique_name("demo");
+    create_namespace(stack, &ns).await;
+    let demo =
+        demo.replace("metadata:\n  name: acme\n", &format!("metadata:\n  name: acme\n  namespace: {ns}\n"));
+    let out = dry_run(stack, dir.path(), "demo.yaml", &demo);
+    assert!(out.contains("analyticspipeline.pulse.dev/acme serverside-applied"), "{out}");
 }
 
 /// The image cannot be built here (no container runtime); what can be checked is that the

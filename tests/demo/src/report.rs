@@ -105,15 +105,41 @@ pub fn retention(title: &str, report: &Value, tz: &TimeZone) -> String {
     out
 }
 
-/// The first series of a trend report, one bar per interval.
+/// A trend report: one row per interval, a column per series and a stacked bar.
 pub fn trend(title: &str, report: &Value, tz: &TimeZone) -> String {
-    let points = report["series"][0]["points"].as_array().cloned().unwrap_or_default();
-    let max = points.iter().filter_map(|p| p["value"].as_f64()).fold(0.0, f64::max);
-    let mut out = format!("{title}\n");
-    for p in &points {
-        let v = p["value"].as_f64().unwrap_or(0.0);
-        let width = if max > 0.0 { (v / max * 40.0).round() as usize } else { 0 };
-        out += &format!("  {:<12} {:>6} {}\n", day(&p["start"], tz), v, "█".repeat(width));
+    let series = report["series"].as_array().cloned().unwrap_or_default();
+    let label = |s: &Value| match s["label"]["kind"].as_str() {
+        Some("value") => s["label"]["value"].as_str().unwrap_or("(none)").to_string(),
+        Some(kind) => kind.to_string(),
+        None => "?".into(),
+    };
+    const MARKS: [&str; 4] = ["█", "▒", "░", "▓"];
+    let mut out = format!("{title}\n  {:<12}", "day");
+    for (i, s) in series.iter().enumerate() {
+        out += &format!(" {:>9}", format!("{} {}", MARKS[i % MARKS.len()], label(s)));
+    }
+    out += "\n";
+    let values = |i: usize| -> Vec<f64> {
+        series.iter().map(|s| s["points"][i]["value"].as_f64().unwrap_or(0.0)).collect()
+    };
+    let starts: Vec<Value> = series
+        .first()
+        .and_then(|s| s["points"].as_array())
+        .map(|points| points.iter().map(|p| p["start"].clone()).collect())
+        .unwrap_or_default();
+    let max = (0..starts.len()).map(|i| values(i).iter().sum::<f64>()).fold(0.0, f64::max);
+    for (i, start) in starts.iter().enumerate() {
+        out += &format!("  {:<12}", day(start, tz));
+        let row = values(i);
+        for v in &row {
+            out += &format!(" {v:>9}");
+        }
+        out += " ";
+        for (k, v) in row.iter().enumerate() {
+            let width = if max > 0.0 { (v / max * 40.0).round() as usize } else { 0 };
+            out += &MARKS[k % MARKS.len()].repeat(width);
+        }
+        out += "\n";
     }
     out
 }
@@ -162,6 +188,19 @@ mod tests {
         let table = retention("r", &report, &TimeZone::UTC);
         assert!(table.contains("Thu Jan 01") && table.contains("100%") && table.contains("50%"), "{table}");
         assert!(table.contains("day 2"), "{table}");
+    }
+
+    #[test]
+    fn a_trend_has_a_column_per_series_and_a_stacked_bar() {
+        let report = json!({ "series": [
+            { "label": { "kind": "value", "value": "web" }, "points": [{ "start": 0, "value": 30.0 }, { "start": 86_400_000, "value": 10.0 }] },
+            { "label": { "kind": "value", "value": "ios" }, "points": [{ "start": 0, "value": 10.0 }, { "start": 86_400_000, "value": 0.0 }] }
+        ]});
+        let table = trend("t", &report, &TimeZone::UTC);
+        assert!(table.contains("█ web") && table.contains("▒ ios"), "{table}");
+        let first = table.lines().nth(2).unwrap_or_default();
+        assert_eq!(first.matches('█').count(), 30, "{table}");
+        assert_eq!(first.matches('▒').count(), 10, "{table}");
     }
 
     #[test]

@@ -173,7 +173,8 @@ impl Service {
     pub async fn start(bin: &Path, name: &str, config: &Path, dir: &Path) -> Result<Service, String> {
         let port = free_port()?;
         let mut cmd = Command::new(bin.join(name));
-        cmd.env("RUST_LOG", "info").arg("--config").arg(config).args([
+        let log = std::env::var("PULSE_DEMO_LOG").unwrap_or_else(|_| "info".into());
+        cmd.env("RUST_LOG", log).arg("--config").arg(config).args([
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--log-format",
@@ -238,12 +239,48 @@ pub async fn send(ingest: &str, write_key: &str, events: &[Value]) -> Result<usi
     results.into_iter().sum()
 }
 
-/// Waits until the query API counts `expected` events of the last 30 days, with a
-/// progress bar of what is stored so far.
-pub async fn wait_stored(query: &str, read_key: &str, now: i64, expected: usize) -> Result<(), String> {
+/// Waits until the processor has stored `expected` events (its own count of first
+/// deliveries, from /metrics), showing progress, then until the query API counts them all.
+pub async fn wait_stored(
+    processor: &str,
+    query: &str,
+    read_key: &str,
+    now: i64,
+    expected: usize,
+) -> Result<(), String> {
     let http = reqwest::Client::new();
+    let metrics = format!("{processor}/metrics");
+    let shown = AtomicUsize::new(usize::MAX);
+    let stored = wait_until(Duration::from_secs(900), || async {
+        let text = http
+            .get(&metrics)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .text()
+            .await
+            .map_err(|e| e.to_string())?;
+        let stored = text
+            .lines()
+            .filter(|l| l.starts_with("pulse_processor_events_stored_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as usize;
+        if stored != shown.swap(stored, Ordering::Relaxed) {
+            print!("{}", progress("stored", stored, expected, "events"));
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        }
+        if stored >= expected {
+            Ok(())
+        } else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Err(format!("{stored} of {expected} stored"))
+        }
+    })
+    .await;
+    println!();
+    stored?;
     let url = format!("{query}/v1/events?from={}&to={}", now - 30 * crate::traffic::DAY, now + 60_000);
-    let result = wait_until(Duration::from_secs(300), || async {
+    wait_until(Duration::from_secs(60), || async {
         let names: Value = http
             .get(&url)
             .bearer_auth(read_key)
@@ -253,15 +290,16 @@ pub async fn wait_stored(query: &str, read_key: &str, now: i64, expected: usize)
             .json()
             .await
             .map_err(|e| e.to_string())?;
-        let stored: u64 =
+        let counted: u64 =
             names["result"].as_array().into_iter().flatten().filter_map(|n| n["count"].as_u64()).sum();
-        print!("{}", progress("stored", stored as usize, expected, "events"));
-        let _ = std::io::Write::flush(&mut std::io::stdout());
-        if stored as usize >= expected { Ok(()) } else { Err(format!("{stored} of {expected} stored")) }
+        if counted as usize == expected {
+            Ok(())
+        } else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Err(format!("the query API counts {counted} events, {expected} were sent"))
+        }
     })
-    .await;
-    println!();
-    result
+    .await
 }
 
 /// The query API with the read key.

@@ -14,7 +14,7 @@ pub const DAY: i64 = 24 * HOUR;
 pub const DAYS: i64 = 14;
 
 /// The checkout experiment's variants and the chance that a started checkout is paid.
-pub const VARIANTS: [(&str, f64); 2] = [("control", 0.42), ("new_flow", 0.58)];
+pub const VARIANTS: [(&str, f64); 2] = [("control", 0.40), ("new_flow", 0.60)];
 
 /// The events of `users` users, each with a timestamp before `now` (epoch ms).
 pub fn generate(users: usize, now: i64, run: &str) -> Vec<Value> {
@@ -31,6 +31,7 @@ pub fn generate(users: usize, now: i64, run: &str) -> Vec<Value> {
 }
 
 struct User {
+    index: usize,
     id: String,
     device: String,
     first_seen: i64,
@@ -40,9 +41,9 @@ struct User {
 impl User {
     fn new(n: usize, now: i64, rng: &mut StdRng) -> User {
         // More new users on recent days: a product that is growing.
-        let day = DAYS - 1 - (rng.random::<f64>().powf(0.8) * (DAYS - 1) as f64) as i64;
+        let day = DAYS - 1 - ((rng.random::<f64>().powf(0.8) * DAYS as f64) as i64).min(DAYS - 1);
         let first_seen = now - (day + 1) * DAY + rng.random_range(0..DAY);
-        User { id: format!("user-{n:05}"), device: format!("device-{}", n % 4096), first_seen, now }
+        User { index: n, id: format!("user-{n:05}"), device: format!("device-{}", n % 4096), first_seen, now }
     }
 
     fn event(&self, name: &str, at: i64, properties: Value) -> Value {
@@ -113,7 +114,8 @@ impl User {
     }
 
     fn checkout(&self, rng: &mut StdRng, signed_up: i64, out: &mut Vec<Value>) {
-        let (variant, pays) = VARIANTS[rng.random_range(0..VARIANTS.len())];
+        // Half the users each, as an experiment assigns them.
+        let (variant, pays) = VARIANTS[self.index % VARIANTS.len()];
         let experiment = json!({ "checkout_v2": variant });
         if !rng.random_bool(0.66) {
             return;
@@ -160,5 +162,24 @@ mod tests {
             assert!(events.iter().any(|e| e["properties"]["experiments"]["checkout_v2"] == variant));
         }
         assert_eq!(generate(500, now, "t"), events, "seeded: the same traffic every run");
+    }
+
+    #[test]
+    fn the_new_checkout_flow_converts_better_in_the_generated_traffic() {
+        use std::collections::{HashMap, HashSet};
+        let events = generate(3000, 1_800_000_000_000, "t");
+        let mut viewed: HashMap<&str, HashSet<&str>> = HashMap::new();
+        let mut paid: HashMap<&str, HashSet<&str>> = HashMap::new();
+        for e in &events {
+            let variant = e["properties"]["experiments"]["checkout_v2"].as_str().unwrap_or_default();
+            let user = e["distinct_id"].as_str().unwrap_or_default();
+            match e["event"].as_str() {
+                Some("cart_viewed") => viewed.entry(variant).or_default().insert(user),
+                Some("order_paid") => paid.entry(variant).or_default().insert(user),
+                _ => false,
+            };
+        }
+        let rate = |v: &str| paid[v].len() as f64 / viewed[v].len() as f64;
+        assert!(rate("new_flow") > rate("control") + 0.05);
     }
 }
