@@ -21,10 +21,11 @@ env:
 fmt:
 	$(CARGO) fmt --all
 
-## crds: regenerate crds/*.yaml (and the chart's copy) from the Rust types (a test fails when they differ)
+## crds: regenerate crds/*.yaml, the chart's copy and docs/crd-reference.md from the Rust types (tests fail when they differ)
 crds:
 	$(CARGO) run -q -p pulse-crds --bin crdgen
 	cp crds/analyticspipelines.yaml crds/funnels.yaml charts/pulse/crds/
+	$(CARGO) run -q -p pulse-crds --bin crddoc
 
 ## lint: formatting check and clippy with warnings as errors
 lint:
