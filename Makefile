@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Runs a step and prints how long it took: $(call timed,label,command)
 timed = start=$$SECONDS; $(2); echo "[make] $(1) took $$((SECONDS - start))s"
 
-.PHONY: all env lint fmt crds test test-only bench-ingest bench-processor bench-compat demo chart-test
+.PHONY: all env lint fmt crds test test-only bench-ingest bench-processor bench-compat bench-query demo chart-test
 
 all: test
 
@@ -61,3 +61,7 @@ demo:
 ## chart-test: the Helm chart and GitOps tests only (part of `make test`)
 chart-test:
 	@$(call timed,chart tests,$(CARGO) test --locked -p pulse-operator --test install)
+
+## bench-query: query latency over 1,000,000 loaded events (pre-aggregated, ad hoc cold and cached) next to chDB
+bench-query: env
+	@bash tests/bench/query.sh
