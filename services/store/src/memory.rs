@@ -19,7 +19,8 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 
-/// Remembered (bucket, user) pairs by default: about 64 MB.
+/// Remembered (bucket, user) pairs by default: 16 bytes each in hash sets of up to twice
+/// their size, so 35 to 70 MB when full.
 pub const DEFAULT_CAPACITY: usize = 2_000_000;
 
 /// One bucket document's watermark and its writer's fencing token, as last read or written.
