@@ -9,6 +9,7 @@ mod services;
 mod traffic;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use clap::Parser;
@@ -32,6 +33,9 @@ struct Args {
 }
 
 const NAMESPACE: &str = "demo";
+
+/// Set once the demo has printed its results and serves until Ctrl-C.
+static SERVING: AtomicBool = AtomicBool::new(false);
 const TENANT: &str = "acme";
 
 /// Prints a step and, when it ends, how long it took.
@@ -53,7 +57,16 @@ async fn main() {
     let started = Instant::now();
     let outcome = tokio::select! {
         r = run(&args, started) => r,
-        _ = tokio::signal::ctrl_c() => Err("interrupted".to_string()),
+        // Before the demo serves, Ctrl-C drops everything (each process is killed with its
+        // handle); once it serves, `run` stops the services itself, in order.
+        () = async {
+            loop {
+                let _ = tokio::signal::ctrl_c().await;
+                if !SERVING.load(Ordering::SeqCst) {
+                    break;
+                }
+            }
+        } => Err("interrupted".to_string()),
     };
     match outcome {
         Ok(()) => println!("\nStopped cleanly after {:.0} s.", started.elapsed().as_secs_f64()),
@@ -191,8 +204,37 @@ async fn run(args: &Args, started: Instant) -> Result<(), String> {
     println!("Ready after {:.0} s.", started.elapsed().as_secs_f64());
 
     if !args.exit {
+        SERVING.store(true, Ordering::SeqCst);
         println!("Serving until Ctrl-C.");
-        let _ = tokio::signal::ctrl_c().await;
+        // The operator refreshes each Funnel's 7-day conversion summary once a minute: show
+        // the CONVERSION column again once it has counted the traffic.
+        let summaries = async {
+            let counted = services::wait_until(std::time::Duration::from_secs(120), || async {
+                let out = cluster.kubectl(&[
+                    "get",
+                    "funnels",
+                    "-o",
+                    "jsonpath={.items[*].status.summary.conversion}",
+                ])?;
+                let values: Vec<&str> = out.split_whitespace().collect();
+                if values.len() >= 3 && values.iter().all(|v| v.ends_with('%')) {
+                    Ok(())
+                } else {
+                    Err("no summaries yet".to_string())
+                }
+            })
+            .await;
+            if let (Ok(()), Ok(table)) = (counted, cluster.kubectl(&["get", "funnels"])) {
+                println!(
+                    "\n$ kubectl get funnels -n demo   # a minute later: the operator's summaries\n{table}"
+                );
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = summaries => {}
+        }
     }
     println!("Stopping: query, processor, ingest, operator, then the stack.");
     for s in [&mut query, &mut processor, &mut ingest, &mut operator] {
