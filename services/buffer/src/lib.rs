@@ -2,11 +2,15 @@
 //! single Redis (through a reconnecting connection manager) or a Redis Cluster, behind one
 //! type that runs any command or script.
 
+mod changes;
+
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
+
+pub use changes::{newest_rollup_change, publish_rollup_changes, read_rollup_changes, rollup_changes_key};
 
 /// A connection to a single Redis or a Redis Cluster. Cheap to clone: clones share the
 /// underlying multiplexed connection.

@@ -185,6 +185,22 @@ pub fn buckets_of(event: &BufferedEvent, intervals: &[RollupInterval], tz: &Time
         .collect()
 }
 
+/// Every period `events` fall in (each of `intervals`).
+pub fn periods_of<'e>(
+    events: impl IntoIterator<Item = &'e BufferedEvent>,
+    intervals: &[RollupInterval],
+    tz: &TimeZone,
+) -> std::collections::BTreeSet<PeriodKey> {
+    events
+        .into_iter()
+        .flat_map(|e| {
+            intervals
+                .iter()
+                .map(|&interval| PeriodKey { interval, start: bucket_start(e.timestamp, interval, tz) })
+        })
+        .collect()
+}
+
 /// A position in a partition's stream (a Redis stream id), ordered as Redis orders them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct StreamPosition {

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pulse_core::buffer::BufferedEvent;
-use pulse_core::rollup::StreamPosition;
+use pulse_core::rollup::{StreamPosition, periods_of};
+use pulse_store::rollups::period_doc_id;
 use pulse_store::{BatchRollups, EventWrite, PartitionLease, StoreError, WriterMemory};
 use tokio::sync::watch;
 
@@ -156,7 +157,14 @@ pub async fn process(
         "batch stored"
     );
 
+    // Query replicas re-read the period documents this batch touched (also when it was a
+    // redelivery that changed nothing: a repeated notice costs one read).
     let mut conn = ctx.conn.clone();
+    let changed: Vec<String> = periods_of(first.iter().map(|(_, e)| *e), &ctx.intervals, &ctx.tz)
+        .iter()
+        .map(|p| period_doc_id(p, lease.partition))
+        .collect();
+    pulse_buffer::publish_rollup_changes(&mut conn, &ctx.tenant, &changed).await?;
     let acks: Vec<(String, u64)> = entries
         .iter()
         .map(|e| (e.id.clone(), e.events.as_ref().map(|v| v.len() as u64).unwrap_or(0)))

@@ -116,9 +116,9 @@ pub async fn prepare(settings: &Settings) -> Result<Arc<Api>, QueryServiceError>
     keys.watch(config.keys.read_key_file.clone(), "read");
     let tz = time_zone(&config.timezone).map_err(|e| QueryServiceError::TimeZone(e.to_string()))?;
     let ttl = Duration::from_millis(config.query.cache_ttl.as_millis().max(0) as u64);
-    let view = Arc::new(RollupView::new(config.buffer.partitions, &config.rollups.intervals, tz.clone()));
-    let (kept, reader) = (Arc::clone(&view), store.clone());
-    tokio::spawn(async move { kept.keep_current(reader).await });
+    let view = Arc::new(RollupView::new(&config.tenant));
+    let (kept, reader, changes) = (Arc::clone(&view), store.clone(), conn.clone());
+    tokio::spawn(async move { kept.keep_current(reader, changes).await });
     Ok(Arc::new(Api {
         cache: QueryCache::new(conn, &config.tenant, ttl),
         metrics: Metrics::new(&config.tenant),

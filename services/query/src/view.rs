@@ -1,31 +1,28 @@
 //! The rollups held in memory, so pre-aggregated answers take a fraction of a millisecond
 //! instead of a pass over the store (FerretDB serves no range query from an index).
 //!
-//! Kept current in two ways: every second, the period documents the processor is most
-//! likely writing (the hours from two hours ago to the next, the days from yesterday to
-//! tomorrow, every partition) are read by `_id`; every few minutes, and at start, every
-//! hour and day document is read. A share is only ever replaced by one with the same or a
-//! later watermark, so an older read never undoes a newer one. Late events more than two
-//! hours old therefore show up within the full refresh's period; until the first full
-//! read, queries go to the store.
+//! Kept current in two ways: every second, the period documents the processor has changed
+//! since the last look, from the tenant's stream of rollup changes (see
+//! `pulse_buffer::publish_rollup_changes`), are read by `_id`, late and backfilled periods
+//! included; every few minutes, and at start, every hour and day document is read (which
+//! also covers a replica that fell further behind than the stream keeps). A share is only
+//! ever replaced by one with the same or a later watermark, so an older read never undoes a
+//! newer one. Until the first full read, queries go to the store.
 
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use jiff::tz::TimeZone;
+use pulse_buffer::{Connection, newest_rollup_change, read_rollup_changes};
 use pulse_core::config::RollupInterval;
-use pulse_core::rollup::{PeriodKey, bucket_start};
 use pulse_store::recount::BucketTotals;
 use pulse_store::{PeriodShare, Store, StoreError};
 
-/// How often the recent periods are read.
-pub const RECENT_EVERY: Duration = Duration::from_secs(1);
+/// How often changed periods are read.
+pub const CHANGES_EVERY: Duration = Duration::from_secs(1);
 /// How often every period is read.
 pub const FULL_EVERY: Duration = Duration::from_secs(300);
-const HOUR_MS: i64 = 3_600_000;
-const DAY_MS: i64 = 24 * HOUR_MS;
 
 /// (interval, start, partition): the order ranges are read in.
 type ShareKey = (u8, i64, u32);
@@ -42,19 +39,15 @@ fn rank(interval: RollupInterval) -> u8 {
 pub struct RollupView {
     shares: RwLock<BTreeMap<ShareKey, PeriodShare>>,
     loaded: AtomicBool,
-    partitions: u32,
-    intervals: Vec<RollupInterval>,
-    tz: TimeZone,
+    tenant: String,
 }
 
 impl RollupView {
-    pub fn new(partitions: u32, intervals: &[RollupInterval], tz: TimeZone) -> Self {
+    pub fn new(tenant: &str) -> Self {
         RollupView {
             shares: RwLock::new(BTreeMap::new()),
             loaded: AtomicBool::new(false),
-            partitions,
-            intervals: intervals.iter().copied().filter(|i| *i != RollupInterval::Minute).collect(),
-            tz,
+            tenant: tenant.to_string(),
         }
     }
 
@@ -104,48 +97,69 @@ impl RollupView {
         Ok(n)
     }
 
-    /// Reads the shares of the periods being written now, by `_id`.
-    pub async fn refresh_recent(&self, store: &Store, now: i64) -> Result<(), StoreError> {
-        let mut read = Vec::new();
-        for &interval in &self.intervals {
-            let (step, before, after) = match interval {
-                RollupInterval::Hour => (HOUR_MS, 2, 1),
-                _ => (DAY_MS, 1, 1),
-            };
-            // Whole periods in the pipeline's zone (a DST day is 23 or 25 hours).
-            let mut starts: Vec<i64> =
-                (-before..=after).map(|k| bucket_start(now + k * step, interval, &self.tz)).collect();
-            starts.dedup();
-            for start in starts {
-                for partition in 0..self.partitions {
-                    if let Some(share) = store.period_share(PeriodKey { interval, start }, partition).await? {
-                        read.push(share);
-                    }
+    /// Reads the period documents changed since `after` (a change id), by `_id`; returns the
+    /// newest change id read.
+    pub async fn refresh_changed(
+        &self,
+        store: &Store,
+        conn: &mut Connection,
+        after: &str,
+    ) -> Result<String, ViewError> {
+        let mut after = after.to_string();
+        loop {
+            let (newest, ids) = read_rollup_changes(conn, &self.tenant, &after, 1_000).await?;
+            let Some(newest) = newest else { return Ok(after) };
+            let mut ids: Vec<String> = ids.into_iter().filter(|id| !id.starts_with("minute|")).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let mut read = Vec::with_capacity(ids.len());
+            for id in &ids {
+                if let Some(share) = store.period_share(id).await? {
+                    read.push(share);
                 }
             }
+            self.merge(read);
+            after = newest;
         }
-        self.merge(read);
-        Ok(())
     }
 
     /// Keeps the view current until the task is dropped.
-    pub async fn keep_current(&self, store: Store) {
+    pub async fn keep_current(&self, store: Store, mut conn: Connection) {
         let mut last_full: Option<Instant> = None;
+        let mut after = String::new();
         loop {
             if last_full.is_none_or(|t| t.elapsed() >= FULL_EVERY) {
                 let started = Instant::now();
-                match self.load_all(&store).await {
-                    Ok(n) => {
+                // The newest change first: what changes during the full read is read again.
+                let full = async {
+                    let newest = newest_rollup_change(&mut conn, &self.tenant).await?;
+                    let n = self.load_all(&store).await?;
+                    Ok::<_, ViewError>((newest, n))
+                };
+                match full.await {
+                    Ok((newest, n)) => {
                         tracing::info!(shares = n, ms = started.elapsed().as_millis() as u64, "rollups read");
                         last_full = Some(Instant::now());
+                        after = newest;
                     }
                     Err(e) => tracing::warn!(error = %e, "reading the rollups failed; retrying"),
                 }
-            } else if let Err(e) = self.refresh_recent(&store, jiff::Timestamp::now().as_millisecond()).await
-            {
-                tracing::debug!(error = %e, "reading recent rollups failed");
+            } else {
+                match self.refresh_changed(&store, &mut conn, &after).await {
+                    Ok(newest) => after = newest,
+                    Err(e) => tracing::debug!(error = %e, "reading changed rollups failed"),
+                }
             }
-            tokio::time::sleep(RECENT_EVERY).await;
+            tokio::time::sleep(CHANGES_EVERY).await;
         }
     }
+}
+
+/// Why the view could not be refreshed.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
 }

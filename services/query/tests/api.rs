@@ -15,8 +15,9 @@ use pulse_core::analytics::{AnalyticsEvent, Limits};
 use pulse_core::buffer::{BufferedEvent, partition_of};
 use pulse_core::config::RollupInterval;
 use pulse_core::funnel::FunnelDefinition;
-use pulse_core::rollup::{StreamPosition, time_zone};
+use pulse_core::rollup::{StreamPosition, periods_of, time_zone};
 use pulse_query::Settings;
+use pulse_store::rollups::period_doc_id;
 use pulse_store::{BatchRollups, EventWrite, PartitionLease, Store, WriterMemory};
 use pulse_testkit::{FerretDb, RedisServer, unique_name};
 use serde_json::{Value, json};
@@ -69,6 +70,8 @@ struct Tenant {
     events: Vec<AnalyticsEvent>,
     tz: TimeZone,
     store: Store,
+    changes: pulse_buffer::Connection,
+    tenant: String,
     _dir: tempfile::TempDir,
 }
 
@@ -105,7 +108,10 @@ impl Tenant {
         let client = ferret.client().await.expect("client");
         let store = Store::new(client.database(&database));
         store.ensure_schema(pulse_core::duration::DurationSpec::days(3650)).await.expect("schema");
-        store_as_the_processor_does(&store, events).await;
+        let changes = pulse_buffer::Connection::open(&redis.url(), false, std::time::Duration::from_secs(5))
+            .await
+            .expect("redis");
+        store_as_the_processor_does(&store, &changes, &tenant, events).await;
 
         let settings = Settings { max_events, ..Settings::new(config) };
         let store = store.clone();
@@ -121,6 +127,8 @@ impl Tenant {
             events: events.iter().cloned().map(AnalyticsEvent::from).collect(),
             tz: time_zone(TZ).expect("tz"),
             store,
+            changes,
+            tenant,
             _dir: dir,
         }
     }
@@ -157,7 +165,12 @@ impl Tenant {
 
 /// Stores events partition by partition in batches, and applies the rollups, as the
 /// processor does.
-async fn store_as_the_processor_does(store: &Store, events: &[BufferedEvent]) {
+async fn store_as_the_processor_does(
+    store: &Store,
+    changes: &pulse_buffer::Connection,
+    tenant: &str,
+    events: &[BufferedEvent],
+) {
     let mut by_partition: HashMap<u32, Vec<&BufferedEvent>> = HashMap::new();
     for e in events {
         by_partition.entry(partition_of(&e.distinct_id, PARTITIONS)).or_default().push(e);
@@ -181,6 +194,13 @@ async fn store_as_the_processor_does(store: &Store, events: &[BufferedEvent]) {
                 .apply_rollups(lease, position, &first, &rollups, false, &mut memory)
                 .await
                 .expect("rollups");
+            let changed: Vec<String> = periods_of(first.iter().map(|(_, e)| *e), &intervals, &tz)
+                .iter()
+                .map(|p| period_doc_id(p, partition))
+                .collect();
+            pulse_buffer::publish_rollup_changes(&mut changes.clone(), tenant, &changed)
+                .await
+                .expect("changes");
         }
     }
 }
@@ -242,18 +262,19 @@ async fn preaggregated_trends_equal_the_raw_event_engine() {
             .expect("json");
     assert!(close(&answer["result"], &want));
 
-    // Events the processor writes now show up in pre-aggregated answers within seconds.
+    // Events the processor writes now show up in pre-aggregated answers within seconds, late
+    // ones (three days old) too.
     let now = jiff::Timestamp::now().as_millisecond();
     let fresh: Vec<BufferedEvent> = generated("n", 7, 30)
         .into_iter()
         .enumerate()
         .map(|(i, mut e)| {
             e.event = "fresh".to_string();
-            e.timestamp = now - 60_000 - i as i64 * 1_000;
+            e.timestamp = now - 60_000 - i as i64 * 1_000 - if i % 2 == 0 { 3 * DAY } else { 0 };
             e
         })
         .collect();
-    let body = json!({ "event": { "event": "fresh" }, "measure": { "kind": "count" }, "interval": "hour", "from": now - 3 * HOUR, "to": now + HOUR });
+    let body = json!({ "event": { "event": "fresh" }, "measure": { "kind": "count" }, "interval": "hour", "from": now - 4 * DAY, "to": now + HOUR });
     let total = |answer: &Value| -> f64 {
         answer["result"]["series"][0]["points"]
             .as_array()
@@ -264,7 +285,7 @@ async fn preaggregated_trends_equal_the_raw_event_engine() {
     };
     let (_, before) = t.post("/v1/trends", &body).await;
     assert_eq!(total(&before), 0.0, "{before}");
-    store_as_the_processor_does(&t.store, &fresh).await;
+    store_as_the_processor_does(&t.store, &t.changes, &t.tenant, &fresh).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let (_, answer) = t.post("/v1/trends", &body).await;

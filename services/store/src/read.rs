@@ -125,13 +125,8 @@ impl Store {
         Ok(out)
     }
 
-    /// One period share, by `_id`.
-    pub async fn period_share(
-        &self,
-        period: PeriodKey,
-        partition: u32,
-    ) -> Result<Option<PeriodShare>, StoreError> {
-        let id = crate::rollups::period_doc_id(&period, partition);
+    /// One period share, by its document's `_id` (`<interval>|<start>|p<n>`).
+    pub async fn period_share(&self, id: &str) -> Result<Option<PeriodShare>, StoreError> {
         let found = self.db.collection::<Document>(ROLLUPS).find_one(doc! { "_id": id }).await?;
         Ok(found.as_ref().and_then(share_of))
     }
