@@ -250,7 +250,7 @@ fn float(v: Option<&Bson>) -> f64 {
 }
 
 /// A stored bucket (`ev.<event>` of a period document) as its numbers.
-pub(crate) fn totals_of(bucket: &Document, counts_users: bool) -> BucketTotals {
+pub fn totals_of(bucket: &Document, counts_users: bool) -> BucketTotals {
     let mut numeric = BTreeMap::new();
     if let Ok(num) = bucket.get_document("num") {
         for (path, stat) in num {
