@@ -10,7 +10,10 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
-pub use changes::{newest_rollup_change, publish_rollup_changes, read_rollup_changes, rollup_changes_key};
+pub use changes::{
+    Changes, newest_rollup_change, publish_changes, publish_rollup_changes, read_changes,
+    read_rollup_changes, rollup_changes_key,
+};
 
 /// A connection to a single Redis or a Redis Cluster. Cheap to clone: clones share the
 /// underlying multiplexed connection.
