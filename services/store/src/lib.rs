@@ -9,10 +9,13 @@
 //!   and the watermark of the last applied stream entry; a bucket is the sum over partitions;
 //! - `rollup_users`: one marker per (bucket, user), which makes unique users exact;
 //! - `user_periods`: one marker per user and active day or week, for retention and
-//!   cohorts (a user's first-seen day is their earliest day marker).
+//!   cohorts (a user's first-seen day is their earliest day marker);
+//! - `event_blocks` and `event_block_index`: the raw events again, deflated in blocks of a
+//!   batch each, for reads of many events ([`blocks`]).
 //!
 //! Exactness without transactions: see docs/exactness.md and [`rollups`].
 
+pub mod blocks;
 mod documents;
 mod events;
 pub mod memory;
@@ -24,6 +27,7 @@ pub mod rollups;
 mod schema;
 mod users;
 
+pub use blocks::BlockRef;
 pub use documents::{bson_of_json, json_of_bson};
 pub use events::{EventWrite, StoredFlags};
 pub use memory::WriterMemory;
@@ -36,6 +40,8 @@ pub mod collections {
     pub const ROLLUPS: &str = "rollups";
     pub const ROLLUP_USERS: &str = "rollup_users";
     pub const USER_PERIODS: &str = "user_periods";
+    pub const EVENT_BLOCKS: &str = "event_blocks";
+    pub const EVENT_BLOCK_INDEX: &str = "event_block_index";
 }
 
 /// The store error code for a duplicate key.
@@ -52,6 +58,8 @@ pub enum StoreError {
     Fenced { partition: u32, ours: u64, newer: u64 },
     #[error("a rollup document kept changing under a compare-and-set after {0} attempts")]
     Contended(u32),
+    #[error("an event block could not be read: {0}")]
+    Block(String),
     #[error("the query reads more than {limit} events: narrow the range or add filters")]
     TooManyEvents { limit: usize },
 }

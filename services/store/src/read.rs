@@ -1,17 +1,16 @@
-//! Reads for the query API: rollup buckets by time range, and raw events by name and time,
-//! each through the store's indexes (bucket ids sort by interval and time; raw events have
-//! an `(event, ts)` index).
+//! Reads for the query API: rollup buckets by time range, through their ids (bucket ids
+//! sort by interval and time). Events by name and time are read from the event blocks
+//! ([`crate::blocks`], `Store::events_between`).
 
 use std::collections::BTreeMap;
 
 use futures::TryStreamExt;
-use mongodb::bson::{DateTime, Document, doc};
-use pulse_core::buffer::BufferedEvent;
+use mongodb::bson::{Document, doc};
 use pulse_core::config::RollupInterval;
 use pulse_core::rollup::{PeriodKey, counts_users, decode_key, encode_key};
 
-use crate::collections::{EVENTS, ROLLUPS};
-use crate::recount::{BucketTotals, event_of_document, totals_of};
+use crate::collections::ROLLUPS;
+use crate::recount::{BucketTotals, totals_of};
 use crate::{Store, StoreError};
 
 impl Store {
@@ -61,35 +60,6 @@ impl Store {
             }
         }
         Ok(names)
-    }
-
-    /// The raw events named one of `names` (every event when `None`) with a time in
-    /// `[from, to)`, in no particular order. More than `max` is [`StoreError::TooManyEvents`]:
-    /// never a silently shortened answer.
-    pub async fn events_between(
-        &self,
-        names: Option<&[String]>,
-        from: i64,
-        to: i64,
-        max: usize,
-    ) -> Result<Vec<BufferedEvent>, StoreError> {
-        let range = doc! { "$gte": DateTime::from_millis(from), "$lt": DateTime::from_millis(to) };
-        // One find: MongoDB serves `$in` from the (event, ts) index as a few range scans;
-        // FerretDB 1.24 serves no find from a secondary index, so one pass beats one per name.
-        let filter = match names {
-            Some([name]) => doc! { "event": name, "ts": range },
-            Some(names) => doc! { "event": { "$in": names }, "ts": range },
-            None => doc! { "ts": range },
-        };
-        let mut cursor = self.db.collection::<Document>(EVENTS).find(filter).await?;
-        let mut out = Vec::new();
-        while let Some(d) = cursor.try_next().await? {
-            if out.len() == max {
-                return Err(StoreError::TooManyEvents { limit: max });
-            }
-            out.push(event_of_document(&d));
-        }
-        Ok(out)
     }
 }
 

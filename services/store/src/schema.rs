@@ -6,7 +6,7 @@ use mongodb::bson::doc;
 use mongodb::options::IndexOptions;
 use pulse_core::duration::DurationSpec;
 
-use crate::collections::{EVENTS, ROLLUP_USERS, ROLLUPS, USER_PERIODS};
+use crate::collections::{EVENT_BLOCK_INDEX, EVENT_BLOCKS, EVENTS, ROLLUP_USERS, ROLLUPS, USER_PERIODS};
 use crate::{Store, StoreError};
 
 /// What [`Store::ensure_schema`] found.
@@ -51,11 +51,24 @@ impl Store {
         // see BucketKey::id) and written often: no secondary index to maintain.
         let collection = |name| self.db.collection::<mongodb::bson::Document>(name);
         ensure_indexes(&collection(USER_PERIODS), &[doc! { "period": 1, "start": 1 }]).await?;
+        // Blocks are read by `_id`, their small index collection whole: no secondary index.
+        let existing = self.db.list_collection_names().await?;
+        for name in [EVENT_BLOCKS, EVENT_BLOCK_INDEX] {
+            if !existing.iter().any(|c| c == name) {
+                match self.db.create_collection(name).await {
+                    Ok(()) => {}
+                    // Created meanwhile by another process.
+                    Err(e) if namespace_exists(&e) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
         Ok(SchemaReport { ttl_index })
     }
 
-    /// Deletes raw events older than `retention` (where there is no TTL index), and rollup
-    /// buckets past their own retention: minute buckets after 14 days, hour buckets after
+    /// Deletes raw events older than `retention` (where there is no TTL index), event
+    /// blocks whose newest event is older than `retention`, and rollup buckets past their
+    /// own retention: minute buckets after 14 days, hour buckets after
     /// 400 days; day buckets are kept (they are small and outlive raw events on purpose).
     pub async fn delete_expired(
         &self,
@@ -73,6 +86,7 @@ impl Store {
                 .await?
                 .deleted_count;
         }
+        deleted += self.delete_expired_blocks(now_ms - retention.as_millis()).await?;
         for (interval, days) in [("minute", 14i64), ("hour", 400)] {
             let cutoff = now_ms - days * 86_400_000;
             // Bucket ids (and their markers' ids) sort by interval, then start.
@@ -89,6 +103,11 @@ impl Store {
         }
         Ok(deleted)
     }
+}
+
+/// Whether a create failed because the collection exists (code 48, NamespaceExists).
+fn namespace_exists(e: &mongodb::error::Error) -> bool {
+    matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 48)
 }
 
 /// Whether `events` already has an index on `ts` alone, and if so whether it is a TTL one.

@@ -1,0 +1,508 @@
+//! Event blocks: a compact, deflated, columnar copy of the raw events, so that reading a
+//! million events takes a thousand finds by `_id` instead of a million-document scan.
+//!
+//! - `event_blocks`: `{_id, data: Binary}`, the events of one partition's batch and one UTC
+//!   day (see [`codec`] for the encoding);
+//! - `event_block_index`: one small document per block with the same `_id`: partition `p`,
+//!   event times `lo`/`hi` (epoch ms), distinct event `names`, events `n`, compressed
+//!   `bytes`, the UTC `day` (its start, epoch ms) and the stream positions `first`/`last`.
+//!
+//! A block is written before its index entry, so a listed entry has its block unless
+//! retention or compaction deleted it since; readers skip those. One event may be in
+//! several blocks (a redelivered batch after a crash, a compaction interrupted): all its
+//! copies are the raw-stored version, identical, and readers keep one per event id.
+
+mod codec;
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::IntoFuture;
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use mongodb::bson::{Binary, Bson, Document, doc, spec::BinarySubtype};
+use pulse_core::buffer::BufferedEvent;
+use pulse_core::rollup::StreamPosition;
+
+use crate::collections::{EVENT_BLOCK_INDEX, EVENT_BLOCKS, EVENTS};
+use crate::recount::event_of_document;
+use crate::{Store, StoreError, is_duplicate};
+
+const DAY_MS: i64 = 86_400_000;
+/// A block's encoding is at most this (before deflate), far below the 16 MB document limit.
+const MAX_ENCODED_BYTES: usize = 8 << 20;
+/// Block reads in flight at once.
+const READS_IN_FLIGHT: usize = 8;
+/// Compaction merges a partition's blocks of one day holding fewer events than this...
+const SMALL_BLOCK_EVENTS: i64 = 1_000;
+/// ...when at least this many exist...
+const COMPACT_MIN_BLOCKS: usize = 8;
+/// ...into blocks of at most about this many events...
+const COMPACT_MAX_EVENTS: i64 = 10_000;
+/// ...at most this many merged blocks per call, so a partition worker is not held long.
+const COMPACT_MAX_MERGES: usize = 4;
+/// Rebuild writes blocks of this many events (per partition and day).
+const REBUILD_BLOCK_EVENTS: usize = 1_000;
+
+/// A block's index entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockRef {
+    pub id: String,
+    pub partition: u32,
+    /// The earliest and latest event time in the block, epoch ms.
+    pub lo: i64,
+    pub hi: i64,
+    /// The distinct event names in the block.
+    pub names: Vec<String>,
+    pub events: u64,
+}
+
+/// A block to write: one partition, one UTC day, a span of stream positions.
+struct BlockWrite<'a> {
+    partition: u32,
+    day: i64,
+    first: StreamPosition,
+    last: StreamPosition,
+    /// Appended to `<p>|<first>|<last>|<day>` (compaction and rebuild mark their blocks).
+    suffix: String,
+    events: Vec<&'a BufferedEvent>,
+}
+
+impl Store {
+    /// Writes the events as blocks; returns the block ids written (or already there).
+    pub async fn write_event_blocks(
+        &self,
+        partition: u32,
+        first: StreamPosition,
+        last: StreamPosition,
+        events: &[&BufferedEvent],
+    ) -> Result<Vec<String>, StoreError> {
+        let mut ids = Vec::new();
+        for (day, events) in by_day(events.iter().copied()) {
+            let block = BlockWrite { partition, day, first, last, suffix: String::new(), events };
+            ids.extend(self.write_block(block).await?);
+        }
+        Ok(ids)
+    }
+
+    /// Index entries of blocks that may hold an event named one of `names` (any when None)
+    /// with a time in [from, to).
+    pub async fn event_block_refs(
+        &self,
+        names: Option<&[String]>,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<BlockRef>, StoreError> {
+        let mut filter = doc! { "lo": { "$lt": to }, "hi": { "$gte": from } };
+        if let Some(names) = names {
+            filter.insert("names", doc! { "$in": names });
+        }
+        let mut cursor = self.db.collection::<Document>(EVENT_BLOCK_INDEX).find(filter).await?;
+        let mut refs = Vec::new();
+        while let Some(d) = cursor.try_next().await? {
+            refs.push(block_ref_of(&d)?);
+        }
+        refs.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(refs)
+    }
+
+    /// One block's events, None when it is gone (deleted by retention or compaction).
+    pub async fn read_event_block(&self, id: &str) -> Result<Option<Vec<BufferedEvent>>, StoreError> {
+        self.read_block_where(id, Arc::new(|_: &str, _: i64| true)).await
+    }
+
+    /// The events named one of `names` (every event when `None`) with a time in
+    /// `[from, to)`, one per event id, in no particular order, read from the event blocks.
+    /// More than `max` is [`StoreError::TooManyEvents`]: never a silently shortened answer.
+    pub async fn events_between(
+        &self,
+        names: Option<&[String]>,
+        from: i64,
+        to: i64,
+        max: usize,
+    ) -> Result<Vec<BufferedEvent>, StoreError> {
+        let wanted: Option<HashSet<String>> = names.map(|n| n.iter().cloned().collect());
+        let keep: Keep = Arc::new(move |name: &str, ts: i64| {
+            ts >= from && ts < to && wanted.as_ref().is_none_or(|w| w.contains(name))
+        });
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut out = Vec::new();
+        let mut read: HashSet<String> = HashSet::new();
+        // A block found gone may have been merged into a new one by compaction, which is
+        // indexed before the old ones are deleted: list again and read the new ones.
+        for _ in 0..4 {
+            let refs = self.event_block_refs(names, from, to).await?;
+            let todo: Vec<String> = refs.into_iter().map(|r| r.id).filter(|id| !read.contains(id)).collect();
+            if todo.is_empty() {
+                break;
+            }
+            read.extend(todo.iter().cloned());
+            let mut gone = false;
+            let mut blocks = futures::stream::iter(todo)
+                .map(|id| {
+                    let keep = Arc::clone(&keep);
+                    async move { self.read_block_where(&id, keep).await }
+                })
+                .buffer_unordered(READS_IN_FLIGHT);
+            while let Some(events) = blocks.try_next().await? {
+                let Some(events) = events else {
+                    gone = true;
+                    continue;
+                };
+                for e in events {
+                    if seen.insert(e.event_id.clone()) {
+                        if out.len() == max {
+                            return Err(StoreError::TooManyEvents { limit: max });
+                        }
+                        out.push(e);
+                    }
+                }
+            }
+            if !gone {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Merges a partition's small blocks: per UTC day, when at least 8 blocks hold fewer
+    /// than 1,000 events each, they become one block (up to about 10,000 events). The
+    /// merged block and its entry are written before the old ones are deleted, so a crash
+    /// in between leaves copies, which readers drop. Returns the merged blocks' ids.
+    pub async fn compact_event_blocks(&self, partition: u32) -> Result<Vec<String>, StoreError> {
+        let filter = doc! { "p": i64::from(partition), "n": { "$lt": SMALL_BLOCK_EVENTS } };
+        let mut cursor = self.db.collection::<Document>(EVENT_BLOCK_INDEX).find(filter).await?;
+        let mut days: BTreeMap<i64, Vec<SmallBlock>> = BTreeMap::new();
+        while let Some(d) = cursor.try_next().await? {
+            let small = SmallBlock {
+                id: d.get_str("_id").unwrap_or_default().to_string(),
+                n: int(d.get("n")),
+                first: position(&d, "first"),
+                last: position(&d, "last"),
+            };
+            days.entry(int(d.get("day")).div_euclid(DAY_MS)).or_default().push(small);
+        }
+        let mut merged = Vec::new();
+        for (day, mut blocks) in days {
+            if blocks.len() < COMPACT_MIN_BLOCKS {
+                continue;
+            }
+            blocks.sort_by_key(|b| (b.first, b.last));
+            let mut group: Vec<SmallBlock> = Vec::new();
+            let mut groups = Vec::new();
+            for b in blocks {
+                if group.len() > 1 && group.iter().map(|g| g.n).sum::<i64>() + b.n > COMPACT_MAX_EVENTS {
+                    groups.push(std::mem::take(&mut group));
+                }
+                group.push(b);
+            }
+            if group.len() > 1 {
+                groups.push(group);
+            }
+            for group in groups {
+                if merged.len() == COMPACT_MAX_MERGES {
+                    return Ok(merged);
+                }
+                if let Some(id) = self.merge_blocks(partition, day, &group).await? {
+                    merged.push(id);
+                }
+            }
+        }
+        Ok(merged)
+    }
+
+    /// Replaces every block with blocks written from the raw events (1,000 events per
+    /// partition and UTC day each), so events stored before blocks existed are read too.
+    /// The new blocks are written before the old ones are deleted: readers see copies in
+    /// between, never a gap. Run it while no processor writes (the rebuild command holds
+    /// every lease). Returns the number of blocks written.
+    pub async fn rebuild_event_blocks(&self) -> Result<usize, StoreError> {
+        let old = self.block_ids(doc! {}).await?;
+        // Marks this rebuild's ids, so they never collide with an earlier rebuild's.
+        let suffix = format!("|r{}", jiff::Timestamp::now().as_millisecond());
+        let mut cursor = self.db.collection::<Document>(EVENTS).find(doc! {}).await?;
+        let mut pending: BTreeMap<(u32, i64), Vec<(StreamPosition, BufferedEvent)>> = BTreeMap::new();
+        let mut written = HashSet::new();
+        while let Some(d) = cursor.try_next().await? {
+            let partition = u32::try_from(int(d.get("src_p"))).unwrap_or(0);
+            let event = event_of_document(&d);
+            let key = (partition, day_of(event.timestamp));
+            let buffer = pending.entry(key).or_default();
+            buffer.push((position(&d, "src"), event));
+            if buffer.len() == REBUILD_BLOCK_EVENTS {
+                let full = pending.remove(&key).unwrap_or_default();
+                written.extend(self.write_rebuilt(key, &suffix, full).await?);
+            }
+        }
+        for (key, events) in pending {
+            written.extend(self.write_rebuilt(key, &suffix, events).await?);
+        }
+        let stale: Vec<String> = old.into_iter().filter(|id| !written.contains(id)).collect();
+        self.delete_blocks(&stale).await?;
+        Ok(written.len())
+    }
+
+    /// Deletes the blocks whose latest event is older than `cutoff` (epoch ms): their
+    /// blocks first, then their entries. Returns the number of blocks deleted.
+    pub(crate) async fn delete_expired_blocks(&self, cutoff: i64) -> Result<u64, StoreError> {
+        let expired = self.block_ids(doc! { "hi": { "$lt": cutoff } }).await?;
+        self.delete_blocks(&expired).await?;
+        Ok(expired.len() as u64)
+    }
+
+    async fn write_rebuilt(
+        &self,
+        (partition, day): (u32, i64),
+        suffix: &str,
+        events: Vec<(StreamPosition, BufferedEvent)>,
+    ) -> Result<Vec<String>, StoreError> {
+        let first = events.iter().map(|(p, _)| *p).min().unwrap_or_default();
+        let last = events.iter().map(|(p, _)| *p).max().unwrap_or_default();
+        let events = events.iter().map(|(_, e)| e).collect();
+        self.write_block(BlockWrite { partition, day, first, last, suffix: suffix.to_string(), events }).await
+    }
+
+    async fn merge_blocks(
+        &self,
+        partition: u32,
+        day: i64,
+        group: &[SmallBlock],
+    ) -> Result<Option<String>, StoreError> {
+        let all: Keep = Arc::new(|_: &str, _: i64| true);
+        let reads = group.iter().map(|b| self.read_block_where(&b.id, Arc::clone(&all)));
+        let blocks: Vec<Option<Vec<BufferedEvent>>> =
+            futures::stream::iter(reads).buffered(READS_IN_FLIGHT).try_collect().await?;
+        let mut seen = HashSet::new();
+        let events: Vec<BufferedEvent> =
+            blocks.into_iter().flatten().flatten().filter(|e| seen.insert(e.event_id.clone())).collect();
+        let old: Vec<String> = group.iter().map(|b| b.id.clone()).collect();
+        if events.is_empty() {
+            self.delete_blocks(&old).await?;
+            return Ok(None);
+        }
+        let mut ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+        ids.sort_unstable();
+        // The content's hash in the id: an interrupted compaction that runs again over other
+        // blocks never meets an existing id with other events in it.
+        let block = BlockWrite {
+            partition,
+            day,
+            first: group.iter().map(|b| b.first).min().unwrap_or_default(),
+            last: group.iter().map(|b| b.last).max().unwrap_or_default(),
+            suffix: format!("|c{:016x}", fnv1a(&ids)),
+            events: events.iter().collect(),
+        };
+        let written = self.write_block(block).await?;
+        let stale: Vec<String> = old.into_iter().filter(|id| !written.contains(id)).collect();
+        self.delete_blocks(&stale).await?;
+        Ok(written.into_iter().next())
+    }
+
+    /// Writes one day's block (more than one if its encoding is too big), block first,
+    /// then its entry; an existing id is success (the same batch, delivered again).
+    fn write_block<'a>(
+        &'a self,
+        block: BlockWrite<'a>,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            let encoded = codec::encode(&block.events);
+            if encoded.len() > MAX_ENCODED_BYTES && block.events.len() > 1 {
+                let (a, b) = block.events.split_at(block.events.len() / 2);
+                let mut ids = Vec::new();
+                for (half, events) in [("a", a), ("b", b)] {
+                    let suffix = format!("{}{half}", block.suffix);
+                    ids.extend(
+                        self.write_block(BlockWrite { suffix, events: events.to_vec(), ..block }).await?,
+                    );
+                }
+                return Ok(ids);
+            }
+            let id = format!(
+                "{:04}|{}|{}|{}{}",
+                block.partition,
+                block.first.to_key(),
+                block.last.to_key(),
+                day_label(block.day),
+                block.suffix
+            );
+            let data = deflate(&encoded)?;
+            let bytes = data.len() as i64;
+            let binary = Binary { subtype: BinarySubtype::Generic, bytes: data };
+            insert_once(self.db.collection(EVENT_BLOCKS), doc! { "_id": &id, "data": binary }).await?;
+            let mut names: Vec<&str> = block.events.iter().map(|e| e.event.as_str()).collect();
+            names.sort_unstable();
+            names.dedup();
+            let entry = doc! {
+                "_id": &id,
+                "p": i64::from(block.partition),
+                "lo": block.events.iter().map(|e| e.timestamp).min().unwrap_or_default(),
+                "hi": block.events.iter().map(|e| e.timestamp).max().unwrap_or_default(),
+                "names": names,
+                "n": block.events.len() as i64,
+                "bytes": bytes,
+                "day": block.day * DAY_MS,
+                "first": block.first.to_key(),
+                "last": block.last.to_key(),
+            };
+            insert_once(self.db.collection(EVENT_BLOCK_INDEX), entry).await?;
+            Ok(vec![id])
+        })
+    }
+
+    /// A block's events that `keep` accepts, decoded off the async threads; None when the
+    /// block is gone.
+    async fn read_block_where(&self, id: &str, keep: Keep) -> Result<Option<Vec<BufferedEvent>>, StoreError> {
+        let Some(d) = self.db.collection::<Document>(EVENT_BLOCKS).find_one(doc! { "_id": id }).await? else {
+            return Ok(None);
+        };
+        let data = match d.get("data") {
+            Some(Bson::Binary(b)) => b.bytes.clone(),
+            _ => return Err(StoreError::Block(format!("block {id} has no data"))),
+        };
+        let id = id.to_string();
+        tokio::task::spawn_blocking(move || {
+            let encoded = inflate(&data).map_err(|e| StoreError::Block(format!("block {id}: {e}")))?;
+            codec::decode(&encoded, |name, ts| keep(name, ts))
+                .map_err(|e| StoreError::Block(format!("block {id}: {e}")))
+        })
+        .await
+        .map_err(|e| StoreError::Block(format!("block decoding stopped: {e}")))?
+        .map(Some)
+    }
+
+    async fn block_ids(&self, filter: Document) -> Result<Vec<String>, StoreError> {
+        let mut cursor = self
+            .db
+            .collection::<Document>(EVENT_BLOCK_INDEX)
+            .find(filter)
+            .projection(doc! { "_id": 1 })
+            .await?;
+        let mut ids = Vec::new();
+        while let Some(d) = cursor.try_next().await? {
+            ids.push(d.get_str("_id").unwrap_or_default().to_string());
+        }
+        Ok(ids)
+    }
+
+    /// Deletes blocks, then their entries (a crash in between leaves entries without
+    /// blocks, which readers skip and the next call deletes).
+    async fn delete_blocks(&self, ids: &[String]) -> Result<(), StoreError> {
+        // One delete per `_id`: the only filter FerretDB serves without a scan.
+        let blocks = self.db.collection::<Document>(EVENT_BLOCKS);
+        futures::stream::iter(ids)
+            .map(|id| blocks.delete_one(doc! { "_id": id }).into_future())
+            .buffer_unordered(READS_IN_FLIGHT)
+            .try_collect::<Vec<_>>()
+            .await?;
+        let index = self.db.collection::<Document>(EVENT_BLOCK_INDEX);
+        for chunk in ids.chunks(1_000) {
+            index.delete_many(doc! { "_id": { "$in": chunk } }).await?;
+        }
+        Ok(())
+    }
+}
+
+type Keep = Arc<dyn Fn(&str, i64) -> bool + Send + Sync>;
+
+struct SmallBlock {
+    id: String,
+    n: i64,
+    first: StreamPosition,
+    last: StreamPosition,
+}
+
+/// Events grouped by the UTC day of their time, in their order within each day.
+fn by_day<'a>(events: impl Iterator<Item = &'a BufferedEvent>) -> BTreeMap<i64, Vec<&'a BufferedEvent>> {
+    let mut days: BTreeMap<i64, Vec<&BufferedEvent>> = BTreeMap::new();
+    for e in events {
+        days.entry(day_of(e.timestamp)).or_default().push(e);
+    }
+    days
+}
+
+fn day_of(ts: i64) -> i64 {
+    ts.div_euclid(DAY_MS)
+}
+
+/// `2026-11-24` for day 20416 (days since the epoch).
+fn day_label(day: i64) -> String {
+    match jiff::Timestamp::from_millisecond(day.saturating_mul(DAY_MS)) {
+        Ok(t) => t.strftime("%Y-%m-%d").to_string(),
+        Err(_) => format!("d{day}"),
+    }
+}
+
+fn block_ref_of(d: &Document) -> Result<BlockRef, StoreError> {
+    let id = d.get_str("_id").map_err(|_| StoreError::Block("a block entry without an _id".to_string()))?;
+    Ok(BlockRef {
+        id: id.to_string(),
+        partition: u32::try_from(int(d.get("p"))).unwrap_or(0),
+        lo: int(d.get("lo")),
+        hi: int(d.get("hi")),
+        names: d
+            .get_array("names")
+            .map(|a| a.iter().filter_map(|n| n.as_str().map(str::to_string)).collect())
+            .unwrap_or_default(),
+        events: u64::try_from(int(d.get("n"))).unwrap_or(0),
+    })
+}
+
+fn int(v: Option<&Bson>) -> i64 {
+    match v {
+        Some(Bson::Int64(n)) => *n,
+        Some(Bson::Int32(n)) => i64::from(*n),
+        Some(Bson::Double(n)) => *n as i64,
+        _ => 0,
+    }
+}
+
+fn position(d: &Document, field: &str) -> StreamPosition {
+    d.get_str(field).ok().and_then(StreamPosition::from_key).unwrap_or_default()
+}
+
+async fn insert_once(collection: mongodb::Collection<Document>, d: Document) -> Result<(), StoreError> {
+    match collection.insert_one(d).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_duplicate(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn deflate(bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder
+        .write_all(bytes)
+        .and_then(|()| encoder.finish())
+        .map_err(|e| StoreError::Block(format!("deflate: {e}")))
+}
+
+fn inflate(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len() * 6);
+    flate2::read::DeflateDecoder::new(bytes).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// FNV-1a over the ids: stable across builds (std's hasher is not).
+fn fnv1a(ids: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for id in ids {
+        for b in id.bytes().chain([0]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_are_utc_and_labelled_as_dates() {
+        assert_eq!(day_of(0), 0);
+        assert_eq!(day_of(-1), -1);
+        assert_eq!(day_label(day_of(1_764_000_000_000)), "2025-11-24");
+        assert_eq!(day_label(-1), "1969-12-31");
+    }
+}

@@ -1,0 +1,298 @@
+//! The encoding of an event block, before deflate: columns, so a reader filters by name and
+//! time from two small columns and parses only the properties of the events it keeps.
+//!
+//! ```text
+//! version: u8 (1)
+//! n: varint                       events
+//! names: varint count, strings    distinct event names
+//! name: n varints                 index into names
+//! ts: n zigzag varints            timestamp, delta from the previous event's
+//! received: n zigzag varints      received_at - timestamp
+//! generated: n bytes              id_generated (0 or 1)
+//! id: n strings                   event_id
+//! user: n strings                 distinct_id
+//! properties: n strings           JSON object text, empty when there are none
+//! ```
+//! A string is a varint byte length and UTF-8 bytes.
+
+use std::collections::HashMap;
+
+use pulse_core::buffer::BufferedEvent;
+use serde_json::{Map, Value};
+
+const VERSION: u8 = 1;
+
+/// Why a block could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("event block: {0}")]
+pub struct CodecError(&'static str);
+
+/// Encodes `events` (properties in their stored form, see [`stored_properties`]).
+pub fn encode(events: &[&BufferedEvent]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + events.len() * 160);
+    out.push(VERSION);
+    put_varint(&mut out, events.len() as u64);
+    let mut names: Vec<&str> = Vec::new();
+    let mut index: HashMap<&str, u64> = HashMap::new();
+    let name_of: Vec<u64> = events
+        .iter()
+        .map(|e| {
+            *index.entry(e.event.as_str()).or_insert_with(|| {
+                names.push(&e.event);
+                names.len() as u64 - 1
+            })
+        })
+        .collect();
+    put_varint(&mut out, names.len() as u64);
+    for name in &names {
+        put_str(&mut out, name);
+    }
+    for i in name_of {
+        put_varint(&mut out, i);
+    }
+    let mut previous = 0i64;
+    for e in events {
+        put_varint(&mut out, zigzag(e.timestamp.wrapping_sub(previous)));
+        previous = e.timestamp;
+    }
+    for e in events {
+        put_varint(&mut out, zigzag(e.received_at.wrapping_sub(e.timestamp)));
+    }
+    out.extend(events.iter().map(|e| u8::from(e.id_generated)));
+    for e in events {
+        put_str(&mut out, &e.event_id);
+    }
+    for e in events {
+        put_str(&mut out, &e.distinct_id);
+    }
+    for e in events {
+        if e.properties.is_empty() {
+            put_varint(&mut out, 0);
+        } else {
+            let text = match stored_properties(&e.properties) {
+                Some(stored) => Value::Object(stored).to_string(),
+                None => serde_json::to_string(&e.properties).unwrap_or_default(),
+            };
+            put_str(&mut out, &text);
+        }
+    }
+    out
+}
+
+/// Decodes the events for which `keep(name, timestamp)` holds, in block order.
+pub fn decode(bytes: &[u8], keep: impl Fn(&str, i64) -> bool) -> Result<Vec<BufferedEvent>, CodecError> {
+    let mut r = Reader { bytes, at: 0 };
+    if r.byte()? != VERSION {
+        return Err(CodecError("unknown version"));
+    }
+    let n = usize::try_from(r.varint()?).map_err(|_| CodecError("bad length"))?;
+    // Every event takes at least 6 bytes: a corrupt count fails here, not in an allocation.
+    if n > bytes.len() {
+        return Err(CodecError("event count exceeds the data"));
+    }
+    let name_count = r.varint()? as usize;
+    if name_count > bytes.len() {
+        return Err(CodecError("name count exceeds the data"));
+    }
+    let names: Vec<&str> = (0..name_count).map(|_| r.str()).collect::<Result<_, _>>()?;
+    let name_of: Vec<&str> = (0..n)
+        .map(|_| names.get(r.varint()? as usize).copied().ok_or(CodecError("bad name index")))
+        .collect::<Result<_, _>>()?;
+    let mut previous = 0i64;
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        previous = previous.wrapping_add(unzigzag(r.varint()?));
+        times.push(previous);
+    }
+    let kept: Vec<bool> = (0..n).map(|i| keep(name_of[i], times[i])).collect();
+    let mut received = Vec::with_capacity(n);
+    for &t in &times {
+        received.push(t.wrapping_add(unzigzag(r.varint()?)));
+    }
+    let generated = r.take(n)?;
+    let ids: Vec<&str> = (0..n).map(|_| r.str()).collect::<Result<_, _>>()?;
+    let users: Vec<&str> = (0..n).map(|_| r.str()).collect::<Result<_, _>>()?;
+    let mut out = Vec::with_capacity(kept.iter().filter(|k| **k).count());
+    for i in 0..n {
+        let properties = r.str()?;
+        if !kept[i] {
+            continue;
+        }
+        let properties: Map<String, Value> = if properties.is_empty() {
+            Map::new()
+        } else {
+            serde_json::from_str(properties).map_err(|_| CodecError("bad properties"))?
+        };
+        out.push(BufferedEvent {
+            event_id: ids[i].to_string(),
+            id_generated: generated[i] != 0,
+            event: name_of[i].to_string(),
+            distinct_id: users[i].to_string(),
+            timestamp: times[i],
+            received_at: received[i],
+            properties,
+        });
+    }
+    if r.at != bytes.len() {
+        return Err(CodecError("trailing bytes"));
+    }
+    Ok(out)
+}
+
+/// The properties as a raw event document gives them back, when that differs from `map`:
+/// BSON has no u64, so integers beyond i64 are stored as doubles. A block keeps the same
+/// values, so that an event read from a block equals the raw one.
+pub fn stored_properties(map: &Map<String, Value>) -> Option<Map<String, Value>> {
+    fn changes(v: &Value) -> bool {
+        match v {
+            Value::Number(n) => n.is_u64() && n.as_i64().is_none(),
+            Value::Array(items) => items.iter().any(changes),
+            Value::Object(map) => map.values().any(changes),
+            _ => false,
+        }
+    }
+    fn stored(v: &Value) -> Value {
+        match v {
+            Value::Number(n) if n.is_u64() && n.as_i64().is_none() => {
+                serde_json::Number::from_f64(n.as_f64().unwrap_or(f64::NAN))
+                    .map(Value::Number)
+                    .unwrap_or(Value::Null)
+            }
+            Value::Array(items) => Value::Array(items.iter().map(stored).collect()),
+            Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), stored(v))).collect()),
+            other => other.clone(),
+        }
+    }
+    map.values().any(changes).then(|| map.iter().map(|(k, v)| (k.clone(), stored(v))).collect())
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_varint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Result<u8, CodecError> {
+        let b = *self.bytes.get(self.at).ok_or(CodecError("truncated"))?;
+        self.at += 1;
+        Ok(b)
+    }
+
+    fn varint(&mut self) -> Result<u64, CodecError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err(CodecError("varint too long"))
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or(CodecError("truncated"))?;
+        let out = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+
+    fn str(&mut self) -> Result<&'a str, CodecError> {
+        let n = usize::try_from(self.varint()?).map_err(|_| CodecError("bad length"))?;
+        std::str::from_utf8(self.take(n)?).map_err(|_| CodecError("bad UTF-8"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn event(i: i64, props: Value) -> BufferedEvent {
+        BufferedEvent {
+            event_id: format!("id-{i}"),
+            id_generated: i % 3 == 0,
+            event: ["a", "b.c", "ü"][(i % 3) as usize].to_string(),
+            distinct_id: format!("user-{}", i % 7),
+            timestamp: 1_700_000_000_000 - i * 37_000,
+            received_at: 1_700_000_000_000 + i,
+            properties: props.as_object().cloned().unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn round_trips_and_filters_by_name_and_time() {
+        let events: Vec<BufferedEvent> = (0..50)
+            .map(|i| event(i, serde_json::json!({ "n": i, "x": { "y.z": [1, "two", null] }, "$k": -1.5 })))
+            .chain([event(50, serde_json::json!({}))])
+            .collect();
+        let refs: Vec<&BufferedEvent> = events.iter().collect();
+        let bytes = encode(&refs);
+        assert_eq!(decode(&bytes, |_, _| true).expect("decode"), events);
+        let cut = events[10].timestamp;
+        let some = decode(&bytes, |name, ts| name == "a" && ts >= cut).expect("decode");
+        let want: Vec<BufferedEvent> =
+            events.iter().filter(|e| e.event == "a" && e.timestamp >= cut).cloned().collect();
+        assert_eq!(some, want);
+        assert!(!some.is_empty());
+    }
+
+    #[test]
+    fn integers_beyond_i64_become_doubles_as_in_a_raw_document() {
+        let e = event(
+            1,
+            serde_json::json!({ "big": u64::MAX, "deep": [{ "b": 18_000_000_000_000_000_000u64 }], "small": 5 }),
+        );
+        let got = decode(&encode(&[&e]), |_, _| true).expect("decode");
+        assert_eq!(got[0].properties["big"], serde_json::json!(u64::MAX as f64));
+        assert_eq!(
+            got[0].properties["deep"][0]["b"],
+            serde_json::json!(18_000_000_000_000_000_000u64 as f64)
+        );
+        assert_eq!(got[0].properties["small"], serde_json::json!(5));
+    }
+
+    #[test]
+    fn corrupt_data_is_an_error_not_a_panic() {
+        let e = event(1, serde_json::json!({ "a": 1 }));
+        let bytes = encode(&[&e, &e]);
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut], |_, _| true).is_err(), "cut at {cut}");
+        }
+        assert!(decode(&[2, 0, 0], |_, _| true).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn any_times_round_trip(times in proptest::collection::vec((any::<i64>(), any::<i64>()), 0..40)) {
+            let events: Vec<BufferedEvent> = times
+                .iter()
+                .enumerate()
+                .map(|(i, (t, r))| BufferedEvent { timestamp: *t, received_at: *r, ..event(i as i64, Value::Null) })
+                .collect();
+            let refs: Vec<&BufferedEvent> = events.iter().collect();
+            prop_assert_eq!(decode(&encode(&refs), |_, _| true).expect("decode"), events);
+        }
+    }
+}

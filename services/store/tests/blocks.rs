@@ -1,0 +1,284 @@
+//! Event blocks against a real MongoDB-wire server: events read from blocks equal the raw
+//! events (odd properties included), `events_between` filters and keeps one copy per event
+//! id, retention and compaction delete what they should, and a rebuild writes blocks from
+//! raw events.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use pulse_core::buffer::BufferedEvent;
+use pulse_core::duration::DurationSpec;
+use pulse_core::rollup::StreamPosition;
+use pulse_store::collections::{EVENT_BLOCK_INDEX, EVENT_BLOCKS};
+use pulse_store::recount::event_of_document;
+use pulse_store::{EventWrite, Store, StoreError};
+use pulse_testkit::{FerretDb, unique_name};
+use serde_json::json;
+
+const DAY: i64 = 86_400_000;
+/// 2026-11-20T00:00:00Z.
+const T0: i64 = 1_795_132_800_000;
+
+async fn store(ferret: &FerretDb) -> Store {
+    let client = ferret.client().await.expect("client");
+    let store = Store::new(client.database(&unique_name("blocks")));
+    store.ensure_schema(DurationSpec::days(30)).await.expect("schema");
+    store
+}
+
+fn event(id: &str, name: &str, ts: i64, properties: serde_json::Value) -> BufferedEvent {
+    BufferedEvent {
+        event_id: id.to_string(),
+        id_generated: false,
+        event: name.to_string(),
+        distinct_id: format!("user-{}", id.len() % 3),
+        timestamp: ts,
+        received_at: ts + 1_234,
+        properties: properties.as_object().cloned().unwrap_or_default(),
+    }
+}
+
+fn pos(n: u64) -> StreamPosition {
+    StreamPosition { millis: 1_000 + n, sequence: n % 2 }
+}
+
+/// Stores the events raw and as blocks, as the processor does with a batch.
+async fn write(store: &Store, partition: u32, first: u64, events: &[BufferedEvent]) -> Vec<String> {
+    let writes: Vec<EventWrite<'_>> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| EventWrite { partition, position: pos(first + i as u64), event: e })
+        .collect();
+    let flags = store.insert_events(&writes, true).await.expect("insert");
+    let stored: Vec<&BufferedEvent> =
+        events.iter().zip(&flags).filter(|(_, f)| **f).map(|(e, _)| e).collect();
+    let last = first + events.len().max(1) as u64 - 1;
+    store.write_event_blocks(partition, pos(first), pos(last), &stored).await.expect("write blocks")
+}
+
+async fn raw_events(store: &Store) -> BTreeMap<String, BufferedEvent> {
+    use futures::TryStreamExt;
+    let mut cursor = store
+        .database()
+        .collection::<mongodb::bson::Document>("events")
+        .find(mongodb::bson::doc! {})
+        .await
+        .expect("find");
+    let mut out = BTreeMap::new();
+    while let Some(d) = cursor.try_next().await.expect("cursor") {
+        let e = event_of_document(&d);
+        out.insert(e.event_id.clone(), e);
+    }
+    out
+}
+
+fn by_id(events: Vec<BufferedEvent>) -> BTreeMap<String, BufferedEvent> {
+    let n = events.len();
+    let map: BTreeMap<String, BufferedEvent> = events.into_iter().map(|e| (e.event_id.clone(), e)).collect();
+    assert_eq!(map.len(), n, "one event per id");
+    map
+}
+
+async fn count(store: &Store, collection: &str) -> u64 {
+    store
+        .database()
+        .collection::<mongodb::bson::Document>(collection)
+        .count_documents(mongodb::bson::doc! {})
+        .await
+        .expect("count")
+}
+
+/// Events over three UTC days, four names, two users, with ordinary properties.
+fn sample(prefix: &str, n: usize) -> Vec<BufferedEvent> {
+    let names = ["view", "signup", "purchase", "churn"];
+    (0..n)
+        .map(|i| {
+            let ts = T0 + ((i as i64 * 7_919) % 3_000) * 86_400;
+            event(&format!("{prefix}{i}"), names[i % 4], ts, json!({ "i": i, "plan": "pro" }))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn events_read_from_blocks_equal_the_raw_events_odd_properties_included() {
+    let ferret = FerretDb::start().await.expect("ferretdb");
+    let store = store(&ferret).await;
+    let odd = [
+        json!({ "nested": { "a": [1, { "b": null }], "c": { "d": { "e": true } } } }),
+        json!({ "ünïcödé 🎉": "日本語 \u{0} \"quoted\"", "emoji": ["👍", "\u{1F600}"] }),
+        json!({ "a.b": 1, "$dollar": { "x.y": { "$z": 2 } }, "100%": "%2E", "%24": "$" }),
+        json!({ "big": u64::MAX, "min": i64::MIN, "max": i64::MAX, "float": 1.5e300, "neg": -0.25, "one": 1.0 }),
+        json!({}),
+    ];
+    let mut events: Vec<BufferedEvent> = odd
+        .iter()
+        .enumerate()
+        // Half a day apart: one batch, three UTC days, three blocks.
+        .map(|(i, p)| event(&format!("odd-{i}"), "view.page", T0 + i as i64 * DAY / 2, p.clone()))
+        .collect();
+    events[1].id_generated = true;
+    let ids = write(&store, 3, 10, &events).await;
+    assert_eq!(ids.len(), 3, "one block per UTC day: {ids:?}");
+    assert!(ids[0].starts_with("0003|"), "{}", ids[0]);
+    assert!(ids[0].ends_with("|2026-11-20"), "{}", ids[0]);
+
+    let raw = raw_events(&store).await;
+    let mut from_blocks = Vec::new();
+    for id in &ids {
+        from_blocks.extend(store.read_event_block(id).await.expect("read").expect("the block exists"));
+    }
+    assert_eq!(by_id(from_blocks), raw, "block events equal the raw ones");
+    assert_eq!(raw["odd-3"].properties["big"], json!(u64::MAX as f64), "as the raw document has it");
+    assert_eq!(raw["odd-2"].properties["$dollar"]["x.y"]["$z"], json!(2));
+    assert!(store.read_event_block("0003|nope").await.expect("read").is_none());
+
+    let refs = store.event_block_refs(None, i64::MIN, i64::MAX).await.expect("refs");
+    assert_eq!(refs.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), ids);
+    assert_eq!(refs[0].partition, 3);
+    assert_eq!((refs[0].lo, refs[0].hi, refs[0].events), (T0, T0 + DAY / 2, 2));
+    assert_eq!(refs[0].names, vec!["view.page".to_string()]);
+
+    // A redelivered batch writes the same blocks again: nothing new.
+    assert_eq!(write(&store, 3, 10, &events).await, ids);
+    assert_eq!(count(&store, EVENT_BLOCKS).await, 3);
+    assert_eq!(count(&store, EVENT_BLOCK_INDEX).await, 3);
+}
+
+#[tokio::test]
+async fn events_between_filters_by_name_and_time_keeps_one_copy_and_refuses_too_many() {
+    let ferret = FerretDb::start().await.expect("ferretdb");
+    let store = store(&ferret).await;
+    let events = sample("s", 400);
+    for (i, chunk) in events.chunks(50).enumerate() {
+        write(&store, (i % 3) as u32, i as u64 * 100, chunk).await;
+    }
+    // A crash before the ack: the redelivery, batched otherwise, writes other blocks with
+    // the same events.
+    let again: Vec<&BufferedEvent> = events[20..130].iter().collect();
+    store.write_event_blocks(0, pos(20), pos(129), &again).await.expect("write again");
+
+    let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+    let cases: Vec<(Option<Vec<String>>, i64, i64)> = vec![
+        (None, i64::MIN / 2, i64::MAX / 2),
+        (Some(names(&["purchase"])), T0, T0 + DAY),
+        (Some(names(&["view", "churn"])), T0 + DAY / 3, T0 + 2 * DAY + 5),
+        (Some(names(&["nothing"])), i64::MIN / 2, i64::MAX / 2),
+        (None, T0 + DAY, T0 + DAY),
+    ];
+    for (names, from, to) in cases {
+        let got = store.events_between(names.as_deref(), from, to, 10_000).await.expect("events");
+        let want: BTreeMap<String, BufferedEvent> = events
+            .iter()
+            .filter(|e| e.timestamp >= from && e.timestamp < to)
+            .filter(|e| names.as_ref().is_none_or(|n| n.contains(&e.event)))
+            .map(|e| (e.event_id.clone(), e.clone()))
+            .collect();
+        assert_eq!(by_id(got), want, "names {names:?} in [{from}, {to})");
+    }
+
+    let all = store.events_between(None, i64::MIN / 2, i64::MAX / 2, 400).await.expect("exactly the limit");
+    assert_eq!(all.len(), 400);
+    let over = store.events_between(None, i64::MIN / 2, i64::MAX / 2, 399).await;
+    assert!(matches!(over, Err(StoreError::TooManyEvents { limit: 399 })), "{over:?}");
+}
+
+#[tokio::test]
+async fn retention_deletes_expired_blocks_and_readers_skip_entries_whose_block_is_gone() {
+    let ferret = FerretDb::start().await.expect("ferretdb");
+    let store = store(&ferret).await;
+    let now = T0 + 40 * DAY;
+    let old = vec![event("old-1", "view", T0, json!({})), event("old-2", "view", T0 + 1, json!({}))];
+    let recent =
+        vec![event("new-1", "view", now - DAY - 1, json!({})), event("new-2", "view", now - 1, json!({}))];
+    let old_ids = write(&store, 0, 0, &old).await;
+    let recent_ids = write(&store, 0, 10, &recent).await;
+    assert_eq!((old_ids.len(), recent_ids.len()), (1, 2));
+
+    // A retention interrupted between a block and its entry: the entry stays, readers skip it.
+    store
+        .database()
+        .collection::<mongodb::bson::Document>(EVENT_BLOCKS)
+        .delete_one(mongodb::bson::doc! { "_id": &recent_ids[0] })
+        .await
+        .expect("delete one block");
+    let left = store.events_between(None, i64::MIN / 2, i64::MAX / 2, 100).await.expect("events");
+    assert_eq!(by_id(left).keys().cloned().collect::<Vec<_>>(), vec!["new-2", "old-1", "old-2"]);
+
+    store.delete_expired(now, DurationSpec::days(30), false).await.expect("retention");
+    assert!(store.read_event_block(&old_ids[0]).await.expect("read").is_none());
+    let refs: Vec<String> = store
+        .event_block_refs(None, i64::MIN, i64::MAX)
+        .await
+        .expect("refs")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(refs, recent_ids, "expired entries are deleted, recent ones kept");
+    let left = store.events_between(None, i64::MIN / 2, i64::MAX / 2, 100).await.expect("events");
+    assert_eq!(by_id(left).keys().cloned().collect::<Vec<_>>(), vec!["new-2"]);
+    assert!(raw_events(&store).await.keys().all(|id| id.starts_with("new-")), "raw events expire too");
+}
+
+#[tokio::test]
+async fn compaction_merges_a_days_small_blocks_into_one_and_reads_stay_the_same() {
+    let ferret = FerretDb::start().await.expect("ferretdb");
+    let store = store(&ferret).await;
+    // Ten small batches on one day, three on another, and two on partition 1.
+    let day_one: Vec<BufferedEvent> =
+        (0..50).map(|i| event(&format!("a{i}"), "view", T0 + i * 60_000, json!({ "i": i }))).collect();
+    let day_two: Vec<BufferedEvent> =
+        (0..15).map(|i| event(&format!("b{i}"), "buy", T0 + DAY + i, json!({}))).collect();
+    let mut small = Vec::new();
+    for (i, batch) in day_one.chunks(5).enumerate() {
+        small.extend(write(&store, 0, i as u64 * 10, batch).await);
+    }
+    // One batch written twice under other boundaries: copies of the same events.
+    let copies: Vec<&BufferedEvent> = day_one[0..7].iter().collect();
+    small.extend(store.write_event_blocks(0, pos(1), pos(7), &copies).await.expect("write copies"));
+    for (i, batch) in day_two.chunks(5).enumerate() {
+        write(&store, 0, 500 + i as u64 * 10, batch).await;
+    }
+    store.write_event_blocks(1, pos(0), pos(0), &[&day_one[0]]).await.expect("write partition 1");
+    let before = by_id(store.events_between(None, i64::MIN / 2, i64::MAX / 2, 1_000).await.expect("events"));
+
+    let merged = store.compact_event_blocks(0).await.expect("compact");
+    assert_eq!(merged.len(), 1, "{merged:?}");
+    assert!(merged[0].starts_with("0000|") && merged[0].contains("|2026-11-20|c"), "{}", merged[0]);
+    let merged_events = store.read_event_block(&merged[0]).await.expect("read").expect("merged block");
+    assert_eq!(by_id(merged_events).len(), 50, "each event once");
+    for id in &small {
+        assert!(store.read_event_block(id).await.expect("read").is_none(), "{id} was merged");
+    }
+    // 1 merged + 3 of day two on partition 0, 1 on partition 1.
+    assert_eq!(count(&store, EVENT_BLOCK_INDEX).await, 5);
+    assert_eq!(count(&store, EVENT_BLOCKS).await, 5);
+    let after = by_id(store.events_between(None, i64::MIN / 2, i64::MAX / 2, 1_000).await.expect("events"));
+    assert_eq!(after, before);
+    assert!(store.compact_event_blocks(0).await.expect("compact again").is_empty(), "nothing left to merge");
+}
+
+#[tokio::test]
+async fn rebuilt_blocks_hold_exactly_the_raw_events() {
+    let ferret = FerretDb::start().await.expect("ferretdb");
+    let store = store(&ferret).await;
+    let events = sample("r", 2_500);
+    // Raw events only, as stored before blocks existed...
+    let writes: Vec<EventWrite<'_>> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| EventWrite { partition: (i % 2) as u32, position: pos(i as u64), event: e })
+        .collect();
+    store.insert_events(&writes, false).await.expect("insert");
+    // ...and a stray block, which the rebuild replaces.
+    let stray = event("stray", "view", T0, json!({}));
+    store.write_event_blocks(0, pos(0), pos(0), &[&stray]).await.expect("write");
+
+    let written = store.rebuild_event_blocks().await.expect("rebuild");
+    let refs = store.event_block_refs(None, i64::MIN, i64::MAX).await.expect("refs");
+    assert_eq!(refs.len(), written);
+    assert!(refs.iter().all(|r| r.events <= 1_000 && r.id.contains("|r")), "{refs:?}");
+    let partitions: BTreeSet<u32> = refs.iter().map(|r| r.partition).collect();
+    assert_eq!(partitions, BTreeSet::from([0, 1]), "blocks keep the partition that stored the events");
+    let got = by_id(store.events_between(None, i64::MIN / 2, i64::MAX / 2, 10_000).await.expect("events"));
+    assert_eq!(got, raw_events(&store).await);
+    assert_eq!(got.len(), 2_500);
+}
