@@ -13,6 +13,7 @@ pub mod cohort;
 mod error;
 pub mod event;
 pub mod funnel;
+pub mod materialized;
 pub mod period;
 pub mod retention;
 pub mod stats;

@@ -67,7 +67,7 @@ pub struct RetentionCohort {
 }
 
 impl RetentionQuery {
-    fn validate(&self, limits: &Limits) -> Result<(), AnalyticsError> {
+    pub(crate) fn validate(&self, limits: &Limits) -> Result<(), AnalyticsError> {
         let mut errors = Errors::default();
         self.start.validate_into("start", &mut errors);
         self.return_event.validate_into("return", &mut errors);

@@ -58,20 +58,7 @@ impl<'d> Compiled<'d> {
         let mut holds: HashMap<String, u32> = HashMap::new();
         let mut out = Vec::new();
         for e in events {
-            let steps = self
-                .def
-                .steps
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| matches(&s.event, &s.filters, e))
-                .fold(0u32, |m, (i, _)| m | (1 << i));
-            let exclusions = self
-                .def
-                .exclusions
-                .iter()
-                .enumerate()
-                .filter(|(_, x)| matches(&x.event, &x.filters, e))
-                .fold(0u16, |m, (i, _)| m | (1 << i));
+            let (steps, exclusions) = self.masks(e);
             if steps == 0 && exclusions == 0 {
                 continue;
             }
@@ -87,9 +74,28 @@ impl<'d> Compiled<'d> {
         out
     }
 
+    /// The steps (bit i: step i) and exclusions (bit e) the event matches.
+    pub fn masks(&self, e: &AnalyticsEvent) -> (u32, u16) {
+        let steps = self
+            .def
+            .steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches(&s.event, &s.filters, e))
+            .fold(0u32, |m, (i, _)| m | (1 << i));
+        let exclusions = self
+            .def
+            .exclusions
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| matches(&x.event, &x.filters, e))
+            .fold(0u16, |m, (i, _)| m | (1 << i));
+        (steps, exclusions)
+    }
+
     /// The held-constant values as one key: each value's JSON text, an absent property as
     /// its own value (so two events both without `device_id` share it).
-    fn hold_key(&self, properties: &Value) -> String {
+    pub fn hold_key(&self, properties: &Value) -> String {
         let mut key = String::new();
         for path in &self.def.hold_constant {
             match path.lookup(properties) {

@@ -16,7 +16,7 @@ use jiff::tz::TimeZone;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use self::compiled::{Compiled, Marked};
+pub(crate) use self::compiled::{Compiled, Marked};
 use super::error::{AnalyticsError, Limits, check_events, check_range};
 use super::event::{AnalyticsEvent, by_user, matches};
 use super::period::{self, Interval};
@@ -91,18 +91,9 @@ impl<'d> FunnelEngine<'d> {
     }
 
     fn evaluate(&self, marked: &[Marked], from: i64, to: i64) -> (usize, Vec<i64>) {
-        // Only events from `from` to the window after `to` can be chosen or come between.
-        let lo = marked.partition_point(|m| m.ts < from);
-        let hi = marked.partition_point(|m| m.ts <= to.saturating_add(self.compiled.window_ms));
-        let marked = &marked[lo..hi.max(lo)];
-        match self.compiled.order {
-            FunnelOrder::Unordered => (unordered::level(&self.compiled, marked, from, to), Vec::new()),
-            order => {
-                let p = sequence::progress(&self.compiled, marked, from, to, order == FunnelOrder::Strict);
-                let times = p.first.iter().take(p.level).flatten().map(|(t, start)| t - start).collect();
-                (p.level, times)
-            }
-        }
+        let (level, first) = progress_in(&self.compiled, marked, from, to);
+        let times = first.iter().take(level).flatten().map(|(t, start)| t - start).collect();
+        (level, times)
     }
 
     fn breakdown_value(&self, events: &[&AnalyticsEvent]) -> Option<String> {
@@ -114,6 +105,30 @@ impl<'d> FunnelEngine<'d> {
             serde_json::Value::String(s) => s.clone(),
             other => other.to_string(),
         })
+    }
+}
+
+/// One user's level over starts in `[from, to)` and, for each level reached, when the
+/// first chain reached it and the latest start among those chains (none for unordered
+/// funnels). `marked` is the user's marked events in time order. The pre-aggregates
+/// (`analytics::materialized`) keep this per user and day and combine days: the earliest
+/// arrival wins, then the latest start.
+pub(crate) fn progress_in(
+    c: &Compiled<'_>,
+    marked: &[Marked],
+    from: i64,
+    to: i64,
+) -> (usize, Vec<Option<(i64, i64)>>) {
+    // Only events from `from` to the window after `to` can be chosen or come between.
+    let lo = marked.partition_point(|m| m.ts < from);
+    let hi = marked.partition_point(|m| m.ts <= to.saturating_add(c.window_ms));
+    let marked = &marked[lo..hi.max(lo)];
+    match c.order {
+        FunnelOrder::Unordered => (unordered::level(c, marked, from, to), Vec::new()),
+        order => {
+            let p = sequence::progress(c, marked, from, to, order == FunnelOrder::Strict);
+            (p.level, p.first)
+        }
     }
 }
 

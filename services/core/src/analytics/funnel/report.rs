@@ -31,6 +31,17 @@ impl FunnelTally {
         FunnelTally { reached: vec![0; steps], times: vec![Vec::new(); steps], ..Default::default() }
     }
 
+    /// A tally from counts kept elsewhere (the pre-aggregates of `analytics::materialized`),
+    /// laid out as the fields are.
+    pub(crate) fn from_parts(
+        reached: Vec<u64>,
+        times: Vec<Vec<i64>>,
+        by_value: BTreeMap<Option<String>, Vec<u64>>,
+        periods: BTreeMap<i64, (u64, u64)>,
+    ) -> Self {
+        FunnelTally { reached, times, by_value, periods }
+    }
+
     /// Adds one user.
     pub fn add(&mut self, user: &UserFunnel) {
         let n = self.reached.len();
@@ -216,6 +227,29 @@ impl TimeToConvert {
     fn of(times: &[i64]) -> Option<Self> {
         if times.is_empty() {
             return None;
+        }
+        // Exact integers below 2^53 whose sum is too: every partial sum is exact in f64
+        // whatever the order, so selecting the ranks (linear) gives the same figures as
+        // sorting; a pre-aggregated answer over many users then stays within its budget.
+        const EXACT: i64 = 1 << 53;
+        if times.iter().all(|&t| (0..EXACT).contains(&t))
+            && times.iter().map(|&t| i128::from(t)).sum::<i128>() < i128::from(EXACT)
+        {
+            let mut values = times.to_vec();
+            let sum: i64 = values.iter().sum();
+            let len = values.len();
+            let mut at = |p: f64| {
+                let rank = ((p / 100.0) * len as f64).ceil() as usize;
+                *values.select_nth_unstable(rank.clamp(1, len) - 1).1
+            };
+            let (median_ms, p90_ms, max_ms) = (at(50.0), at(90.0), at(100.0));
+            return Some(TimeToConvert {
+                users: len as u64,
+                average_ms: sum as f64 / len as f64,
+                median_ms,
+                p90_ms,
+                max_ms,
+            });
         }
         let mut sorted: Vec<f64> = times.iter().map(|&t| t as f64).collect();
         sorted.sort_by(f64::total_cmp);

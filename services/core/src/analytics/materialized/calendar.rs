@@ -1,0 +1,55 @@
+//! Local days of the pipeline's time zone, cached: converting a time to its zone's date
+//! costs more than the rest of adding an event.
+
+use jiff::tz::TimeZone;
+
+use crate::analytics::period::{self, Interval};
+
+/// One local day: its number (see [`period::day_number`]) and `[start, end)` in epoch ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Day {
+    pub number: i64,
+    pub start: i64,
+    pub end: i64,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Calendar {
+    pub tz: TimeZone,
+    /// Days met so far, by start.
+    known: Vec<Day>,
+}
+
+impl Calendar {
+    pub fn new(tz: TimeZone) -> Self {
+        Calendar { tz, known: Vec::new() }
+    }
+
+    /// The day holding `ts`.
+    pub fn day(&mut self, ts: i64) -> Day {
+        let i = self.known.partition_point(|d| d.start <= ts);
+        if i > 0 && ts < self.known[i - 1].end {
+            return self.known[i - 1];
+        }
+        let start = period::start(ts, Interval::Day, &self.tz);
+        let day = Day {
+            number: period::day_number(start, &self.tz),
+            start,
+            end: period::next(start, Interval::Day, &self.tz),
+        };
+        self.known.insert(i, day);
+        day
+    }
+}
+
+/// The week number of a day number, as [`period::period_number`] counts weeks.
+pub(super) fn week_of(day: i64) -> i64 {
+    (day + 3).div_euclid(7)
+}
+
+/// The day numbers `[first, end)` of a range `[from, to)` made of whole local days, or
+/// None when it is not.
+pub(super) fn whole_days(from: i64, to: i64, tz: &TimeZone) -> Option<(i64, i64)> {
+    let whole = |ts| period::start(ts, Interval::Day, tz) == ts;
+    (whole(from) && whole(to)).then(|| (period::day_number(from, tz), period::day_number(to, tz)))
+}

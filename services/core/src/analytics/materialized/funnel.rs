@@ -1,0 +1,492 @@
+//! A declared funnel kept per user and local day, so any range of whole days is a merge of
+//! the days' results instead of a pass over events.
+//!
+//! Why days compose: a chain belongs to the range of its first step, so over adjacent
+//! ranges a user's level is the largest of the per-range levels; the breakdown value is
+//! that of the first first-step event, which lies in the first day with one; a step's time
+//! to convert comes from the chain that reached it first (earliest arrival, then latest
+//! start), found by comparing the days' first arrivals. Each day is computed by the
+//! ad-hoc engine's own code ([`progress_in`]) over the user's kept events, so the two
+//! paths cannot drift apart.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use jiff::tz::TimeZone;
+use serde_json::Value;
+
+use super::calendar::{Calendar, whole_days};
+use super::group_by_user;
+use super::seen::SeenIds;
+use crate::analytics::error::{AnalyticsError, Limits, check_events, check_range};
+use crate::analytics::event::AnalyticsEvent;
+use crate::analytics::funnel::{Compiled, FunnelQuery, FunnelReport, FunnelTally, Marked, progress_in};
+use crate::analytics::period::{self, Interval};
+use crate::funnel::{FunnelDefinition, FunnelOrder};
+
+/// No arrival at a level: later than any, with the earliest start.
+const NEVER: (i64, i64) = (i64::MAX, i64::MIN);
+
+/// A declared funnel's pre-aggregate: per user and local day with a first-step event, the
+/// funnel over that day (level, breakdown value, first arrival at each level), and the
+/// user's events the funnel uses, to recompute the days new events touch.
+pub struct FunnelView {
+    def: FunnelDefinition,
+    kept: Kept,
+    scratch: Mutex<Vec<Scratch>>,
+}
+
+/// Everything but the definition, so the definition can be borrowed while this changes.
+struct Kept {
+    steps: usize,
+    window_ms: i64,
+    calendar: Calendar,
+    user_index: HashMap<String, u32>,
+    users: Vec<UserState>,
+    days: BTreeMap<i64, DayColumn>,
+    /// The kept events' ids, end to end (the order of events with one time is by id).
+    ids: Vec<u8>,
+    /// Held-constant value keys, interned.
+    holds: HashMap<String, u32>,
+    /// Breakdown values, interned; 0 is "absent".
+    values: Vec<Option<String>>,
+    value_ids: HashMap<Option<String>, u32>,
+    events: usize,
+}
+
+#[derive(Default)]
+struct UserState {
+    seen: SeenIds,
+    /// The events matching a step or an exclusion, by time then id.
+    events: Vec<Event>,
+    /// (day number, index in that day's column), by day.
+    slots: Vec<(i64, u32)>,
+}
+
+/// One kept event, 32 bytes.
+#[derive(Debug, Clone, Copy)]
+struct Event {
+    ts: i64,
+    /// Offset in `Kept::ids` (low 40 bits) and length (high 24 bits).
+    id: u64,
+    steps: u32,
+    /// Interned held-constant key (0 when none are held or the event is no step).
+    hold: u32,
+    /// Interned breakdown value (first-step events only).
+    value: u32,
+    exclusions: u16,
+}
+
+/// The users with a first-step event on one day, and their funnel over that day.
+struct DayColumn {
+    start: i64,
+    end: i64,
+    users: Vec<u32>,
+    levels: Vec<u8>,
+    values: Vec<u32>,
+    /// Per user, `steps - 1` pairs: the first arrival (time, latest start) at levels 2..=n.
+    firsts: Vec<(i64, i64)>,
+}
+
+impl FunnelView {
+    /// For a declared funnel; `tz` is the pipeline's time zone (day/week periods).
+    pub fn new(def: FunnelDefinition, tz: TimeZone) -> Result<Self, AnalyticsError> {
+        def.validate().map_err(AnalyticsError::Invalid)?;
+        let window_ms = Compiled::new(&def).window_ms;
+        let kept = Kept {
+            steps: def.steps.len(),
+            window_ms,
+            calendar: Calendar::new(tz),
+            user_index: HashMap::new(),
+            users: Vec::new(),
+            days: BTreeMap::new(),
+            ids: Vec::new(),
+            holds: HashMap::new(),
+            values: vec![None],
+            value_ids: HashMap::from([(None, 0)]),
+            events: 0,
+        };
+        Ok(FunnelView { def, kept, scratch: Mutex::new(Vec::new()) })
+    }
+
+    /// Adds events in any order and batch split; an event id already added for the user is
+    /// ignored (the first copy counts, as in `funnel::run`); events the funnel does not
+    /// use (matching no step and no exclusion) are dropped, their ids remembered. Costs the
+    /// events added plus, per touched user, the days within a window of them.
+    pub fn add(&mut self, events: &[AnalyticsEvent]) {
+        let c = Compiled::new(&self.def);
+        let kept = &mut self.kept;
+        for (user, positions) in group_by_user(events, &mut kept.user_index) {
+            let u = user as usize;
+            if kept.users.len() <= u {
+                kept.users.resize_with(u + 1, UserState::default);
+            }
+            let fresh = kept.users[u].seen.first_copies(events, &positions);
+            let added: Vec<Event> = fresh.into_iter().filter_map(|p| kept.event_of(&c, &events[p])).collect();
+            if !added.is_empty() {
+                kept.add_user_events(&c, user, added);
+            }
+        }
+    }
+
+    /// Equal to `funnel::run(def, query, every event added, None, tz, limits)` whenever
+    /// it is Some; None when `from` or `to` is not a local midnight (the view keeps whole
+    /// days). Errors as `run` gives them, the event limit counted on the events kept.
+    pub fn report(
+        &self,
+        query: &FunnelQuery,
+        limits: &Limits,
+    ) -> Result<Option<FunnelReport>, AnalyticsError> {
+        check_range(query.from, query.to)?;
+        check_events(self.kept.events, limits)?;
+        let tz = &self.kept.calendar.tz;
+        let starts = match query.trend {
+            None => Vec::new(),
+            Some(interval @ (Interval::Day | Interval::Week)) => {
+                period::starts(query.from, query.to, interval, tz, limits)?
+            }
+            Some(other) => {
+                return Err(AnalyticsError::invalid(
+                    "trend",
+                    format!("a conversion trend is per day or week, not {other:?}"),
+                ));
+            }
+        };
+        let Some((first, end)) = whole_days(query.from, query.to, tz) else { return Ok(None) };
+        let mut scratch = self.take_scratch();
+        let tally =
+            self.kept.tally(&self.def, first, end, query.trend.map(|i| (i, &starts[..])), &mut scratch);
+        self.put_scratch(scratch);
+        tally.report(&self.def, &starts, limits).map(Some)
+    }
+
+    /// The users seen (with or without events the funnel uses).
+    pub fn users(&self) -> usize {
+        self.kept.users.len()
+    }
+
+    /// The events kept: distinct, matching a step or an exclusion.
+    pub fn events(&self) -> usize {
+        self.kept.events
+    }
+
+    /// An estimate of the heap bytes the view holds (capacities, not allocator overhead).
+    pub fn heap_bytes(&self) -> usize {
+        let k = &self.kept;
+        let users: usize = k
+            .users
+            .iter()
+            .map(|u| {
+                std::mem::size_of::<UserState>()
+                    + u.seen.heap_bytes()
+                    + u.events.capacity() * std::mem::size_of::<Event>()
+                    + u.slots.capacity() * 16
+            })
+            .sum();
+        let days: usize = k
+            .days
+            .values()
+            .map(|d| {
+                d.users.capacity() * 4
+                    + d.levels.capacity()
+                    + d.values.capacity() * 4
+                    + d.firsts.capacity() * 16
+            })
+            .sum();
+        let names: usize = k.user_index.keys().map(|s| s.capacity() + 32).sum();
+        let interned: usize = k.holds.keys().map(|s| s.capacity() + 32).sum::<usize>()
+            + k.values.iter().map(|v| v.as_ref().map_or(0, String::capacity) + 64).sum::<usize>();
+        users + days + names + interned + k.ids.capacity()
+    }
+
+    fn take_scratch(&self) -> Scratch {
+        self.scratch.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop().unwrap_or_default()
+    }
+
+    fn put_scratch(&self, scratch: Scratch) {
+        self.scratch.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(scratch);
+    }
+}
+
+impl Kept {
+    /// The event as kept, or None when the funnel does not use it.
+    fn event_of(&mut self, c: &Compiled<'_>, e: &AnalyticsEvent) -> Option<Event> {
+        let (steps, exclusions) = c.masks(e);
+        if steps == 0 && exclusions == 0 {
+            return None;
+        }
+        let hold = if c.def.hold_constant.is_empty() || steps == 0 {
+            0
+        } else {
+            let next = self.holds.len() as u32;
+            *self.holds.entry(c.hold_key(&e.properties)).or_insert(next)
+        };
+        let value = match &c.def.breakdown {
+            Some(path) if steps & 1 != 0 => {
+                let text = path.lookup(&e.properties).map(|v| match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                });
+                let next = self.values.len() as u32;
+                let id = *self.value_ids.entry(text.clone()).or_insert(next);
+                if id == next {
+                    self.values.push(text);
+                }
+                id
+            }
+            _ => 0,
+        };
+        let at = self.ids.len() as u64;
+        self.ids.extend_from_slice(e.event_id.as_bytes());
+        let len = (e.event_id.len() as u64).min(ID_LEN_MAX);
+        Some(Event { ts: e.timestamp, id: at | (len << 40), steps, hold, value, exclusions })
+    }
+
+    fn id(&self, e: &Event) -> &[u8] {
+        let at = (e.id & ((1 << 40) - 1)) as usize;
+        let len = (e.id >> 40) as usize;
+        &self.ids[at..at + len]
+    }
+
+    /// Merges a user's new events and recomputes the days they can change: a day's funnel
+    /// reads its first-step events and anything up to a window after its end.
+    fn add_user_events(&mut self, c: &Compiled<'_>, user: u32, added: Vec<Event>) {
+        let u = user as usize;
+        self.events += added.len();
+        let lo = added.iter().map(|e| e.ts).min().unwrap_or(i64::MAX);
+        let hi = added.iter().map(|e| e.ts).max().unwrap_or(i64::MIN);
+        // A day can have users entering when it has a first-step event; in an unordered
+        // funnel, any step's event (the earliest of the chosen events may take any step).
+        let entry = if c.order == FunnelOrder::Unordered { u32::MAX } else { 1 };
+        for e in added.iter().filter(|e| e.steps & entry != 0) {
+            let day = self.calendar.day(e.ts);
+            let slots = &mut self.users[u].slots;
+            if let Err(at) = slots.binary_search_by_key(&day.number, |s| s.0) {
+                let column = self.days.entry(day.number).or_insert_with(|| DayColumn {
+                    start: day.start,
+                    end: day.end,
+                    users: Vec::new(),
+                    levels: Vec::new(),
+                    values: Vec::new(),
+                    firsts: Vec::new(),
+                });
+                slots.insert(at, (day.number, column.users.len() as u32));
+                column.users.push(user);
+                column.levels.push(0);
+                column.values.push(0);
+                column.firsts.extend(std::iter::repeat_n(NEVER, self.steps - 1));
+            }
+        }
+        let mut events = std::mem::take(&mut self.users[u].events);
+        events.extend(added);
+        // Stable, so a presorted run and an appended batch merge in linear time.
+        events.sort_by(|a, b| a.ts.cmp(&b.ts).then_with(|| self.id(a).cmp(self.id(b))));
+        let mut marked = Vec::new();
+        let mut holds = Vec::new();
+        for &(day, slot) in &self.users[u].slots {
+            let Some(column) = self.days.get_mut(&day) else { continue };
+            if column.start > hi || column.end.saturating_add(self.window_ms) < lo {
+                continue;
+            }
+            let (start, end) = (column.start, column.end);
+            let from = events.partition_point(|e| e.ts < start);
+            let to = events.partition_point(|e| e.ts <= end.saturating_add(self.window_ms));
+            let window = &events[from..to.max(from)];
+            mark(c, window, &mut marked, &mut holds);
+            let (level, first) = progress_in(c, &marked, start, end);
+            let slot = slot as usize;
+            column.levels[slot] = level as u8;
+            let n1 = self.steps - 1;
+            for (k, pair) in column.firsts[slot * n1..(slot + 1) * n1].iter_mut().enumerate() {
+                *pair = first.get(k + 1).copied().flatten().unwrap_or(NEVER);
+            }
+        }
+        // The breakdown is the value of the first first-step event at or after `from`
+        // (in an unordered funnel possibly in a later day): per day, the first from its
+        // start on. One pass from the end over events and days.
+        let mut next_value = 0;
+        let mut e = events.len();
+        for &(day, slot) in self.users[u].slots.iter().rev() {
+            let Some(column) = self.days.get_mut(&day) else { continue };
+            while e > 0 && events[e - 1].ts >= column.start {
+                e -= 1;
+                if events[e].steps & 1 != 0 {
+                    next_value = events[e].value;
+                }
+            }
+            column.values[slot as usize] = next_value;
+        }
+        self.users[u].events = events;
+    }
+
+    /// Adds up the users with a first-step event in days `[first, end)`: each user's days
+    /// merged, then counted. `trend` is the interval and period starts asked for.
+    fn tally(
+        &self,
+        def: &FunnelDefinition,
+        first: i64,
+        end: i64,
+        trend: Option<(Interval, &[i64])>,
+        s: &mut Scratch,
+    ) -> FunnelTally {
+        let n = self.steps;
+        let n1 = n - 1;
+        s.prepare(self.users.len(), n1);
+        let epoch = s.next_epoch();
+        s.touched.clear();
+        for column in self.days.range(first..end).map(|(_, c)| c) {
+            for (i, &user) in column.users.iter().enumerate() {
+                let u = user as usize;
+                let level = column.levels[i];
+                let firsts = &column.firsts[i * n1..(i + 1) * n1];
+                let mine = &mut s.firsts[u * n1..(u + 1) * n1];
+                if s.seen[u] != epoch {
+                    s.seen[u] = epoch;
+                    s.level[u] = level;
+                    // Days come in order: the first one's value is the breakdown.
+                    s.value[u] = column.values[i];
+                    mine.copy_from_slice(firsts);
+                    s.touched.push(user);
+                } else {
+                    s.level[u] = s.level[u].max(level);
+                    for (m, f) in mine.iter_mut().zip(firsts) {
+                        if f.0 < m.0 || (f.0 == m.0 && f.1 > m.1) {
+                            *m = *f;
+                        }
+                    }
+                }
+            }
+        }
+        let mut reached = vec![0u64; n];
+        // times[0] (always 0) is not reported, so it is not collected.
+        let mut times: Vec<Vec<i64>> = vec![Vec::new(); n];
+        let mut by_value: HashMap<u32, Vec<u64>> = HashMap::new();
+        let timed = def.order != FunnelOrder::Unordered;
+        for &user in &s.touched {
+            let u = user as usize;
+            let level = usize::from(s.level[u]);
+            if level == 0 {
+                // Unordered: step events that day, but none of them can begin a chain.
+                continue;
+            }
+            reached.iter_mut().take(level).for_each(|r| *r += 1);
+            let row = by_value.entry(s.value[u]).or_insert_with(|| vec![0; n]);
+            row.iter_mut().take(level).for_each(|r| *r += 1);
+            if timed {
+                for (k, &(t, start)) in s.firsts[u * n1..(u + 1) * n1].iter().enumerate().take(level - 1) {
+                    times[k + 1].push(t - start);
+                }
+            }
+        }
+        let by_value: BTreeMap<Option<String>, Vec<u64>> =
+            by_value.into_iter().map(|(v, counts)| (self.values[v as usize].clone(), counts)).collect();
+        let mut periods = BTreeMap::new();
+        if let Some((interval, starts)) = trend {
+            for &start in starts {
+                let lo = period::day_number(start, &self.calendar.tz).max(first);
+                let hi = match interval {
+                    Interval::Week => period::day_number(
+                        period::next(start, interval, &self.calendar.tz),
+                        &self.calendar.tz,
+                    ),
+                    _ => lo + 1,
+                }
+                .min(end);
+                periods.insert(start, self.entered_and_converted(lo, hi, s));
+            }
+        }
+        FunnelTally::from_parts(reached, times, by_value, periods)
+    }
+
+    /// Users entering in days `[first, end)` and those of them converting.
+    fn entered_and_converted(&self, first: i64, end: i64, s: &mut Scratch) -> (u64, u64) {
+        let full = self.steps as u8;
+        let mut columns = self.days.range(first..end);
+        if end - first == 1 {
+            // One day: each user is there once.
+            return columns.next().map_or((0, 0), |(_, c)| {
+                let count = |keep: &dyn Fn(u8) -> bool| c.levels.iter().filter(|&&l| keep(l)).count() as u64;
+                (count(&|l| l > 0), count(&|l| l == full))
+            });
+        }
+        let epoch = s.next_epoch();
+        let (mut entered, mut converted) = (0, 0);
+        for (_, column) in columns {
+            for (&user, &level) in column.users.iter().zip(&column.levels).filter(|(_, l)| **l > 0) {
+                let u = user as usize;
+                if s.seen[u] != epoch {
+                    s.seen[u] = epoch;
+                    s.converted[u] = false;
+                    entered += 1;
+                }
+                if level == full && !s.converted[u] {
+                    s.converted[u] = true;
+                    converted += 1;
+                }
+            }
+        }
+        (entered, converted)
+    }
+}
+
+/// The longest id length the packed offset holds; longer ids compare on this prefix.
+const ID_LEN_MAX: u64 = (1 << 24) - 1;
+
+/// The engine's marks of `events`, with held-constant keys renumbered from 0 (the engine
+/// indexes a vector by them).
+fn mark(c: &Compiled<'_>, events: &[Event], marked: &mut Vec<Marked>, holds: &mut Vec<u32>) {
+    holds.clear();
+    if !c.def.hold_constant.is_empty() {
+        holds.extend(events.iter().filter(|e| e.steps != 0).map(|e| e.hold));
+        holds.sort_unstable();
+        holds.dedup();
+    }
+    marked.clear();
+    marked.extend(events.iter().map(|e| Marked {
+        ts: e.ts,
+        steps: e.steps,
+        exclusions: e.exclusions,
+        hold: if holds.is_empty() || e.steps == 0 {
+            0
+        } else {
+            holds.binary_search(&e.hold).unwrap_or(0) as u32
+        },
+    }));
+}
+
+/// Per-user working space of one query, reused across queries (a pool behind a lock, so
+/// concurrent readers each take their own). Entries are valid where `seen` holds the
+/// query's epoch, so nothing is cleared between queries.
+#[derive(Default)]
+struct Scratch {
+    epoch: u32,
+    seen: Vec<u32>,
+    level: Vec<u8>,
+    value: Vec<u32>,
+    converted: Vec<bool>,
+    firsts: Vec<(i64, i64)>,
+    touched: Vec<u32>,
+}
+
+impl Scratch {
+    fn prepare(&mut self, users: usize, n1: usize) {
+        if self.seen.len() < users {
+            self.seen.resize(users, 0);
+            self.level.resize(users, 0);
+            self.value.resize(users, 0);
+            self.converted.resize(users, false);
+        }
+        if self.firsts.len() < users * n1 {
+            self.firsts.resize(users * n1, NEVER);
+        }
+    }
+
+    fn next_epoch(&mut self) -> u32 {
+        if self.epoch == u32::MAX {
+            self.seen.iter_mut().for_each(|s| *s = 0);
+            self.epoch = 0;
+        }
+        self.epoch += 1;
+        self.epoch
+    }
+}
