@@ -138,12 +138,11 @@ impl Store {
             }
             read.extend(todo.iter().cloned());
             let mut gone = false;
-            let mut blocks = futures::stream::iter(todo)
-                .map(|id| {
-                    let keep = Arc::clone(&keep);
-                    async move { self.read_block_where(&id, keep).await }
-                })
-                .buffer_unordered(READS_IN_FLIGHT);
+            // Futures collected first: a closure in the stream's type makes the caller's
+            // future not `Send` for every lifetime, which `tokio::spawn` needs.
+            let reads: Vec<_> =
+                todo.into_iter().map(|id| self.read_owned_block(id, Arc::clone(&keep))).collect();
+            let mut blocks = futures::stream::iter(reads).buffer_unordered(READS_IN_FLIGHT);
             while let Some(events) = blocks.try_next().await? {
                 let Some(events) = events else {
                     gone = true;
@@ -269,7 +268,8 @@ impl Store {
         group: &[SmallBlock],
     ) -> Result<Option<String>, StoreError> {
         let all: Keep = Arc::new(|_: &str, _: i64| true);
-        let reads = group.iter().map(|b| self.read_block_where(&b.id, Arc::clone(&all)));
+        let reads: Vec<_> =
+            group.iter().map(|b| self.read_owned_block(b.id.clone(), Arc::clone(&all))).collect();
         let blocks: Vec<Option<Vec<BufferedEvent>>> =
             futures::stream::iter(reads).buffered(READS_IN_FLIGHT).try_collect().await?;
         let mut seen = HashSet::new();
@@ -370,6 +370,14 @@ impl Store {
         .map(Some)
     }
 
+    async fn read_owned_block(
+        &self,
+        id: String,
+        keep: Keep,
+    ) -> Result<Option<Vec<BufferedEvent>>, StoreError> {
+        self.read_block_where(&id, keep).await
+    }
+
     async fn block_ids(&self, filter: Document) -> Result<Vec<String>, StoreError> {
         let mut cursor = self
             .db
@@ -389,11 +397,9 @@ impl Store {
     async fn delete_blocks(&self, ids: &[String]) -> Result<(), StoreError> {
         // One delete per `_id`: the only filter FerretDB serves without a scan.
         let blocks = self.db.collection::<Document>(EVENT_BLOCKS);
-        futures::stream::iter(ids)
-            .map(|id| blocks.delete_one(doc! { "_id": id }).into_future())
-            .buffer_unordered(READS_IN_FLIGHT)
-            .try_collect::<Vec<_>>()
-            .await?;
+        let deletes: Vec<_> =
+            ids.iter().map(|id| blocks.delete_one(doc! { "_id": id }).into_future()).collect();
+        futures::stream::iter(deletes).buffer_unordered(READS_IN_FLIGHT).try_collect::<Vec<_>>().await?;
         let index = self.db.collection::<Document>(EVENT_BLOCK_INDEX);
         for chunk in ids.chunks(1_000) {
             index.delete_many(doc! { "_id": { "$in": chunk } }).await?;

@@ -175,7 +175,14 @@ async fn events_between_filters_by_name_and_time_keeps_one_copy_and_refuses_too_
         assert_eq!(by_id(got), want, "names {names:?} in [{from}, {to})");
     }
 
-    let all = store.events_between(None, i64::MIN / 2, i64::MAX / 2, 400).await.expect("exactly the limit");
+    // In a spawned task, as the query service and the processor run them (their futures
+    // must be `Send`).
+    let spawned = store.clone();
+    let all =
+        tokio::spawn(async move { spawned.events_between(None, i64::MIN / 2, i64::MAX / 2, 400).await })
+            .await
+            .expect("task")
+            .expect("exactly the limit");
     assert_eq!(all.len(), 400);
     let over = store.events_between(None, i64::MIN / 2, i64::MAX / 2, 399).await;
     assert!(matches!(over, Err(StoreError::TooManyEvents { limit: 399 })), "{over:?}");
@@ -240,7 +247,11 @@ async fn compaction_merges_a_days_small_blocks_into_one_and_reads_stay_the_same(
     store.write_event_blocks(1, pos(0), pos(0), &[&day_one[0]]).await.expect("write partition 1");
     let before = by_id(store.events_between(None, i64::MIN / 2, i64::MAX / 2, 1_000).await.expect("events"));
 
-    let merged = store.compact_event_blocks(0).await.expect("compact");
+    let spawned = store.clone();
+    let merged = tokio::spawn(async move { spawned.compact_event_blocks(0).await })
+        .await
+        .expect("task")
+        .expect("compact");
     assert_eq!(merged.len(), 1, "{merged:?}");
     assert!(merged[0].starts_with("0000|") && merged[0].contains("|2026-11-20|c"), "{}", merged[0]);
     let merged_events = store.read_event_block(&merged[0]).await.expect("read").expect("merged block");
