@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::QueryCache;
 use crate::error::{QueryError, QueryErrorCode};
+use crate::event_views::EventViews;
 use crate::metrics::{Answered, Endpoint, Metrics, Refused};
 use crate::preaggregated::{self, Rollups};
 use crate::source;
@@ -55,13 +56,16 @@ pub struct Api {
     pub metrics: Metrics,
     /// The rollups in memory.
     pub view: Arc<RollupView>,
+    /// The declared funnels' and retention's views, in memory.
+    pub views: Arc<EventViews>,
 }
 
 /// Where an answer came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Source {
-    /// The rollups the processor maintains.
+    /// The pre-aggregates: the rollups the processor maintains, or the declared funnels'
+    /// and retention's views of the stored events.
     Preaggregated,
     /// The raw events, read for this request.
     Raw,
@@ -266,6 +270,9 @@ async fn declared_funnel(
             ));
         };
         let query = FunnelQuery { from: params.from, to: params.to, trend: params.trend };
+        if let Some(result) = api.views.funnel(&name, &query, &api.limits).map_err(QueryError::from)? {
+            return Ok(Answer { answered_from: Source::Preaggregated, result });
+        }
         api.funnel(&declared.definition, &query, None, "definition").await
     })
     .await
@@ -274,6 +281,11 @@ async fn declared_funnel(
 async fn retention(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
     respond(&api, "retention", &headers, async {
         let req: RetentionRequest = parse(&body)?;
+        if req.cohort.is_none()
+            && let Some(result) = api.views.retention(&req.query, &api.limits).map_err(QueryError::from)?
+        {
+            return Ok(Answer { answered_from: Source::Preaggregated, result });
+        }
         api.cached("retention", &req, || async {
             let users = api.cohort_users(req.cohort.as_ref()).await?;
             let needs = source::of_retention(&req.query, &api.tz);
@@ -327,12 +339,12 @@ async fn event_names(
     .await
 }
 
-/// Ready when the store answers and the rollups are in memory (until then pre-aggregated
-/// answers would be store reads, a thousand times slower).
+/// Ready when the store answers and the rollups and the funnel and retention views are in
+/// memory (until then pre-aggregated answers would be store reads, a thousand times slower).
 async fn ready(State(api): State<Arc<Api>>) -> Response {
     match api.store.ping().await {
-        Ok(()) if api.view.is_loaded() => (StatusCode::OK, "ready").into_response(),
-        Ok(()) => (StatusCode::SERVICE_UNAVAILABLE, "reading the rollups").into_response(),
+        Ok(()) if api.view.is_loaded() && api.views.is_loaded() => (StatusCode::OK, "ready").into_response(),
+        Ok(()) => (StatusCode::SERVICE_UNAVAILABLE, "reading the rollups and event blocks").into_response(),
         Err(_) => {
             QueryError::new(QueryErrorCode::StoreUnavailable, "the store does not answer").into_response()
         }

@@ -1,6 +1,7 @@
 //! The query API: answers trend, funnel, retention and cohort queries over HTTP with the
 //! pipeline's read key, from the rollups the processor maintains where they can answer,
-//! and otherwise from raw events (computed by the engines of `pulse_core::analytics`,
+//! from the declared funnels' and retention's in-memory views of the event blocks, and
+//! otherwise from raw events (computed by the engines of `pulse_core::analytics`,
 //! cached in Redis for a short time). One process serves one pipeline, configured by its
 //! pipeline config; it reads only that tenant's database.
 //!
@@ -9,6 +10,7 @@
 pub mod api;
 pub mod cache;
 pub mod error;
+pub mod event_views;
 pub mod metrics;
 pub mod openapi;
 pub mod preaggregated;
@@ -30,6 +32,7 @@ use tokio::net::TcpListener;
 
 use crate::api::Api;
 use crate::cache::QueryCache;
+use crate::event_views::EventViews;
 use crate::metrics::Metrics;
 pub use crate::settings::Settings;
 use crate::view::RollupView;
@@ -54,6 +57,8 @@ pub enum QueryServiceError {
     Keys(#[from] KeyError),
     #[error("the pipeline's time zone: {0}")]
     TimeZone(String),
+    #[error("a declared funnel: {0}")]
+    Funnel(String),
     #[error("serving HTTP: {0}")]
     Serve(std::io::Error),
 }
@@ -119,6 +124,10 @@ pub async fn prepare(settings: &Settings) -> Result<Arc<Api>, QueryServiceError>
     let view = Arc::new(RollupView::new(&config.tenant));
     let (kept, reader, changes) = (Arc::clone(&view), store.clone(), conn.clone());
     tokio::spawn(async move { kept.keep_current(reader, changes).await });
+    let views = EventViews::new(&config.tenant, &config.funnels, &tz, settings.max_view_events)
+        .map(Arc::new)
+        .map_err(|e| QueryServiceError::Funnel(e.to_string()))?;
+    tokio::spawn(Arc::clone(&views).keep_current(store.clone(), conn.clone()));
     Ok(Arc::new(Api {
         cache: QueryCache::new(conn, &config.tenant, ttl),
         metrics: Metrics::new(&config.tenant),
@@ -131,5 +140,6 @@ pub async fn prepare(settings: &Settings) -> Result<Arc<Api>, QueryServiceError>
         numeric: config.rollups.numeric_properties,
         funnels: config.funnels,
         view,
+        views,
     }))
 }
