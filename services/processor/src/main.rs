@@ -49,8 +49,8 @@ async fn main() -> ExitCode {
             match pulse_processor::rebuild::rebuild(ctx, Duration::from_secs(wait_secs)).await {
                 Ok(report) => {
                     println!(
-                        "rebuilt {} rollup buckets from raw events ({} delivered entries drained first)",
-                        report.buckets, report.drained_entries
+                        "rebuilt {} rollup buckets and {} event blocks from raw events ({} delivered entries drained first)",
+                        report.buckets, report.blocks, report.drained_entries
                     );
                     ExitCode::SUCCESS
                 }

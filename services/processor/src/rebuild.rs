@@ -1,4 +1,5 @@
-//! `pulse-processor rebuild`: recomputes every pre-aggregate from the raw events. It takes
+//! `pulse-processor rebuild`: recomputes every pre-aggregate and the event blocks from the
+//! raw events (so events stored before blocks existed are converted). It takes
 //! every partition's lease (processors pause on partitions they lose), drains what was
 //! delivered but not yet stored, rebuilds with each partition's last delivered position as
 //! the new watermark, and gives the leases back.
@@ -16,6 +17,8 @@ use crate::{Context, ProcessorError};
 #[derive(Debug)]
 pub struct RebuildReport {
     pub buckets: usize,
+    /// Event blocks written from the raw events.
+    pub blocks: usize,
     pub drained_entries: usize,
 }
 
@@ -81,9 +84,17 @@ async fn rebuild_paused(
         watermarks.push((lease.partition, stream.last_delivered(&mut conn).await?, lease.fence));
     }
     let rollups = BatchRollups { intervals: &ctx.intervals, numeric: &ctx.numeric, tz: &ctx.tz };
-    let result = ctx.store.rebuild(&rollups, &watermarks).await;
+    let result = match ctx.store.rebuild(&rollups, &watermarks).await {
+        Ok(buckets) => ctx.store.rebuild_event_blocks().await.map(|blocks| (buckets, blocks)),
+        Err(e) => Err(e),
+    };
     release_all(ctx, &leases).await;
-    Ok(RebuildReport { buckets: result?, drained_entries: drained })
+    let (buckets, blocks) = result?;
+    // Query replicas read the new blocks (events stored before blocks existed among them).
+    for ids in blocks.chunks(1_000) {
+        pulse_buffer::publish_changes(&mut conn, &ctx.tenant, &[], ids).await?;
+    }
+    Ok(RebuildReport { buckets, blocks: blocks.len(), drained_entries: drained })
 }
 
 async fn release_all(ctx: &Context, leases: &[PartitionLease]) {

@@ -20,6 +20,8 @@ const IDLE_MAX: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// The most entries one read asks for.
 const MAX_READ_ENTRIES: usize = 1000;
+/// How often a partition's small event blocks are merged.
+const COMPACT_EVERY: Duration = Duration::from_secs(60);
 
 /// Processes `partition` until `stop` says so or the lease is lost, then gives the lease up.
 pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Receiver<bool>) {
@@ -38,6 +40,7 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
     if let Err(e) = stream.ensure_group(&mut conn).await {
         tracing::warn!(partition, error = %e, "cannot create the consumer group yet");
     }
+    let mut last_compaction = Instant::now();
     while !(*stop.borrow() || *lost.borrow()) {
         match step(&ctx, &stream, lease, &mut read_size, &mut memory).await {
             Ok(0) => {
@@ -62,6 +65,10 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
                     tracing::debug!(partition, error = %e, "consumer group not ensured");
                 }
             }
+        }
+        if last_compaction.elapsed() >= COMPACT_EVERY {
+            last_compaction = Instant::now();
+            compact(&ctx, partition).await;
         }
     }
     renewer.abort();
@@ -142,29 +149,35 @@ pub async fn process(
     let first: Vec<(StreamPosition, &BufferedEvent)> =
         writes.iter().zip(&flags).filter(|(_, f)| **f).map(|(w, _)| (w.position, w.event)).collect();
     let last = entries.last().map(|e| e.position).unwrap_or_default();
+    let first_events: Vec<&BufferedEvent> = first.iter().map(|(_, e)| *e).collect();
+    // Blocks hold exactly the raw-stored versions (flag true), so every copy of an event id
+    // in blocks equals its raw document; written before the ack, so none is missing.
+    let batch_start = entries.first().map(|e| e.position).unwrap_or_default();
+    let blocks = ctx.store.write_event_blocks(lease.partition, batch_start, last, &first_events).await?;
+    let blocked = started.elapsed();
     let rollups = BatchRollups { intervals: &ctx.intervals, numeric: &ctx.numeric, tz: &ctx.tz };
     ctx.store.apply_rollups(lease, last, &first, &rollups, redelivered, memory).await?;
     let applied = started.elapsed();
-    let first_events: Vec<&BufferedEvent> = first.iter().map(|(_, e)| *e).collect();
     crate::profiles::apply(ctx, &first_events).await?;
     ctx.store.record_activity(&first_events, &ctx.tz, memory).await?;
     tracing::debug!(
         partition = lease.partition,
         events = writes.len(),
         insert_ms = inserted.as_millis() as u64,
-        rollups_ms = (applied - inserted).as_millis() as u64,
+        blocks_ms = (blocked - inserted).as_millis() as u64,
+        rollups_ms = (applied - blocked).as_millis() as u64,
         activity_ms = (started.elapsed() - applied).as_millis() as u64,
         "batch stored"
     );
 
-    // Query replicas re-read the period documents this batch touched (also when it was a
-    // redelivery that changed nothing: a repeated notice costs one read).
+    // Query replicas re-read the period documents this batch touched and read its blocks
+    // (also when it was a redelivery that changed nothing: a repeated notice costs a read).
     let mut conn = ctx.conn.clone();
     let changed: Vec<String> = periods_of(first.iter().map(|(_, e)| *e), &ctx.intervals, &ctx.tz)
         .iter()
         .map(|p| period_doc_id(p, lease.partition))
         .collect();
-    pulse_buffer::publish_rollup_changes(&mut conn, &ctx.tenant, &changed).await?;
+    pulse_buffer::publish_changes(&mut conn, &ctx.tenant, &changed, &blocks).await?;
     let acks: Vec<(String, u64)> = entries
         .iter()
         .map(|e| (e.id.clone(), e.events.as_ref().map(|v| v.len() as u64).unwrap_or(0)))
@@ -183,6 +196,27 @@ pub async fn process(
     ctx.metrics.batches.inc();
     ctx.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Merges the partition's small event blocks (low rates make small batches) and announces
+/// the merged blocks. A failure waits for the next round: blocks stay readable meanwhile.
+async fn compact(ctx: &Context, partition: u32) {
+    let merged = match ctx.store.compact_event_blocks(partition).await {
+        Ok(merged) => merged,
+        Err(e) => {
+            ctx.metrics.errors.get_or_create(&ErrorLabel { kind: "compaction" }).inc();
+            tracing::warn!(partition, error = %e, "event block compaction failed; retrying later");
+            return;
+        }
+    };
+    if merged.is_empty() {
+        return;
+    }
+    tracing::debug!(partition, blocks = merged.len(), "small event blocks merged");
+    let mut conn = ctx.conn.clone();
+    if let Err(e) = pulse_buffer::publish_changes(&mut conn, &ctx.tenant, &[], &merged).await {
+        tracing::warn!(partition, error = %e, "merged blocks not announced; readers find them in the index");
+    }
 }
 
 /// How many entries to read at once, so that a read holds about a batch of events: an entry

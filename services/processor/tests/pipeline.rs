@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use pulse_testkit::{AppendFsync, FerretDb, RedisCluster, RedisOptions, RedisServer};
@@ -36,17 +36,79 @@ async fn events_are_stored_once_and_rollups_equal_a_recount_also_after_a_rebuild
     }
     pipeline.wait_drained(DRAIN).await;
     pipeline.assert_exact(&ids(&sent)).await;
+    assert_blocks_hold_the_raw_events(&pipeline).await;
+    assert_blocks_announced(&pipeline).await;
 
+    // Blocks dropped (as if stored before blocks existed): the rebuild writes them again.
+    let store = pipeline.store().await;
+    for collection in ["event_blocks", "event_block_index"] {
+        store
+            .database()
+            .collection::<mongodb::bson::Document>(collection)
+            .delete_many(mongodb::bson::doc! {})
+            .await
+            .expect("drop blocks");
+    }
     let rebuilt = pipeline.rebuild();
     assert!(rebuilt.status.success(), "rebuild failed: {}", String::from_utf8_lossy(&rebuilt.stderr));
     assert!(String::from_utf8_lossy(&rebuilt.stdout).contains("rebuilt"), "it says what it did");
+    assert!(String::from_utf8_lossy(&rebuilt.stdout).contains("event blocks"), "and the blocks");
     pipeline.assert_exact(&ids(&sent)).await;
+    assert_blocks_hold_the_raw_events(&pipeline).await;
+    assert_blocks_announced(&pipeline).await;
 
     let more = events("b", 500, 200, 2);
     ingest.send(&more).await;
     pipeline.wait_drained(DRAIN).await;
     let all: BTreeSet<String> = ids(&sent).union(&ids(&more)).cloned().collect();
     pipeline.assert_exact(&all).await;
+    assert_blocks_hold_the_raw_events(&pipeline).await;
+}
+
+/// The events read from the event blocks are exactly the raw events.
+async fn assert_blocks_hold_the_raw_events(pipeline: &Pipeline) {
+    use futures::TryStreamExt;
+    let store = pipeline.store().await;
+    let mut cursor = store
+        .database()
+        .collection::<mongodb::bson::Document>("events")
+        .find(mongodb::bson::doc! {})
+        .await
+        .expect("find events");
+    let mut raw = BTreeMap::new();
+    while let Some(d) = cursor.try_next().await.expect("cursor") {
+        let e = pulse_store::recount::event_of_document(&d);
+        raw.insert(e.event_id.clone(), e);
+    }
+    let read =
+        store.events_between(None, i64::MIN / 2, i64::MAX / 2, 10 * raw.len()).await.expect("read blocks");
+    let n = read.len();
+    let blocks: BTreeMap<String, _> = read.into_iter().map(|e| (e.event_id.clone(), e)).collect();
+    assert_eq!(blocks.len(), n, "one event per id");
+    assert!(
+        blocks == raw,
+        "blocks hold {} events, raw {}; or their content differs",
+        blocks.len(),
+        raw.len()
+    );
+}
+
+/// Every block in the index was announced on the changes stream.
+async fn assert_blocks_announced(pipeline: &Pipeline) {
+    let mut conn =
+        pulse_buffer::Connection::open(&pipeline.redis_url, pipeline.cluster, Duration::from_secs(5))
+            .await
+            .expect("redis");
+    let changes =
+        pulse_buffer::read_changes(&mut conn, &pipeline.tenant, "0-0", 1_000_000).await.expect("changes");
+    let announced: BTreeSet<String> = changes.blocks.into_iter().collect();
+    let store = pipeline.store().await;
+    let refs = store.event_block_refs(None, i64::MIN / 2, i64::MAX / 2).await.expect("refs");
+    assert!(!refs.is_empty());
+    let silent: Vec<&String> =
+        refs.iter().map(|r| &r.id).filter(|id| !announced.contains(*id)).take(5).collect();
+    assert!(silent.is_empty(), "blocks never announced: {silent:?}");
+    assert!(!changes.periods.is_empty(), "periods are announced too");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

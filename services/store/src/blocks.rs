@@ -214,14 +214,14 @@ impl Store {
     /// partition and UTC day each), so events stored before blocks existed are read too.
     /// The new blocks are written before the old ones are deleted: readers see copies in
     /// between, never a gap. Run it while no processor writes (the rebuild command holds
-    /// every lease). Returns the number of blocks written.
-    pub async fn rebuild_event_blocks(&self) -> Result<usize, StoreError> {
+    /// every lease). Returns the ids of the blocks written.
+    pub async fn rebuild_event_blocks(&self) -> Result<Vec<String>, StoreError> {
         let old = self.block_ids(doc! {}).await?;
         // Marks this rebuild's ids, so they never collide with an earlier rebuild's.
         let suffix = format!("|r{}", jiff::Timestamp::now().as_millisecond());
         let mut cursor = self.db.collection::<Document>(EVENTS).find(doc! {}).await?;
         let mut pending: BTreeMap<(u32, i64), Vec<(StreamPosition, BufferedEvent)>> = BTreeMap::new();
-        let mut written = HashSet::new();
+        let mut written = Vec::new();
         while let Some(d) = cursor.try_next().await? {
             let partition = u32::try_from(int(d.get("src_p"))).unwrap_or(0);
             let event = event_of_document(&d);
@@ -236,9 +236,10 @@ impl Store {
         for (key, events) in pending {
             written.extend(self.write_rebuilt(key, &suffix, events).await?);
         }
-        let stale: Vec<String> = old.into_iter().filter(|id| !written.contains(id)).collect();
+        let new: HashSet<&String> = written.iter().collect();
+        let stale: Vec<String> = old.into_iter().filter(|id| !new.contains(id)).collect();
         self.delete_blocks(&stale).await?;
-        Ok(written.len())
+        Ok(written)
     }
 
     /// Deletes the blocks whose latest event is older than `cutoff` (epoch ms): their
