@@ -5,6 +5,10 @@
 //! equivalent for, with the brute-force reference. Every user's level and every cohort
 //! cell must be equal.
 //!
+//! Both paths are compared: the ad-hoc engines over the events, and the in-memory views
+//! (`materialized::{FunnelView, ActivityView}`) fed the same events shuffled, in batches,
+//! over whole local days (the ranges the views answer).
+//!
 //! Needs the chDB venv of `make env` (tests/env/python-chdb.sh); fails, never skips,
 //! without it.
 
@@ -18,7 +22,9 @@ use std::process::{Command, Stdio};
 use common::reference::funnel_user;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use pulse_core::analytics::funnel::{self, FunnelEngine, FunnelQuery};
+use pulse_core::analytics::funnel::{self, FunnelEngine, FunnelQuery, FunnelReport};
+use pulse_core::analytics::materialized::{ActivityView, FunnelView};
+use pulse_core::analytics::period;
 use pulse_core::analytics::retention::{self, RetentionKind, RetentionQuery};
 use pulse_core::analytics::{AnalyticsEvent, EventMatcher, Limits, by_user, period::Interval};
 use pulse_core::funnel::FunnelDefinition;
@@ -35,6 +41,46 @@ impl Rng {
         self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         (self.0 >> 33) % n
     }
+}
+
+/// The events in a random order (one order for every engine: of two copies of an id,
+/// the first given counts).
+fn shuffled(mut events: Vec<AnalyticsEvent>, seed: u64) -> Vec<AnalyticsEvent> {
+    let mut rng = Rng(seed);
+    for i in (1..events.len()).rev() {
+        events.swap(i, rng.next(i as u64 + 1) as usize);
+    }
+    events
+}
+
+/// The events cut into batches of random sizes, as the query service feeds its views.
+fn batches(events: &[AnalyticsEvent], seed: u64) -> Vec<Vec<AnalyticsEvent>> {
+    let mut rng = Rng(seed);
+    let mut rest = events;
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let take = (1 + rng.next(rest.len() as u64 / 3 + 1) as usize).min(rest.len());
+        out.push(rest[..take].to_vec());
+        rest = &rest[take..];
+    }
+    out
+}
+
+fn funnel_view(def: &FunnelDefinition, events: &[AnalyticsEvent], tz: &TimeZone) -> FunnelView {
+    let mut view = FunnelView::new(def.clone(), tz.clone()).expect("valid definition");
+    for batch in batches(events, events.len() as u64) {
+        view.add(&batch);
+    }
+    view
+}
+
+/// The whole UTC days around `[from, to)`: what the funnel views answer.
+fn whole_days(from: i64, to: i64) -> (i64, i64) {
+    (from - from.rem_euclid(DAY), to + (DAY - to.rem_euclid(DAY)) % DAY)
+}
+
+fn step_users(report: &FunnelReport) -> Vec<u64> {
+    report.steps.iter().map(|s| s.users).collect()
 }
 
 fn base() -> i64 {
@@ -223,12 +269,18 @@ fn describe(events: &[&AnalyticsEvent], from: i64) -> Vec<String> {
 fn ordered_funnels_equal_clickhouse_window_funnel_and_other_modes_the_reference() {
     let limits = Limits::default();
     for (set, events, from, to) in event_sets() {
+        let events = shuffled(events, 8);
+        let (day_from, day_to) = whole_days(from, to);
         let funnels: Vec<Value> = ordered_funnels()
             .iter()
-            .map(|(name, steps, window)| {
+            .flat_map(|(name, steps, window)| {
                 let def = definition(steps, window, json!({}));
                 let steps: Vec<Value> = steps.iter().map(|(e, v)| json!({ "event": e, "min_v": v })).collect();
-                json!({ "name": name, "steps": steps, "window_ms": def.window.as_secs() * 1000, "from": from, "to": to })
+                let window_ms = def.window.as_secs() * 1000;
+                [
+                    json!({ "name": name, "steps": steps, "window_ms": window_ms, "from": from, "to": to }),
+                    json!({ "name": format!("{name}/days"), "steps": steps, "window_ms": window_ms, "from": day_from, "to": day_to }),
+                ]
             })
             .collect();
         let ch = clickhouse(&events, json!({ "funnels": funnels }));
@@ -272,6 +324,21 @@ fn ordered_funnels_equal_clickhouse_window_funnel_and_other_modes_the_reference(
                 "{set}/{name} step counts"
             );
             assert!(reached[0] > 0, "{set}/{name}: the set must exercise the funnel");
+            // The view, over the whole days around the range, against chDB's levels there.
+            let levels = &ch["funnels"][format!("{name}/days")];
+            let mut reached = vec![0u64; def.steps.len()];
+            for user in &users {
+                let level = levels.get(user.distinct_id).and_then(Value::as_u64).unwrap_or(0) as usize;
+                reached.iter_mut().take(level).for_each(|r| *r += 1);
+            }
+            let view = funnel_view(&def, &events, &TimeZone::UTC);
+            for trend in [None, Some(Interval::Day)] {
+                let query = FunnelQuery { from: day_from, to: day_to, trend };
+                let got = view.report(&query, &limits).expect("runs").expect("whole days are answered");
+                assert_eq!(step_users(&got), reached, "{set}/{name}: the view's step counts over whole days");
+                let ad_hoc = funnel::run(&def, &query, &events, None, &TimeZone::UTC, &limits).expect("runs");
+                assert_eq!(got, ad_hoc, "{set}/{name}: the view's report equals the ad-hoc report");
+            }
         }
         for (name, def) in other_modes() {
             let engine = FunnelEngine::new(&def, from, to).expect("valid");
@@ -289,6 +356,27 @@ fn ordered_funnels_equal_clickhouse_window_funnel_and_other_modes_the_reference(
                 entered += usize::from(got.level > 0);
             }
             assert!(entered > 0, "{set}/{name}: the set must exercise the funnel");
+            // The view over whole days against the reference's users there.
+            let (day_from, day_to) = whole_days(from, to);
+            let mut reached = vec![0u64; def.steps.len()];
+            let mut by_value: BTreeMap<Option<String>, Vec<u64>> = BTreeMap::new();
+            for user in &users {
+                let want = funnel_user(&def, &user.events, day_from, day_to);
+                reached.iter_mut().take(want.level).for_each(|r| *r += 1);
+                if want.level > 0 && def.breakdown.is_some() {
+                    let row = by_value.entry(want.breakdown).or_insert_with(|| vec![0; def.steps.len()]);
+                    row.iter_mut().take(want.level).for_each(|r| *r += 1);
+                }
+            }
+            let view = funnel_view(&def, &events, &TimeZone::UTC);
+            let query = FunnelQuery { from: day_from, to: day_to, trend: Some(Interval::Day) };
+            let got = view.report(&query, &limits).expect("runs").expect("whole days are answered");
+            assert_eq!(step_users(&got), reached, "{set}/{name}: the view's step counts over whole days");
+            let rows: BTreeMap<Option<String>, Vec<u64>> =
+                got.breakdown.iter().map(|r| (r.value.clone(), r.steps.clone())).collect();
+            assert_eq!(rows, by_value, "{set}/{name}: the view's breakdown over whole days");
+            let ad_hoc = funnel::run(&def, &query, &events, None, &TimeZone::UTC, &limits).expect("runs");
+            assert_eq!(got, ad_hoc, "{set}/{name}: the view's report equals the ad-hoc report");
         }
     }
 }
@@ -300,17 +388,22 @@ fn date_of(ms: i64, tz: &TimeZone) -> String {
 #[test]
 fn retention_equals_clickhouse_sql_in_each_time_zone() {
     let b = base();
-    let events = generate(7, 5_000, 12, 3, &|r| b + r.next(30 * DAY as u64) as i64);
+    let events = shuffled(generate(7, 5_000, 12, 3, &|r| b + r.next(30 * DAY as u64) as i64), 9);
     let mut specs = Vec::new();
     let mut queries = Vec::new();
     for tz in ["UTC", "Europe/Berlin", "Asia/Kolkata"] {
+        let zone = TimeZone::get(tz).expect("zone");
+        let midnight = |ts| period::start(ts, Interval::Day, &zone);
         for (kind, kind_name) in
             [(RetentionKind::FirstTime, "firstTime"), (RetentionKind::Recurring, "recurring")]
         {
-            for (period, period_name, periods) in [(Interval::Day, "day", 8u32), (Interval::Week, "week", 3)]
-            {
-                let name = format!("{tz}-{kind_name}-{period_name}");
-                let (from, to) = (b + 3 * DAY + 5 * 3_600_000, b + 17 * DAY);
+            for (period, period_name, periods, (from, to), range) in [
+                (Interval::Day, "day", 8u32, (b + 3 * DAY + 5 * 3_600_000, b + 17 * DAY), "times"),
+                (Interval::Week, "week", 3, (b + 3 * DAY + 5 * 3_600_000, b + 17 * DAY), "times"),
+                (Interval::Day, "day", 8, (midnight(b + 3 * DAY), midnight(b + 17 * DAY)), "days"),
+                (Interval::Week, "week", 3, (midnight(b + 3 * DAY), midnight(b + 17 * DAY)), "days"),
+            ] {
+                let name = format!("{tz}-{kind_name}-{period_name}-{range}");
                 specs.push(json!({
                     "name": name, "start": "a", "return": "b", "kind": kind_name, "period": period_name,
                     "periods": periods, "from": from, "to": to, "tz": tz,
@@ -329,9 +422,24 @@ fn retention_equals_clickhouse_sql_in_each_time_zone() {
         }
     }
     let ch = clickhouse(&events, json!({ "retention": specs }));
+    let mut views: BTreeMap<&str, ActivityView> = BTreeMap::new();
     for (name, tz_name, query) in queries {
         let tz = TimeZone::get(tz_name).expect("zone");
+        let view = views.entry(tz_name).or_insert_with(|| {
+            let mut view = ActivityView::new(tz.clone());
+            for batch in batches(&events, 11) {
+                view.add(&batch);
+            }
+            view
+        });
         let report = retention::run(&query, &events, None, &tz, &Limits::default()).expect("runs");
+        match view.retention(&query, &Limits::default()).expect("runs") {
+            Some(got) => assert_eq!(got, report, "{name}: the view equals the ad-hoc table"),
+            None => assert!(
+                query.kind == RetentionKind::Recurring && name.ends_with("-times"),
+                "{name}: the view answers every firstTime range and recurring whole days"
+            ),
+        }
         let mut sizes = BTreeMap::new();
         let mut cells = BTreeMap::new();
         for c in &report.cohorts {

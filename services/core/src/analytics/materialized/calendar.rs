@@ -42,11 +42,6 @@ impl Calendar {
     }
 }
 
-/// The week number of a day number, as [`period::period_number`] counts weeks.
-pub(super) fn week_of(day: i64) -> i64 {
-    (day + 3).div_euclid(7)
-}
-
 /// The day numbers `[first, end)` of a range `[from, to)` made of whole local days, or
 /// None when it is not.
 pub(super) fn whole_days(from: i64, to: i64, tz: &TimeZone) -> Option<(i64, i64)> {

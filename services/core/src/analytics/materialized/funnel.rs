@@ -340,15 +340,14 @@ impl Kept {
                 let level = column.levels[i];
                 let firsts = &column.firsts[i * n1..(i + 1) * n1];
                 let mine = &mut s.firsts[u * n1..(u + 1) * n1];
-                if s.seen[u] != epoch {
-                    s.seen[u] = epoch;
-                    s.level[u] = level;
+                let acc = &mut s.acc[u];
+                if acc.seen != epoch {
                     // Days come in order: the first one's value is the breakdown.
-                    s.value[u] = column.values[i];
+                    *acc = Acc { seen: epoch, value: column.values[i], level, converted: false };
                     mine.copy_from_slice(firsts);
                     s.touched.push(user);
                 } else {
-                    s.level[u] = s.level[u].max(level);
+                    acc.level = acc.level.max(level);
                     for (m, f) in mine.iter_mut().zip(firsts) {
                         if f.0 < m.0 || (f.0 == m.0 && f.1 > m.1) {
                             *m = *f;
@@ -357,29 +356,51 @@ impl Kept {
                 }
             }
         }
-        let mut reached = vec![0u64; n];
         // times[0] (always 0) is not reported, so it is not collected.
         let mut times: Vec<Vec<i64>> = vec![Vec::new(); n];
-        let mut by_value: HashMap<u32, Vec<u64>> = HashMap::new();
+        // Users per (breakdown value, exact level): a flat table while values are few.
+        let dense = self.values.len() <= DENSE_VALUES;
+        let mut exact = vec![0u64; if dense { self.values.len() * (n + 1) } else { 0 }];
+        let mut sparse: HashMap<(u32, u8), u64> = HashMap::new();
         let timed = def.order != FunnelOrder::Unordered;
         for &user in &s.touched {
             let u = user as usize;
-            let level = usize::from(s.level[u]);
+            let Acc { value, level, .. } = s.acc[u];
             if level == 0 {
                 // Unordered: step events that day, but none of them can begin a chain.
                 continue;
             }
-            reached.iter_mut().take(level).for_each(|r| *r += 1);
-            let row = by_value.entry(s.value[u]).or_insert_with(|| vec![0; n]);
-            row.iter_mut().take(level).for_each(|r| *r += 1);
+            if dense {
+                exact[value as usize * (n + 1) + usize::from(level)] += 1;
+            } else {
+                *sparse.entry((value, level)).or_default() += 1;
+            }
             if timed {
+                let level = usize::from(level);
                 for (k, &(t, start)) in s.firsts[u * n1..(u + 1) * n1].iter().enumerate().take(level - 1) {
                     times[k + 1].push(t - start);
                 }
             }
         }
-        let by_value: BTreeMap<Option<String>, Vec<u64>> =
-            by_value.into_iter().map(|(v, counts)| (self.values[v as usize].clone(), counts)).collect();
+        if !dense {
+            exact = vec![0; self.values.len() * (n + 1)];
+            for ((value, level), count) in sparse {
+                exact[value as usize * (n + 1) + usize::from(level)] = count;
+            }
+        }
+        let mut reached = vec![0u64; n];
+        let mut by_value: BTreeMap<Option<String>, Vec<u64>> = BTreeMap::new();
+        for (value, row) in exact.chunks(n + 1).enumerate().filter(|(_, row)| row.iter().any(|&c| c > 0)) {
+            // At least step k: the users with level k or more.
+            let mut at_least = vec![0u64; n];
+            let mut sum = 0;
+            for k in (0..n).rev() {
+                sum += row[k + 1];
+                at_least[k] = sum;
+                reached[k] += sum;
+            }
+            by_value.insert(self.values[value].clone(), at_least);
+        }
         let mut periods = BTreeMap::new();
         if let Some((interval, starts)) = trend {
             for &start in starts {
@@ -413,14 +434,14 @@ impl Kept {
         let (mut entered, mut converted) = (0, 0);
         for (_, column) in columns {
             for (&user, &level) in column.users.iter().zip(&column.levels).filter(|(_, l)| **l > 0) {
-                let u = user as usize;
-                if s.seen[u] != epoch {
-                    s.seen[u] = epoch;
-                    s.converted[u] = false;
+                let acc = &mut s.acc[user as usize];
+                if acc.seen != epoch {
+                    acc.seen = epoch;
+                    acc.converted = false;
                     entered += 1;
                 }
-                if level == full && !s.converted[u] {
-                    s.converted[u] = true;
+                if level == full && !acc.converted {
+                    acc.converted = true;
                     converted += 1;
                 }
             }
@@ -428,6 +449,9 @@ impl Kept {
         (entered, converted)
     }
 }
+
+/// Up to this many breakdown values a query counts in a flat table.
+const DENSE_VALUES: usize = 1 << 14;
 
 /// The longest id length the packed offset holds; longer ids compare on this prefix.
 const ID_LEN_MAX: u64 = (1 << 24) - 1;
@@ -460,21 +484,25 @@ fn mark(c: &Compiled<'_>, events: &[Event], marked: &mut Vec<Marked>, holds: &mu
 #[derive(Default)]
 struct Scratch {
     epoch: u32,
-    seen: Vec<u32>,
-    level: Vec<u8>,
-    value: Vec<u32>,
-    converted: Vec<bool>,
+    acc: Vec<Acc>,
     firsts: Vec<(i64, i64)>,
     touched: Vec<u32>,
 }
 
+/// One user's days merged so far.
+#[derive(Debug, Clone, Copy, Default)]
+struct Acc {
+    /// The epoch this entry belongs to.
+    seen: u32,
+    value: u32,
+    level: u8,
+    converted: bool,
+}
+
 impl Scratch {
     fn prepare(&mut self, users: usize, n1: usize) {
-        if self.seen.len() < users {
-            self.seen.resize(users, 0);
-            self.level.resize(users, 0);
-            self.value.resize(users, 0);
-            self.converted.resize(users, false);
+        if self.acc.len() < users {
+            self.acc.resize(users, Acc::default());
         }
         if self.firsts.len() < users * n1 {
             self.firsts.resize(users * n1, NEVER);
@@ -483,7 +511,7 @@ impl Scratch {
 
     fn next_epoch(&mut self) -> u32 {
         if self.epoch == u32::MAX {
-            self.seen.iter_mut().for_each(|s| *s = 0);
+            self.acc.iter_mut().for_each(|a| a.seen = 0);
             self.epoch = 0;
         }
         self.epoch += 1;

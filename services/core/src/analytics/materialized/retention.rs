@@ -3,10 +3,11 @@
 //! property filters.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
 use jiff::tz::TimeZone;
 
-use super::calendar::{Calendar, week_of, whole_days};
+use super::calendar::{Calendar, whole_days};
 use super::group_by_user;
 use super::seen::SeenIds;
 use crate::analytics::error::{AnalyticsError, Limits, check_events};
@@ -23,6 +24,36 @@ pub struct ActivityView {
     name_index: HashMap<String, u32>,
     names: Vec<NameActivity>,
     events: usize,
+    scratch: Mutex<Vec<Scratch>>,
+}
+
+/// Per-user marks of one query, reused across queries (see the funnel view's).
+#[derive(Default)]
+struct Scratch {
+    epoch: u32,
+    /// The cohort (epoch) a user was last counted in.
+    cohort: Vec<u32>,
+    /// The offset (epoch) a user was last counted as returning in.
+    counted: Vec<u32>,
+}
+
+impl Scratch {
+    fn prepare(&mut self, users: usize) {
+        if self.cohort.len() < users {
+            self.cohort.resize(users, 0);
+            self.counted.resize(users, 0);
+        }
+    }
+
+    fn next_epoch(&mut self) -> u32 {
+        if self.epoch == u32::MAX {
+            self.cohort.iter_mut().for_each(|c| *c = 0);
+            self.counted.iter_mut().for_each(|c| *c = 0);
+            self.epoch = 0;
+        }
+        self.epoch += 1;
+        self.epoch
+    }
 }
 
 #[derive(Default)]
@@ -38,8 +69,7 @@ struct UserActivity {
 struct NameActivity {
     /// Per day number, the users with the event that day (each once).
     active: BTreeMap<i32, Vec<u32>>,
-    /// Per day number, users whose first event was that day. A user whose first time
-    /// moves earlier (a late event) stays listed under the old day too: readers check.
+    /// Per day number, the users whose first event was that day.
     first: BTreeMap<i32, Vec<u32>>,
 }
 
@@ -52,6 +82,7 @@ impl ActivityView {
             name_index: HashMap::new(),
             names: Vec::new(),
             events: 0,
+            scratch: Mutex::new(Vec::new()),
         }
     }
 
@@ -107,74 +138,94 @@ impl ActivityView {
         if !query.start.filters.is_empty() || !query.return_event.filters.is_empty() {
             return Ok(None);
         }
-        let periods = query.periods as usize;
-        let period_of = |day: i64| if query.period == Interval::Week { week_of(day) } else { day };
-        let mut rows: HashMap<i64, (u64, Vec<u64>)> = HashMap::new();
-        let start_name = self.name_index.get(&query.start.event).copied();
-        let return_name = self.name_index.get(&query.return_event.event).copied();
-        // (cohort period, user), each once.
-        let mut members: Vec<(i64, u32)> = Vec::new();
-        match (query.kind, start_name) {
-            (_, None) => {}
-            (RetentionKind::FirstTime, Some(name)) => {
-                let first_day = period::day_number(query.from, tz) as i32;
-                let last_day = period::day_number(query.to - 1, tz) as i32;
-                for (&day, users) in self.names[name as usize].first.range(first_day..=last_day) {
-                    for &user in users {
-                        let firsts = &self.users[user as usize].firsts;
-                        let Ok(at) = firsts.binary_search_by_key(&name, |f| f.0) else { continue };
-                        let (_, first_day, ts) = firsts[at];
-                        // Listed under an old day whose first time moved earlier: skip.
-                        if first_day == day && (query.from..query.to).contains(&ts) {
-                            members.push((period_of(i64::from(day)), user));
+        let week = query.period == Interval::Week;
+        // A period's day numbers [first, end), weeks numbered as `period::period_number` does.
+        let days_of = |p: i64| if week { (7 * p - 3, 7 * p + 4) } else { (p, p + 1) };
+        let (Some(start_name), return_name) = (
+            self.name_index.get(&query.start.event).copied(),
+            self.name_index.get(&query.return_event.event).copied(),
+        ) else {
+            let periods = query.periods as usize;
+            let empty = |s| RetentionCohort { period_start: s, users: 0, retained: vec![0; periods] };
+            return Ok(Some(RetentionReport { cohorts: starts.into_iter().map(empty).collect() }));
+        };
+        let start = &self.names[start_name as usize];
+        // Which start days count: firstTime cohorts are checked by time on a day cut by the
+        // range; recurring cohorts need whole days.
+        let (first_day, end_day, cut) = match query.kind {
+            RetentionKind::FirstTime => {
+                let whole = whole_days(query.from, query.to, tz);
+                let first = period::day_number(query.from, tz);
+                let last = period::day_number(query.to - 1, tz);
+                (first, last + 1, whole.is_none().then_some((first, last)))
+            }
+            RetentionKind::Recurring => {
+                let Some((first, end)) = whole_days(query.from, query.to, tz) else { return Ok(None) };
+                (first, end, None)
+            }
+        };
+        let mut s = self.take_scratch();
+        s.prepare(self.users.len());
+        let mut cohorts = Vec::with_capacity(starts.len());
+        for period_start in starts {
+            let p = period::period_number(period_start, query.period, tz);
+            let (a, b) = days_of(p);
+            let (a, b) = (a.max(first_day) as i32, b.min(end_day) as i32);
+            let cohort = s.next_epoch();
+            let mut users = 0;
+            let lists = match query.kind {
+                RetentionKind::FirstTime => start.first.range(a..b.max(a)),
+                RetentionKind::Recurring => start.active.range(a..b.max(a)),
+            };
+            for (&day, list) in lists {
+                let checked = cut.is_some_and(|(f, l)| i64::from(day) == f || i64::from(day) == l);
+                for &user in list {
+                    if checked && !self.first_in(user, start_name, query.from, query.to) {
+                        continue;
+                    }
+                    let mark = &mut s.cohort[user as usize];
+                    if *mark != cohort {
+                        *mark = cohort;
+                        users += 1;
+                    }
+                }
+            }
+            let mut retained = vec![0u64; query.periods as usize];
+            if let (Some(name), true) = (return_name, users > 0) {
+                let active = &self.names[name as usize].active;
+                for (k, count) in retained.iter_mut().enumerate() {
+                    let (a, b) = days_of(p + k as i64);
+                    let counted = s.next_epoch();
+                    for (_, list) in active.range(a as i32..b as i32) {
+                        for &user in list {
+                            let u = user as usize;
+                            // A user returns once per offset, however many days of it.
+                            if s.cohort[u] == cohort && s.counted[u] != counted {
+                                s.counted[u] = counted;
+                                *count += 1;
+                            }
                         }
                     }
                 }
             }
-            (RetentionKind::Recurring, Some(name)) => {
-                let Some((first, end)) = whole_days(query.from, query.to, tz) else { return Ok(None) };
-                for (&day, users) in self.names[name as usize].active.range(first as i32..end as i32) {
-                    let cohort = period_of(i64::from(day));
-                    members.extend(users.iter().map(|&u| (cohort, u)));
-                }
-                if query.period == Interval::Week {
-                    members.sort_unstable();
-                    members.dedup();
-                }
-            }
+            cohorts.push(RetentionCohort { period_start, users, retained });
         }
-        let mut returned = vec![false; periods];
-        for (cohort, user) in members {
-            let row = rows.entry(cohort).or_insert_with(|| (0, vec![0; periods]));
-            row.0 += 1;
-            let Some(name) = return_name else { continue };
-            returned.iter_mut().for_each(|r| *r = false);
-            let days = &self.users[user as usize].days;
-            let lo = days.partition_point(|d| d.0 < name);
-            let hi = days.partition_point(|d| d.0 <= name);
-            let mine = &days[lo..hi];
-            // Days from the cohort's first day on: the offsets 0..periods.
-            let begin = mine.partition_point(|d| period_of(i64::from(d.1)) < cohort);
-            for &(_, day) in &mine[begin..] {
-                let k = period_of(i64::from(day)) - cohort;
-                if k >= periods as i64 {
-                    break;
-                }
-                returned[k as usize] = true;
-            }
-            for (count, &r) in row.1.iter_mut().zip(&returned) {
-                *count += u64::from(r);
-            }
-        }
-        let cohorts = starts
-            .into_iter()
-            .map(|s| {
-                let (users, retained) =
-                    rows.remove(&period::period_number(s, query.period, tz)).unwrap_or((0, vec![0; periods]));
-                RetentionCohort { period_start: s, users, retained }
-            })
-            .collect();
+        self.put_scratch(s);
         Ok(Some(RetentionReport { cohorts }))
+    }
+
+    /// Whether the user's first event of `name` is in `[from, to)`.
+    fn first_in(&self, user: u32, name: u32, from: i64, to: i64) -> bool {
+        let firsts = &self.users[user as usize].firsts;
+        firsts.binary_search_by_key(&name, |f| f.0).is_ok_and(|at| (from..to).contains(&firsts[at].2))
+    }
+
+    fn take_scratch(&self) -> Scratch {
+        self.scratch.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop().unwrap_or_default()
+    }
+
+    fn put_scratch(&self, scratch: Scratch) {
+        self.scratch.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(scratch);
     }
 
     /// The users seen.
@@ -235,9 +286,17 @@ impl ActivityView {
             let firsts = &mut self.users[user as usize].firsts;
             let moved = match firsts.binary_search_by_key(&name, |f| f.0) {
                 Ok(at) if ts < firsts[at].2 => {
-                    let moved = firsts[at].1 != day;
+                    let before = firsts[at].1;
                     firsts[at] = (name, day, ts);
-                    moved
+                    if before != day {
+                        // A late event moves the first time to an earlier day.
+                        if let Some(list) = self.names[name as usize].first.get_mut(&before)
+                            && let Some(i) = list.iter().position(|&u| u == user)
+                        {
+                            list.swap_remove(i);
+                        }
+                    }
+                    before != day
                 }
                 Ok(_) => false,
                 Err(at) => {
