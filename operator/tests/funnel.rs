@@ -47,21 +47,29 @@ async fn config_funnels(maps: &Api<ConfigMap>, pipeline: &str) -> Vec<(String, u
     config.funnels.iter().map(|f| (f.name.clone(), f.definition.steps.len())).collect()
 }
 
-/// Stores raw events as the processor does: `(user, event, minutes ago)`.
+/// Stores raw events and their block as the processor does: `(user, event, minutes ago)`.
 async fn store_events(db: &str, events: &[(&str, &str, i64)]) {
     let client = ferret().await.client().await.expect("mongo");
+    let store = pulse_store::Store::new(client.database(db));
     let now = mongodb::bson::DateTime::now().timestamp_millis();
-    let docs: Vec<mongodb::bson::Document> = events
+    let events: Vec<pulse_core::buffer::BufferedEvent> = events
         .iter()
-        .map(|(user, event, ago)| {
-            let ts = mongodb::bson::DateTime::from_millis(now - ago * 60_000);
-            mongodb::bson::doc! {
-                "_id": format!("{user}-{event}-{ago}"), "event": *event, "distinct_id": *user,
-                "ts": ts, "received_at": ts, "properties": {}
-            }
+        .map(|(user, event, ago)| pulse_core::buffer::BufferedEvent {
+            event_id: format!("{user}-{event}-{ago}"),
+            id_generated: false,
+            event: event.to_string(),
+            distinct_id: user.to_string(),
+            timestamp: now - ago * 60_000,
+            received_at: now - ago * 60_000,
+            properties: serde_json::Map::new(),
         })
         .collect();
-    client.database(db).collection("events").insert_many(docs).await.expect("insert events");
+    let position = pulse_core::rollup::StreamPosition { millis: now as u64, sequence: 0 };
+    let writes: Vec<pulse_store::EventWrite<'_>> =
+        events.iter().map(|event| pulse_store::EventWrite { partition: 0, position, event }).collect();
+    store.insert_events(&writes, false).await.expect("insert events");
+    let all: Vec<&pulse_core::buffer::BufferedEvent> = events.iter().collect();
+    store.write_event_blocks(0, position, position, &all).await.expect("event blocks");
 }
 
 fn summary_of(f: &Funnel) -> Option<(i64, i64, String, k8s_openapi::jiff::Timestamp)> {
