@@ -39,6 +39,8 @@ const SMALL_BLOCK_EVENTS: i64 = 1_000;
 const COMPACT_MIN_BLOCKS: usize = 8;
 /// ...into blocks of at most about this many events...
 const COMPACT_MAX_EVENTS: i64 = 10_000;
+/// ...and of at most this many blocks (at a few events per second, every event is a block)...
+const COMPACT_MAX_BLOCKS: usize = 500;
 /// ...at most this many merged blocks per call, so a partition worker is not held long.
 const COMPACT_MAX_MERGES: usize = 4;
 /// Rebuild writes blocks of this many events (per partition and day).
@@ -190,7 +192,8 @@ impl Store {
             let mut group: Vec<SmallBlock> = Vec::new();
             let mut groups = Vec::new();
             for b in blocks {
-                if group.len() > 1 && group.iter().map(|g| g.n).sum::<i64>() + b.n > COMPACT_MAX_EVENTS {
+                let events = group.iter().map(|g| g.n).sum::<i64>() + b.n;
+                if group.len() > 1 && (events > COMPACT_MAX_EVENTS || group.len() == COMPACT_MAX_BLOCKS) {
                     groups.push(std::mem::take(&mut group));
                 }
                 group.push(b);

@@ -51,7 +51,9 @@ impl Store {
         // see BucketKey::id) and written often: no secondary index to maintain.
         let collection = |name| self.db.collection::<mongodb::bson::Document>(name);
         ensure_indexes(&collection(USER_PERIODS), &[doc! { "period": 1, "start": 1 }]).await?;
-        // Blocks are read by `_id`, their small index collection whole: no secondary index.
+        // Blocks are read by `_id`. Their index entries are few (one per batch, small
+        // batches merged), scanned whole on FerretDB; MongoDB serves the time ranges of
+        // queries and retention (`hi`) and compaction's small blocks (`p`, `n`) from indexes.
         let existing = self.db.list_collection_names().await?;
         for name in [EVENT_BLOCKS, EVENT_BLOCK_INDEX] {
             if !existing.iter().any(|c| c == name) {
@@ -63,6 +65,7 @@ impl Store {
                 }
             }
         }
+        ensure_indexes(&collection(EVENT_BLOCK_INDEX), &[doc! { "hi": 1 }, doc! { "p": 1, "n": 1 }]).await?;
         Ok(SchemaReport { ttl_index })
     }
 
