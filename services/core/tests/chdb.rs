@@ -6,8 +6,8 @@
 //! cell must be equal.
 //!
 //! Both paths are compared: the ad-hoc engines over the events, and the in-memory views
-//! (`materialized::{FunnelView, ActivityView}`) fed the same events shuffled, in batches,
-//! over whole local days (the ranges the views answer).
+//! (`materialized::{FunnelView, ActivityView}`) fed the same events in batches, over the
+//! sets' ranges and over the whole days around them.
 //!
 //! Needs the chDB venv of `make env` (tests/env/python-chdb.sh); fails, never skips,
 //! without it.
@@ -324,14 +324,18 @@ fn ordered_funnels_equal_clickhouse_window_funnel_and_other_modes_the_reference(
                 "{set}/{name} step counts"
             );
             assert!(reached[0] > 0, "{set}/{name}: the set must exercise the funnel");
-            // The view, over the whole days around the range, against chDB's levels there.
+            // The view over the set's range (days cut at both ends) ...
+            let view = funnel_view(&def, &events, &TimeZone::UTC);
+            let query = FunnelQuery { from, to, trend: None };
+            let got = view.report(&query, &limits).expect("runs").expect("answered");
+            assert_eq!(step_users(&got), reached, "{set}/{name}: the view's step counts");
+            // ... and over the whole days around it, against chDB's levels there.
             let levels = &ch["funnels"][format!("{name}/days")];
             let mut reached = vec![0u64; def.steps.len()];
             for user in &users {
                 let level = levels.get(user.distinct_id).and_then(Value::as_u64).unwrap_or(0) as usize;
                 reached.iter_mut().take(level).for_each(|r| *r += 1);
             }
-            let view = funnel_view(&def, &events, &TimeZone::UTC);
             for trend in [None, Some(Interval::Day)] {
                 let query = FunnelQuery { from: day_from, to: day_to, trend };
                 let got = view.report(&query, &limits).expect("runs").expect("whole days are answered");
@@ -369,6 +373,10 @@ fn ordered_funnels_equal_clickhouse_window_funnel_and_other_modes_the_reference(
                 }
             }
             let view = funnel_view(&def, &events, &TimeZone::UTC);
+            let query = FunnelQuery { from, to, trend: None };
+            let got = view.report(&query, &limits).expect("runs").expect("answered");
+            let ad_hoc = funnel::run(&def, &query, &events, None, &TimeZone::UTC, &limits).expect("runs");
+            assert_eq!(got, ad_hoc, "{set}/{name}: the view's report over the set's range");
             let query = FunnelQuery { from: day_from, to: day_to, trend: Some(Interval::Day) };
             let got = view.report(&query, &limits).expect("runs").expect("whole days are answered");
             assert_eq!(step_users(&got), reached, "{set}/{name}: the view's step counts over whole days");

@@ -1,13 +1,14 @@
-//! A declared funnel kept per user and local day, so any range of whole days is a merge of
+//! A declared funnel kept per user and local day, so a range of whole days is a merge of
 //! the days' results instead of a pass over events.
 //!
 //! Why days compose: a chain belongs to the range of its first step, so over adjacent
 //! ranges a user's level is the largest of the per-range levels; the breakdown value is
-//! that of the first first-step event, which lies in the first day with one; a step's time
-//! to convert comes from the chain that reached it first (earliest arrival, then latest
-//! start), found by comparing the days' first arrivals. Each day is computed by the
-//! ad-hoc engine's own code ([`progress_in`]) over the user's kept events, so the two
-//! paths cannot drift apart.
+//! that of the first first-step event at or after the range's start, found from the first
+//! day with a slot; a step's time to convert comes from the chain that reached it first
+//! (earliest arrival, then latest start), found by comparing the days' first arrivals. A
+//! day the range cuts is computed at query time over the part in range, for the users with
+//! a slot that day. Every day is computed by the ad-hoc engine's own code
+//! ([`progress_in`]) over the user's kept events, so the two paths cannot drift apart.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -15,7 +16,7 @@ use std::sync::Mutex;
 use jiff::tz::TimeZone;
 use serde_json::Value;
 
-use super::calendar::{Calendar, whole_days};
+use super::calendar::Calendar;
 use super::group_by_user;
 use super::seen::SeenIds;
 use crate::analytics::error::{AnalyticsError, Limits, check_events, check_range};
@@ -129,9 +130,11 @@ impl FunnelView {
         }
     }
 
-    /// Equal to `funnel::run(def, query, every event added, None, tz, limits)` whenever
-    /// it is Some; None when `from` or `to` is not a local midnight (the view keeps whole
-    /// days). Errors as `run` gives them, the event limit counted on the events kept.
+    /// Equal to `funnel::run(def, query, every event added, None, tz, limits)`; always
+    /// Some (the Option leaves room for queries a view cannot answer). Whole local days
+    /// are merged from the kept days; a day the range cuts (`from` or `to` not a local
+    /// midnight) is recomputed for the users with a slot that day, which costs more.
+    /// Errors as `run` gives them, the event limit counted on the events kept.
     pub fn report(
         &self,
         query: &FunnelQuery,
@@ -152,10 +155,13 @@ impl FunnelView {
                 ));
             }
         };
-        let Some((first, end)) = whole_days(query.from, query.to, tz) else { return Ok(None) };
+        // Days cut by the range are computed for their users from the kept events.
+        let c = Compiled::new(&self.def);
+        let cut = self.kept.cut_days(&c, query.from, query.to);
+        let segments = self.kept.segments(query.from, query.to, &cut);
         let mut scratch = self.take_scratch();
         let tally =
-            self.kept.tally(&self.def, first, end, query.trend.map(|i| (i, &starts[..])), &mut scratch);
+            self.kept.tally(&self.def, &segments, query.trend.map(|i| (i, &starts[..])), &mut scratch);
         self.put_scratch(scratch);
         tally.report(&self.def, &starts, limits).map(Some)
     }
@@ -319,13 +325,84 @@ impl Kept {
         self.users[u].events = events;
     }
 
-    /// Adds up the users with a first-step event in days `[first, end)`: each user's days
+    /// The days `[from, to)` cuts (the first and the last, when `from` or `to` is not a
+    /// local midnight), each as (day number, column over the part in range): the users
+    /// with a slot that day, recomputed from their kept events.
+    fn cut_days(&self, c: &Compiled<'_>, from: i64, to: i64) -> Vec<(i64, DayColumn)> {
+        let tz = &self.calendar.tz;
+        let first_start = period::start(from, Interval::Day, tz);
+        let last_start = period::start(to - 1, Interval::Day, tz);
+        let mut cut = Vec::new();
+        let entry = if c.order == FunnelOrder::Unordered { u32::MAX } else { 1 };
+        for day_start in
+            if first_start == last_start { vec![first_start] } else { vec![first_start, last_start] }
+        {
+            let day_end = period::next(day_start, Interval::Day, tz);
+            let (part_from, part_to) = (from.max(day_start), to.min(day_end));
+            if (part_from, part_to) == (day_start, day_end) {
+                continue;
+            }
+            let number = period::day_number(day_start, tz);
+            let Some(whole) = self.days.get(&number) else { continue };
+            let mut column = DayColumn {
+                start: part_from,
+                end: part_to,
+                users: whole.users.clone(),
+                levels: Vec::with_capacity(whole.users.len()),
+                values: Vec::with_capacity(whole.users.len()),
+                firsts: Vec::with_capacity(whole.firsts.len()),
+            };
+            let (mut marked, mut holds) = (Vec::new(), Vec::new());
+            for (i, &user) in whole.users.iter().enumerate() {
+                let events = &self.users[user as usize].events;
+                // No chain can start in the parts of the day cut off: the kept day holds.
+                let starts_in = |from: i64, to: i64| {
+                    let at = events.partition_point(|e| e.ts < from);
+                    events[at..].iter().take_while(|e| e.ts < to).any(|e| e.steps & entry != 0)
+                };
+                if !starts_in(day_start, part_from) && !starts_in(part_to, day_end) {
+                    column.levels.push(whole.levels[i]);
+                    column.values.push(whole.values[i]);
+                    column
+                        .firsts
+                        .extend_from_slice(&whole.firsts[i * (self.steps - 1)..(i + 1) * (self.steps - 1)]);
+                    continue;
+                }
+                let lo = events.partition_point(|e| e.ts < part_from);
+                let hi = events.partition_point(|e| e.ts <= part_to.saturating_add(self.window_ms));
+                mark(c, &events[lo..hi.max(lo)], &mut marked, &mut holds);
+                let (level, first) = progress_in(c, &marked, part_from, part_to);
+                column.levels.push(level as u8);
+                column.values.push(events[lo..].iter().find(|e| e.steps & 1 != 0).map_or(0, |e| e.value));
+                column
+                    .firsts
+                    .extend((1..self.steps).map(|k| first.get(k).copied().flatten().unwrap_or(NEVER)));
+            }
+            cut.push((number, column));
+        }
+        cut
+    }
+
+    /// The days of `[from, to)` in order, as (day number, column): the cut ones from
+    /// `cut`, the others as kept.
+    fn segments<'a>(&'a self, from: i64, to: i64, cut: &'a [(i64, DayColumn)]) -> Vec<(i64, &'a DayColumn)> {
+        let tz = &self.calendar.tz;
+        let first = period::day_number(from, tz);
+        let last = period::day_number(to - 1, tz);
+        let mut out: Vec<(i64, &DayColumn)> = Vec::new();
+        let is_cut = |day: i64| cut.iter().any(|(d, _)| *d == day);
+        out.extend(cut.iter().filter(|(d, _)| *d == first).map(|(d, c)| (*d, c)));
+        out.extend(self.days.range(first..=last).filter(|(d, _)| !is_cut(**d)).map(|(d, c)| (*d, c)));
+        out.extend(cut.iter().filter(|(d, _)| *d == last && last != first).map(|(d, c)| (*d, c)));
+        out
+    }
+
+    /// Adds up the users with a slot in `segments` (days in order): each user's days
     /// merged, then counted. `trend` is the interval and period starts asked for.
     fn tally(
         &self,
         def: &FunnelDefinition,
-        first: i64,
-        end: i64,
+        segments: &[(i64, &DayColumn)],
         trend: Option<(Interval, &[i64])>,
         s: &mut Scratch,
     ) -> FunnelTally {
@@ -334,7 +411,7 @@ impl Kept {
         s.prepare(self.users.len(), n1);
         let epoch = s.next_epoch();
         s.touched.clear();
-        for column in self.days.range(first..end).map(|(_, c)| c) {
+        for &(_, column) in segments {
             for (i, &user) in column.users.iter().enumerate() {
                 let u = user as usize;
                 let level = column.levels[i];
@@ -403,36 +480,32 @@ impl Kept {
         }
         let mut periods = BTreeMap::new();
         if let Some((interval, starts)) = trend {
+            let tz = &self.calendar.tz;
             for &start in starts {
-                let lo = period::day_number(start, &self.calendar.tz).max(first);
+                let lo = period::day_number(start, tz);
                 let hi = match interval {
-                    Interval::Week => period::day_number(
-                        period::next(start, interval, &self.calendar.tz),
-                        &self.calendar.tz,
-                    ),
+                    Interval::Week => period::day_number(period::next(start, interval, tz), tz),
                     _ => lo + 1,
-                }
-                .min(end);
-                periods.insert(start, self.entered_and_converted(lo, hi, s));
+                };
+                let from = segments.partition_point(|(d, _)| *d < lo);
+                let to = segments.partition_point(|(d, _)| *d < hi);
+                periods.insert(start, self.entered_and_converted(&segments[from..to], s));
             }
         }
         FunnelTally::from_parts(reached, times, by_value, periods)
     }
 
-    /// Users entering in days `[first, end)` and those of them converting.
-    fn entered_and_converted(&self, first: i64, end: i64, s: &mut Scratch) -> (u64, u64) {
+    /// Users entering in `segments` and those of them converting.
+    fn entered_and_converted(&self, segments: &[(i64, &DayColumn)], s: &mut Scratch) -> (u64, u64) {
         let full = self.steps as u8;
-        let mut columns = self.days.range(first..end);
-        if end - first == 1 {
+        if let [(_, c)] = segments {
             // One day: each user is there once.
-            return columns.next().map_or((0, 0), |(_, c)| {
-                let count = |keep: &dyn Fn(u8) -> bool| c.levels.iter().filter(|&&l| keep(l)).count() as u64;
-                (count(&|l| l > 0), count(&|l| l == full))
-            });
+            let count = |keep: &dyn Fn(u8) -> bool| c.levels.iter().filter(|&&l| keep(l)).count() as u64;
+            return (count(&|l| l > 0), count(&|l| l == full));
         }
         let epoch = s.next_epoch();
         let (mut entered, mut converted) = (0, 0);
-        for (_, column) in columns {
+        for (_, column) in segments {
             for (&user, &level) in column.users.iter().zip(&column.levels).filter(|(_, l)| **l > 0) {
                 let acc = &mut s.acc[user as usize];
                 if acc.seen != epoch {
