@@ -41,10 +41,3 @@ impl Calendar {
         day
     }
 }
-
-/// The day numbers `[first, end)` of a range `[from, to)` made of whole local days, or
-/// None when it is not.
-pub(super) fn whole_days(from: i64, to: i64, tz: &TimeZone) -> Option<(i64, i64)> {
-    let whole = |ts| period::start(ts, Interval::Day, tz) == ts;
-    (whole(from) && whole(to)).then(|| (period::day_number(from, tz), period::day_number(to, tz)))
-}

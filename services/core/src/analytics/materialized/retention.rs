@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use jiff::tz::TimeZone;
 
-use super::calendar::{Calendar, whole_days};
+use super::calendar::Calendar;
 use super::group_by_user;
 use super::seen::SeenIds;
 use crate::analytics::error::{AnalyticsError, Limits, check_events};
@@ -59,10 +59,32 @@ impl Scratch {
 #[derive(Default)]
 struct UserActivity {
     seen: SeenIds,
-    /// (name, day number), sorted, each once.
-    days: Vec<(u32, i32)>,
+    /// Per (name, day number), sorted, each once: the first and last time that day.
+    days: Vec<ActiveDay>,
     /// (name, day of the first time, first time), sorted by name.
     firsts: Vec<(u32, i32, i64)>,
+}
+
+/// A user's events of one name on one local day, 16 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ActiveDay {
+    name: u32,
+    day: i32,
+    /// The first and last event's milliseconds after the day's start (a day is at most 25
+    /// hours): they decide whether a day cut by a range has an event in it.
+    first: u32,
+    last: u32,
+}
+
+impl ActiveDay {
+    fn key(&self) -> (u32, i32) {
+        (self.name, self.day)
+    }
+
+    fn merge(&mut self, other: &ActiveDay) {
+        self.first = self.first.min(other.first);
+        self.last = self.last.max(other.last);
+    }
 }
 
 #[derive(Default)]
@@ -95,7 +117,7 @@ impl ActivityView {
             }
             let fresh = self.users[u].seen.first_copies(events, &positions);
             self.events += fresh.len();
-            let mut days: Vec<(u32, i32)> = Vec::with_capacity(fresh.len());
+            let mut days: Vec<ActiveDay> = Vec::with_capacity(fresh.len());
             let mut firsts: Vec<(u32, i64, i32)> = Vec::new();
             for p in fresh {
                 let e = &events[p];
@@ -108,12 +130,19 @@ impl ActivityView {
                         n
                     }
                 };
-                let day = self.calendar.day(e.timestamp).number as i32;
-                days.push((name, day));
-                firsts.push((name, e.timestamp, day));
+                let day = self.calendar.day(e.timestamp);
+                let offset = (e.timestamp - day.start) as u32;
+                days.push(ActiveDay { name, day: day.number as i32, first: offset, last: offset });
+                firsts.push((name, e.timestamp, day.number as i32));
             }
-            days.sort_unstable();
-            days.dedup();
+            days.sort_unstable_by_key(ActiveDay::key);
+            days.dedup_by(|later, kept| {
+                let same = later.key() == kept.key();
+                if same {
+                    kept.merge(later);
+                }
+                same
+            });
             firsts.sort_unstable();
             firsts.dedup_by_key(|f| f.0);
             self.merge_days(user, days);
@@ -122,10 +151,11 @@ impl ActivityView {
     }
 
     /// Equal to `retention::run(query, every event added, None, tz, limits)` when Some;
-    /// None when the start or return event has property filters, or for recurring
-    /// cohorts when `from` or `to` is not a local midnight (the view keeps days, not
-    /// times, of recurring events). Errors as `run` gives them, the event limit counted on
-    /// the distinct events added.
+    /// None when the start or return event has property filters, or for recurring cohorts
+    /// over a range within one day that cuts it at both ends when a user's start events
+    /// that day lie before and after the range (the view keeps the first and last time of
+    /// a user's events per day, not every time). Errors as `run` gives them, the event
+    /// limit counted on the distinct events added.
     pub fn retention(
         &self,
         query: &RetentionQuery,
@@ -150,20 +180,14 @@ impl ActivityView {
             return Ok(Some(RetentionReport { cohorts: starts.into_iter().map(empty).collect() }));
         };
         let start = &self.names[start_name as usize];
-        // Which start days count: firstTime cohorts are checked by time on a day cut by the
-        // range; recurring cohorts need whole days.
-        let (first_day, end_day, cut) = match query.kind {
-            RetentionKind::FirstTime => {
-                let whole = whole_days(query.from, query.to, tz);
-                let first = period::day_number(query.from, tz);
-                let last = period::day_number(query.to - 1, tz);
-                (first, last + 1, whole.is_none().then_some((first, last)))
-            }
-            RetentionKind::Recurring => {
-                let Some((first, end)) = whole_days(query.from, query.to, tz) else { return Ok(None) };
-                (first, end, None)
-            }
-        };
+        // The days of the range; on the first and last, when the range cuts them, each
+        // user is checked by time.
+        let first_start = period::start(query.from, Interval::Day, tz);
+        let last_start = period::start(query.to - 1, Interval::Day, tz);
+        let (first_day, last_day) = (period::day_number(first_start, tz), period::day_number(last_start, tz));
+        let end_day = last_day + 1;
+        let cut_first = first_start != query.from;
+        let cut_last = period::next(last_start, Interval::Day, tz) != query.to;
         let mut s = self.take_scratch();
         s.prepare(self.users.len());
         let mut cohorts = Vec::with_capacity(starts.len());
@@ -178,10 +202,26 @@ impl ActivityView {
                 RetentionKind::Recurring => start.active.range(a..b.max(a)),
             };
             for (&day, list) in lists {
-                let checked = cut.is_some_and(|(f, l)| i64::from(day) == f || i64::from(day) == l);
+                let day = i64::from(day);
+                let checked = (cut_first && day == first_day) || (cut_last && day == last_day);
                 for &user in list {
-                    if checked && !self.first_in(user, start_name, query.from, query.to) {
-                        continue;
+                    if checked {
+                        let inside = match query.kind {
+                            RetentionKind::FirstTime => self.first_in(user, start_name, query.from, query.to),
+                            RetentionKind::Recurring => {
+                                let day_start = if day == first_day { first_start } else { last_start };
+                                match self.active_in(user, start_name, day, day_start, query.from, query.to) {
+                                    Some(inside) => inside,
+                                    None => {
+                                        self.put_scratch(s);
+                                        return Ok(None);
+                                    }
+                                }
+                            }
+                        };
+                        if !inside {
+                            continue;
+                        }
                     }
                     let mark = &mut s.cohort[user as usize];
                     if *mark != cohort {
@@ -212,6 +252,25 @@ impl ActivityView {
         }
         self.put_scratch(s);
         Ok(Some(RetentionReport { cohorts }))
+    }
+
+    /// Whether the user has an event of `name` in `[from, to)` on `day` (starting at
+    /// `day_start`), from the day's first and last time: None when both lie outside on
+    /// either side (the range is inside the day and the view cannot tell).
+    fn active_in(&self, user: u32, name: u32, day: i64, day_start: i64, from: i64, to: i64) -> Option<bool> {
+        let days = &self.users[user as usize].days;
+        let Ok(at) = days.binary_search_by_key(&(name, day as i32), ActiveDay::key) else {
+            return Some(false);
+        };
+        let (first, last) = (day_start + i64::from(days[at].first), day_start + i64::from(days[at].last));
+        let range = from..to;
+        if range.contains(&first) || range.contains(&last) {
+            Some(true)
+        } else if first < from && last >= to {
+            None
+        } else {
+            Some(false)
+        }
     }
 
     /// Whether the user's first event of `name` is in `[from, to)`.
@@ -246,7 +305,7 @@ impl ActivityView {
             .map(|u| {
                 std::mem::size_of::<UserActivity>()
                     + u.seen.heap_bytes()
-                    + u.days.capacity() * 8
+                    + u.days.capacity() * std::mem::size_of::<ActiveDay>()
                     + u.firsts.capacity() * 16
             })
             .sum();
@@ -256,21 +315,24 @@ impl ActivityView {
         users + names + ids
     }
 
-    /// Adds a user's (name, day) pairs, sorted and distinct, listing the new ones by day.
-    fn merge_days(&mut self, user: u32, new: Vec<(u32, i32)>) {
+    /// Adds a user's active days (sorted by name and day, each once), listing the new ones
+    /// by day.
+    fn merge_days(&mut self, user: u32, new: Vec<ActiveDay>) {
         let old = std::mem::take(&mut self.users[user as usize].days);
         let mut merged = Vec::with_capacity(old.len() + new.len());
         let (mut i, mut j) = (0, 0);
         while i < old.len() || j < new.len() {
-            if j == new.len() || (i < old.len() && old[i] < new[j]) {
+            if j == new.len() || (i < old.len() && old[i].key() < new[j].key()) {
                 merged.push(old[i]);
                 i += 1;
-            } else if i < old.len() && old[i] == new[j] {
-                merged.push(old[i]);
+            } else if i < old.len() && old[i].key() == new[j].key() {
+                let mut day = old[i];
+                day.merge(&new[j]);
+                merged.push(day);
                 i += 1;
                 j += 1;
             } else {
-                let (name, day) = new[j];
+                let ActiveDay { name, day, .. } = new[j];
                 self.names[name as usize].active.entry(day).or_default().push(user);
                 merged.push(new[j]);
                 j += 1;
