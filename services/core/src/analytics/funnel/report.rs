@@ -290,3 +290,40 @@ pub struct ConversionPoint {
     pub converted: u64,
     pub conversion: Option<f64>,
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::TimeToConvert;
+    use crate::analytics::stats::percentile;
+
+    /// The figures by sorting and summing in order, as the definition reads.
+    fn by_sorting(times: &[i64]) -> TimeToConvert {
+        let mut sorted: Vec<f64> = times.iter().map(|&t| t as f64).collect();
+        sorted.sort_by(f64::total_cmp);
+        let at = |p| percentile(&sorted, p).map_or(0, |v| v as i64);
+        TimeToConvert {
+            users: times.len() as u64,
+            average_ms: sorted.iter().sum::<f64>() / sorted.len() as f64,
+            median_ms: at(50.0),
+            p90_ms: at(90.0),
+            max_ms: at(100.0),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn selecting_ranks_equals_sorting(
+            times in prop::collection::vec(prop_oneof![0i64..1_000, 0i64..31_622_400_000], 1..200),
+        ) {
+            prop_assert_eq!(TimeToConvert::of(&times), Some(by_sorting(&times)));
+        }
+    }
+
+    #[test]
+    fn sums_too_large_for_exact_floats_are_summed_in_order() {
+        let times = [1i64 << 52, 1 << 52, 3, 1];
+        assert_eq!(TimeToConvert::of(&times), Some(by_sorting(&times)));
+    }
+}

@@ -134,7 +134,7 @@ fn trends() -> impl Strategy<Value = Option<Interval>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
 
     #[test]
     fn funnel_view_equals_run(
