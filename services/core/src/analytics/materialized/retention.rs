@@ -10,7 +10,7 @@ use jiff::tz::TimeZone;
 use super::calendar::Calendar;
 use super::group_by_user;
 use super::seen::SeenIds;
-use crate::analytics::error::{AnalyticsError, Limits, check_events};
+use crate::analytics::error::{AnalyticsError, Limits};
 use crate::analytics::event::AnalyticsEvent;
 use crate::analytics::period::{self, Interval};
 use crate::analytics::retention::{RetentionCohort, RetentionKind, RetentionQuery, RetentionReport};
@@ -154,18 +154,19 @@ impl ActivityView {
     /// None when the start or return event has property filters, or for recurring cohorts
     /// over a range within one day that cuts it at both ends when a user's start events
     /// that day lie before and after the range (the view keeps the first and last time of
-    /// a user's events per day, not every time). Errors as `run` gives them, the event
-    /// limit counted on the distinct events added.
+    /// a user's events per day, not every time), or when the view holds more events than
+    /// `limits.max_events` (the ad-hoc path applies the limit to what it reads). Errors as
+    /// `run` gives them (invalid query, too many periods).
     pub fn retention(
         &self,
         query: &RetentionQuery,
         limits: &Limits,
     ) -> Result<Option<RetentionReport>, AnalyticsError> {
         query.validate(limits)?;
-        check_events(self.events, limits)?;
         let tz = &self.calendar.tz;
         let starts = period::starts(query.from, query.to, query.period, tz, limits)?;
-        if !query.start.filters.is_empty() || !query.return_event.filters.is_empty() {
+        let filtered = !query.start.filters.is_empty() || !query.return_event.filters.is_empty();
+        if filtered || self.events > limits.max_events {
             return Ok(None);
         }
         let week = query.period == Interval::Week;

@@ -278,5 +278,30 @@ fn refuses_as_run_does() {
         from: day,
         to: day + DAY,
     };
-    assert_eq!(ActivityView::new(tz).retention(&filtered, &limits), Ok(None));
+    assert_eq!(ActivityView::new(tz.clone()).retention(&filtered, &limits), Ok(None));
+}
+
+#[test]
+fn a_view_holding_more_events_than_the_limit_leaves_the_query_to_the_ad_hoc_path() {
+    let tz = TimeZone::UTC;
+    let b = base();
+    let events = [ev("u", "1", "a", b + HOUR), ev("u", "2", "b", b + DAY)];
+    let mut funnel = FunnelView::new(abc(), tz.clone()).unwrap_or_else(|e| panic!("{e}"));
+    funnel.add(&events);
+    let mut activity = ActivityView::new(tz);
+    activity.add(&events);
+    let limits = Limits { max_events: 1, ..Limits::default() };
+    let query = FunnelQuery { from: b, to: b + DAY, trend: None };
+    assert_eq!(funnel.report(&query, &limits), Ok(None));
+    let retention = RetentionQuery {
+        start: EventMatcher::named("a"),
+        return_event: EventMatcher::named("b"),
+        kind: RetentionKind::FirstTime,
+        period: Interval::Day,
+        periods: 3,
+        from: b,
+        to: b + DAY,
+    };
+    assert_eq!(activity.retention(&retention, &limits), Ok(None));
+    assert!(matches!(activity.retention(&retention, &Limits::default()), Ok(Some(_))));
 }

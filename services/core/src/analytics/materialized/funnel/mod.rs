@@ -22,7 +22,7 @@ use self::query::Scratch;
 use super::calendar::Calendar;
 use super::group_by_user;
 use super::seen::SeenIds;
-use crate::analytics::error::{AnalyticsError, Limits, check_events, check_range};
+use crate::analytics::error::{AnalyticsError, Limits, check_range};
 use crate::analytics::event::AnalyticsEvent;
 use crate::analytics::funnel::{Compiled, FunnelQuery, FunnelReport, Marked, progress_in};
 use crate::analytics::period::{self, Interval};
@@ -133,18 +133,19 @@ impl FunnelView {
         }
     }
 
-    /// Equal to `funnel::run(def, query, every event added, None, tz, limits)`; always
-    /// Some (the Option leaves room for queries a view cannot answer). Whole local days
-    /// are merged from the kept days; a day the range cuts (`from` or `to` not a local
-    /// midnight) is recomputed for the users with a slot that day, which costs more.
-    /// Errors as `run` gives them, the event limit counted on the events kept.
+    /// Equal to `funnel::run(def, query, every event added, None, tz, limits)` whenever
+    /// it is Some. Whole local days are merged from the kept days; a day the range cuts
+    /// (`from` or `to` not a local midnight) is recomputed for the users with a slot that
+    /// day, which costs more. Errors as `run` gives them (invalid range or trend, too many
+    /// periods or breakdown values). None when the view holds more events than
+    /// `limits.max_events`: the ad-hoc path then reads only the query's span and applies
+    /// the limit to that.
     pub fn report(
         &self,
         query: &FunnelQuery,
         limits: &Limits,
     ) -> Result<Option<FunnelReport>, AnalyticsError> {
         check_range(query.from, query.to)?;
-        check_events(self.kept.events, limits)?;
         let tz = &self.kept.calendar.tz;
         let starts = match query.trend {
             None => Vec::new(),
@@ -158,6 +159,9 @@ impl FunnelView {
                 ));
             }
         };
+        if self.kept.events > limits.max_events {
+            return Ok(None);
+        }
         // Days cut by the range are computed for their users from the kept events.
         let c = Compiled::new(&self.def);
         let cut = self.kept.cut_days(&c, query.from, query.to);
