@@ -1,5 +1,5 @@
 //! Event blocks: a compact, deflated, columnar copy of the raw events, so that reading a
-//! million events takes a thousand finds by `_id` instead of a million-document scan.
+//! million events reads a thousand documents instead of a million.
 //!
 //! - `event_blocks`: `{_id, data: Binary}`, the events of one partition's batch and one UTC
 //!   day (see [`codec`] for the encoding);
@@ -19,6 +19,7 @@ use std::future::IntoFuture;
 use std::io::{Read, Write};
 use std::sync::Arc;
 
+use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{Binary, Bson, Document, doc, spec::BinarySubtype};
 use pulse_core::buffer::BufferedEvent;
@@ -31,8 +32,15 @@ use crate::{Store, StoreError, is_duplicate};
 const DAY_MS: i64 = 86_400_000;
 /// A block's encoding is at most this (before deflate), far below the 16 MB document limit.
 const MAX_ENCODED_BYTES: usize = 8 << 20;
-/// Block reads in flight at once.
-const READS_IN_FLIGHT: usize = 8;
+/// Deletes in flight at once.
+const DELETES_IN_FLIGHT: usize = 8;
+/// Up to this many blocks are read by `_id` one by one, more with one find.
+const LOOKUPS_MAX: usize = 16;
+/// Blocks being decoded at once.
+const DECODES_IN_FLIGHT: usize = 4;
+/// Blocks per cursor batch, and blocks read ahead of the decoding (about 25 KB each).
+const CURSOR_BATCH: u32 = 64;
+const READ_AHEAD: usize = 128;
 /// Compaction merges a partition's blocks of one day holding fewer events than this...
 const SMALL_BLOCK_EVENTS: i64 = 1_000;
 /// ...when at least this many exist...
@@ -113,6 +121,22 @@ impl Store {
         self.read_block_where(id, Arc::new(|_: &str, _: i64| true)).await
     }
 
+    /// Several blocks' events, by block id; blocks that are gone are absent. Many blocks
+    /// are read with one find, far faster than one [`Self::read_event_block`] each on
+    /// FerretDB 1.24 (0.7 ms against 5 to 18 ms a block).
+    pub async fn read_event_blocks(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<(String, Vec<BufferedEvent>)>, StoreError> {
+        let mut out = Vec::new();
+        self.read_blocks(ids.to_vec(), Arc::new(|_: &str, _: i64| true), &mut |block| {
+            out.push(block);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
     /// The events named one of `names` (every event when `None`) with a time in
     /// `[from, to)`, one per event id, in no particular order, read from the event blocks.
     /// More than `max` is [`StoreError::TooManyEvents`]: never a silently shortened answer.
@@ -127,8 +151,8 @@ impl Store {
         let keep: Keep = Arc::new(move |name: &str, ts: i64| {
             ts >= from && ts < to && wanted.as_ref().is_none_or(|w| w.contains(name))
         });
-        let mut seen: HashSet<String> = HashSet::new();
-        let mut out = Vec::new();
+        let mut seen: Distinct = Distinct::default();
+        let mut out: Vec<BufferedEvent> = Vec::new();
         let mut read: HashSet<String> = HashSet::new();
         // A block found gone may have been merged into a new one by compaction, which is
         // indexed before the old ones are deleted: list again and read the new ones.
@@ -139,26 +163,21 @@ impl Store {
                 break;
             }
             read.extend(todo.iter().cloned());
-            let mut gone = false;
-            // Futures collected first: a closure in the stream's type makes the caller's
-            // future not `Send` for every lifetime, which `tokio::spawn` needs.
-            let reads: Vec<_> =
-                todo.into_iter().map(|id| self.read_owned_block(id, Arc::clone(&keep))).collect();
-            let mut blocks = futures::stream::iter(reads).buffer_unordered(READS_IN_FLIGHT);
-            while let Some(events) = blocks.try_next().await? {
-                let Some(events) = events else {
-                    gone = true;
-                    continue;
-                };
-                for e in events {
-                    if seen.insert(e.event_id.clone()) {
-                        if out.len() == max {
-                            return Err(StoreError::TooManyEvents { limit: max });
+            let wanted = todo.len();
+            let found = self
+                .read_blocks(todo, Arc::clone(&keep), &mut |(_, events)| {
+                    for e in events {
+                        if seen.is_new(&out, &e.event_id) {
+                            if out.len() == max {
+                                return Err(StoreError::TooManyEvents { limit: max });
+                            }
+                            out.push(e);
                         }
-                        out.push(e);
                     }
-                }
-            }
+                    Ok(())
+                })
+                .await?;
+            let gone = found < wanted;
             if !gone {
                 break;
             }
@@ -272,13 +291,16 @@ impl Store {
         group: &[SmallBlock],
     ) -> Result<Option<String>, StoreError> {
         let all: Keep = Arc::new(|_: &str, _: i64| true);
-        let reads: Vec<_> =
-            group.iter().map(|b| self.read_owned_block(b.id.clone(), Arc::clone(&all))).collect();
-        let blocks: Vec<Option<Vec<BufferedEvent>>> =
-            futures::stream::iter(reads).buffered(READS_IN_FLIGHT).try_collect().await?;
         let mut seen = HashSet::new();
-        let events: Vec<BufferedEvent> =
-            blocks.into_iter().flatten().flatten().filter(|e| seen.insert(e.event_id.clone())).collect();
+        let mut events: Vec<BufferedEvent> = Vec::new();
+        let ids = group.iter().map(|b| b.id.clone()).collect();
+        self.read_blocks(ids, all, &mut |(_, block)| {
+            events.extend(block.into_iter().filter(|e| seen.insert(e.event_id.clone())));
+            Ok(())
+        })
+        .await?;
+        // Blocks come in no particular order: sort, so the merged block is the same each time.
+        events.sort_by(|a, b| (a.timestamp, &a.event_id).cmp(&(b.timestamp, &b.event_id)));
         let old: Vec<String> = group.iter().map(|b| b.id.clone()).collect();
         if events.is_empty() {
             self.delete_blocks(&old).await?;
@@ -353,33 +375,77 @@ impl Store {
         })
     }
 
-    /// A block's events that `keep` accepts, decoded off the async threads; None when the
-    /// block is gone.
+    /// A block's events that `keep` accepts; None when the block is gone.
     async fn read_block_where(&self, id: &str, keep: Keep) -> Result<Option<Vec<BufferedEvent>>, StoreError> {
-        let Some(d) = self.db.collection::<Document>(EVENT_BLOCKS).find_one(doc! { "_id": id }).await? else {
-            return Ok(None);
-        };
-        let data = match d.get("data") {
-            Some(Bson::Binary(b)) => b.bytes.clone(),
-            _ => return Err(StoreError::Block(format!("block {id} has no data"))),
-        };
-        let id = id.to_string();
-        tokio::task::spawn_blocking(move || {
-            let encoded = inflate(&data).map_err(|e| StoreError::Block(format!("block {id}: {e}")))?;
-            codec::decode(&encoded, |name, ts| keep(name, ts))
-                .map_err(|e| StoreError::Block(format!("block {id}: {e}")))
+        let mut out = None;
+        self.read_blocks(vec![id.to_string()], keep, &mut |(_, events)| {
+            out = Some(events);
+            Ok(())
         })
-        .await
-        .map_err(|e| StoreError::Block(format!("block decoding stopped: {e}")))?
-        .map(Some)
+        .await?;
+        Ok(out)
     }
 
-    async fn read_owned_block(
+    /// Reads the blocks `ids` that exist and hands each one's events that `keep` accepts
+    /// to `each`, in no particular order; decoding runs on blocking threads, a few blocks
+    /// at once. Returns how many blocks were found.
+    async fn read_blocks(
         &self,
-        id: String,
+        ids: Vec<String>,
         keep: Keep,
-    ) -> Result<Option<Vec<BufferedEvent>>, StoreError> {
-        self.read_block_where(&id, keep).await
+        each: &mut (dyn FnMut(Block) -> Result<(), StoreError> + Send),
+    ) -> Result<usize, StoreError> {
+        let blocks = self.db.collection::<Document>(EVENT_BLOCKS);
+        let mut decoding = FuturesUnordered::new();
+        let mut found = 0;
+        if ids.len() <= LOOKUPS_MAX {
+            // A few blocks: by `_id` each, the lookup every server serves from its index.
+            let lookups: Vec<_> =
+                ids.iter().map(|id| blocks.find_one(doc! { "_id": id }).into_future()).collect();
+            for d in futures::future::try_join_all(lookups).await?.into_iter().flatten() {
+                decoding.push(decode_task(d, Arc::clone(&keep)));
+            }
+            while let Some(events) = decoding.next().await {
+                each(joined(events)?)?;
+                found += 1;
+            }
+            return Ok(found);
+        }
+        // Many blocks: one find. MongoDB serves `$in` on `_id` from its index; FerretDB 1.24
+        // scans the collection, which streams at about 0.7 ms a block there, while a lookup
+        // by `_id` costs 5 to 15 ms. A task drains the cursor ahead of the decoding, so the
+        // server prepares the next batch while this one is decoded.
+        let mut cursor = blocks.find(doc! { "_id": { "$in": &ids } }).batch_size(CURSOR_BATCH).await?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+        let reader = tokio::spawn(async move {
+            loop {
+                let next = cursor.try_next().await.transpose();
+                let stop = !matches!(next, Some(Ok(_)));
+                if let Some(next) = next
+                    && tx.send(next).await.is_err()
+                {
+                    return;
+                }
+                if stop {
+                    return;
+                }
+            }
+        });
+        // Stops the reader when this returns early (an error, too many events).
+        let _abort = AbortOnDrop(reader);
+        let mut more = true;
+        loop {
+            while more && decoding.len() < DECODES_IN_FLIGHT {
+                match rx.recv().await.transpose()? {
+                    Some(d) => decoding.push(decode_task(d, Arc::clone(&keep))),
+                    None => more = false,
+                }
+            }
+            let Some(events) = decoding.next().await else { break };
+            each(joined(events)?)?;
+            found += 1;
+        }
+        Ok(found)
     }
 
     async fn block_ids(&self, filter: Document) -> Result<Vec<String>, StoreError> {
@@ -403,7 +469,7 @@ impl Store {
         let blocks = self.db.collection::<Document>(EVENT_BLOCKS);
         let deletes: Vec<_> =
             ids.iter().map(|id| blocks.delete_one(doc! { "_id": id }).into_future()).collect();
-        futures::stream::iter(deletes).buffer_unordered(READS_IN_FLIGHT).try_collect::<Vec<_>>().await?;
+        futures::stream::iter(deletes).buffer_unordered(DELETES_IN_FLIGHT).try_collect::<Vec<_>>().await?;
         let index = self.db.collection::<Document>(EVENT_BLOCK_INDEX);
         for chunk in ids.chunks(1_000) {
             index.delete_many(doc! { "_id": { "$in": chunk } }).await?;
@@ -413,6 +479,59 @@ impl Store {
 }
 
 type Keep = Arc<dyn Fn(&str, i64) -> bool + Send + Sync>;
+
+/// Which event ids were seen, by a hash into the events kept (cheaper than a set of the
+/// ids themselves at a million events); ids whose hash is taken by another id go in `other`.
+#[derive(Default)]
+struct Distinct<S = std::hash::RandomState> {
+    first: std::collections::HashMap<u64, usize>,
+    other: HashSet<String>,
+    hasher: S,
+}
+
+impl<S: std::hash::BuildHasher> Distinct<S> {
+    /// Whether `id` is new; if so, it must be pushed onto `kept` next.
+    fn is_new(&mut self, kept: &[BufferedEvent], id: &str) -> bool {
+        use std::collections::hash_map::Entry;
+        match self.first.entry(self.hasher.hash_one(id)) {
+            Entry::Vacant(slot) => {
+                slot.insert(kept.len());
+                true
+            }
+            Entry::Occupied(at) => kept[*at.get()].event_id != id && self.other.insert(id.to_string()),
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Decodes a block document's events on a blocking thread.
+fn decode_task(mut d: Document, keep: Keep) -> tokio::task::JoinHandle<Result<Block, StoreError>> {
+    tokio::task::spawn_blocking(move || {
+        let id = d.get_str("_id").unwrap_or_default().to_string();
+        let data = match d.remove("data") {
+            Some(Bson::Binary(b)) => b.bytes,
+            _ => return Err(StoreError::Block(format!("block {id} has no data"))),
+        };
+        let encoded = inflate(&data).map_err(|e| StoreError::Block(format!("block {id}: {e}")))?;
+        let events = codec::decode(&encoded, |name, ts| keep(name, ts))
+            .map_err(|e| StoreError::Block(format!("block {id}: {e}")))?;
+        Ok((id, events))
+    })
+}
+
+/// A block's id and events.
+type Block = (String, Vec<BufferedEvent>);
+
+fn joined(result: Result<Result<Block, StoreError>, tokio::task::JoinError>) -> Result<Block, StoreError> {
+    result.map_err(|e| StoreError::Block(format!("block decoding stopped: {e}")))?
+}
 
 struct SmallBlock {
     id: String,
@@ -507,6 +626,36 @@ fn fnv1a(ids: &[&str]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn distinct_keeps_one_event_per_id_even_when_hashes_collide() {
+        /// Every id hashes alike: every id after the first is a collision.
+        #[derive(Default)]
+        struct Same;
+        impl std::hash::Hasher for Same {
+            fn finish(&self) -> u64 {
+                7
+            }
+            fn write(&mut self, _: &[u8]) {}
+        }
+        let mut seen: Distinct<std::hash::BuildHasherDefault<Same>> = Distinct::default();
+        let mut kept: Vec<BufferedEvent> = Vec::new();
+        for id in ["a", "b", "a", "c", "b", "c", "d"] {
+            if seen.is_new(&kept, id) {
+                kept.push(BufferedEvent {
+                    event_id: id.to_string(),
+                    id_generated: false,
+                    event: "e".to_string(),
+                    distinct_id: "u".to_string(),
+                    timestamp: 0,
+                    received_at: 0,
+                    properties: Default::default(),
+                });
+            }
+        }
+        let ids: Vec<&str> = kept.iter().map(|e| e.event_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c", "d"]);
+    }
 
     #[test]
     fn days_are_utc_and_labelled_as_dates() {

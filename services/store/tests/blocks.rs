@@ -130,6 +130,13 @@ async fn events_read_from_blocks_equal_the_raw_events_odd_properties_included() 
     assert_eq!(raw["odd-3"].properties["big"], json!(u64::MAX as f64), "as the raw document has it");
     assert_eq!(raw["odd-2"].properties["$dollar"]["x.y"]["$z"], json!(2));
     assert!(store.read_event_block("0003|nope").await.expect("read").is_none());
+    // Many at once (one find past 16 ids), the missing ones absent.
+    let mut asked: Vec<String> = (0..20).map(|i| format!("0003|nope-{i}")).collect();
+    asked.extend(ids.iter().cloned());
+    let mut many = store.read_event_blocks(&asked).await.expect("read many");
+    many.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(many.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(), ids);
+    assert_eq!(by_id(many.into_iter().flat_map(|(_, e)| e).collect()), raw);
 
     let refs = store.event_block_refs(None, i64::MIN, i64::MAX).await.expect("refs");
     assert_eq!(refs.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), ids);

@@ -296,3 +296,72 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+
+    /// Prints where a block's read time goes, per 100,000 events (no assertion):
+    /// `cargo test --release -p pulse-store --lib -- --ignored decode_speed --nocapture`.
+    #[test]
+    #[ignore]
+    fn decode_speed() {
+        let events: Vec<BufferedEvent> = (0..100_000)
+            .map(|i| BufferedEvent {
+                event_id: format!("b{i:08}-{:016x}", (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+                id_generated: false,
+                event: ["page_viewed", "signed_up", "purchase"][i % 3].to_string(),
+                distinct_id: format!("user-{}", (i * 31) % 10_000),
+                timestamp: 1_700_000_000_000 + i as i64 * 2_000,
+                received_at: 1_700_000_000_150 + i as i64 * 2_000,
+                properties: serde_json::json!({ "plan": "pro", "revenue": (i % 10_000) as f64 / 100.0, "path": format!("/page/{}", i % 500) })
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            })
+            .collect();
+        let blocks: Vec<Vec<u8>> = events
+            .chunks(1000)
+            .map(|c| {
+                let refs: Vec<&BufferedEvent> = c.iter().collect();
+                let encoded = encode(&refs);
+                let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+                std::io::Write::write_all(&mut e, &encoded).expect("deflate");
+                e.finish().expect("deflate")
+            })
+            .collect();
+        let t = std::time::Instant::now();
+        let inflated: Vec<Vec<u8>> = blocks
+            .iter()
+            .map(|b| {
+                let mut out = Vec::new();
+                std::io::Read::read_to_end(&mut flate2::read::DeflateDecoder::new(&b[..]), &mut out)
+                    .expect("inflate");
+                out
+            })
+            .collect();
+        let inflate = t.elapsed();
+        let t = std::time::Instant::now();
+        let n: usize = inflated.iter().map(|b| decode(b, |_, _| false).expect("decode").len()).sum();
+        let skip = t.elapsed();
+        let t = std::time::Instant::now();
+        let n2: usize = inflated.iter().map(|b| decode(b, |_, _| true).expect("decode").len()).sum();
+        let all = t.elapsed();
+        let texts: Vec<String> =
+            events.iter().map(|e| serde_json::to_string(&e.properties).expect("json")).collect();
+        let t = std::time::Instant::now();
+        let parsed: usize =
+            texts.iter().map(|t| serde_json::from_str::<Map<String, Value>>(t).expect("json").len()).sum();
+        eprintln!("properties JSON parse alone: {:?} ({parsed})", t.elapsed());
+        let t = std::time::Instant::now();
+        let mut seen = std::collections::HashSet::new();
+        for e in &events {
+            seen.insert(e.event_id.clone());
+        }
+        let dedup = t.elapsed();
+        eprintln!(
+            "100k events: inflate {inflate:?} ({} MB), columns only {skip:?} ({n}), full decode {all:?} ({n2}), dedup set {dedup:?}",
+            inflated.iter().map(Vec::len).sum::<usize>() / 1_000_000
+        );
+    }
+}
