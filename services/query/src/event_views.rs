@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
 use jiff::tz::TimeZone;
 use pulse_buffer::{Connection, newest_rollup_change, read_changes};
 use pulse_core::analytics::funnel::{FunnelQuery, FunnelReport};
@@ -32,8 +31,6 @@ use crate::view::ViewError;
 pub const CHANGES_EVERY: Duration = Duration::from_secs(1);
 /// How often the block index is read for blocks not seen yet.
 pub const FULL_EVERY: Duration = Duration::from_secs(300);
-/// Blocks read at once.
-const READ_AHEAD: usize = 8;
 
 /// The views of one pipeline.
 pub struct EventViews {
@@ -138,22 +135,10 @@ impl EventViews {
             ids.into_iter().filter(|id| !views.blocks.contains(id) && seen.insert(id.clone())).collect()
         };
         let mut added = 0;
-        // A chunk at a time: bounded memory while loading millions of events.
+        // A chunk at a time: bounded memory while loading millions of events. One find per
+        // chunk: far faster than a lookup per block on FerretDB.
         for chunk in new.chunks(64) {
-            // The futures collected first: a stream of `async` closures over `&Store` is not
-            // Send, and this runs in a spawned task.
-            let reads: Vec<_> = chunk
-                .iter()
-                .map(|id| {
-                    let (store, id) = (store.clone(), id.clone());
-                    async move {
-                        let events = store.read_event_block(&id).await?;
-                        Ok::<_, StoreError>((id, events))
-                    }
-                })
-                .collect();
-            let read: Vec<(String, Option<Vec<BufferedEvent>>)> =
-                futures::stream::iter(reads).buffered(READ_AHEAD).try_collect().await?;
+            let read = store.read_event_blocks(chunk).await?;
             let this = Arc::clone(self);
             added += tokio::task::spawn_blocking(move || this.add_read(read)).await.unwrap_or(0);
         }
@@ -161,13 +146,11 @@ impl EventViews {
     }
 
     /// Adds blocks' events (CPU work: run off the async threads).
-    fn add_read(&self, read: Vec<(String, Option<Vec<BufferedEvent>>)>) -> usize {
+    fn add_read(&self, read: Vec<(String, Vec<BufferedEvent>)>) -> usize {
         let mut views = self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut added = 0;
         for (id, events) in read {
-            // A block gone (retention, compaction) holds nothing to add.
-            let events: Vec<AnalyticsEvent> =
-                events.unwrap_or_default().into_iter().map(AnalyticsEvent::from).collect();
+            let events: Vec<AnalyticsEvent> = events.into_iter().map(AnalyticsEvent::from).collect();
             if views.stopped.is_some() {
                 break;
             }
