@@ -31,7 +31,7 @@ impl Kept {
             let mut column = DayColumn {
                 start: part_from,
                 end: part_to,
-                users: whole.users.clone(),
+                users: Vec::with_capacity(whole.users.len()),
                 levels: Vec::with_capacity(whole.users.len()),
                 values: Vec::with_capacity(whole.users.len()),
                 firsts: Vec::with_capacity(whole.firsts.len()),
@@ -39,12 +39,19 @@ impl Kept {
             let (mut marked, mut holds) = (Vec::new(), Vec::new());
             for (i, &user) in whole.users.iter().enumerate() {
                 let events = &self.users[user as usize].events;
-                // No chain can start in the parts of the day cut off: the kept day holds.
                 let starts_in = |from: i64, to: i64| {
                     let at = events.partition_point(|e| e.ts < from);
                     events[at..].iter().take_while(|e| e.ts < to).any(|e| e.steps & entry != 0)
                 };
+                // No chain can start in the part in range: the user does not enter that
+                // day, and the breakdown (the first first-step event at or after `from`)
+                // is found as well on the user's next day in range.
+                if !starts_in(part_from, part_to) {
+                    continue;
+                }
+                // No chain can start in the parts of the day cut off: the kept day holds.
                 if !starts_in(day_start, part_from) && !starts_in(part_to, day_end) {
+                    column.users.push(user);
                     column.levels.push(whole.levels[i]);
                     column.values.push(whole.values[i]);
                     column
@@ -56,6 +63,7 @@ impl Kept {
                 let hi = events.partition_point(|e| e.ts <= part_to.saturating_add(self.window_ms));
                 mark(c, &events[lo..hi.max(lo)], &mut marked, &mut holds);
                 let (level, first) = progress_in(c, &marked, part_from, part_to);
+                column.users.push(user);
                 column.levels.push(level as u8);
                 column.values.push(events[lo..].iter().find(|e| e.steps & 1 != 0).map_or(0, |e| e.value));
                 column
