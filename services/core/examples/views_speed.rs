@@ -1,9 +1,9 @@
 //! Prints what the in-memory pre-aggregates cost over 1,000,000 generated events (about
 //! 60,000 users, 10 event names, 30 days): load time and memory of a `FunnelView` (3 steps,
-//! 7-day window, breakdown by a 2-value property) and an `ActivityView`; `report`
-//! latency for 7- and 30-day ranges (whole days, and 7 days from a time of day), `retention` latency for 14 day periods; the cost of
-//! adding a 500-event batch (late events included). Checks one answer of each against
-//! the ad-hoc engine. Run with
+//! 7-day window, breakdown by a 2-value property) and an `ActivityView`; `report` latency
+//! for 7- and 30-day ranges and `retention` latency for 14 day periods, over whole local
+//! days and from a time of day; the cost of adding a 500-event batch (late events
+//! included). Checks one answer of each against the ad-hoc engine. Run with
 //! `cargo run --release -p pulse-core --example views_speed [events] [users]`.
 
 use std::time::{Duration, Instant};
