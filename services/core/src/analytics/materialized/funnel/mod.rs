@@ -31,9 +31,10 @@ use crate::funnel::{FunnelDefinition, FunnelOrder};
 /// No arrival at a level: later than any, with the earliest start.
 const NEVER: (i64, i64) = (i64::MAX, i64::MIN);
 
-/// A declared funnel's pre-aggregate: per user and local day with a first-step event, the
-/// funnel over that day (level, breakdown value, first arrival at each level), and the
-/// user's events the funnel uses, to recompute the days new events touch.
+/// A declared funnel's pre-aggregate: per user and local day on which the user can start a
+/// chain (a first-step event; any step's event in an unordered funnel), the funnel over
+/// that day (level, breakdown value, first arrival at each level), and the user's events
+/// the funnel uses, to recompute the days new events touch.
 pub struct FunnelView {
     def: FunnelDefinition,
     kept: Kept,
@@ -81,7 +82,7 @@ struct Event {
     exclusions: u16,
 }
 
-/// The users with a first-step event on one day, and their funnel over that day.
+/// The users who can start a chain on one day (a slot each), and their funnel over it.
 struct DayColumn {
     start: i64,
     end: i64,
@@ -116,7 +117,8 @@ impl FunnelView {
     /// Adds events in any order and batch split; an event id already added for the user is
     /// ignored (the first copy counts, as in `funnel::run`); events the funnel does not
     /// use (matching no step and no exclusion) are dropped, their ids remembered. Costs the
-    /// events added plus, per touched user, the days within a window of them.
+    /// events added plus, per touched user, a pass over the user's kept events and the
+    /// recomputation of the user's days within a window of the new ones.
     pub fn add(&mut self, events: &[AnalyticsEvent]) {
         let c = Compiled::new(&self.def);
         let kept = &mut self.kept;
