@@ -39,6 +39,11 @@ struct Scratch {
 
 impl Scratch {
     fn prepare(&mut self, users: usize) {
+        // Start afresh well before the epochs run out: a reset within a query would lose
+        // its marks (one query uses at most (periods + 1) x cohorts epochs).
+        if self.epoch > u32::MAX / 2 {
+            *self = Scratch::default();
+        }
         if self.cohort.len() < users {
             self.cohort.resize(users, 0);
             self.counted.resize(users, 0);

@@ -246,6 +246,11 @@ struct Acc {
 
 impl Scratch {
     fn prepare(&mut self, users: usize, n1: usize) {
+        // Start afresh well before the epochs run out: a reset within a query would lose
+        // its marks (one query uses at most one epoch per trend period, plus one).
+        if self.epoch > u32::MAX / 2 {
+            *self = Scratch::default();
+        }
         if self.acc.len() < users {
             self.acc.resize(users, Acc::default());
         }
