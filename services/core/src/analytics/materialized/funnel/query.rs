@@ -156,15 +156,24 @@ impl Kept {
                 }
             }
         }
-        if !dense {
-            exact = vec![0; self.values.len() * (n + 1)];
+        // Per value met, its users by exact level.
+        let rows: Vec<(usize, Vec<u64>)> = if dense {
+            exact
+                .chunks(n + 1)
+                .enumerate()
+                .filter(|(_, row)| row.iter().any(|&c| c > 0))
+                .map(|(value, row)| (value, row.to_vec()))
+                .collect()
+        } else {
+            let mut rows: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
             for ((value, level), count) in sparse {
-                exact[value as usize * (n + 1) + usize::from(level)] = count;
+                rows.entry(value as usize).or_insert_with(|| vec![0; n + 1])[usize::from(level)] = count;
             }
-        }
+            rows.into_iter().collect()
+        };
         let mut reached = vec![0u64; n];
         let mut by_value: BTreeMap<Option<String>, Vec<u64>> = BTreeMap::new();
-        for (value, row) in exact.chunks(n + 1).enumerate().filter(|(_, row)| row.iter().any(|&c| c > 0)) {
+        for (value, row) in rows {
             // At least step k: the users with level k or more.
             let mut at_least = vec![0u64; n];
             let mut sum = 0;
@@ -220,8 +229,9 @@ impl Kept {
     }
 }
 
-/// Up to this many breakdown values a query counts in a flat table.
-const DENSE_VALUES: usize = 1 << 14;
+/// Up to this many breakdown values a query counts in a flat table (2 in unit tests, so
+/// the proptests run both ways of counting).
+const DENSE_VALUES: usize = if cfg!(test) { 2 } else { 1 << 14 };
 
 /// Per-user working space of one query, reused across queries (a pool behind a lock, so
 /// concurrent readers each take their own). Entries are valid where `seen` holds the
