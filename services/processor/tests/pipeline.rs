@@ -1,6 +1,7 @@
 //! The processor end to end: events through ingest and Redis into MongoDB exactly once,
-//! with rollups equal to a recount, on a single Redis and a Redis Cluster, across a
-//! processor's death, a MongoDB outage, a Redis outage and a rebuild.
+//! with rollups equal to a recount and event blocks equal to the raw events, on a single
+//! Redis and a Redis Cluster, across a processor's death, a MongoDB outage, a Redis outage
+//! and a rebuild.
 
 mod support;
 
@@ -133,6 +134,7 @@ async fn two_processors_share_a_redis_cluster_and_one_takes_over_when_the_other_
     pipeline.wait_drained(DRAIN).await;
     let all: BTreeSet<String> = ids(&sent).union(&ids(&after)).cloned().collect();
     pipeline.assert_exact(&all).await;
+    assert_blocks_hold_the_raw_events(&pipeline).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,6 +156,7 @@ async fn a_mongodb_outage_waits_in_redis_and_loses_nothing() {
     pipeline.wait_drained(DRAIN).await;
     let all: BTreeSet<String> = ids(&before).union(&ids(&during)).cloned().collect();
     pipeline.assert_exact(&all).await;
+    assert_blocks_hold_the_raw_events(&pipeline).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,4 +182,5 @@ async fn a_redis_outage_stops_the_processor_until_redis_is_back_and_loses_nothin
     pipeline.wait_drained(DRAIN).await;
     let all: BTreeSet<String> = ids(&before).union(&ids(&after)).cloned().collect();
     pipeline.assert_exact(&all).await;
+    assert_blocks_hold_the_raw_events(&pipeline).await;
 }
