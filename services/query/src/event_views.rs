@@ -37,8 +37,9 @@ pub struct EventViews {
     tenant: String,
     state: RwLock<Views>,
     loaded: AtomicBool,
-    /// The most events the views hold; past it they stop (a warning, and raw-event answers).
-    max_events: u64,
+    /// The most memory the views may take, in bytes; past it they stop (a warning, and
+    /// raw-event answers).
+    max_bytes: u64,
 }
 
 struct Views {
@@ -47,10 +48,16 @@ struct Views {
     funnels: BTreeMap<String, FunnelView>,
     /// Blocks already added.
     blocks: HashSet<String>,
-    /// Events added (repeats included): what the memory bound counts.
+    /// Events added (repeats included).
     events: u64,
     /// Set when the views stopped growing, and why.
     stopped: Option<String>,
+}
+
+impl Views {
+    fn heap_bytes(&self) -> usize {
+        self.activity.heap_bytes() + self.funnels.values().map(FunnelView::heap_bytes).sum::<usize>()
+    }
 }
 
 impl EventViews {
@@ -59,7 +66,7 @@ impl EventViews {
         tenant: &str,
         funnels: &[NamedFunnel],
         tz: &TimeZone,
-        max_events: u64,
+        max_bytes: u64,
     ) -> Result<Self, AnalyticsError> {
         let funnels = funnels
             .iter()
@@ -75,7 +82,7 @@ impl EventViews {
                 stopped: None,
             }),
             loaded: AtomicBool::new(false),
-            max_events,
+            max_bytes,
         })
     }
 
@@ -154,17 +161,6 @@ impl EventViews {
             if views.stopped.is_some() {
                 break;
             }
-            if views.events + events.len() as u64 > self.max_events {
-                let why = format!(
-                    "more than {} events (--max-view-events): declared funnels and retention are answered from raw events",
-                    self.max_events
-                );
-                tracing::warn!(tenant = %self.tenant, reason = %why, "pre-aggregated views stopped");
-                views.stopped = Some(why);
-                views.funnels.clear();
-                views.activity = ActivityView::new(TimeZone::UTC);
-                break;
-            }
             views.events += events.len() as u64;
             views.activity.add(&events);
             for view in views.funnels.values_mut() {
@@ -172,6 +168,18 @@ impl EventViews {
             }
             views.blocks.insert(id);
             added += 1;
+        }
+        let bytes = views.heap_bytes();
+        if views.stopped.is_none() && bytes as u64 > self.max_bytes {
+            let why = format!(
+                "the views outgrew --max-view-memory-mib ({} MiB at {} events): declared funnels and retention are answered from raw events",
+                bytes >> 20,
+                views.events
+            );
+            tracing::warn!(tenant = %self.tenant, reason = %why, "pre-aggregated views stopped");
+            views.stopped = Some(why);
+            views.funnels.clear();
+            views.activity = ActivityView::new(TimeZone::UTC);
         }
         added
     }

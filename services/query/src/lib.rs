@@ -124,7 +124,7 @@ pub async fn prepare(settings: &Settings) -> Result<Arc<Api>, QueryServiceError>
     let view = Arc::new(RollupView::new(&config.tenant));
     let (kept, reader, changes) = (Arc::clone(&view), store.clone(), conn.clone());
     tokio::spawn(async move { kept.keep_current(reader, changes).await });
-    let views = EventViews::new(&config.tenant, &config.funnels, &tz, settings.max_view_events)
+    let views = EventViews::new(&config.tenant, &config.funnels, &tz, settings.max_view_memory)
         .map(Arc::new)
         .map_err(|e| QueryServiceError::Funnel(e.to_string()))?;
     tokio::spawn(Arc::clone(&views).keep_current(store.clone(), conn.clone()));

@@ -28,10 +28,11 @@ pub struct Args {
     /// The most raw events one ad-hoc query may read; more is a clear error (422).
     #[arg(long, env = "PULSE_MAX_QUERY_EVENTS", default_value_t = 5_000_000)]
     pub max_events: usize,
-    /// The most events the in-memory funnel and retention views hold (about 100 bytes
-    /// each); past it they stop, with a warning, and those queries read raw events.
-    #[arg(long, env = "PULSE_MAX_VIEW_EVENTS", default_value_t = 20_000_000)]
-    pub max_view_events: u64,
+    /// The most memory the in-memory funnel and retention views may take, in MiB (about 50
+    /// bytes per event, and 35 per event per declared funnel); past it they stop, with a
+    /// warning, and those queries read raw events.
+    #[arg(long, env = "PULSE_MAX_VIEW_MEMORY_MIB", default_value_t = 512)]
+    pub max_view_memory_mib: u64,
     /// How long in-flight requests may finish after SIGTERM, in seconds.
     #[arg(long, env = "PULSE_SHUTDOWN_GRACE_SECS", default_value_t = 25)]
     pub shutdown_grace_secs: u64,
@@ -45,7 +46,8 @@ pub struct Args {
 pub struct Settings {
     pub config: PathBuf,
     pub max_events: usize,
-    pub max_view_events: u64,
+    /// Bytes.
+    pub max_view_memory: u64,
     pub shutdown_grace: Duration,
 }
 
@@ -55,7 +57,7 @@ impl Settings {
         Settings {
             config,
             max_events: 5_000_000,
-            max_view_events: 20_000_000,
+            max_view_memory: 512 << 20,
             shutdown_grace: Duration::from_secs(25),
         }
     }
@@ -66,7 +68,7 @@ impl From<&Args> for Settings {
         Settings {
             config: args.config.clone(),
             max_events: args.max_events.max(1),
-            max_view_events: args.max_view_events,
+            max_view_memory: args.max_view_memory_mib.saturating_mul(1 << 20),
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         }
     }

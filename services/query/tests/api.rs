@@ -28,6 +28,8 @@ const TZ: &str = "Europe/Berlin";
 const T0: i64 = 1_774_569_600_000;
 const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
+/// The views' memory bound of the tests: the default.
+const VIEWS: u64 = 512 << 20;
 
 /// Deterministic events: `users` users doing a, b, c over four days, with revenue.
 fn generated(prefix: &str, users: usize, n: usize) -> Vec<BufferedEvent> {
@@ -81,6 +83,7 @@ impl Tenant {
         ferret: &FerretDb,
         events: &[BufferedEvent],
         max_events: usize,
+        max_view_memory: u64,
     ) -> Tenant {
         let tenant = unique_name("q");
         let database = format!("pulse_{}", tenant.replace('-', "_"));
@@ -113,17 +116,27 @@ impl Tenant {
             .expect("redis");
         store_as_the_processor_does(&store, &changes, &tenant, events).await;
 
-        let settings = Settings { max_events, ..Settings::new(config) };
+        let settings = Settings { max_events, max_view_memory, ..Settings::new(config) };
         let store = store.clone();
         let api = pulse_query::prepare(&settings).await.expect("query API");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listen");
         let url = format!("http://{}", listener.local_addr().expect("address"));
         tokio::spawn(async move { axum::serve(listener, pulse_query::api::router(Arc::clone(&api))).await });
+        // Ready once the rollups and the views are read: answers then come from them.
+        let http = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            match http.get(format!("{url}/readyz")).send().await {
+                Ok(r) if r.status().is_success() => break,
+                other => assert!(std::time::Instant::now() < deadline, "not ready after 60 s: {other:?}"),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         Tenant {
             url,
             read_key,
             write_key,
-            http: reqwest::Client::new(),
+            http,
             events: events.iter().cloned().map(AnalyticsEvent::from).collect(),
             tz: time_zone(TZ).expect("tz"),
             store,
@@ -226,7 +239,7 @@ fn close(a: &Value, b: &Value) -> bool {
 async fn preaggregated_trends_equal_the_raw_event_engine() {
     let (redis, ferret) =
         (RedisServer::start().await.expect("redis"), FerretDb::start().await.expect("ferretdb"));
-    let t = Tenant::start(&redis, &ferret, &generated("p", 40, 1500), 1_000_000).await;
+    let t = Tenant::start(&redis, &ferret, &generated("p", 40, 1500), 1_000_000, VIEWS).await;
     let measures = [
         (json!({ "kind": "count" }), "hour"),
         (json!({ "kind": "count" }), "week"),
@@ -305,7 +318,7 @@ async fn preaggregated_trends_equal_the_raw_event_engine() {
 async fn ad_hoc_and_declared_funnels_and_retention_equal_the_engine_and_are_cached() {
     let (redis, ferret) =
         (RedisServer::start().await.expect("redis"), FerretDb::start().await.expect("ferretdb"));
-    let t = Tenant::start(&redis, &ferret, &generated("f", 60, 2000), 1_000_000).await;
+    let t = Tenant::start(&redis, &ferret, &generated("f", 60, 2000), 1_000_000, VIEWS).await;
     let definition = json!({ "steps": [{ "event": "a" }, { "event": "b" }, { "event": "c" }], "window": "1d", "breakdown": "plan" });
     let body = json!({ "definition": definition, "from": T0, "to": T0 + 3 * DAY, "trend": "day" });
     let (status, first) = t.post("/v1/funnels", &body).await;
@@ -422,8 +435,8 @@ async fn keys_and_tenants_are_kept_apart() {
     for e in &mut other_events {
         e.event = "secret_event".to_string();
     }
-    let a = Tenant::start(&redis, &ferret, &generated("k", 10, 100), 1_000).await;
-    let b = Tenant::start(&redis, &ferret, &other_events, 1_000).await;
+    let a = Tenant::start(&redis, &ferret, &generated("k", 10, 100), 1_000, VIEWS).await;
+    let b = Tenant::start(&redis, &ferret, &other_events, 1_000, VIEWS).await;
     let body = json!({ "event": { "event": "a" }, "measure": { "kind": "count" }, "interval": "day", "from": T0, "to": T0 + DAY });
     for (key, why) in [
         (a.write_key.as_str(), "a write key"),
@@ -452,7 +465,7 @@ async fn bad_queries_get_clear_errors() {
     let (redis, ferret) =
         (RedisServer::start().await.expect("redis"), FerretDb::start().await.expect("ferretdb"));
     // At most 100 raw events per query.
-    let t = Tenant::start(&redis, &ferret, &generated("b", 20, 400), 100).await;
+    let t = Tenant::start(&redis, &ferret, &generated("b", 20, 400), 100, VIEWS).await;
     let cases = [
         ("/v1/trends", json!("not an object"), 400, "invalid_body", None),
         (
@@ -511,4 +524,31 @@ async fn bad_queries_get_clear_errors() {
         assert!(doc["components"]["schemas"].get(schema).is_some(), "{schema} in the OpenAPI document");
     }
     assert!(doc["paths"]["/v1/funnels/{name}"]["get"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_past_their_memory_bound_leave_declared_funnels_and_retention_to_raw_events() {
+    let (redis, ferret) =
+        (RedisServer::start().await.expect("redis"), FerretDb::start().await.expect("ferretdb"));
+    // 4 KiB: less than the views of these events take.
+    let t = Tenant::start(&redis, &ferret, &generated("m", 30, 600), 1_000_000, 4 << 10).await;
+    let midnight = T0 - HOUR;
+    let (status, answer) =
+        t.get(&format!("/v1/funnels/checkout?from={midnight}&to={}", midnight + 2 * DAY)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["answeredFrom"], "raw", "{answer}");
+    let def: FunnelDefinition = serde_json::from_value(
+        json!({ "steps": [{ "event": "a" }, { "event": "b" }, { "event": "c" }], "window": "1d" }),
+    )
+    .expect("definition");
+    let query = FunnelQuery { from: midnight, to: midnight + 2 * DAY, trend: None };
+    let want = funnel::run(&def, &query, &t.events, None, &t.tz, &Limits::default()).expect("engine");
+    assert!(close(&answer["result"], &serde_json::to_value(&want).expect("json")), "{}", answer["result"]);
+    let body = json!({
+        "start": { "event": "a" }, "return": { "event": "b" }, "period": "day", "periods": 3,
+        "from": midnight, "to": midnight + 2 * DAY,
+    });
+    let (status, answer) = t.post("/v1/retention", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["answeredFrom"], "raw", "{answer}");
 }

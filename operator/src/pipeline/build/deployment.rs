@@ -67,12 +67,13 @@ fn quantity(s: &str) -> Quantity {
 }
 
 /// Requests and limits: ingest is CPU-bound on JSON, the processor on JSON and MongoDB
-/// round trips, query on aggregation; none holds much memory.
+/// round trips, query on aggregation and on its in-memory views (at most 512 MiB by
+/// default, see pulse-query --max-view-memory-mib).
 fn resources(component: Component) -> ResourceRequirements {
     let (cpu_request, memory_request, cpu_limit, memory_limit) = match component {
         Component::Ingest => ("250m", "128Mi", "1", "512Mi"),
         Component::Processor => ("250m", "256Mi", "1", "1Gi"),
-        Component::Query => ("100m", "128Mi", "1", "512Mi"),
+        Component::Query => ("100m", "256Mi", "1", "1Gi"),
     };
     ResourceRequirements {
         requests: Some(BTreeMap::from([
