@@ -24,6 +24,7 @@ use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{Binary, Bson, Document, doc, spec::BinarySubtype};
 use pulse_core::buffer::BufferedEvent;
 use pulse_core::rollup::StreamPosition;
+use tokio::sync::mpsc;
 
 use crate::collections::{EVENT_BLOCK_INDEX, EVENT_BLOCKS, EVENTS};
 use crate::recount::event_of_document;
@@ -128,13 +129,21 @@ impl Store {
         &self,
         ids: &[String],
     ) -> Result<Vec<(String, Vec<BufferedEvent>)>, StoreError> {
-        let mut out = Vec::new();
-        self.read_blocks(ids.to_vec(), Arc::new(|_: &str, _: i64| true), &mut |block| {
-            out.push(block);
-            Ok(())
+        self.stream_event_blocks(ids.to_vec()).try_collect().await
+    }
+
+    /// As [`Self::read_event_blocks`], a block at a time as each is decoded (in no
+    /// particular order), so that memory holds a few blocks, not all: for reading many.
+    /// On FerretDB 1.24 every call for more than 16 blocks scans the whole collection,
+    /// so one call for all the ids is much faster than one per chunk of them.
+    pub fn stream_event_blocks(
+        &self,
+        ids: Vec<String>,
+    ) -> impl futures::Stream<Item = Result<(String, Vec<BufferedEvent>), StoreError>> + Send + 'static {
+        let all: Keep = Arc::new(|_: &str, _: i64| true);
+        futures::stream::unfold(self.spawn_read(ids, all), |mut rx| async move {
+            rx.recv().await.map(|block| (block, rx))
         })
-        .await?;
-        Ok(out)
     }
 
     /// The events named one of `names` (every event when `None`) with a time in
@@ -164,19 +173,19 @@ impl Store {
             }
             read.extend(todo.iter().cloned());
             let wanted = todo.len();
-            let found = self
-                .read_blocks(todo, Arc::clone(&keep), &mut |(_, events)| {
-                    for e in events {
-                        if seen.is_new(&out, &e.event_id) {
-                            if out.len() == max {
-                                return Err(StoreError::TooManyEvents { limit: max });
-                            }
-                            out.push(e);
+            let mut found = 0;
+            let mut blocks = self.spawn_read(todo, Arc::clone(&keep));
+            while let Some(block) = blocks.recv().await {
+                found += 1;
+                for e in block?.1 {
+                    if seen.is_new(&out, &e.event_id) {
+                        if out.len() == max {
+                            return Err(StoreError::TooManyEvents { limit: max });
                         }
+                        out.push(e);
                     }
-                    Ok(())
-                })
-                .await?;
+                }
+            }
             let gone = found < wanted;
             if !gone {
                 break;
@@ -293,12 +302,10 @@ impl Store {
         let all: Keep = Arc::new(|_: &str, _: i64| true);
         let mut seen = HashSet::new();
         let mut events: Vec<BufferedEvent> = Vec::new();
-        let ids = group.iter().map(|b| b.id.clone()).collect();
-        self.read_blocks(ids, all, &mut |(_, block)| {
-            events.extend(block.into_iter().filter(|e| seen.insert(e.event_id.clone())));
-            Ok(())
-        })
-        .await?;
+        let mut blocks = self.spawn_read(group.iter().map(|b| b.id.clone()).collect(), all);
+        while let Some(block) = blocks.recv().await {
+            events.extend(block?.1.into_iter().filter(|e| seen.insert(e.event_id.clone())));
+        }
         // Blocks come in no particular order: sort, so the merged block is the same each time.
         events.sort_by(|a, b| (a.timestamp, &a.event_id).cmp(&(b.timestamp, &b.event_id)));
         let old: Vec<String> = group.iter().map(|b| b.id.clone()).collect();
@@ -377,27 +384,35 @@ impl Store {
 
     /// A block's events that `keep` accepts; None when the block is gone.
     async fn read_block_where(&self, id: &str, keep: Keep) -> Result<Option<Vec<BufferedEvent>>, StoreError> {
-        let mut out = None;
-        self.read_blocks(vec![id.to_string()], keep, &mut |(_, events)| {
-            out = Some(events);
-            Ok(())
-        })
-        .await?;
-        Ok(out)
+        match self.spawn_read(vec![id.to_string()], keep).recv().await {
+            Some(block) => Ok(Some(block?.1)),
+            None => Ok(None),
+        }
     }
 
-    /// Reads the blocks `ids` that exist and hands each one's events that `keep` accepts
-    /// to `each`, in no particular order; decoding runs on blocking threads, a few blocks
-    /// at once. Returns how many blocks were found.
+    /// Reads the blocks `ids` that exist in a task of its own, decoding the events `keep`
+    /// accepts on blocking threads, a few blocks at once: the blocks arrive on the receiver
+    /// in no particular order, an error as the last item. Dropping the receiver stops it.
+    fn spawn_read(&self, ids: Vec<String>, keep: Keep) -> mpsc::Receiver<Result<Block, StoreError>> {
+        let (tx, rx) = mpsc::channel(DECODES_IN_FLIGHT);
+        let store = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.read_blocks(ids, keep, &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        rx
+    }
+
+    /// [`Self::spawn_read`]'s work; returns early when the receiver is gone.
     async fn read_blocks(
         &self,
         ids: Vec<String>,
         keep: Keep,
-        each: &mut (dyn FnMut(Block) -> Result<(), StoreError> + Send),
-    ) -> Result<usize, StoreError> {
+        out: &mpsc::Sender<Result<Block, StoreError>>,
+    ) -> Result<(), StoreError> {
         let blocks = self.db.collection::<Document>(EVENT_BLOCKS);
         let mut decoding = FuturesUnordered::new();
-        let mut found = 0;
         if ids.len() <= LOOKUPS_MAX {
             // A few blocks: by `_id` each, the lookup every server serves from its index.
             let lookups: Vec<_> =
@@ -405,18 +420,19 @@ impl Store {
             for d in futures::future::try_join_all(lookups).await?.into_iter().flatten() {
                 decoding.push(decode_task(d, Arc::clone(&keep)));
             }
-            while let Some(events) = decoding.next().await {
-                each(joined(events)?)?;
-                found += 1;
+            while let Some(block) = decoding.next().await {
+                if out.send(Ok(joined(block)?)).await.is_err() {
+                    return Ok(());
+                }
             }
-            return Ok(found);
+            return Ok(());
         }
         // Many blocks: one find. MongoDB serves `$in` on `_id` from its index; FerretDB 1.24
         // scans the collection, which streams at about 0.7 ms a block there, while a lookup
         // by `_id` costs 5 to 15 ms. A task drains the cursor ahead of the decoding, so the
         // server prepares the next batch while this one is decoded.
         let mut cursor = blocks.find(doc! { "_id": { "$in": &ids } }).batch_size(CURSOR_BATCH).await?;
-        let (tx, mut rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+        let (tx, mut rx) = mpsc::channel(READ_AHEAD);
         let reader = tokio::spawn(async move {
             loop {
                 let next = cursor.try_next().await.transpose();
@@ -441,11 +457,12 @@ impl Store {
                     None => more = false,
                 }
             }
-            let Some(events) = decoding.next().await else { break };
-            each(joined(events)?)?;
-            found += 1;
+            let Some(block) = decoding.next().await else { break };
+            if out.send(Ok(joined(block)?)).await.is_err() {
+                break;
+            }
         }
-        Ok(found)
+        Ok(())
     }
 
     async fn block_ids(&self, filter: Document) -> Result<Vec<String>, StoreError> {

@@ -137,6 +137,9 @@ async fn events_read_from_blocks_equal_the_raw_events_odd_properties_included() 
     many.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(many.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(), ids);
     assert_eq!(by_id(many.into_iter().flat_map(|(_, e)| e).collect()), raw);
+    let streamed: Vec<(String, Vec<BufferedEvent>)> =
+        futures::TryStreamExt::try_collect(store.stream_event_blocks(asked)).await.expect("stream");
+    assert_eq!(by_id(streamed.into_iter().flat_map(|(_, e)| e).collect()), raw);
 
     let refs = store.event_block_refs(None, i64::MIN, i64::MAX).await.expect("refs");
     assert_eq!(refs.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), ids);
