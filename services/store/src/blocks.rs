@@ -274,7 +274,8 @@ impl Store {
     }
 
     /// Deletes the blocks whose latest event is older than `cutoff` (epoch ms): their
-    /// blocks first, then their entries. Returns the number of blocks deleted.
+    /// blocks first, then their entries. Returns the number of blocks deleted. A block
+    /// spans at most one UTC day, so its events outlive the raw ones by less than a day.
     pub(crate) async fn delete_expired_blocks(&self, cutoff: i64) -> Result<u64, StoreError> {
         let expired = self.block_ids(doc! { "hi": { "$lt": cutoff } }).await?;
         self.delete_blocks(&expired).await?;
