@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use futures::TryStreamExt;
 use jiff::tz::TimeZone;
 use pulse_buffer::{Connection, newest_rollup_change, read_changes};
 use pulse_core::analytics::funnel::{FunnelQuery, FunnelReport};
@@ -31,6 +32,8 @@ use crate::view::ViewError;
 pub const CHANGES_EVERY: Duration = Duration::from_secs(1);
 /// How often the block index is read for blocks not seen yet.
 pub const FULL_EVERY: Duration = Duration::from_secs(300);
+/// About how many events are added to the views at once.
+const ADD_EVERY: usize = 100_000;
 
 /// The views of one pipeline.
 pub struct EventViews {
@@ -142,12 +145,26 @@ impl EventViews {
             ids.into_iter().filter(|id| !views.blocks.contains(id) && seen.insert(id.clone())).collect()
         };
         let mut added = 0;
-        // A chunk at a time: bounded memory while loading millions of events. One find per
-        // chunk: far faster than a lookup per block on FerretDB.
-        for chunk in new.chunks(64) {
-            let read = store.read_event_blocks(chunk).await?;
-            let this = Arc::clone(self);
-            added += tokio::task::spawn_blocking(move || this.add_read(read)).await.unwrap_or(0);
+        // One stream for all of them (on FerretDB every find of many ids scans the
+        // collection once), added some 100,000 events at a time: memory holds a few blocks.
+        let mut blocks = std::pin::pin!(store.stream_event_blocks(new));
+        let mut batch: Vec<(String, Vec<BufferedEvent>)> = Vec::new();
+        let mut events = 0;
+        loop {
+            let next = blocks.try_next().await?;
+            let done = next.is_none();
+            if let Some((id, block)) = next {
+                events += block.len();
+                batch.push((id, block));
+            }
+            if !batch.is_empty() && (events >= ADD_EVERY || done) {
+                let (this, read) = (Arc::clone(self), std::mem::take(&mut batch));
+                events = 0;
+                added += tokio::task::spawn_blocking(move || this.add_read(read)).await.unwrap_or(0);
+            }
+            if done {
+                break;
+            }
         }
         Ok(added)
     }
