@@ -241,7 +241,7 @@ raw_insert() {
 
 log "raw insert_many: $RAW_DOCS documents in $RAW_BATCH-document unordered batches, fresh collection"
 RAW_EPS="$(raw_insert raw)"
-log "raw insert_many again, with the raw events collection's 3 secondary indexes (as the processor writes)"
+log "raw insert_many again, with the raw events collection's index on ts (as the processor writes on FerretDB)"
 RAW_INDEXED_EPS="$(raw_insert raw_indexed --indexes)"
 
 # ---------------------------------------------------------------------------------------

@@ -22,7 +22,10 @@ impl Store {
     /// any number of processes.
     pub async fn ensure_schema(&self, retention: DurationSpec) -> Result<SchemaReport, StoreError> {
         let events = self.db.collection::<mongodb::bson::Document>(EVENTS);
-        ensure_indexes(&events, &[doc! { "event": 1, "ts": 1 }, doc! { "distinct_id": 1, "ts": 1 }]).await?;
+        // Raw events are written once and read only whole (rebuild, recount): queries read
+        // the event blocks. So no secondary index but the retention one: each costs every
+        // insert (on FerretDB 1.24 the two (event, ts) and (distinct_id, ts) indexes cost
+        // about a third of the insert rate, and no find used them).
         let ttl_index = match existing_ts_index(&events).await? {
             // Decided on an earlier run: keep it (creating an index that exists, with other
             // options, is an error, and crashes FerretDB 1.24's connection).

@@ -1,7 +1,7 @@
 //! Per-user activity the retention and cohort engines build on: one marker per user and
 //! active day or week (`user_periods`), inserted once, so redelivery needs no watermark.
-//! A user's first-seen day is their earliest day marker, and the exact first event time is
-//! an index-backed query on raw events (`distinct_id`, `ts`). Nothing here is updated in
+//! A user's first-seen day is their earliest day marker; the exact first event time is in
+//! the event blocks (the query API's activity view keeps it). Nothing here is updated in
 //! place: on FerretDB 1.24 every filtered update scans its collection, so per-user updates
 //! per batch would not scale there.
 
