@@ -196,7 +196,10 @@ impl ActivityView {
         let cut_last = period::next(last_start, Interval::Day, tz) != query.to;
         let mut s = self.take_scratch();
         s.prepare(self.users.len());
+        let first_time = query.kind == RetentionKind::FirstTime;
         let mut cohorts = Vec::with_capacity(starts.len());
+        // First-time cohorts take consecutive epochs from this one on (see below).
+        let first_cohort = s.epoch + 1;
         for period_start in starts {
             let p = period::period_number(period_start, query.period, tz);
             let (a, b) = days_of(p);
@@ -237,7 +240,7 @@ impl ActivityView {
                 }
             }
             let mut retained = vec![0u64; query.periods as usize];
-            if let (Some(name), true) = (return_name, users > 0) {
+            if let (Some(name), true, false) = (return_name, users > 0, first_time) {
                 let active = &self.names[name as usize].active;
                 for (k, count) in retained.iter_mut().enumerate() {
                     let (a, b) = days_of(p + k as i64);
@@ -256,8 +259,61 @@ impl ActivityView {
             }
             cohorts.push(RetentionCohort { period_start, users, retained });
         }
+        if let (true, Some(name)) = (first_time, return_name) {
+            self.count_first_time_returns(query, name, first_cohort, &mut cohorts, &mut s);
+        }
         self.put_scratch(s);
         Ok(Some(RetentionReport { cohorts }))
+    }
+
+    /// The returns of first-time cohorts, whose users each belong to one cohort (marked
+    /// with the consecutive epochs from `first_cohort`): one pass over the return event's
+    /// days instead of one per cohort and offset.
+    fn count_first_time_returns(
+        &self,
+        query: &RetentionQuery,
+        name: u32,
+        first_cohort: u32,
+        cohorts: &mut [RetentionCohort],
+        s: &mut Scratch,
+    ) {
+        let tz = &self.calendar.tz;
+        let week = query.period == Interval::Week;
+        let periods = i64::from(query.periods);
+        let cohort_periods: Vec<i64> =
+            cohorts.iter().map(|c| period::period_number(c.period_start, query.period, tz)).collect();
+        let (Some(&first_p), Some(&last_p)) = (cohort_periods.first(), cohort_periods.last()) else {
+            return;
+        };
+        // Day numbers of period p: [7p - 3, 7p + 4) for weeks (as `period::period_number`).
+        let (from_day, to_day) =
+            if week { (7 * first_p - 3, 7 * (last_p + periods) - 3) } else { (first_p, last_p + periods) };
+        let n = cohorts.len() as u32;
+        let mut counted: Option<(i64, u32)> = None;
+        for (&day, list) in self.names[name as usize].active.range(from_day as i32..to_day as i32) {
+            let p = if week { (i64::from(day) + 3).div_euclid(7) } else { i64::from(day) };
+            // A user returns once per period, however many of its days.
+            let epoch = match counted {
+                Some((q, epoch)) if q == p => epoch,
+                _ => {
+                    let epoch = s.next_epoch();
+                    counted = Some((p, epoch));
+                    epoch
+                }
+            };
+            for &user in list {
+                let u = user as usize;
+                let c = s.cohort[u].wrapping_sub(first_cohort);
+                if c >= n || s.counted[u] == epoch {
+                    continue;
+                }
+                let k = p - cohort_periods[c as usize];
+                if (0..periods).contains(&k) {
+                    s.counted[u] = epoch;
+                    cohorts[c as usize].retained[k as usize] += 1;
+                }
+            }
+        }
     }
 
     /// Whether the user has an event of `name` in `[from, to)` on `day` (starting at
