@@ -34,11 +34,11 @@ async fn keys_of(redis: &RedisServer, pattern: &str) -> Vec<String> {
     redis::cmd("KEYS").arg(pattern).query_async(&mut conn).await.expect("KEYS")
 }
 
-async fn index_names(db: &str) -> Vec<String> {
+async fn index_names(db: &str, collection: &str) -> Vec<String> {
     let client = ferret().await.client().await.expect("mongo client");
     client
         .database(db)
-        .collection::<mongodb::bson::Document>("events")
+        .collection::<mongodb::bson::Document>(collection)
         .list_index_names()
         .await
         .unwrap_or_default()
@@ -139,8 +139,12 @@ async fn a_pipeline_gets_every_child_follows_its_spec_and_retains_data_when_dele
             groups_of(&s.redis, &format!("pulse:{{shop:{partition}}}:events")).await.expect("XINFO GROUPS");
         assert_eq!(groups, ["pulse-processor"]);
     }
-    let indexes = index_names(&db).await;
-    assert!(indexes.iter().any(|i| i.starts_with("event_1_ts_1")), "{indexes:?}");
+    // Raw events: the retention index on ts (a plain one where there is no TTL index);
+    // event block index entries: by newest time, and by partition and size.
+    let indexes = index_names(&db, "events").await;
+    assert!(indexes.iter().any(|i| i == "ts_1" || i == "ts_ttl"), "{indexes:?}");
+    let indexes = index_names(&db, "event_block_index").await;
+    assert!(indexes.iter().any(|i| i.starts_with("hi_1")), "{indexes:?}");
 
     // Change the spec: children follow.
     let changed =
@@ -199,7 +203,7 @@ async fn a_pipeline_gets_every_child_follows_its_spec_and_retains_data_when_dele
     .await;
     assert_eq!(groups_of(&s.redis, "pulse:{shop:0}:events").await.expect("retained"), ["pulse-processor"]);
     assert!(databases().await.contains(&db), "Retain keeps the database");
-    assert!(!index_names(&db).await.is_empty());
+    assert!(!index_names(&db, "events").await.is_empty());
 }
 
 #[tokio::test]
