@@ -163,9 +163,12 @@ fn main() {
         );
     }
 
+    skewed_retention(count, &tz, &limits);
+
     // New events as the query service feeds them: mostly now, one in ten days late.
     let mut funnel_times = Vec::new();
     let mut activity_times = Vec::new();
+    let mut fed = events.clone();
     for _ in 0..200 {
         let batch: Vec<AnalyticsEvent> = (0..500)
             .map(|_| {
@@ -182,9 +185,68 @@ fn main() {
         let started = Instant::now();
         activity.add(&batch);
         activity_times.push(started.elapsed());
+        fed.extend(batch);
     }
     println!("add 500 events to the FunnelView: {}", percentiles(&mut funnel_times));
     println!("add 500 events to the ActivityView: {}", percentiles(&mut activity_times));
+    // The first-time counts kept since the queries above, after the batches.
+    let q = RetentionQuery {
+        start: EventMatcher::named("signup"),
+        return_event: EventMatcher::named("login"),
+        kind: RetentionKind::FirstTime,
+        period: Interval::Day,
+        periods: 14,
+        from: midnight(0),
+        to: midnight(31),
+    };
+    assert_eq!(
+        activity.retention(&q, &limits),
+        retention::run(&q, &fed, None, &tz, &limits).map(Some),
+        "the view equals the ad-hoc engine after the batches"
+    );
+}
+
+/// The HTTP benchmark's retention shape: 75,470 users over 30 days, the return event
+/// ("page_viewed") on ~40% of events and most users' days; first-time day retention, 30
+/// day cohorts x 14 offsets over whole days.
+fn skewed_retention(count: usize, tz: &TimeZone, limits: &Limits) {
+    let mut g = Generator { state: 11, users: 75_470, next_id: 0 };
+    let names = ["signup", "search", "share", "invite", "logout", "login", "pay", "purchase", "activate"];
+    let events: Vec<AnalyticsEvent> = (0..count)
+        .map(|_| {
+            let mut e = g.event(START, 30 * DAY);
+            e.event = if g.next(10) < 4 { "page_viewed" } else { names[g.next(9) as usize] }.to_string();
+            e
+        })
+        .collect();
+    let mut activity = ActivityView::new(tz.clone());
+    activity.add(&events);
+    let midnight = |day: i64| period::start(START + day * DAY + 12 * 3_600_000, Interval::Day, tz);
+    let query = RetentionQuery {
+        start: EventMatcher::named("signup"),
+        return_event: EventMatcher::named("page_viewed"),
+        kind: RetentionKind::FirstTime,
+        period: Interval::Day,
+        periods: 14,
+        from: midnight(0),
+        to: midnight(30),
+    };
+    let mut times = Vec::new();
+    for _ in 0..300 {
+        let started = Instant::now();
+        let report = activity.retention(&query, limits);
+        times.push(started.elapsed());
+        assert!(matches!(report, Ok(Some(_))), "answered: {report:?}");
+    }
+    println!(
+        "retention FirstTime (whole days), 30 day cohorts x 14 day offsets, return event on 40% of events: {}",
+        percentiles(&mut times)
+    );
+    assert_eq!(
+        activity.retention(&query, limits),
+        retention::run(&query, &events, None, tz, limits).map(Some),
+        "the view equals the ad-hoc engine"
+    );
 }
 
 fn ms(d: Duration) -> String {

@@ -25,6 +25,59 @@ pub struct ActivityView {
     names: Vec<NameActivity>,
     events: usize,
     scratch: Mutex<Vec<Scratch>>,
+    /// First-time day returns of recently queried (start, return) name pairs.
+    returns: Mutex<ReturnCache>,
+}
+
+/// The most (start, return) pairs whose counts are kept; the least recently used goes.
+const CACHED_PAIRS: usize = 16;
+
+/// Per (start name, return name), the first-time day retention counts over all days:
+/// built on a pair's first whole-day query and kept current in `add`.
+#[derive(Default)]
+struct ReturnCache {
+    tick: u64,
+    pairs: Vec<PairReturns>,
+}
+
+struct PairReturns {
+    start: u32,
+    ret: u32,
+    used: u64,
+    /// Per day number of users' first start, per offset in days, the users of that cohort
+    /// with the return event that many days later.
+    rows: HashMap<i32, Vec<u32>>,
+}
+
+impl PairReturns {
+    /// Adds `delta` for a user whose first start is on `cohort` and returns on `day`.
+    fn count(&mut self, cohort: i32, day: i32, delta: i32) {
+        if day < cohort {
+            return;
+        }
+        let row = self.rows.entry(cohort).or_default();
+        let k = (day - cohort) as usize;
+        if row.len() <= k {
+            row.resize(k + 1, 0);
+        }
+        row[k] = row[k].wrapping_add_signed(delta);
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.rows.values().map(|r| r.capacity() * 4 + 48).sum::<usize>()
+    }
+}
+
+/// The day of a user's first event of `name`.
+fn first_day(firsts: &[(u32, i32, i64)], name: u32) -> Option<i32> {
+    firsts.binary_search_by_key(&name, |f| f.0).ok().map(|at| firsts[at].1)
+}
+
+/// A user's active days of `name`.
+fn days_of_name(days: &[ActiveDay], name: u32) -> &[ActiveDay] {
+    let lo = days.partition_point(|d| d.name < name);
+    let hi = days.partition_point(|d| d.name <= name);
+    &days[lo..hi]
 }
 
 /// Per-user marks of one query, reused across queries (see the funnel view's).
@@ -110,6 +163,7 @@ impl ActivityView {
             names: Vec::new(),
             events: 0,
             scratch: Mutex::new(Vec::new()),
+            returns: Mutex::new(ReturnCache::default()),
         }
     }
 
@@ -161,7 +215,9 @@ impl ActivityView {
     /// that day lie before and after the range (the view keeps the first and last time of
     /// a user's events per day, not every time), or when the view holds more events than
     /// `limits.max_events` (the ad-hoc path applies the limit to what it reads). Errors as
-    /// `run` gives them (invalid query, too many periods).
+    /// `run` gives them (invalid query, too many periods). First-time day retention over
+    /// whole days reads the counts kept for its (start, return) pair, counted from the
+    /// users' days on the pair's first such query and kept current by `add` after it.
     pub fn retention(
         &self,
         query: &RetentionQuery,
@@ -194,9 +250,26 @@ impl ActivityView {
         let end_day = last_day + 1;
         let cut_first = first_start != query.from;
         let cut_last = period::next(last_start, Interval::Day, tz) != query.to;
+        let first_time = query.kind == RetentionKind::FirstTime;
+        if let (true, false, false, false, Some(ret)) = (first_time, week, cut_first, cut_last, return_name) {
+            // Whole days: each cohort is the users whose first start is its day.
+            let mut cache = self.returns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let pair = self.pair_returns(&mut cache, start_name, ret);
+            let periods = query.periods as usize;
+            let cohorts = starts
+                .into_iter()
+                .map(|period_start| {
+                    let p = period::period_number(period_start, query.period, tz) as i32;
+                    let users = start.first.get(&p).map_or(0, |l| l.len() as u64);
+                    let row = pair.rows.get(&p).map_or(&[][..], |r| &r[..]);
+                    let retained = (0..periods).map(|k| row.get(k).map_or(0, |&c| u64::from(c))).collect();
+                    RetentionCohort { period_start, users, retained }
+                })
+                .collect();
+            return Ok(Some(RetentionReport { cohorts }));
+        }
         let mut s = self.take_scratch();
         s.prepare(self.users.len());
-        let first_time = query.kind == RetentionKind::FirstTime;
         let mut cohorts = Vec::with_capacity(starts.len());
         // First-time cohorts take consecutive epochs from this one on (see below).
         let first_cohort = s.epoch + 1;
@@ -316,6 +389,34 @@ impl ActivityView {
         }
     }
 
+    /// The cached counts of a (start, return) pair, built from the users' days when missing.
+    fn pair_returns<'a>(&self, cache: &'a mut ReturnCache, start: u32, ret: u32) -> &'a PairReturns {
+        cache.tick += 1;
+        let tick = cache.tick;
+        let at = match cache.pairs.iter().position(|p| p.start == start && p.ret == ret) {
+            Some(at) => at,
+            None => {
+                let mut pair = PairReturns { start, ret, used: tick, rows: HashMap::new() };
+                for (&cohort, list) in &self.names[start as usize].first {
+                    for &user in list {
+                        for day in days_of_name(&self.users[user as usize].days, ret) {
+                            pair.count(cohort, day.day, 1);
+                        }
+                    }
+                }
+                if cache.pairs.len() >= CACHED_PAIRS
+                    && let Some(oldest) = (0..cache.pairs.len()).min_by_key(|&i| cache.pairs[i].used)
+                {
+                    cache.pairs.swap_remove(oldest);
+                }
+                cache.pairs.push(pair);
+                cache.pairs.len() - 1
+            }
+        };
+        cache.pairs[at].used = tick;
+        &cache.pairs[at]
+    }
+
     /// Whether the user has an event of `name` in `[from, to)` on `day` (starting at
     /// `day_start`), from the day's first and last time: None when both lie outside on
     /// either side (the range is inside the day and the view cannot tell).
@@ -374,7 +475,9 @@ impl ActivityView {
         let lists = |m: &BTreeMap<i32, Vec<u32>>| m.values().map(|v| v.capacity() * 4 + 48).sum::<usize>();
         let names: usize = self.names.iter().map(|n| lists(&n.active) + lists(&n.first)).sum();
         let ids: usize = self.user_index.keys().map(|s| s.capacity() + 32).sum();
-        users + names + ids
+        let returns = self.returns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cached: usize = returns.pairs.iter().map(PairReturns::heap_bytes).sum();
+        users + names + ids + cached
     }
 
     /// Adds a user's active days (sorted by name and day, each once), listing the new ones
@@ -396,6 +499,13 @@ impl ActivityView {
             } else {
                 let ActiveDay { name, day, .. } = new[j];
                 self.names[name as usize].active.entry(day).or_default().push(user);
+                // A new return day counts in the user's cohort of each cached pair.
+                let returns = self.returns.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+                for pair in returns.pairs.iter_mut().filter(|p| p.ret == name) {
+                    if let Some(cohort) = first_day(&self.users[user as usize].firsts, pair.start) {
+                        pair.count(cohort, day, 1);
+                    }
+                }
                 merged.push(new[j]);
                 j += 1;
             }
@@ -408,6 +518,7 @@ impl ActivityView {
     fn merge_firsts(&mut self, user: u32, new: Vec<(u32, i64, i32)>) {
         for (name, ts, day) in new {
             let firsts = &mut self.users[user as usize].firsts;
+            let previous = first_day(firsts, name);
             let moved = match firsts.binary_search_by_key(&name, |f| f.0) {
                 Ok(at) if ts < firsts[at].2 => {
                     let before = firsts[at].1;
@@ -430,6 +541,22 @@ impl ActivityView {
             };
             if moved {
                 self.names[name as usize].first.entry(day).or_default().push(user);
+                self.move_cohort(user, name, previous, day);
+            }
+        }
+    }
+
+    /// Moves a user's returns in the cached pairs starting with `name` from the cohort of
+    /// their previous first day (if any) to `day`'s (the user's days already merged).
+    fn move_cohort(&mut self, user: u32, name: u32, previous: Option<i32>, day: i32) {
+        let returns = self.returns.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let days = &self.users[user as usize].days;
+        for pair in returns.pairs.iter_mut().filter(|p| p.start == name) {
+            for d in days_of_name(days, pair.ret) {
+                if let Some(previous) = previous {
+                    pair.count(previous, d.day, -1);
+                }
+                pair.count(day, d.day, 1);
             }
         }
     }
