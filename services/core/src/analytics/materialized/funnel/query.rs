@@ -105,32 +105,57 @@ impl Kept {
     ) -> FunnelTally {
         let n = self.steps;
         let n1 = n - 1;
-        let users = self.users.len();
-        s.prepare(users, n1);
+        s.prepare(self.users.len(), n1);
         let epoch = s.next_epoch();
-        let records: usize = segments.iter().map(|(_, c)| c.users.len()).sum();
-        let Scratch { acc, firsts, touched, touched_hi, .. } = s;
-        touched_hi.clear();
-        let shape =
-            Shape { n1, epoch, values: self.values.len(), timed: def.order != FunnelOrder::Unordered };
-        let Counts { times, exact, sparse } = if records >= SPLIT_RECORDS && users >= 2 {
-            // Two threads, each merging and counting the users of its half.
-            let mid = users / 2;
-            let (acc_lo, acc_hi) = acc[..users].split_at_mut(mid);
-            let (firsts_lo, firsts_hi) = firsts[..users * n1].split_at_mut(mid * n1);
-            let (lo, hi) = std::thread::scope(|scope| {
-                let hi = scope.spawn(|| shape.merge(segments, acc_hi, firsts_hi, touched_hi, mid as u32));
-                let lo = shape.merge(segments, acc_lo, firsts_lo, touched, 0);
-                (lo, hi.join())
-            });
-            match hi {
-                Ok(hi) => lo.add(hi),
-                Err(panic) => std::panic::resume_unwind(panic),
+        s.touched.clear();
+        for &(_, column) in segments {
+            for (i, &user) in column.users.iter().enumerate() {
+                let u = user as usize;
+                let level = column.levels[i];
+                let firsts = &column.firsts[i * n1..(i + 1) * n1];
+                let mine = &mut s.firsts[u * n1..(u + 1) * n1];
+                let acc = &mut s.acc[u];
+                if acc.seen != epoch {
+                    // Days come in order: the first one's value is the breakdown.
+                    *acc = Acc { seen: epoch, value: column.values[i], level, converted: false };
+                    mine.copy_from_slice(firsts);
+                    s.touched.push(user);
+                } else {
+                    acc.level = acc.level.max(level);
+                    for (m, f) in mine.iter_mut().zip(firsts) {
+                        if f.0 < m.0 || (f.0 == m.0 && f.1 > m.1) {
+                            *m = *f;
+                        }
+                    }
+                }
             }
-        } else {
-            shape.merge(segments, &mut acc[..users], &mut firsts[..users * n1], touched, 0)
-        };
+        }
+        // times[0] (always 0) is not reported, so it is not collected.
+        let mut times: Vec<Vec<i64>> = vec![Vec::new(); n];
+        // Users per (breakdown value, exact level): a flat table while values are few.
         let dense = self.values.len() <= DENSE_VALUES;
+        let mut exact = vec![0u64; if dense { self.values.len() * (n + 1) } else { 0 }];
+        let mut sparse: HashMap<(u32, u8), u64> = HashMap::new();
+        let timed = def.order != FunnelOrder::Unordered;
+        for &user in &s.touched {
+            let u = user as usize;
+            let Acc { value, level, .. } = s.acc[u];
+            if level == 0 {
+                // Unordered: step events that day, but none of them can begin a chain.
+                continue;
+            }
+            if dense {
+                exact[value as usize * (n + 1) + usize::from(level)] += 1;
+            } else {
+                *sparse.entry((value, level)).or_default() += 1;
+            }
+            if timed {
+                let level = usize::from(level);
+                for (k, &(t, start)) in s.firsts[u * n1..(u + 1) * n1].iter().enumerate().take(level - 1) {
+                    times[k + 1].push(t - start);
+                }
+            }
+        }
         // Per value met, its users by exact level.
         let rows: Vec<(usize, Vec<u64>)> = if dense {
             exact
@@ -204,119 +229,6 @@ impl Kept {
     }
 }
 
-/// What the merge of one query needs besides its data.
-struct Shape {
-    n1: usize,
-    epoch: u32,
-    /// The breakdown values interned.
-    values: usize,
-    /// Whether times to convert are collected (not in an unordered funnel).
-    timed: bool,
-}
-
-/// Users counted: times to convert per step (times[0], always 0, is not reported, so it
-/// is not collected), users per (breakdown value, exact level): a flat table while
-/// values are few, else a map.
-struct Counts {
-    times: Vec<Vec<i64>>,
-    exact: Vec<u64>,
-    sparse: HashMap<(u32, u8), u64>,
-}
-
-impl Counts {
-    /// Both parts' users (distinct).
-    fn add(mut self, other: Counts) -> Counts {
-        for (a, b) in self.times.iter_mut().zip(other.times) {
-            a.extend(b);
-        }
-        for (a, b) in self.exact.iter_mut().zip(other.exact) {
-            *a += b;
-        }
-        for (key, count) in other.sparse {
-            *self.sparse.entry(key).or_default() += count;
-        }
-        self
-    }
-}
-
-impl Shape {
-    /// Merges the records of `segments` (days in order) for the users from `base` on,
-    /// whose entries start `acc` and `firsts_out`, and counts them; `touched` is room.
-    fn merge(
-        &self,
-        segments: &[(i64, &DayColumn)],
-        acc: &mut [Acc],
-        firsts_out: &mut [(i64, i64)],
-        touched: &mut Vec<u32>,
-        base: u32,
-    ) -> Counts {
-        let (n1, epoch) = (self.n1, self.epoch);
-        let len = acc.len() as u32;
-        // The users met first are written at `met` (a slot past them always there), so
-        // the loop takes no branch on whether a user is new.
-        let records: usize = segments.iter().map(|(_, c)| c.users.len()).sum();
-        touched.resize(records.min(acc.len()) + 1, 0);
-        let mut met = 0;
-        for &(_, column) in segments {
-            for (i, &user) in column.users.iter().enumerate() {
-                let local = user.wrapping_sub(base);
-                if local >= len {
-                    continue;
-                }
-                let u = local as usize;
-                let firsts = &column.firsts[i * n1..(i + 1) * n1];
-                let mine = &mut firsts_out[u * n1..(u + 1) * n1];
-                let acc = &mut acc[u];
-                let seen = acc.seen == epoch;
-                // Days come in order: the first one's value is the breakdown.
-                let (value, level) = if seen {
-                    (acc.value, acc.level.max(column.levels[i]))
-                } else {
-                    (column.values[i], column.levels[i])
-                };
-                *acc = Acc { seen: epoch, value, level, converted: false };
-                // A new user's arrivals start at NEVER, the largest: the day's are taken.
-                for (m, f) in mine.iter_mut().zip(firsts) {
-                    let cur = if seen { *m } else { NEVER };
-                    *m = if f.0 < cur.0 || (f.0 == cur.0 && f.1 > cur.1) { *f } else { cur };
-                }
-                touched[met] = local;
-                met += usize::from(!seen);
-            }
-        }
-        touched.truncate(met);
-        let n = n1 + 1;
-        let mut times: Vec<Vec<i64>> = vec![Vec::new(); n];
-        let dense = self.values <= DENSE_VALUES;
-        let mut exact = vec![0u64; if dense { self.values * (n + 1) } else { 0 }];
-        let mut sparse: HashMap<(u32, u8), u64> = HashMap::new();
-        for &local in touched.iter() {
-            let u = local as usize;
-            let Acc { value, level, .. } = acc[u];
-            if level == 0 {
-                // Unordered: step events that day, but none of them can begin a chain.
-                continue;
-            }
-            if dense {
-                exact[value as usize * (n + 1) + usize::from(level)] += 1;
-            } else {
-                *sparse.entry((value, level)).or_default() += 1;
-            }
-            if self.timed {
-                let level = usize::from(level);
-                for (k, &(t, start)) in firsts_out[u * n1..(u + 1) * n1].iter().enumerate().take(level - 1) {
-                    times[k + 1].push(t - start);
-                }
-            }
-        }
-        Counts { times, exact, sparse }
-    }
-}
-
-/// From this many records a query merges on two threads (from one in unit tests, so the
-/// proptests check the split).
-const SPLIT_RECORDS: usize = if cfg!(test) { 1 } else { 16_384 };
-
 /// Up to this many breakdown values a query counts in a flat table (2 in unit tests, so
 /// the proptests run both ways of counting).
 const DENSE_VALUES: usize = if cfg!(test) { 2 } else { 1 << 14 };
@@ -330,8 +242,6 @@ pub(super) struct Scratch {
     acc: Vec<Acc>,
     firsts: Vec<(i64, i64)>,
     touched: Vec<u32>,
-    /// Room for the users met first in the upper half, when the merge is split.
-    touched_hi: Vec<u32>,
 }
 
 /// One user's days merged so far.
