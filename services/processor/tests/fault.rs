@@ -9,7 +9,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use pulse_testkit::{FerretDb, RedisServer};
@@ -61,42 +61,5 @@ async fn exact_after_ten_sigkills_under_load() {
 
     pipeline.wait_drained(Duration::from_secs(1800)).await;
     pipeline.assert_exact(&ids).await;
-    assert_blocks_hold_the_raw_events(&pipeline).await;
-}
-
-/// The events read from the blocks are the raw events: the same ids, the same content,
-/// whatever copies the kills left in several blocks.
-async fn assert_blocks_hold_the_raw_events(pipeline: &Pipeline) {
-    use futures::TryStreamExt;
-    let store = pipeline.store().await;
-    let mut cursor = store
-        .database()
-        .collection::<mongodb::bson::Document>("events")
-        .find(mongodb::bson::doc! {})
-        .await
-        .expect("find events");
-    let mut raw = BTreeMap::new();
-    while let Some(d) = cursor.try_next().await.expect("cursor") {
-        let e = pulse_store::recount::event_of_document(&d);
-        raw.insert(e.event_id.clone(), e);
-    }
-    let read =
-        store.events_between(None, i64::MIN / 2, i64::MAX / 2, 10 * raw.len()).await.expect("read blocks");
-    let copies: u64 = store
-        .event_block_refs(None, i64::MIN / 2, i64::MAX / 2)
-        .await
-        .expect("block refs")
-        .iter()
-        .map(|r| r.events)
-        .sum();
-    eprintln!("blocks hold {copies} event copies for {} events", raw.len());
-    let n = read.len();
-    let blocks: BTreeMap<String, pulse_core::buffer::BufferedEvent> =
-        read.into_iter().map(|e| (e.event_id.clone(), e)).collect();
-    assert_eq!(blocks.len(), n, "events_between returns one event per id");
-    let missing: Vec<&String> = raw.keys().filter(|id| !blocks.contains_key(*id)).take(5).collect();
-    let extra: Vec<&String> = blocks.keys().filter(|id| !raw.contains_key(*id)).take(5).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "blocks differ: missing {missing:?}, extra {extra:?}");
-    let differ: Vec<&String> = raw.keys().filter(|id| raw[*id] != blocks[*id]).take(5).collect();
-    assert!(differ.is_empty(), "events whose block copy differs from the raw one: {differ:?}");
+    pipeline.assert_blocks_hold_the_raw_events().await;
 }

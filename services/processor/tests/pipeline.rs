@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use pulse_testkit::{AppendFsync, FerretDb, RedisCluster, RedisOptions, RedisServer};
@@ -37,7 +37,7 @@ async fn events_are_stored_once_and_rollups_equal_a_recount_also_after_a_rebuild
     }
     pipeline.wait_drained(DRAIN).await;
     pipeline.assert_exact(&ids(&sent)).await;
-    assert_blocks_hold_the_raw_events(&pipeline).await;
+    pipeline.assert_blocks_hold_the_raw_events().await;
     assert_blocks_announced(&pipeline).await;
 
     // Blocks dropped (as if stored before blocks existed): the rebuild writes them again.
@@ -55,7 +55,7 @@ async fn events_are_stored_once_and_rollups_equal_a_recount_also_after_a_rebuild
     assert!(String::from_utf8_lossy(&rebuilt.stdout).contains("rebuilt"), "it says what it did");
     assert!(String::from_utf8_lossy(&rebuilt.stdout).contains("event blocks"), "and the blocks");
     pipeline.assert_exact(&ids(&sent)).await;
-    assert_blocks_hold_the_raw_events(&pipeline).await;
+    pipeline.assert_blocks_hold_the_raw_events().await;
     assert_blocks_announced(&pipeline).await;
 
     let more = events("b", 500, 200, 2);
@@ -63,35 +63,7 @@ async fn events_are_stored_once_and_rollups_equal_a_recount_also_after_a_rebuild
     pipeline.wait_drained(DRAIN).await;
     let all: BTreeSet<String> = ids(&sent).union(&ids(&more)).cloned().collect();
     pipeline.assert_exact(&all).await;
-    assert_blocks_hold_the_raw_events(&pipeline).await;
-}
-
-/// The events read from the event blocks are exactly the raw events.
-async fn assert_blocks_hold_the_raw_events(pipeline: &Pipeline) {
-    use futures::TryStreamExt;
-    let store = pipeline.store().await;
-    let mut cursor = store
-        .database()
-        .collection::<mongodb::bson::Document>("events")
-        .find(mongodb::bson::doc! {})
-        .await
-        .expect("find events");
-    let mut raw = BTreeMap::new();
-    while let Some(d) = cursor.try_next().await.expect("cursor") {
-        let e = pulse_store::recount::event_of_document(&d);
-        raw.insert(e.event_id.clone(), e);
-    }
-    let read =
-        store.events_between(None, i64::MIN / 2, i64::MAX / 2, 10 * raw.len()).await.expect("read blocks");
-    let n = read.len();
-    let blocks: BTreeMap<String, _> = read.into_iter().map(|e| (e.event_id.clone(), e)).collect();
-    assert_eq!(blocks.len(), n, "one event per id");
-    assert!(
-        blocks == raw,
-        "blocks hold {} events, raw {}; or their content differs",
-        blocks.len(),
-        raw.len()
-    );
+    pipeline.assert_blocks_hold_the_raw_events().await;
 }
 
 /// Every block in the index was announced on the changes stream.
@@ -134,7 +106,7 @@ async fn two_processors_share_a_redis_cluster_and_one_takes_over_when_the_other_
     pipeline.wait_drained(DRAIN).await;
     let all: BTreeSet<String> = ids(&sent).union(&ids(&after)).cloned().collect();
     pipeline.assert_exact(&all).await;
-    assert_blocks_hold_the_raw_events(&pipeline).await;
+    pipeline.assert_blocks_hold_the_raw_events().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,7 +128,7 @@ async fn a_mongodb_outage_waits_in_redis_and_loses_nothing() {
     pipeline.wait_drained(DRAIN).await;
     let all: BTreeSet<String> = ids(&before).union(&ids(&during)).cloned().collect();
     pipeline.assert_exact(&all).await;
-    assert_blocks_hold_the_raw_events(&pipeline).await;
+    pipeline.assert_blocks_hold_the_raw_events().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,5 +154,5 @@ async fn a_redis_outage_stops_the_processor_until_redis_is_back_and_loses_nothin
     pipeline.wait_drained(DRAIN).await;
     let all: BTreeSet<String> = ids(&before).union(&ids(&after)).cloned().collect();
     pipeline.assert_exact(&all).await;
-    assert_blocks_hold_the_raw_events(&pipeline).await;
+    pipeline.assert_blocks_hold_the_raw_events().await;
 }

@@ -160,6 +160,48 @@ impl Pipeline {
     }
 
     /// Raw events are exactly `ids`, and every rollup bucket equals a recount.
+    /// The events read from the blocks are the raw events: the same ids, the same content,
+    /// whatever copies the kills left in several blocks.
+    pub async fn assert_blocks_hold_the_raw_events(&self) {
+        use futures::TryStreamExt;
+        let store = self.store().await;
+        let mut cursor = store
+            .database()
+            .collection::<mongodb::bson::Document>("events")
+            .find(mongodb::bson::doc! {})
+            .await
+            .expect("find events");
+        let mut raw = std::collections::BTreeMap::new();
+        while let Some(d) = cursor.try_next().await.expect("cursor") {
+            let e = pulse_store::recount::event_of_document(&d);
+            raw.insert(e.event_id.clone(), e);
+        }
+        let read = store
+            .events_between(None, i64::MIN / 2, i64::MAX / 2, 10 * raw.len())
+            .await
+            .expect("read blocks");
+        let copies: u64 = store
+            .event_block_refs(None, i64::MIN / 2, i64::MAX / 2)
+            .await
+            .expect("block refs")
+            .iter()
+            .map(|r| r.events)
+            .sum();
+        eprintln!("blocks hold {copies} event copies for {} events", raw.len());
+        let n = read.len();
+        let blocks: std::collections::BTreeMap<String, pulse_core::buffer::BufferedEvent> =
+            read.into_iter().map(|e| (e.event_id.clone(), e)).collect();
+        assert_eq!(blocks.len(), n, "events_between returns one event per id");
+        let missing: Vec<&String> = raw.keys().filter(|id| !blocks.contains_key(*id)).take(5).collect();
+        let extra: Vec<&String> = blocks.keys().filter(|id| !raw.contains_key(*id)).take(5).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "blocks differ: missing {missing:?}, extra {extra:?}"
+        );
+        let differ: Vec<&String> = raw.keys().filter(|id| raw[*id] != blocks[*id]).take(5).collect();
+        assert!(differ.is_empty(), "events whose block copy differs from the raw one: {differ:?}");
+    }
+
     pub async fn assert_exact(&self, ids: &BTreeSet<String>) {
         let store = self.store().await;
         let stored: BTreeSet<String> = {
