@@ -96,6 +96,7 @@ async fn run(args: &Args) -> Result<(), Failure> {
     let numeric = vec!["revenue".parse()?];
     let rollups = BatchRollups { intervals: &intervals, numeric: &numeric, tz: &tz };
     let rebuild = Instant::now();
+    log(started, "rebuilding the rollups from the raw events (about 2 minutes per million on FerretDB)");
     let buckets = store.rebuild(&rollups, &[]).await?;
     log(
         started,

@@ -9,6 +9,11 @@
 //! day the range cuts is computed at query time over the part in range, for the users with
 //! a slot that day. Every day is computed by the ad-hoc engine's own code
 //! ([`progress_in`]) over the user's kept events, so the two paths cannot drift apart.
+//!
+//! Why each slot also holds its user's merges up to it and from it on (a [`Join`]): most
+//! ranges hold a user's first day or last day with a slot, so most users are counted from
+//! one record read in order, and only the others are merged per query in scratch space
+//! (random access, which at a million events cost twice as much).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -57,6 +62,8 @@ struct Kept {
     values: Vec<Option<String>>,
     value_ids: HashMap<Option<String>, u32>,
     events: usize,
+    /// A day number beyond 32 bits was seen (see `join_user_days`).
+    wide_days: bool,
 }
 
 #[derive(Default)]
@@ -83,6 +90,7 @@ struct Event {
 }
 
 /// The users who can start a chain on one day (a slot each), and their funnel over it.
+#[derive(Default)]
 struct DayColumn {
     start: i64,
     end: i64,
@@ -91,6 +99,56 @@ struct DayColumn {
     values: Vec<u32>,
     /// Per user, `steps - 1` pairs: the first arrival (time, latest start) at levels 2..=n.
     firsts: Vec<(i64, i64)>,
+    /// Per user, the first and last time that day a chain can start, so a range cutting the
+    /// day reads the user's events only when it cuts between them (kept days only).
+    entries: Vec<(i64, i64)>,
+    /// Per user, where this day sits among the user's days and the funnel merged over
+    /// the user's days up to it and from it on, so a range holding a user's first or last
+    /// day is answered from one slot (kept days only: empty in a recomputed cut day).
+    joins: Vec<Join>,
+    /// Per user, `steps - 1` times each: the times to reach levels 2..=n (arrival minus
+    /// start) merged over the user's days up to this one, and over this one and later
+    /// (meaningless above the merged level).
+    prefix_times: Vec<i64>,
+    suffix_times: Vec<i64>,
+}
+
+/// A slot's place among its user's days (day numbers, 24 bytes in all: a query reads one
+/// per slot), and the user's funnel merged over the days before and after.
+#[derive(Debug, Clone, Copy)]
+struct Join {
+    /// The user's previous day with a slot, or `i32::MIN`.
+    prev: i32,
+    /// The user's next day with a slot, or `i32::MAX`.
+    next: i32,
+    /// The user's first and last day with a slot.
+    first: i32,
+    last: i32,
+    /// The level over the user's days up to this one, and from this one on.
+    prefix_level: u8,
+    suffix_level: u8,
+    /// The breakdown value over the user's days up to this one: the first day's.
+    prefix_value: u32,
+}
+
+impl Default for Join {
+    fn default() -> Self {
+        Join {
+            prev: i32::MIN,
+            next: i32::MAX,
+            first: i32::MIN,
+            last: i32::MAX,
+            prefix_level: 0,
+            suffix_level: 0,
+            prefix_value: 0,
+        }
+    }
+}
+
+/// Of two first arrivals at a level, the one a merge keeps: the earlier arrival, then the
+/// later start (the chain that reached the level first).
+fn earlier(kept: (i64, i64), other: (i64, i64)) -> (i64, i64) {
+    if other.0 < kept.0 || (other.0 == kept.0 && other.1 > kept.1) { other } else { kept }
 }
 
 impl FunnelView {
@@ -110,6 +168,7 @@ impl FunnelView {
             values: vec![None],
             value_ids: HashMap::from([(None, 0)]),
             events: 0,
+            wide_days: false,
         };
         Ok(FunnelView { def, kept, scratch: Mutex::new(Vec::new()) })
     }
@@ -161,18 +220,19 @@ impl FunnelView {
                 ));
             }
         };
-        if self.kept.events > limits.max_events {
+        if self.kept.events > limits.max_events || self.kept.wide_days {
             return Ok(None);
         }
         // Days cut by the range are computed for their users from the kept events.
         let c = Compiled::new(&self.def);
         let cut = self.kept.cut_days(&c, query.from, query.to);
-        let segments = self.kept.segments(query.from, query.to, &cut);
+        let days = self.kept.days_of(query.from, query.to, &cut);
         let mut scratch = self.take_scratch();
-        let tally =
-            self.kept.tally(&self.def, &segments, query.trend.map(|i| (i, &starts[..])), &mut scratch);
+        let tally = self.kept.tally(&self.def, &days, query.trend.map(|i| (i, &starts[..])), &mut scratch);
+        let report = tally.report(&self.def, &starts, limits);
+        scratch.times = tally.into_times();
         self.put_scratch(scratch);
-        tally.report(&self.def, &starts, limits).map(Some)
+        report.map(Some)
     }
 
     /// The users seen (with or without events the funnel uses).
@@ -206,6 +266,9 @@ impl FunnelView {
                     + d.levels.capacity()
                     + d.values.capacity() * 4
                     + d.firsts.capacity() * 16
+                    + (d.prefix_times.capacity() + d.suffix_times.capacity()) * 8
+                    + d.joins.capacity() * std::mem::size_of::<Join>()
+                    + d.entries.capacity() * 16
             })
             .sum();
         let names: usize = k.user_index.keys().map(|s| s.capacity() + 32).sum();
@@ -280,16 +343,18 @@ impl Kept {
                 let column = self.days.entry(day.number).or_insert_with(|| DayColumn {
                     start: day.start,
                     end: day.end,
-                    users: Vec::new(),
-                    levels: Vec::new(),
-                    values: Vec::new(),
-                    firsts: Vec::new(),
+                    ..DayColumn::default()
                 });
                 slots.insert(at, (day.number, column.users.len() as u32));
                 column.users.push(user);
                 column.levels.push(0);
                 column.values.push(0);
+                column.joins.push(Join::default());
+                column.entries.push((i64::MAX, i64::MIN));
                 column.firsts.extend(std::iter::repeat_n(NEVER, self.steps - 1));
+                for times in [&mut column.prefix_times, &mut column.suffix_times] {
+                    times.extend(std::iter::repeat_n(0, self.steps - 1));
+                }
             }
         }
         let mut events = std::mem::take(&mut self.users[u].events);
@@ -310,6 +375,9 @@ impl Kept {
             mark(c, window, &mut marked, &mut holds);
             let (level, first) = progress_in(c, &marked, start, end);
             let slot = slot as usize;
+            let mut entries = window.iter().take_while(|e| e.ts < end).filter(|e| e.steps & entry != 0);
+            let earliest = entries.next().map_or(i64::MAX, |e| e.ts);
+            column.entries[slot] = (earliest, entries.last().map_or(earliest, |e| e.ts));
             column.levels[slot] = level as u8;
             let n1 = self.steps - 1;
             for (k, pair) in column.firsts[slot * n1..(slot + 1) * n1].iter_mut().enumerate() {
@@ -332,6 +400,67 @@ impl Kept {
             column.values[slot as usize] = next_value;
         }
         self.users[u].events = events;
+        self.join_user_days(user);
+    }
+
+    /// Recomputes the joins of a user's slots from the user's days: places, then the
+    /// merges forward (prefix) and backward (suffix), as a query's tally merges days.
+    fn join_user_days(&mut self, user: u32) {
+        let n1 = self.steps - 1;
+        let slots = &self.users[user as usize].slots;
+        let (Some(&(first, _)), Some(&(last, _))) = (slots.first(), slots.last()) else { return };
+        // Day numbers fit in 32 bits for any date the calendar knows; a view fed a day
+        // beyond that stops answering (`report` is None) rather than compare wrongly.
+        let mut narrow = |day: i64| match i32::try_from(day) {
+            Ok(day) if day != i32::MIN && day != i32::MAX => day,
+            _ => {
+                self.wide_days = true;
+                0
+            }
+        };
+        let (first, last) = (narrow(first), narrow(last));
+        let places: Vec<(i32, i32)> = (0..slots.len())
+            .map(|j| {
+                let prev = if j > 0 { narrow(slots[j - 1].0) } else { i32::MIN };
+                (prev, slots.get(j + 1).map_or(i32::MAX, |s| narrow(s.0)))
+            })
+            .collect();
+        let mut level = 0;
+        let mut value = 0;
+        let mut merged = vec![NEVER; n1];
+        for (j, &(day, slot)) in slots.iter().enumerate() {
+            let Some(column) = self.days.get_mut(&day) else { continue };
+            let slot = slot as usize;
+            if j == 0 {
+                value = column.values[slot];
+            }
+            level = level.max(column.levels[slot]);
+            let span = slot * n1..(slot + 1) * n1;
+            for (m, &f) in merged.iter_mut().zip(&column.firsts[span.clone()]) {
+                *m = earlier(*m, f);
+            }
+            for (time, &(t, start)) in column.prefix_times[span].iter_mut().zip(&merged) {
+                *time = t.wrapping_sub(start);
+            }
+            let (prev, next) = places[j];
+            column.joins[slot] =
+                Join { prev, next, first, last, prefix_level: level, suffix_level: 0, prefix_value: value };
+        }
+        level = 0;
+        merged.fill(NEVER);
+        for &(day, slot) in slots.iter().rev() {
+            let Some(column) = self.days.get_mut(&day) else { continue };
+            let slot = slot as usize;
+            level = level.max(column.levels[slot]);
+            let span = slot * n1..(slot + 1) * n1;
+            for (m, &f) in merged.iter_mut().zip(&column.firsts[span.clone()]) {
+                *m = earlier(*m, f);
+            }
+            for (time, &(t, start)) in column.suffix_times[span].iter_mut().zip(&merged) {
+                *time = t.wrapping_sub(start);
+            }
+            column.joins[slot].suffix_level = level;
+        }
     }
 }
 
