@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{Document, doc};
 use mongodb::{Client, Collection, IndexModel};
 
@@ -42,10 +42,15 @@ struct Args {
     /// insert_many calls in flight at once.
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
-    /// Create the secondary indexes of Pulse's raw events collection first
-    /// ({event, ts}, {distinct_id, ts}, {ts}), so every insert maintains them too.
+    /// Create the secondary index of Pulse's raw events collection first ({ts}, as on a
+    /// server without TTL indexes), so every insert maintains it too.
     #[arg(long)]
     indexes: bool,
+    /// Insert copies of the first `--docs` documents of this collection (e.g. the
+    /// processor's raw events, `pulse_bench.events`) instead of generated ones: the store's
+    /// limit for exactly the documents the processor wrote.
+    #[arg(long, value_name = "DATABASE.COLLECTION")]
+    copy_from: Option<String>,
     /// Leave the documents in place after the run.
     #[arg(long)]
     keep: bool,
@@ -67,6 +72,16 @@ impl Args {
         }
         if self.database.is_empty() || self.collection.is_empty() {
             return Err("--database and --collection must not be empty".to_string());
+        }
+        if let Some(source) = &self.copy_from {
+            match source.split_once('.') {
+                Some((database, collection)) if !database.is_empty() && !collection.is_empty() => {
+                    if (database, collection) == (self.database.as_str(), self.collection.as_str()) {
+                        return Err(format!("--copy-from {source} is the collection written to"));
+                    }
+                }
+                _ => return Err(format!("--copy-from must be DATABASE.COLLECTION, not {source:?}")),
+            }
         }
         Ok(self)
     }
@@ -122,14 +137,19 @@ async fn run(args: &Args) -> Result<Outcome, String> {
         collection.create_indexes(indexes).await.map_err(|e| format!("creating indexes on {name}: {e}"))?;
     }
 
-    // Every document is built before the clock starts: the store is measured, not this.
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let run_id = format!("{:x}{:x}", now.as_nanos() as u64, std::process::id());
-    let events = RawEvents::new(run_id, now.as_millis() as i64);
-    let batches: Vec<Vec<Document>> = (0..args.docs)
-        .step_by(args.batch as usize)
-        .map(|start| (start..(start + args.batch).min(args.docs)).map(|i| events.document(i)).collect())
-        .collect();
+    // Every document is built (or read) before the clock starts: the store is measured,
+    // not this.
+    let documents = match &args.copy_from {
+        Some(source) => copied(&client, source, args.docs).await?,
+        None => {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            let run_id = format!("{:x}{:x}", now.as_nanos() as u64, std::process::id());
+            let events = RawEvents::new(run_id, now.as_millis() as i64);
+            (0..args.docs).map(|i| events.document(i)).collect()
+        }
+    };
+    let batches: Vec<Vec<Document>> =
+        documents.chunks(args.batch as usize).map(<[Document]>::to_vec).collect();
 
     let outcome = insert(&collection, batches, args.concurrency).await.map_err(|e| format!("{name}: {e}"))?;
     let stored = collection
@@ -143,6 +163,24 @@ async fn run(args: &Args) -> Result<Outcome, String> {
         collection.drop().await.map_err(|e| format!("dropping {name}: {e}"))?;
     }
     Ok(outcome)
+}
+
+/// The first `docs` documents of `source` (DATABASE.COLLECTION, checked by `validate`).
+async fn copied(client: &Client, source: &str, docs: u64) -> Result<Vec<Document>, String> {
+    let (database, collection) = source.split_once('.').unwrap_or((source, ""));
+    let collection = client.database(database).collection::<Document>(collection);
+    let documents: Vec<Document> = collection
+        .find(doc! {})
+        .limit(i64::try_from(docs).unwrap_or(i64::MAX))
+        .await
+        .map_err(|e| format!("reading {source}: {e}"))?
+        .try_collect()
+        .await
+        .map_err(|e| format!("reading {source}: {e}"))?;
+    if (documents.len() as u64) < docs {
+        return Err(format!("{source} holds {} documents, fewer than --docs {docs}", documents.len()));
+    }
+    Ok(documents)
 }
 
 /// Sends the batches with at most `concurrency` in flight; times from the first send to
@@ -175,13 +213,14 @@ async fn insert(
 
 fn report(args: &Args, outcome: &Outcome) {
     println!(
-        "insert_many: {} documents in {:.2} s = {:.0} docs/s ({}-document unordered batches, {} in flight, {})",
+        "insert_many: {} documents{} in {:.2} s = {:.0} docs/s ({}-document unordered batches, {} in flight, {})",
         outcome.docs,
+        args.copy_from.as_ref().map(|s| format!(" copied from {s}")).unwrap_or_default(),
         outcome.elapsed.as_secs_f64(),
         outcome.docs_per_s(),
         args.batch,
         args.concurrency,
-        if args.indexes { "with the raw events' 3 secondary indexes" } else { "no secondary index" },
+        if args.indexes { "with the raw events' index on ts" } else { "no secondary index" },
     );
     if args.json {
         let json = serde_json::json!({
@@ -189,9 +228,29 @@ fn report(args: &Args, outcome: &Outcome) {
             "batch": args.batch,
             "concurrency": args.concurrency,
             "indexes": args.indexes,
+            "copied_from": args.copy_from,
             "seconds": outcome.elapsed.as_secs_f64(),
             "docs_per_s": outcome.docs_per_s().round(),
         });
         println!("{json}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Result<Args, String> {
+        let base = ["pulse-bench-store", "--uri", "mongodb://127.0.0.1:1/", "--database", "bench_raw"];
+        Args::try_parse_from(base.iter().chain(extra)).map_err(|e| e.to_string())?.validate()
+    }
+
+    #[test]
+    fn copy_from_names_another_collection() {
+        assert!(args(&["--copy-from", "pulse_bench.events"]).is_ok());
+        for bad in ["events", ".events", "pulse_bench.", "bench_raw.events"] {
+            let refused = args(&["--copy-from", bad]).err().unwrap_or_default();
+            assert!(refused.contains("--copy-from"), "{bad}: {refused}");
+        }
     }
 }
