@@ -88,19 +88,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The InfluxDB sink, when the pipeline has one.
     pub influx: Option<influx::Sink>,
-    /// Turns to write a batch to the store: at most [`STORE_TURNS`] of this process's
-    /// partitions write at once.
-    pub store_turns: tokio::sync::Semaphore,
     ready: AtomicBool,
 }
-
-/// How many batches one processor writes to the store at once. The store applies writes
-/// one at a time anyway (FerretDB's SQLite; a MongoDB primary per document), so with every
-/// partition writing at once each batch only waits longer behind the others: at 8
-/// partitions on FerretDB, freshness p99 went from 2-3.7 s to about 1 s, drain rate and
-/// memory no worse (docs/operations.md). Two, so one batch's reads and CPU work overlap
-/// another's writes.
-pub const STORE_TURNS: usize = 2;
 
 impl Context {
     fn set_ready(&self, ready: bool) {
@@ -166,7 +155,6 @@ pub async fn connect(config_path: &Path, owner: String) -> Result<Arc<Context>, 
         read_count: (config.processor.batch_size as usize / 50).clamp(1, 200),
         batch_events: (config.processor.batch_size as usize).max(1),
         influx: config.influx.map(|config| influx::Sink { config, funnels: config_funnels }),
-        store_turns: tokio::sync::Semaphore::new(STORE_TURNS),
         ready: AtomicBool::new(false),
     }))
 }

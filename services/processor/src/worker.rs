@@ -144,8 +144,6 @@ pub async fn process(
             }
         }
     }
-    // The semaphore is never closed, so the turn always comes.
-    let turn = ctx.store_turns.acquire().await.ok();
     let flags = ctx.store.insert_events(&writes, redelivered).await?;
     let inserted = started.elapsed();
     let first: Vec<(StreamPosition, &BufferedEvent)> =
@@ -162,7 +160,6 @@ pub async fn process(
     let applied = started.elapsed();
     crate::profiles::apply(ctx, &first_events).await?;
     ctx.store.record_activity(&first_events, &ctx.tz, memory).await?;
-    drop(turn);
     tracing::debug!(
         partition = lease.partition,
         events = writes.len(),
