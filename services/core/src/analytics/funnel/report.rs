@@ -42,11 +42,6 @@ impl FunnelTally {
         FunnelTally { reached, times, by_value, periods }
     }
 
-    /// The times to convert, as buffers a pre-aggregate reuses for its next tally.
-    pub(crate) fn into_times(self) -> Vec<Vec<i64>> {
-        self.times
-    }
-
     /// Adds one user.
     pub fn add(&mut self, user: &UserFunnel) {
         let n = self.reached.len();

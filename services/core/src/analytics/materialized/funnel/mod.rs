@@ -229,10 +229,8 @@ impl FunnelView {
         let days = self.kept.days_of(query.from, query.to, &cut);
         let mut scratch = self.take_scratch();
         let tally = self.kept.tally(&self.def, &days, query.trend.map(|i| (i, &starts[..])), &mut scratch);
-        let report = tally.report(&self.def, &starts, limits);
-        scratch.times = tally.into_times();
         self.put_scratch(scratch);
-        report.map(Some)
+        tally.report(&self.def, &starts, limits).map(Some)
     }
 
     /// The users seen (with or without events the funnel uses).

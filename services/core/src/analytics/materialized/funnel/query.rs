@@ -114,8 +114,8 @@ impl Kept {
         s.prepare(self.users.len(), n1);
         let epoch = s.next_epoch();
         s.touched.clear();
-        // Each counted user's merge, gathered first and counted after: the loop below then
-        // has no branch on whether a slot counts (unpredictable) nor on the user's level.
+        // Each counted user's merge, gathered first (a slot is written whether it counts or
+        // not) and counted after.
         let bound = days.segments.iter().map(|(_, c)| c.users.len()).sum::<usize>() + 1;
         let mut picked = std::mem::take(&mut s.picked);
         picked.reset(bound, n1);
@@ -180,7 +180,7 @@ impl Kept {
             }
         }
         let timed = def.order != FunnelOrder::Unordered;
-        let tally = picked.tally(n, &self.values, timed, std::mem::take(&mut s.times), periods);
+        let tally = picked.tally(n, &self.values, timed, periods);
         s.picked = picked;
         tally
     }
@@ -277,14 +277,12 @@ impl Picked {
         self.len = at + 1;
     }
 
-    /// Users per (breakdown value, exact level) and times to convert, as a tally; `times`
-    /// are buffers of an earlier query, to reuse.
+    /// Users per (breakdown value, exact level) and times to convert, as a tally.
     fn tally(
         &self,
         steps: usize,
         values: &[Option<String>],
         timed: bool,
-        mut times: Vec<Vec<i64>>,
         periods: BTreeMap<i64, (u64, u64)>,
     ) -> FunnelTally {
         let (n, n1, len) = (steps, self.n1, self.len);
@@ -324,10 +322,8 @@ impl Picked {
         }
         // times[k]: times to reach step k+1, of the users at level k+1 or more (times[0],
         // always 0, is not reported).
-        times.resize_with(n, Vec::new);
-        times[0].clear();
+        let mut times: Vec<Vec<i64>> = vec![Vec::new(); n];
         for (k, buffer) in times.iter_mut().enumerate().skip(1) {
-            buffer.clear();
             if !timed {
                 continue;
             }
@@ -358,8 +354,6 @@ pub(super) struct Scratch {
     touched: Vec<u32>,
     /// Per user, the epoch of the last query that found the user in a cut day.
     cut: Vec<u32>,
-    /// The times to convert of the last query, as buffers to reuse.
-    pub(super) times: Vec<Vec<i64>>,
     picked: Picked,
 }
 
