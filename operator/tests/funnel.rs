@@ -68,7 +68,8 @@ async fn store_events(db: &str, events: &[(&str, &str, i64)]) {
     let writes: Vec<pulse_store::EventWrite<'_>> =
         events.iter().map(|event| pulse_store::EventWrite { partition: 0, position, event }).collect();
     store.insert_events(&writes, false).await.expect("insert events");
-    let all: Vec<&pulse_core::buffer::BufferedEvent> = events.iter().collect();
+    let all: Vec<(pulse_core::rollup::StreamPosition, &pulse_core::buffer::BufferedEvent)> =
+        events.iter().map(|e| (position, e)).collect();
     store.write_event_blocks(0, position, position, &all).await.expect("event blocks");
 }
 

@@ -50,6 +50,8 @@ pub enum ProcessorError {
     Serve(std::io::Error),
     #[error("{0}")]
     Rebuild(String),
+    #[error("a batch's store writes took longer than {0:?}: retried")]
+    StoreTimeout(Duration),
 }
 
 impl ProcessorError {
@@ -61,7 +63,7 @@ impl ProcessorError {
             }
             ProcessorError::Redis(_) => "redis",
             ProcessorError::Store(StoreError::Fenced { .. }) => "fenced",
-            ProcessorError::Store(_) => "store",
+            ProcessorError::Store(_) | ProcessorError::StoreTimeout(_) => "store",
             ProcessorError::Serve(_) => "http",
             ProcessorError::Rebuild(_) => "rebuild",
         }
@@ -88,8 +90,22 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The InfluxDB sink, when the pipeline has one.
     pub influx: Option<influx::Sink>,
+    /// Turns to write a batch to the store: at most [`STORE_TURNS`] of this process's
+    /// partitions write at once.
+    pub store_turns: tokio::sync::Semaphore,
     ready: AtomicBool,
 }
+
+/// How many batches one processor writes to the store at once. A store applies writes to
+/// one collection largely one at a time (FerretDB's SQLite backend wholly), so with every
+/// partition writing at once each batch only waits longer behind the others, and on
+/// FerretDB the writers' lock contention costs throughput too (docs/operations.md). Two,
+/// so one batch's reads and work overlap another's writes.
+pub const STORE_TURNS: usize = 2;
+
+/// The longest a batch's store writes may take before they are abandoned and the batch
+/// retried (it is safe to repeat): a write that hangs must not hold a turn for ever.
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Context {
     fn set_ready(&self, ready: bool) {
@@ -155,6 +171,7 @@ pub async fn connect(config_path: &Path, owner: String) -> Result<Arc<Context>, 
         read_count: (config.processor.batch_size as usize / 50).clamp(1, 200),
         batch_events: (config.processor.batch_size as usize).max(1),
         influx: config.influx.map(|config| influx::Sink { config, funnels: config_funnels }),
+        store_turns: tokio::sync::Semaphore::new(STORE_TURNS),
         ready: AtomicBool::new(false),
     }))
 }

@@ -57,6 +57,8 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
                 break;
             }
             Err(e) => {
+                // A write whose outcome is unknown may have changed what the memory says.
+                memory = WriterMemory::default();
                 ctx.metrics.errors.get_or_create(&ErrorLabel { kind: e.kind() }).inc();
                 let wait = backoff.next();
                 tracing::warn!(partition, error = %e, retry_in = ?wait, "batch failed; retrying");
@@ -118,8 +120,8 @@ pub async fn step(
 
 /// Stores a batch's events, applies them, and acknowledges the entries. Safe to repeat.
 /// `redelivered`: the entries come from the pending list (delivered before, maybe partly
-/// stored), so existing events and markers must be looked up. `memory`: what this lease's
-/// tenure stored and counted already.
+/// stored), so existing events must be looked up. `memory`: what this lease's tenure
+/// knows of its rollup documents; to be dropped after an error.
 pub async fn process(
     ctx: &Context,
     stream: &PartitionStream,
@@ -144,31 +146,12 @@ pub async fn process(
             }
         }
     }
-    let flags = ctx.store.insert_events(&writes, redelivered).await?;
-    let inserted = started.elapsed();
-    let first: Vec<(StreamPosition, &BufferedEvent)> =
-        writes.iter().zip(&flags).filter(|(_, f)| **f).map(|(w, _)| (w.position, w.event)).collect();
-    let last = entries.last().map(|e| e.position).unwrap_or_default();
-    let first_events: Vec<&BufferedEvent> = first.iter().map(|(_, e)| *e).collect();
-    // Blocks hold exactly the raw-stored versions (flag true), so every copy of an event id
-    // in blocks equals its raw document; written before the ack, so none is missing.
-    let batch_start = entries.first().map(|e| e.position).unwrap_or_default();
-    let blocks = ctx.store.write_event_blocks(lease.partition, batch_start, last, &first_events).await?;
-    let blocked = started.elapsed();
-    let rollups = BatchRollups { intervals: &ctx.intervals, numeric: &ctx.numeric, tz: &ctx.tz };
-    ctx.store.apply_rollups(lease, last, &first, &rollups, redelivered, memory).await?;
-    let applied = started.elapsed();
-    crate::profiles::apply(ctx, &first_events).await?;
-    ctx.store.record_activity(&first_events, &ctx.tz, memory).await?;
-    tracing::debug!(
-        partition = lease.partition,
-        events = writes.len(),
-        insert_ms = inserted.as_millis() as u64,
-        blocks_ms = (blocked - inserted).as_millis() as u64,
-        rollups_ms = (applied - blocked).as_millis() as u64,
-        activity_ms = (started.elapsed() - applied).as_millis() as u64,
-        "batch stored"
-    );
+    // The semaphore is never closed, so the turn always comes.
+    let turn = ctx.store_turns.acquire().await.ok();
+    let store = store_batch(ctx, lease, entries, &writes, redelivered, memory);
+    let stored = tokio::time::timeout(crate::STORE_TIMEOUT, store).await;
+    drop(turn);
+    let (first, blocks) = stored.map_err(|_| ProcessorError::StoreTimeout(crate::STORE_TIMEOUT))??;
 
     // Query replicas re-read the period documents this batch touched and read its blocks
     // (also when it was a redelivery that changed nothing: a repeated notice costs a read).
@@ -196,6 +179,45 @@ pub async fn process(
     ctx.metrics.batches.inc();
     ctx.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// A batch's store writes: raw events, then event blocks, then rollups and profiles.
+/// Returns the events this batch's entries stored (in stream order) and the blocks written.
+async fn store_batch<'e>(
+    ctx: &Context,
+    lease: PartitionLease,
+    entries: &[Entry],
+    writes: &[EventWrite<'e>],
+    redelivered: bool,
+    memory: &mut WriterMemory,
+) -> Result<(Vec<(StreamPosition, &'e BufferedEvent)>, Vec<String>), ProcessorError> {
+    let started = Instant::now();
+    let flags = ctx.store.insert_events(writes, redelivered).await?;
+    let inserted = started.elapsed();
+    let first: Vec<(StreamPosition, &BufferedEvent)> =
+        writes.iter().zip(&flags).filter(|(_, f)| **f).map(|(w, _)| (w.position, w.event)).collect();
+    let last = entries.last().map(|e| e.position).unwrap_or_default();
+    // Blocks hold exactly the raw-stored versions (flag true), so every copy of an event id
+    // in blocks equals its raw document; written before the rollups, which learn from them
+    // what they counted, and before the ack, so none is missing.
+    let batch_start = entries.first().map(|e| e.position).unwrap_or_default();
+    let blocks = ctx.store.write_event_blocks(lease.partition, batch_start, last, &first).await?;
+    let blocked = started.elapsed();
+    let rollups = BatchRollups { intervals: &ctx.intervals, numeric: &ctx.numeric, tz: &ctx.tz };
+    ctx.store.apply_rollups(lease, last, &first, &rollups, memory).await?;
+    let applied = started.elapsed();
+    let first_events: Vec<&BufferedEvent> = first.iter().map(|(_, e)| *e).collect();
+    crate::profiles::apply(ctx, &first_events).await?;
+    tracing::debug!(
+        partition = lease.partition,
+        events = writes.len(),
+        insert_ms = inserted.as_millis() as u64,
+        blocks_ms = (blocked - inserted).as_millis() as u64,
+        rollups_ms = (applied - blocked).as_millis() as u64,
+        profiles_ms = (started.elapsed() - applied).as_millis() as u64,
+        "batch stored"
+    );
+    Ok((first, blocks))
 }
 
 /// Merges the partition's small event blocks (low rates make small batches) and announces
@@ -227,11 +249,13 @@ pub struct ReadSize {
 }
 
 impl ReadSize {
-    /// Sizes the next read from the events per entry of this one.
+    /// Sizes the next read from the events per entry of this one, aiming a little under a
+    /// batch: a read just over it would be split into a full batch and a small one, which
+    /// costs as many period updates as a full one.
     fn adapt(&mut self, entries: &[Entry], batch_events: usize) {
         let events: usize = entries.iter().map(|e| e.events.as_ref().map(Vec::len).unwrap_or(0)).sum();
         let per_entry = (events / entries.len().max(1)).max(1);
-        self.entries = (batch_events / per_entry).clamp(1, MAX_READ_ENTRIES);
+        self.entries = (batch_events * 9 / 10 / per_entry).clamp(1, MAX_READ_ENTRIES);
     }
 }
 

@@ -203,13 +203,10 @@ async fn store_as_the_processor_does(
             let flags = store.insert_events(&writes, false).await.expect("insert");
             let first: Vec<(StreamPosition, &BufferedEvent)> =
                 batch.iter().zip(&flags).filter(|(_, f)| **f).map(|(e, _)| (position, *e)).collect();
-            store
-                .apply_rollups(lease, position, &first, &rollups, false, &mut memory)
-                .await
-                .expect("rollups");
-            let stored: Vec<&BufferedEvent> = first.iter().map(|(_, e)| *e).collect();
+            // Blocks first, as the processor writes them: the rollups learn from them.
             let blocks =
-                store.write_event_blocks(partition, position, position, &stored).await.expect("blocks");
+                store.write_event_blocks(partition, position, position, &first).await.expect("blocks");
+            store.apply_rollups(lease, position, &first, &rollups, &mut memory).await.expect("rollups");
             let changed: Vec<String> = periods_of(first.iter().map(|(_, e)| *e), &intervals, &tz)
                 .iter()
                 .map(|p| period_doc_id(p, partition))

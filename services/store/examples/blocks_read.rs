@@ -74,8 +74,9 @@ async fn main() {
             let store = store.clone();
             let chunk: Vec<BufferedEvent> = chunk.to_vec();
             async move {
-                let refs: Vec<&BufferedEvent> = chunk.iter().collect();
                 let at = |n: usize| StreamPosition { millis: 1_000 + n as u64, sequence: 0 };
+                let refs: Vec<(StreamPosition, &BufferedEvent)> =
+                    chunk.iter().enumerate().map(|(j, e)| (at(i * BLOCK + j), e)).collect();
                 store
                     .write_event_blocks(
                         (i % PARTITIONS) as u32,

@@ -76,17 +76,19 @@ struct BlockWrite<'a> {
     last: StreamPosition,
     /// Appended to `<p>|<first>|<last>|<day>` (compaction and rebuild mark their blocks).
     suffix: String,
-    events: Vec<&'a BufferedEvent>,
+    /// Each event with the stream entry that stored it.
+    events: Vec<(StreamPosition, &'a BufferedEvent)>,
 }
 
 impl Store {
-    /// Writes the events as blocks; returns the block ids written (or already there).
+    /// Writes the events, each with the stream entry that stored it, as blocks; returns the
+    /// block ids written (or already there).
     pub async fn write_event_blocks(
         &self,
         partition: u32,
         first: StreamPosition,
         last: StreamPosition,
-        events: &[&BufferedEvent],
+        events: &[(StreamPosition, &BufferedEvent)],
     ) -> Result<Vec<String>, StoreError> {
         let mut ids = Vec::new();
         for (day, events) in by_day(events.iter().copied()) {
@@ -119,7 +121,10 @@ impl Store {
 
     /// One block's events, None when it is gone (deleted by retention or compaction).
     pub async fn read_event_block(&self, id: &str) -> Result<Option<Vec<BufferedEvent>>, StoreError> {
-        self.read_block_where(id, Arc::new(|_: &str, _: i64| true)).await
+        match self.spawn_read(vec![id.to_string()], Arc::new(|_: &str, _: i64| true)).recv().await {
+            Some(block) => Ok(Some(block?.events)),
+            None => Ok(None),
+        }
     }
 
     /// Several blocks' events, by block id; blocks that are gone are absent. Many blocks
@@ -142,7 +147,7 @@ impl Store {
     ) -> impl futures::Stream<Item = Result<(String, Vec<BufferedEvent>), StoreError>> + Send + 'static {
         let all: Keep = Arc::new(|_: &str, _: i64| true);
         futures::stream::unfold(self.spawn_read(ids, all), |mut rx| async move {
-            rx.recv().await.map(|block| (block, rx))
+            rx.recv().await.map(|block| (block.map(|b| (b.id, b.events)), rx))
         })
     }
 
@@ -160,14 +165,61 @@ impl Store {
         let keep: Keep = Arc::new(move |name: &str, ts: i64| {
             ts >= from && ts < to && wanted.as_ref().is_none_or(|w| w.contains(name))
         });
+        let mut filter = doc! { "lo": { "$lt": to }, "hi": { "$gte": from } };
+        if let Some(names) = names {
+            filter.insert("names", doc! { "$in": names });
+        }
         let mut seen: Distinct = Distinct::default();
         let mut out: Vec<BufferedEvent> = Vec::new();
+        self.read_listed(filter, keep, |block| {
+            for e in block.events {
+                if seen.is_new(&out, &e.event_id) {
+                    if out.len() == max {
+                        return Err(StoreError::TooManyEvents { limit: max });
+                    }
+                    out.push(e);
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Every event of `partition` with a time in `[from, to)`, with the stream entry that
+    /// stored it, read from the event blocks; copies of an event (see the module docs) are
+    /// all returned, alike. For a writer that must find what its rollups counted.
+    pub async fn partition_events_between(
+        &self,
+        partition: u32,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(StreamPosition, BufferedEvent)>, StoreError> {
+        let keep: Keep = Arc::new(move |_: &str, ts: i64| ts >= from && ts < to);
+        let filter = doc! { "p": i64::from(partition), "lo": { "$lt": to }, "hi": { "$gte": from } };
+        let mut out = Vec::new();
+        self.read_listed(filter, keep, |block| {
+            out.extend(block.positions.into_iter().zip(block.events));
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Reads every block whose index entry matches `filter`, handing each to `each` as it
+    /// is decoded (the events `keep` accepts). A block found gone may have been merged into
+    /// a new one by compaction, which is indexed before the old ones are deleted: then the
+    /// index is listed again and the new blocks read.
+    async fn read_listed(
+        &self,
+        filter: Document,
+        keep: Keep,
+        mut each: impl FnMut(Block) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let mut read: HashSet<String> = HashSet::new();
-        // A block found gone may have been merged into a new one by compaction, which is
-        // indexed before the old ones are deleted: list again and read the new ones.
         for _ in 0..4 {
-            let refs = self.event_block_refs(names, from, to).await?;
-            let todo: Vec<String> = refs.into_iter().map(|r| r.id).filter(|id| !read.contains(id)).collect();
+            let todo: Vec<String> =
+                self.block_ids(filter.clone()).await?.into_iter().filter(|id| !read.contains(id)).collect();
             if todo.is_empty() {
                 break;
             }
@@ -177,21 +229,13 @@ impl Store {
             let mut blocks = self.spawn_read(todo, Arc::clone(&keep));
             while let Some(block) = blocks.recv().await {
                 found += 1;
-                for e in block?.1 {
-                    if seen.is_new(&out, &e.event_id) {
-                        if out.len() == max {
-                            return Err(StoreError::TooManyEvents { limit: max });
-                        }
-                        out.push(e);
-                    }
-                }
+                each(block?)?;
             }
-            let gone = found < wanted;
-            if !gone {
+            if found == wanted {
                 break;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Merges a partition's small blocks: per UTC day, when at least 8 blocks hold fewer
@@ -290,7 +334,7 @@ impl Store {
     ) -> Result<Vec<String>, StoreError> {
         let first = events.iter().map(|(p, _)| *p).min().unwrap_or_default();
         let last = events.iter().map(|(p, _)| *p).max().unwrap_or_default();
-        let events = events.iter().map(|(_, e)| e).collect();
+        let events = events.iter().map(|(p, e)| (*p, e)).collect();
         self.write_block(BlockWrite { partition, day, first, last, suffix: suffix.to_string(), events }).await
     }
 
@@ -302,19 +346,26 @@ impl Store {
     ) -> Result<Option<String>, StoreError> {
         let all: Keep = Arc::new(|_: &str, _: i64| true);
         let mut seen = HashSet::new();
-        let mut events: Vec<BufferedEvent> = Vec::new();
+        let mut events: Vec<(StreamPosition, BufferedEvent)> = Vec::new();
         let mut blocks = self.spawn_read(group.iter().map(|b| b.id.clone()).collect(), all);
         while let Some(block) = blocks.recv().await {
-            events.extend(block?.1.into_iter().filter(|e| seen.insert(e.event_id.clone())));
+            let block = block?;
+            events.extend(
+                block
+                    .positions
+                    .into_iter()
+                    .zip(block.events)
+                    .filter(|(_, e)| seen.insert(e.event_id.clone())),
+            );
         }
         // Blocks come in no particular order: sort, so the merged block is the same each time.
-        events.sort_by(|a, b| (a.timestamp, &a.event_id).cmp(&(b.timestamp, &b.event_id)));
+        events.sort_by(|(_, a), (_, b)| (a.timestamp, &a.event_id).cmp(&(b.timestamp, &b.event_id)));
         let old: Vec<String> = group.iter().map(|b| b.id.clone()).collect();
         if events.is_empty() {
             self.delete_blocks(&old).await?;
             return Ok(None);
         }
-        let mut ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+        let mut ids: Vec<&str> = events.iter().map(|(_, e)| e.event_id.as_str()).collect();
         ids.sort_unstable();
         // The content's hash in the id: an interrupted compaction that runs again over other
         // blocks never meets an existing id with other events in it.
@@ -324,7 +375,7 @@ impl Store {
             first: group.iter().map(|b| b.first).min().unwrap_or_default(),
             last: group.iter().map(|b| b.last).max().unwrap_or_default(),
             suffix: format!("|c{:016x}", fnv1a(&ids)),
-            events: events.iter().collect(),
+            events: events.iter().map(|(p, e)| (*p, e)).collect(),
         };
         let written = self.write_block(block).await?;
         let stale: Vec<String> = old.into_iter().filter(|id| !written.contains(id)).collect();
@@ -363,14 +414,14 @@ impl Store {
             let bytes = data.len() as i64;
             let binary = Binary { subtype: BinarySubtype::Generic, bytes: data };
             insert_once(self.db.collection(EVENT_BLOCKS), doc! { "_id": &id, "data": binary }).await?;
-            let mut names: Vec<&str> = block.events.iter().map(|e| e.event.as_str()).collect();
+            let mut names: Vec<&str> = block.events.iter().map(|(_, e)| e.event.as_str()).collect();
             names.sort_unstable();
             names.dedup();
             let entry = doc! {
                 "_id": &id,
                 "p": i64::from(block.partition),
-                "lo": block.events.iter().map(|e| e.timestamp).min().unwrap_or_default(),
-                "hi": block.events.iter().map(|e| e.timestamp).max().unwrap_or_default(),
+                "lo": block.events.iter().map(|(_, e)| e.timestamp).min().unwrap_or_default(),
+                "hi": block.events.iter().map(|(_, e)| e.timestamp).max().unwrap_or_default(),
                 "names": names,
                 "n": block.events.len() as i64,
                 "bytes": bytes,
@@ -381,14 +432,6 @@ impl Store {
             insert_once(self.db.collection(EVENT_BLOCK_INDEX), entry).await?;
             Ok(vec![id])
         })
-    }
-
-    /// A block's events that `keep` accepts; None when the block is gone.
-    async fn read_block_where(&self, id: &str, keep: Keep) -> Result<Option<Vec<BufferedEvent>>, StoreError> {
-        match self.spawn_read(vec![id.to_string()], keep).recv().await {
-            Some(block) => Ok(Some(block?.1)),
-            None => Ok(None),
-        }
     }
 
     /// Reads the blocks `ids` that exist in a task of its own, decoding the events `keep`
@@ -538,14 +581,27 @@ fn decode_task(mut d: Document, keep: Keep) -> tokio::task::JoinHandle<Result<Bl
             _ => return Err(StoreError::Block(format!("block {id} has no data"))),
         };
         let encoded = inflate(&data).map_err(|e| StoreError::Block(format!("block {id}: {e}")))?;
-        let events = codec::decode(&encoded, |name, ts| keep(name, ts))
+        let decoded = codec::decode(&encoded, |name, ts| keep(name, ts))
             .map_err(|e| StoreError::Block(format!("block {id}: {e}")))?;
-        Ok((id, events))
+        // A version 1 block (written before blocks kept positions) has none: its events are
+        // placed at the last entry in its id, the right place for a batch's own block.
+        let positions =
+            decoded.positions.unwrap_or_else(|| vec![last_of_block_id(&id); decoded.events.len()]);
+        Ok(Block { id, events: decoded.events, positions })
     })
 }
 
-/// A block's id and events.
-type Block = (String, Vec<BufferedEvent>);
+/// A block's id, and its events with the stream entry that stored each.
+struct Block {
+    id: String,
+    events: Vec<BufferedEvent>,
+    positions: Vec<StreamPosition>,
+}
+
+/// The last stream position in a block id (`<p>|<first>|<last>|<day>...`).
+fn last_of_block_id(id: &str) -> StreamPosition {
+    id.split('|').nth(2).and_then(StreamPosition::from_key).unwrap_or_default()
+}
 
 fn joined(result: Result<Result<Block, StoreError>, tokio::task::JoinError>) -> Result<Block, StoreError> {
     result.map_err(|e| StoreError::Block(format!("block decoding stopped: {e}")))?
@@ -559,10 +615,12 @@ struct SmallBlock {
 }
 
 /// Events grouped by the UTC day of their time, in their order within each day.
-fn by_day<'a>(events: impl Iterator<Item = &'a BufferedEvent>) -> BTreeMap<i64, Vec<&'a BufferedEvent>> {
-    let mut days: BTreeMap<i64, Vec<&BufferedEvent>> = BTreeMap::new();
-    for e in events {
-        days.entry(day_of(e.timestamp)).or_default().push(e);
+fn by_day<'a>(
+    events: impl Iterator<Item = (StreamPosition, &'a BufferedEvent)>,
+) -> BTreeMap<i64, Vec<(StreamPosition, &'a BufferedEvent)>> {
+    let mut days: BTreeMap<i64, Vec<(StreamPosition, &BufferedEvent)>> = BTreeMap::new();
+    for (position, e) in events {
+        days.entry(day_of(e.timestamp)).or_default().push((position, e));
     }
     days
 }

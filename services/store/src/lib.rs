@@ -7,11 +7,12 @@
 //! - `rollups`: one document per period (interval and start) and partition, holding each
 //!   event name's bucket (`ev.<event>`: events `n`, unique users `u`, numeric stats `num`)
 //!   and the watermark of the last applied stream entry; a bucket is the sum over partitions;
-//! - `rollup_users`: one marker per (bucket, user), which makes unique users exact;
-//! - `user_periods`: one marker per user and active day or week, for retention and
-//!   cohorts (a user's first-seen day is their earliest day marker);
 //! - `event_blocks` and `event_block_index`: the raw events again, deflated in blocks of a
-//!   batch each, for reads of many events ([`blocks`]).
+//!   batch each with the stream entry of every event, for reads of many events and for a
+//!   writer to find which users its rollups counted ([`blocks`]).
+//!
+//! Stores written by earlier versions may also hold `rollup_users` and `user_periods`
+//! (per-user markers, no longer written or read); a rebuild drops them.
 //!
 //! Exactness without transactions: see docs/exactness.md and [`rollups`].
 
@@ -25,7 +26,6 @@ pub use read::PeriodShare;
 pub mod recount;
 pub mod rollups;
 mod schema;
-mod users;
 
 pub use blocks::BlockRef;
 pub use documents::{bson_of_json, json_of_bson};
@@ -38,8 +38,8 @@ pub use schema::SchemaReport;
 pub mod collections {
     pub const EVENTS: &str = "events";
     pub const ROLLUPS: &str = "rollups";
-    pub const ROLLUP_USERS: &str = "rollup_users";
-    pub const USER_PERIODS: &str = "user_periods";
+    /// No longer written or read: dropped by a rebuild.
+    pub const LEGACY: [&str; 2] = ["rollup_users", "user_periods"];
     pub const EVENT_BLOCKS: &str = "event_blocks";
     pub const EVENT_BLOCK_INDEX: &str = "event_block_index";
 }
@@ -56,8 +56,10 @@ pub enum StoreError {
     Encode(String),
     #[error("partition {partition}: another processor holds a newer lease (fencing token {newer} > {ours})")]
     Fenced { partition: u32, ours: u64, newer: u64 },
-    #[error("a rollup document kept changing under a compare-and-set after {0} attempts")]
-    Contended(u32),
+    #[error(
+        "rollup document {0} changed under its writer (a write whose outcome was unknown): the batch is applied again from what the store holds"
+    )]
+    Moved(String),
     #[error("an event block could not be read: {0}")]
     Block(String),
     #[error("the query reads more than {limit} events: narrow the range or add filters")]

@@ -1,40 +1,42 @@
-//! What one partition's writer knows to be stored and counted already, so that it neither
-//! looks it up nor writes it again: the watermark of each bucket document it updated, and
-//! which users each bucket (and each activity period) has counted.
+//! What one partition's writer knows of the rollup documents it writes: per period
+//! document, its state (watermark and fencing token) and, per event name, every user its
+//! buckets have counted. A period is either known whole or not at all: the users of a
+//! period the writer does not know yet are found in the event blocks (the events the
+//! partition stored in that period up to the document's watermark, see
+//! `Store::apply_rollups`), so a writer that starts without memory, after a crash or on
+//! another process, counts exactly what one with memory would.
 //!
-//! Only facts that stay true are remembered: a user is remembered for a bucket after the
-//! bucket update that counted them succeeded (or when the bucket's watermark showed they
-//! were counted before); a bucket's watermark only after the update that set it. Markers are
-//! never removed while a writer holds its lease (a rebuild takes every lease first, which
-//! ends the tenure and its memory). So skipping what is remembered changes no count, and a
-//! writer that starts without memory (after a crash, or on another process) finds the same
-//! facts in the store, as before. Memory is bounded: past [`WriterMemory::capacity`]
-//! remembered users, the oldest periods are forgotten first (late events into them then go
-//! to the store again).
+//! Only facts are kept: a period's state and users as read, then as changed by an update
+//! that succeeded. After any failed write the writer drops its whole memory (the outcome of
+//! the write is unknown) and reads again. Memory is bounded: past
+//! [`WriterMemory::capacity`] (period, user) pairs, the oldest periods are forgotten first;
+//! a late event into one makes the writer read it again.
 //!
-//! Users are remembered as 128-bit keyed hashes (two independent SipHash keys), not strings:
+//! Users are kept as 128-bit keyed hashes (two independent SipHash keys), not strings:
 //! 16 bytes per (bucket, user). Two different users of one bucket share a hash with
 //! probability about n^2 / 2^129, below 1e-25 for a million users.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 
-/// Remembered (bucket, user) pairs by default: 16 bytes each in hash sets of up to twice
-/// their size, so 35 to 70 MB when full.
+/// Kept (period, user) pairs by default: 16 bytes each in hash sets of up to twice their
+/// size, so 35 to 70 MB when full.
 pub const DEFAULT_CAPACITY: usize = 2_000_000;
 
-/// One bucket document's watermark and its writer's fencing token, as last read or written.
+/// One period document's watermark and its writer's fencing token, as last read or written.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct BucketState {
     pub watermark: Option<String>,
     pub fence: Option<u64>,
 }
 
-/// The users one period (a rollup bucket, or an activity day or week) has counted.
+/// A period document as the writer knows it.
 struct Period {
     /// Its start (ms), the eviction order.
     start: i64,
-    users: HashSet<u128>,
+    state: BucketState,
+    /// Per event name, the users counted in its bucket.
+    users: HashMap<String, HashSet<u128>>,
 }
 
 /// One writer's memory of one partition, for the time it holds the partition's lease.
@@ -42,7 +44,6 @@ pub struct WriterMemory {
     capacity: usize,
     remembered: usize,
     periods: HashMap<String, Period>,
-    buckets: HashMap<String, BucketState>,
     hashers: (RandomState, RandomState),
 }
 
@@ -53,13 +54,12 @@ impl Default for WriterMemory {
 }
 
 impl WriterMemory {
-    /// A memory that holds at most `capacity` (period, user) pairs.
+    /// A memory that holds at most about `capacity` (period, user) pairs.
     pub fn with_capacity(capacity: usize) -> Self {
         WriterMemory {
             capacity,
             remembered: 0,
             periods: HashMap::new(),
-            buckets: HashMap::new(),
             hashers: (RandomState::new(), RandomState::new()),
         }
     }
@@ -69,7 +69,7 @@ impl WriterMemory {
         self.capacity
     }
 
-    /// How many (period, user) pairs it holds now.
+    /// How many (period, user) pairs it holds now (a period without users counts as one).
     pub fn remembered(&self) -> usize {
         self.remembered
     }
@@ -79,34 +79,63 @@ impl WriterMemory {
         (u128::from(a.hash_one(user)) << 64) | u128::from(b.hash_one(user))
     }
 
-    /// Whether `user` is known to be counted in `period`.
-    pub(crate) fn knows(&self, period: &str, user: &str) -> bool {
-        self.periods.get(period).is_some_and(|p| p.users.contains(&self.user_key(user)))
+    /// The state of a period document the writer knows whole.
+    pub(crate) fn state(&self, period: &str) -> Option<&BucketState> {
+        self.periods.get(period).map(|p| &p.state)
     }
 
-    /// Remembers that `users` are counted in `period` (which starts at `start`).
-    pub(crate) fn remember<'u>(
+    /// Whether `user` is counted in `event`'s bucket of `period` (a period the writer knows).
+    pub(crate) fn counted(&self, period: &str, event: &str, user: &str) -> bool {
+        self.periods
+            .get(period)
+            .and_then(|p| p.users.get(event))
+            .is_some_and(|users| users.contains(&self.user_key(user)))
+    }
+
+    /// Learns a period document whole: its state and every (event, user) it has counted.
+    pub(crate) fn learn<'u>(
         &mut self,
         period: &str,
         start: i64,
-        users: impl IntoIterator<Item = &'u str>,
+        state: BucketState,
+        counted: impl IntoIterator<Item = (&'u str, &'u str)>,
     ) {
-        let keys: Vec<u128> = users.into_iter().map(|u| self.user_key(u)).collect();
-        let entry =
-            self.periods.entry(period.to_string()).or_insert_with(|| Period { start, users: HashSet::new() });
-        for key in keys {
-            if entry.users.insert(key) {
-                self.remembered += 1;
-            }
+        if let Some(old) = self.periods.remove(period) {
+            self.remembered -= size(&old);
         }
-        if self.remembered > self.capacity {
-            self.forget_oldest();
+        let mut known = Period { start, state, users: HashMap::new() };
+        for (event, user) in counted {
+            let key = self.user_key(user);
+            known.users.entry(event.to_string()).or_default().insert(key);
         }
+        self.remembered += size(&known);
+        self.periods.insert(period.to_string(), known);
     }
 
-    /// Forgets whole periods, oldest first, down to 90% of the capacity (so eviction is
-    /// rare, not once per insert).
-    fn forget_oldest(&mut self) {
+    /// Records an update of a known period that succeeded: its new state, and the users it
+    /// counted, by event name.
+    pub(crate) fn applied<'u>(
+        &mut self,
+        period: &str,
+        state: BucketState,
+        counted: impl IntoIterator<Item = (&'u str, &'u str)>,
+    ) {
+        let keys: Vec<(&str, u128)> = counted.into_iter().map(|(e, u)| (e, self.user_key(u))).collect();
+        let Some(known) = self.periods.get_mut(period) else { return };
+        let before = size(known);
+        known.state = state;
+        for (event, key) in keys {
+            known.users.entry(event.to_string()).or_default().insert(key);
+        }
+        self.remembered = self.remembered - before + size(known);
+    }
+
+    /// Forgets whole periods, oldest first, down to 90% of the capacity when it is
+    /// exceeded (so eviction is rare, not once per batch).
+    pub(crate) fn trim(&mut self) {
+        if self.remembered <= self.capacity {
+            return;
+        }
         let mut by_age: Vec<(i64, String)> =
             self.periods.iter().map(|(id, p)| (p.start, id.clone())).collect();
         by_age.sort_unstable();
@@ -116,52 +145,55 @@ impl WriterMemory {
                 break;
             }
             if let Some(p) = self.periods.remove(&id) {
-                self.remembered -= p.users.len();
+                self.remembered -= size(&p);
             }
         }
     }
+}
 
-    /// A bucket document's state, if this writer read or wrote it.
-    pub(crate) fn bucket(&self, doc_id: &str) -> Option<&BucketState> {
-        self.buckets.get(doc_id)
-    }
-
-    /// Records a bucket document's state after reading or writing it.
-    pub(crate) fn set_bucket(&mut self, doc_id: String, state: BucketState) {
-        // Bucket states are few (one per bucket document the writer touched); forget them
-        // all rather than track their age when a flood of late events makes them many.
-        if self.buckets.len() >= self.capacity / 16 {
-            self.buckets.clear();
-        }
-        self.buckets.insert(doc_id, state);
-    }
+/// What a known period counts against the capacity.
+fn size(period: &Period) -> usize {
+    1 + period.users.values().map(HashSet::len).sum::<usize>()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn state(wm: &str) -> BucketState {
+        BucketState { watermark: Some(wm.to_string()), fence: Some(1) }
+    }
+
     #[test]
-    fn remembers_users_per_period() {
+    fn knows_users_per_period_and_event() {
         let mut m = WriterMemory::with_capacity(100);
-        m.remember("day|1", 1, ["ann", "bob"]);
-        assert!(m.knows("day|1", "ann"));
-        assert!(!m.knows("day|1", "cat"));
-        assert!(!m.knows("day|2", "ann"));
-        m.remember("day|1", 1, ["ann"]);
-        assert_eq!(m.remembered(), 2);
+        m.learn("day|1|p0", 1, state("a"), [("buy", "ann"), ("view", "bob")]);
+        assert!(m.counted("day|1|p0", "buy", "ann"));
+        assert!(!m.counted("day|1|p0", "view", "ann"));
+        assert!(!m.counted("day|2|p0", "buy", "ann"));
+        m.applied("day|1|p0", state("b"), [("buy", "ann"), ("buy", "cat")]);
+        assert!(m.counted("day|1|p0", "buy", "cat"));
+        assert_eq!(m.state("day|1|p0"), Some(&state("b")));
+        // One period plus three (event, user) pairs.
+        assert_eq!(m.remembered(), 4);
+        // An update of a period it does not know teaches it nothing.
+        m.applied("day|2|p0", state("c"), [("buy", "ann")]);
+        assert_eq!(m.state("day|2|p0"), None);
+        assert_eq!(m.remembered(), 4);
     }
 
     #[test]
     fn forgets_the_oldest_periods_past_capacity() {
         let mut m = WriterMemory::with_capacity(10);
-        let users: Vec<String> = (0..4).map(|i| format!("u{i}")).collect();
+        let users: Vec<String> = (0..3).map(|i| format!("u{i}")).collect();
         for (period, start) in [("b", 2), ("a", 1), ("c", 3)] {
-            m.remember(period, start, users.iter().map(String::as_str));
+            m.learn(period, start, state("x"), users.iter().map(|u| ("e", u.as_str())));
         }
+        assert_eq!(m.remembered(), 12);
+        m.trim();
         // 12 > 10: "a" (the oldest) goes, which brings it to 8 <= 9.
         assert_eq!(m.remembered(), 8);
-        assert!(!m.knows("a", "u0"));
-        assert!(m.knows("b", "u0") && m.knows("c", "u3"));
+        assert_eq!(m.state("a"), None);
+        assert!(m.counted("b", "e", "u0") && m.counted("c", "e", "u2"));
     }
 }

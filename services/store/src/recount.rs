@@ -11,15 +11,14 @@ use pulse_core::rollup::{
     encode_key, interval_name, interval_of_name,
 };
 
-use crate::collections::{EVENTS, ROLLUP_USERS, ROLLUPS};
+use crate::collections::{EVENTS, LEGACY, ROLLUPS};
 use crate::documents::json_of_bson;
 use crate::rollups::BatchRollups;
 use crate::{Store, StoreError};
 
-/// One partition's share of a bucket, and the users it counts.
+/// One partition's share of a bucket.
 struct Share {
     totals: BucketTotals,
-    users: BTreeSet<String>,
 }
 
 /// A bucket's numbers.
@@ -100,7 +99,8 @@ impl Store {
 
     /// Each partition's share of each bucket, from raw events: events count where the
     /// partition that stored them (`src_p`) is; a user counts in the lowest partition that
-    /// stored one of their events in the bucket (as the live markers do).
+    /// stored one of their events in the bucket (all of a user's events share a partition, unless
+    /// partitions grew meanwhile: see docs/exactness.md).
     async fn recount_shares(
         &self,
         rollups: &BatchRollups<'_>,
@@ -129,19 +129,12 @@ impl Store {
             .into_iter()
             .map(|((key, p), c)| {
                 let users = counts_users(key.interval).then_some(0);
-                (
-                    (key, p),
-                    Share {
-                        totals: BucketTotals { events: c.events, users, numeric: c.numeric },
-                        users: BTreeSet::new(),
-                    },
-                )
+                ((key, p), Share { totals: BucketTotals { events: c.events, users, numeric: c.numeric } })
             })
             .collect();
-        for ((key, user), partition) in user_partition {
+        for ((key, _), partition) in user_partition {
             if let Some(share) = shares.get_mut(&(key, partition)) {
                 share.totals.users = Some(share.totals.users.unwrap_or(0) + 1);
-                share.users.insert(user);
             }
         }
         Ok(shares)
@@ -182,25 +175,16 @@ impl Store {
         watermarks: &[(u32, StreamPosition, u64)],
     ) -> Result<usize, StoreError> {
         let shares = self.recount_shares(rollups).await?;
-        for collection in [ROLLUPS, ROLLUP_USERS] {
-            self.db.collection::<Document>(collection).delete_many(doc! {}).await?;
+        self.db.collection::<Document>(ROLLUPS).delete_many(doc! {}).await?;
+        // Per-user markers of earlier versions: nothing reads them any more.
+        for legacy in LEGACY {
+            self.db.collection::<Document>(legacy).drop().await?;
         }
         let position = |p: i64| watermarks.iter().find(|(q, _, _)| i64::from(*q) == p);
-        let mut markers = Vec::new();
         let mut periods: BTreeMap<(PeriodKey, i64), Document> = BTreeMap::new();
         let mut buckets = BTreeSet::new();
         for ((key, partition), share) in &shares {
             buckets.insert(key.id());
-            for user in &share.users {
-                markers.push(doc! {
-                    "_id": format!("{}|{user}", key.id()),
-                    "interval": interval_name(key.interval),
-                    "start": key.start,
-                    "p": partition,
-                    // Before any position: never counted again by the processor.
-                    "src": "",
-                });
-            }
             let period = key.period();
             let d = periods.entry((period, *partition)).or_insert_with(|| {
                 let mut d = doc! {
@@ -221,9 +205,6 @@ impl Store {
             }
         }
         let docs: Vec<Document> = periods.into_values().collect();
-        for chunk in markers.chunks(1000) {
-            self.db.collection::<Document>(ROLLUP_USERS).insert_many(chunk.to_vec()).await?;
-        }
         for chunk in docs.chunks(1000) {
             self.db.collection::<Document>(ROLLUPS).insert_many(chunk.to_vec()).await?;
         }

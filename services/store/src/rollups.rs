@@ -12,10 +12,16 @@
 //! moves it in the same single-document update, guarded by a compare-and-set on the old
 //! watermark: a crash before the update leaves it to the redelivery, a crash after it makes
 //! the redelivery skip it, and a stale writer's update fails its guard. Raw events tell a
-//! true duplicate from a redelivery by the entry that stored them ([`Store::insert_events`]);
-//! unique users are markers per (bucket, user) that also carry the entry that created them.
+//! true duplicate from a redelivery by the entry that stored them ([`Store::insert_events`]).
+//!
+//! Unique users: all of a user's events go to one partition (`partition_of`), so a bucket's
+//! users are the sum of its partitions' users, and each writer counts its own. It knows
+//! the users each bucket of a period counted ([`WriterMemory`]); a period it does not know
+//! yet it learns from the event blocks, which hold every event the partition stored with
+//! the stream entry that stored it and are written before the rollups: the users counted
+//! are exactly those of the period's events at or before the document's watermark.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use jiff::tz::TimeZone;
 use mongodb::bson::{Bson, Document, doc};
@@ -23,18 +29,16 @@ use pulse_core::buffer::BufferedEvent;
 use pulse_core::config::RollupInterval;
 use pulse_core::property::PropertyPath;
 use pulse_core::rollup::{
-    BucketKey, Contribution, PeriodKey, StreamPosition, buckets_of, counts_users, encode_key, interval_name,
+    Contribution, PeriodKey, StreamPosition, bucket_start, buckets_of, counts_users, encode_key,
+    interval_name,
 };
 
-use crate::collections::{ROLLUP_USERS, ROLLUPS};
+use crate::collections::ROLLUPS;
 use crate::memory::{BucketState, WriterMemory};
 use crate::{Store, StoreError, is_duplicate};
 
 /// How many period updates of one batch run at once.
 const CONCURRENT_PERIODS: usize = 4;
-/// Compare-and-set attempts before giving up on a period (only concurrent writers of
-/// other partitions creating the same document make it retry).
-const MAX_ATTEMPTS: u32 = 8;
 
 /// The writer of one partition: its number and its lease's fencing token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,30 +54,21 @@ pub struct BatchRollups<'a> {
     pub tz: &'a TimeZone,
 }
 
-/// Which batch is being applied: its writer, its last position, and whether its entries
-/// were delivered before.
-#[derive(Debug, Clone, Copy)]
-struct BatchOf {
-    lease: PartitionLease,
-    last: StreamPosition,
-    redelivered: bool,
-}
-
 /// A batch's events in one period, by event name.
 type PeriodItems<'e> = BTreeMap<String, Vec<(StreamPosition, &'e BufferedEvent)>>;
 
 impl Store {
     /// Applies a batch of one partition's events (those [`Store::insert_events`] flagged as
-    /// stored by their entry, in stream order) to every bucket they fall in. `last` is the
-    /// batch's last stream position, which becomes the periods' watermark. `memory` is the
-    /// writer's memory of this partition for its current lease (empty after a restart).
+    /// stored by their entry, in stream order, already in the event blocks) to every
+    /// bucket they fall in. `last` is the batch's last stream position, which becomes the
+    /// periods' watermark. `memory` is the writer's memory of this partition for its
+    /// current lease; after an error it must be dropped (an update's outcome is unknown).
     pub async fn apply_rollups(
         &self,
         lease: PartitionLease,
         last: StreamPosition,
         events: &[(StreamPosition, &BufferedEvent)],
         rollups: &BatchRollups<'_>,
-        redelivered: bool,
         memory: &mut WriterMemory,
     ) -> Result<(), StoreError> {
         let mut periods: BTreeMap<PeriodKey, PeriodItems<'_>> = BTreeMap::new();
@@ -87,74 +82,75 @@ impl Store {
                     .push((*position, *event));
             }
         }
+        let unknown: Vec<PeriodKey> = periods
+            .keys()
+            .filter(|p| memory.state(&period_doc_id(p, lease.partition)).is_none())
+            .copied()
+            .collect();
+        self.learn_periods(lease.partition, &unknown, rollups.tz, memory).await?;
+        let work: Vec<(PeriodKey, PeriodItems<'_>)> = periods.into_iter().collect();
+        for chunk in work.chunks(CONCURRENT_PERIODS) {
+            let mut plans = Vec::with_capacity(chunk.len());
+            for (period, items) in chunk {
+                plans.extend(plan_period(lease, last, period, items, memory, rollups.numeric)?);
+            }
+            futures::future::try_join_all(plans.iter().map(|plan| self.apply_period(lease, plan))).await?;
+            for plan in &plans {
+                let counted = plan.counted.iter().map(|(event, user)| (event.as_str(), *user));
+                memory.applied(&plan.id, plan.after.clone(), counted);
+            }
+        }
+        memory.trim();
+        Ok(())
+    }
+
+    /// Learns the periods the writer does not know: each document's state (a lookup by
+    /// `_id`) and, where it counts users and exists, the users each bucket counted: the
+    /// users of the partition's events in the period at or before its watermark, read from
+    /// the event blocks (one read per run of overlapping periods).
+    async fn learn_periods(
+        &self,
+        partition: u32,
+        periods: &[PeriodKey],
+        tz: &TimeZone,
+        memory: &mut WriterMemory,
+    ) -> Result<(), StoreError> {
         if periods.is_empty() {
             return Ok(());
         }
-        let unknown: Vec<String> = periods
-            .keys()
-            .map(|k| period_doc_id(k, lease.partition))
-            .filter(|id| memory.bucket(id).is_none())
-            .collect();
-        let read = self.period_states(&unknown).await?;
-        let batch = BatchOf { lease, last, redelivered };
-        let work: Vec<(PeriodKey, PeriodItems<'_>)> = periods.into_iter().collect();
-        let states: Vec<BucketState> = work
-            .iter()
-            .map(|(period, _)| {
-                let id = period_doc_id(period, lease.partition);
-                memory.bucket(&id).or_else(|| read.get(&id)).cloned().unwrap_or_default()
-            })
-            .collect();
-        let counted: Vec<HashMap<&str, HashSet<&str>>> =
-            work.iter().map(|(period, items)| counted_users(memory, period, items)).collect();
-        // Every bucket's user markers in one insert, against the states just read.
-        let mut plans = Vec::new();
-        for (((period, items), state), counted) in work.iter().zip(&states).zip(&counted) {
+        let ids: Vec<String> = periods.iter().map(|p| period_doc_id(p, partition)).collect();
+        let mut states = self.period_states(&ids).await?;
+        let mut watermarks: HashMap<PeriodKey, StreamPosition> = HashMap::new();
+        for (period, id) in periods.iter().zip(&ids) {
+            let Some(watermark) = states.get(id).and_then(|s| s.watermark.as_deref()) else { continue };
             if counts_users(period.interval) {
-                for (event, events) in items {
-                    plans.push(UserPlan {
-                        bucket: period.bucket(event),
-                        watermark: state.watermark.as_deref(),
-                        items: after_watermark(events, state),
-                        counted: counted.get(event.as_str()),
-                    });
-                }
+                let position = StreamPosition::from_key(watermark).ok_or_else(|| {
+                    StoreError::Encode(format!(
+                        "rollup document {id} has an unreadable watermark {watermark:?}"
+                    ))
+                })?;
+                watermarks.insert(*period, position);
             }
         }
-        let new_users = self.new_users(&plans, batch).await?;
-        let mut users: HashMap<String, u64> = plans.iter().map(|p| p.bucket.id()).zip(new_users).collect();
-        for (i, chunk) in work.chunks(CONCURRENT_PERIODS).enumerate() {
-            // Eagerly built futures joined per chunk (a stream adapter over closures here
-            // would make the caller's future fail rustc's Send check).
-            let mut updates = Vec::with_capacity(chunk.len());
-            for (j, (period, items)) in chunk.iter().enumerate() {
-                let k = i * CONCURRENT_PERIODS + j;
-                let first_users: HashMap<String, u64> = items
-                    .keys()
-                    .filter_map(|event| {
-                        let id = period.bucket(event).id();
-                        users.remove(&id).map(|n| (event.clone(), n))
-                    })
-                    .collect();
-                let state = states[k].clone();
-                let period_users = PeriodUsers { counted: &counted[k], first: first_users };
-                updates.push(self.apply_period(batch, period, items, state, period_users, rollups.numeric));
-            }
-            let states = futures::future::try_join_all(updates).await?;
-            // Every user of these buckets is now counted, and each watermark is known.
-            for ((period, items), state) in chunk.iter().zip(states) {
-                memory.set_bucket(period_doc_id(period, lease.partition), state);
-                if counts_users(period.interval) {
-                    for (event, events) in items {
-                        let bucket = period.bucket(event).id();
-                        memory.remember(
-                            &bucket,
-                            period.start,
-                            events.iter().map(|(_, e)| e.distinct_id.as_str()),
-                        );
+        let mut counted: HashMap<PeriodKey, Vec<(String, String)>> = HashMap::new();
+        let intervals: BTreeSet<RollupInterval> = watermarks.keys().map(|p| p.interval).collect();
+        for (from, to) in merged_spans(watermarks.keys()) {
+            for (position, event) in self.partition_events_between(partition, from, to).await? {
+                for &interval in &intervals {
+                    let period = PeriodKey { interval, start: bucket_start(event.timestamp, interval, tz) };
+                    if watermarks.get(&period).is_some_and(|w| position <= *w) {
+                        counted
+                            .entry(period)
+                            .or_default()
+                            .push((event.event.clone(), event.distinct_id.clone()));
                     }
                 }
             }
+        }
+        for (period, id) in periods.iter().zip(&ids) {
+            let state = states.remove(id).unwrap_or_default();
+            let users = counted.get(period).map(Vec::as_slice).unwrap_or_default();
+            memory.learn(id, period.start, state, users.iter().map(|(e, u)| (e.as_str(), u.as_str())));
         }
         Ok(())
     }
@@ -180,215 +176,142 @@ impl Store {
         Ok(states)
     }
 
-    /// Adds the batch's events after the period's watermark to its document and moves the
-    /// watermark, with a compare-and-set on the old one. Returns the document's new state.
-    async fn apply_period(
-        &self,
-        batch: BatchOf,
-        period: &PeriodKey,
-        items: &PeriodItems<'_>,
-        mut state: BucketState,
-        mut users: PeriodUsers<'_>,
-        numeric: &[PropertyPath],
-    ) -> Result<BucketState, StoreError> {
-        let BatchOf { lease, last, mut redelivered } = batch;
-        let id = period_doc_id(period, lease.partition);
+    /// Runs a period's planned update: its compare-and-set on the watermark and fencing
+    /// token. A failed guard means a newer writer ([`StoreError::Fenced`]) or a document
+    /// that changed since the writer read it ([`StoreError::Moved`]).
+    async fn apply_period(&self, lease: PartitionLease, plan: &PeriodPlan<'_>) -> Result<(), StoreError> {
         let rollups = self.db.collection::<Document>(ROLLUPS);
-        for _ in 0..MAX_ATTEMPTS {
-            if let Some(newer) = state.fence.filter(|f| *f > lease.fence) {
-                return Err(StoreError::Fenced { partition: lease.partition, ours: lease.fence, newer });
-            }
-            let (mut inc, mut min, mut max) = (Document::new(), Document::new(), Document::new());
-            for (event, events) in items {
-                let after_watermark = after_watermark(events, &state);
-                if after_watermark.is_empty() {
-                    continue;
-                }
-                let mut contribution = Contribution::default();
-                for (_, event) in &after_watermark {
-                    contribution.add(event, numeric);
-                }
-                let field = format!("ev.{}", encode_key(event));
-                inc.insert(format!("{field}.n"), contribution.events as i64);
-                if counts_users(period.interval) {
-                    let new = match users.first.remove(event.as_str()) {
-                        Some(n) => n,
-                        None => {
-                            let plan = UserPlan {
-                                bucket: period.bucket(event),
-                                watermark: state.watermark.as_deref(),
-                                items: after_watermark,
-                                counted: users.counted.get(event.as_str()),
-                            };
-                            let batch = BatchOf { lease, last, redelivered };
-                            self.new_users(std::slice::from_ref(&plan), batch).await?[0]
-                        }
-                    };
-                    inc.insert(format!("{field}.u"), new as i64);
-                }
-                for (path, stat) in &contribution.numeric {
-                    inc.insert(format!("{field}.num.{path}.sum"), stat.sum);
-                    inc.insert(format!("{field}.num.{path}.count"), stat.count as i64);
-                    min.insert(format!("{field}.num.{path}.min"), stat.min);
-                    max.insert(format!("{field}.num.{path}.max"), stat.max);
-                }
-            }
-            if inc.is_empty() {
-                return Ok(state);
-            }
-            let mut update = doc! {
-                "$inc": inc,
-                "$set": { "wm": last.to_key(), "fence": lease.fence as i64 },
-                "$setOnInsert": {
-                    "interval": interval_name(period.interval),
-                    "start": period.start,
-                    "p": i64::from(lease.partition),
-                },
-            };
-            if !min.is_empty() {
-                update.insert("$min", min);
-                update.insert("$max", max);
-            }
-            let watermark_guard = match &state.watermark {
-                Some(w) => Bson::String(w.clone()),
-                None => Bson::Document(doc! { "$exists": false }),
-            };
-            let filter = doc! {
-                "_id": &id,
-                "wm": watermark_guard,
-                "$or": [{ "fence": { "$exists": false } }, { "fence": { "$lte": lease.fence as i64 } }],
-            };
-            match rollups.update_one(filter, update).upsert(state.watermark.is_none()).await {
-                Ok(r) if r.matched_count == 1 || r.upserted_id.is_some() => {
-                    return Ok(BucketState { watermark: Some(last.to_key()), fence: Some(lease.fence) });
-                }
-                Ok(_) => {}
-                Err(e) if is_duplicate(&e) => {}
-                Err(e) => return Err(e.into()),
-            }
-            // The guard failed: someone moved the document. Read it again and recompute;
-            // this batch's own markers now exist, so look them up.
-            redelivered = true;
-            users.first.clear();
-            let current =
-                rollups.find_one(doc! { "_id": &id }).projection(doc! { "wm": 1, "fence": 1 }).await?;
-            state = current.map(|d| state_of(&d)).unwrap_or_default();
+        match rollups.update_one(plan.filter.clone(), plan.update.clone()).upsert(plan.upsert).await {
+            Ok(r) if r.matched_count == 1 || r.upserted_id.is_some() => return Ok(()),
+            Ok(_) => {}
+            Err(e) if is_duplicate(&e) => {}
+            Err(e) => return Err(e.into()),
         }
-        Err(StoreError::Contended(MAX_ATTEMPTS))
-    }
-
-    /// How many users each plan's batch adds to its bucket: users the writer remembers as
-    /// counted are not; otherwise a marker per (bucket, user) is inserted once (all plans'
-    /// markers in one insert); a marker that exists counts only if this partition created
-    /// it after the bucket's watermark and within this batch (a crash left it uncounted),
-    /// which is possible only when the batch is `redelivered`: otherwise existing markers
-    /// are not looked up at all.
-    async fn new_users(&self, plans: &[UserPlan<'_, '_>], batch: BatchOf) -> Result<Vec<u64>, StoreError> {
-        let BatchOf { lease: PartitionLease { partition, .. }, last, redelivered } = batch;
-        let mut new = vec![0u64; plans.len()];
-        // (plan, marker id) and the marker, for every user not counted yet.
-        let mut ids: Vec<(usize, String)> = Vec::new();
-        let mut markers: Vec<Document> = Vec::new();
-        for (i, plan) in plans.iter().enumerate() {
-            let mut earliest: BTreeMap<&str, StreamPosition> = BTreeMap::new();
-            for (position, event) in &plan.items {
-                if plan.counted.is_some_and(|c| c.contains(event.distinct_id.as_str())) {
-                    continue;
-                }
-                earliest
-                    .entry(event.distinct_id.as_str())
-                    .and_modify(|p| *p = (*p).min(*position))
-                    .or_insert(*position);
-            }
-            let bucket = plan.bucket.id();
-            for (user, position) in earliest {
-                let id = format!("{bucket}|{user}");
-                markers.push(doc! {
-                    "_id": &id,
-                    "interval": interval_name(plan.bucket.interval),
-                    "start": plan.bucket.start,
-                    "p": i64::from(partition),
-                    "src": position.to_key(),
-                });
-                ids.push((i, id));
-                new[i] += 1;
-            }
+        let current =
+            rollups.find_one(doc! { "_id": &plan.id }).projection(doc! { "wm": 1, "fence": 1 }).await?;
+        match current.map(|d| state_of(&d)).and_then(|s| s.fence).filter(|f| *f > lease.fence) {
+            Some(newer) => Err(StoreError::Fenced { partition: lease.partition, ours: lease.fence, newer }),
+            None => Err(StoreError::Moved(plan.id.clone())),
         }
-        let collection = self.db.collection::<Document>(ROLLUP_USERS);
-        let existing = crate::insert_new(&collection, markers).await?;
-        for &m in &existing {
-            new[ids[m].0] -= 1;
-        }
-        if existing.is_empty() || !redelivered {
-            return Ok(new);
-        }
-        let last = last.to_key();
-        for chunk in existing.chunks(64) {
-            let lookups = chunk.iter().map(|&m| {
-                let collection = collection.clone();
-                let id = ids[m].1.clone();
-                async move { collection.find_one(doc! { "_id": id }).await }
-            });
-            let found = futures::future::try_join_all(lookups).await?;
-            for (&m, marker) in chunk.iter().zip(found) {
-                let Some(marker) = marker else { continue };
-                let plan = &plans[ids[m].0];
-                let by_us = matches!(marker.get("p"), Some(Bson::Int64(p)) if *p == i64::from(partition));
-                let src = marker.get_str("src").unwrap_or_default();
-                if by_us && plan.watermark.is_none_or(|w| src > w) && src <= last.as_str() {
-                    new[ids[m].0] += 1;
-                }
-            }
-        }
-        Ok(new)
     }
 }
 
-/// The users of one bucket a batch may add: its events after the bucket's period watermark,
-/// less the users the writer remembers as counted.
-struct UserPlan<'a, 'e> {
-    bucket: BucketKey,
-    watermark: Option<&'a str>,
-    items: Vec<&'e (StreamPosition, &'e BufferedEvent)>,
-    counted: Option<&'a HashSet<&'e str>>,
+/// One period document's update for a batch, and what it counts.
+struct PeriodPlan<'e> {
+    id: String,
+    filter: Document,
+    update: Document,
+    upsert: bool,
+    /// The document's state once the update succeeded.
+    after: BucketState,
+    /// The (event name, user) pairs it counts for the first time.
+    counted: Vec<(String, &'e str)>,
 }
 
-/// A period's users: those the writer remembers, per event, and the new-user counts
-/// computed for the whole batch against the period's first state.
-struct PeriodUsers<'a> {
-    counted: &'a HashMap<&'a str, HashSet<&'a str>>,
-    first: HashMap<String, u64>,
-}
-
-/// The events after the period document's watermark.
-fn after_watermark<'e>(
-    events: &'e [(StreamPosition, &'e BufferedEvent)],
-    state: &BucketState,
-) -> Vec<&'e (StreamPosition, &'e BufferedEvent)> {
-    events.iter().filter(|(p, _)| state.watermark.as_ref().is_none_or(|w| p.to_key() > *w)).collect()
-}
-
-/// Per event name of a period, the users of `items` the writer remembers as counted.
-fn counted_users<'e>(
-    memory: &WriterMemory,
+/// The update that adds a batch's events after the period document's watermark (known to
+/// `memory`) and moves the watermark to `last`; None when none of its events are new.
+fn plan_period<'e>(
+    lease: PartitionLease,
+    last: StreamPosition,
     period: &PeriodKey,
-    items: &'e PeriodItems<'e>,
-) -> HashMap<&'e str, HashSet<&'e str>> {
-    if !counts_users(period.interval) {
-        return HashMap::new();
+    items: &PeriodItems<'e>,
+    memory: &WriterMemory,
+    numeric: &[PropertyPath],
+) -> Result<Option<PeriodPlan<'e>>, StoreError> {
+    let id = period_doc_id(period, lease.partition);
+    let state = memory.state(&id).cloned().unwrap_or_default();
+    if let Some(newer) = state.fence.filter(|f| *f > lease.fence) {
+        return Err(StoreError::Fenced { partition: lease.partition, ours: lease.fence, newer });
     }
-    items
-        .iter()
-        .map(|(event, events)| {
-            let bucket = period.bucket(event).id();
-            let known = events
-                .iter()
-                .map(|(_, e)| e.distinct_id.as_str())
-                .filter(|user| memory.knows(&bucket, user))
-                .collect();
-            (event.as_str(), known)
+    let watermark = state.watermark.as_deref();
+    let (mut inc, mut min, mut max) = (Document::new(), Document::new(), Document::new());
+    let mut counted = Vec::new();
+    for (event, events) in items {
+        let mut contribution = Contribution::default();
+        let mut users = BTreeSet::new();
+        for (position, e) in events {
+            if watermark.is_some_and(|w| position.to_key().as_str() <= w) {
+                continue;
+            }
+            contribution.add(e, numeric);
+            if counts_users(period.interval) && !memory.counted(&id, event, &e.distinct_id) {
+                users.insert(e.distinct_id.as_str());
+            }
+        }
+        if contribution.events == 0 {
+            continue;
+        }
+        let field = format!("ev.{}", encode_key(event));
+        inc.insert(format!("{field}.n"), contribution.events as i64);
+        if counts_users(period.interval) {
+            inc.insert(format!("{field}.u"), users.len() as i64);
+            counted.extend(users.into_iter().map(|u| (event.clone(), u)));
+        }
+        for (path, stat) in &contribution.numeric {
+            inc.insert(format!("{field}.num.{path}.sum"), stat.sum);
+            inc.insert(format!("{field}.num.{path}.count"), stat.count as i64);
+            min.insert(format!("{field}.num.{path}.min"), stat.min);
+            max.insert(format!("{field}.num.{path}.max"), stat.max);
+        }
+    }
+    if inc.is_empty() {
+        return Ok(None);
+    }
+    let mut update = doc! {
+        "$inc": inc,
+        "$set": { "wm": last.to_key(), "fence": lease.fence as i64 },
+        "$setOnInsert": {
+            "interval": interval_name(period.interval),
+            "start": period.start,
+            "p": i64::from(lease.partition),
+        },
+    };
+    if !min.is_empty() {
+        update.insert("$min", min);
+        update.insert("$max", max);
+    }
+    let watermark_guard = match watermark {
+        Some(w) => Bson::String(w.to_string()),
+        None => Bson::Document(doc! { "$exists": false }),
+    };
+    let filter = doc! {
+        "_id": &id,
+        "wm": watermark_guard,
+        "$or": [{ "fence": { "$exists": false } }, { "fence": { "$lte": lease.fence as i64 } }],
+    };
+    Ok(Some(PeriodPlan {
+        upsert: watermark.is_none(),
+        id,
+        filter,
+        update,
+        after: BucketState { watermark: Some(last.to_key()), fence: Some(lease.fence) },
+        counted,
+    }))
+}
+
+/// The time spans that hold `periods` (each widened to the longest its interval can be in
+/// any time zone), merged where they overlap: what to read to learn them.
+fn merged_spans<'p>(periods: impl Iterator<Item = &'p PeriodKey>) -> Vec<(i64, i64)> {
+    const MINUTE: i64 = 60_000;
+    let mut spans: Vec<(i64, i64)> = periods
+        .map(|p| {
+            let longest = match p.interval {
+                RollupInterval::Minute => 2 * MINUTE,
+                RollupInterval::Hour => 120 * MINUTE,
+                RollupInterval::Day => 26 * 60 * MINUTE,
+            };
+            (p.start, p.start.saturating_add(longest))
         })
-        .collect()
+        .collect();
+    spans.sort_unstable();
+    let mut merged: Vec<(i64, i64)> = Vec::new();
+    for (from, to) in spans {
+        match merged.last_mut() {
+            Some(last) if from <= last.1 => last.1 = last.1.max(to),
+            _ => merged.push((from, to)),
+        }
+    }
+    merged
 }
 
 fn state_of(d: &Document) -> BucketState {

@@ -6,7 +6,7 @@ use mongodb::bson::doc;
 use mongodb::options::IndexOptions;
 use pulse_core::duration::DurationSpec;
 
-use crate::collections::{EVENT_BLOCK_INDEX, EVENT_BLOCKS, EVENTS, ROLLUP_USERS, ROLLUPS, USER_PERIODS};
+use crate::collections::{EVENT_BLOCK_INDEX, EVENT_BLOCKS, EVENTS, ROLLUPS};
 use crate::{Store, StoreError};
 
 /// What [`Store::ensure_schema`] found.
@@ -50,10 +50,9 @@ impl Store {
                 }
             }
         };
-        // Rollups and their user markers are read by `_id` (ranges of it for time ranges,
-        // see BucketKey::id) and written often: no secondary index to maintain.
+        // Rollups are read by `_id` (ranges of it for time ranges, see BucketKey::id) and
+        // written often: no secondary index to maintain.
         let collection = |name| self.db.collection::<mongodb::bson::Document>(name);
-        ensure_indexes(&collection(USER_PERIODS), &[doc! { "period": 1, "start": 1 }]).await?;
         // Blocks are read by `_id`. Their index entries are few (one per batch, small
         // batches merged), scanned whole on FerretDB; MongoDB serves the time ranges of
         // queries and retention (`hi`) and compaction's small blocks (`p`, `n`) from indexes.
@@ -95,17 +94,15 @@ impl Store {
         deleted += self.delete_expired_blocks(now_ms - retention.as_millis()).await?;
         for (interval, days) in [("minute", 14i64), ("hour", 400)] {
             let cutoff = now_ms - days * 86_400_000;
-            // Bucket ids (and their markers' ids) sort by interval, then start.
+            // Bucket ids sort by interval, then start.
             let range =
                 doc! { "_id": { "$gte": format!("{interval}|"), "$lt": format!("{interval}|{cutoff:015}") } };
-            for collection in [ROLLUPS, ROLLUP_USERS] {
-                deleted += self
-                    .db
-                    .collection::<mongodb::bson::Document>(collection)
-                    .delete_many(range.clone())
-                    .await?
-                    .deleted_count;
-            }
+            deleted += self
+                .db
+                .collection::<mongodb::bson::Document>(ROLLUPS)
+                .delete_many(range)
+                .await?
+                .deleted_count;
         }
         Ok(deleted)
     }

@@ -49,8 +49,8 @@ async fn write(store: &Store, partition: u32, first: u64, events: &[BufferedEven
         .map(|(i, e)| EventWrite { partition, position: pos(first + i as u64), event: e })
         .collect();
     let flags = store.insert_events(&writes, true).await.expect("insert");
-    let stored: Vec<&BufferedEvent> =
-        events.iter().zip(&flags).filter(|(_, f)| **f).map(|(e, _)| e).collect();
+    let stored: Vec<(StreamPosition, &BufferedEvent)> =
+        writes.iter().zip(&flags).filter(|(_, f)| **f).map(|(w, _)| (w.position, w.event)).collect();
     let last = first + events.len().max(1) as u64 - 1;
     store.write_event_blocks(partition, pos(first), pos(last), &stored).await.expect("write blocks")
 }
@@ -163,7 +163,8 @@ async fn events_between_filters_by_name_and_time_keeps_one_copy_and_refuses_too_
     }
     // A crash before the ack: the redelivery, batched otherwise, writes other blocks with
     // the same events.
-    let again: Vec<&BufferedEvent> = events[20..130].iter().collect();
+    let again: Vec<(StreamPosition, &BufferedEvent)> =
+        events[20..130].iter().enumerate().map(|(i, e)| (pos(20 + i as u64), e)).collect();
     store.write_event_blocks(0, pos(20), pos(129), &again).await.expect("write again");
 
     let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<String>>();
@@ -249,12 +250,13 @@ async fn compaction_merges_a_days_small_blocks_into_one_and_reads_stay_the_same(
         small.extend(write(&store, 0, i as u64 * 10, batch).await);
     }
     // One batch written twice under other boundaries: copies of the same events.
-    let copies: Vec<&BufferedEvent> = day_one[0..7].iter().collect();
+    let copies: Vec<(StreamPosition, &BufferedEvent)> =
+        day_one[0..7].iter().enumerate().map(|(i, e)| (pos(i as u64), e)).collect();
     small.extend(store.write_event_blocks(0, pos(1), pos(7), &copies).await.expect("write copies"));
     for (i, batch) in day_two.chunks(5).enumerate() {
         write(&store, 0, 500 + i as u64 * 10, batch).await;
     }
-    store.write_event_blocks(1, pos(0), pos(0), &[&day_one[0]]).await.expect("write partition 1");
+    store.write_event_blocks(1, pos(0), pos(0), &[(pos(0), &day_one[0])]).await.expect("write partition 1");
     let before = by_id(store.events_between(None, i64::MIN / 2, i64::MAX / 2, 1_000).await.expect("events"));
 
     let spawned = store.clone();
@@ -291,7 +293,7 @@ async fn rebuilt_blocks_hold_exactly_the_raw_events() {
     store.insert_events(&writes, false).await.expect("insert");
     // ...and a stray block, which the rebuild replaces.
     let stray = event("stray", "view", T0, json!({}));
-    store.write_event_blocks(0, pos(0), pos(0), &[&stray]).await.expect("write");
+    store.write_event_blocks(0, pos(0), pos(0), &[(pos(0), &stray)]).await.expect("write");
 
     let written = store.rebuild_event_blocks().await.expect("rebuild");
     let refs = store.event_block_refs(None, i64::MIN, i64::MAX).await.expect("refs");

@@ -1,6 +1,8 @@
 //! The exactness rules against a real MongoDB-wire server: redelivery, different batch
-//! boundaries on retry, duplicates, a crash between the raw insert and the rollups, stale
-//! writers, and the rebuild, each leaving the rollups equal to a recount.
+//! boundaries on retry, duplicates, a crash between the raw insert and the rollups or
+//! between two period updates, stale writers, and the rebuild, each leaving the rollups
+//! equal to a recount; with a writer that remembers, one that restarts before every batch
+//! (and learns what it counted from the event blocks), and one whose memory is too small.
 
 use pulse_core::buffer::BufferedEvent;
 use pulse_core::config::RollupInterval;
@@ -40,10 +42,12 @@ enum Tenure {
     Restarted,
     /// One memory per lease, kept across its batches, as a long-running writer has.
     Kept,
+    /// Kept, but so small that it forgets periods all the time and learns them again.
+    Forgetful,
 }
 
-/// Each scenario runs with both.
-const TENURES: [Tenure; 2] = [Tenure::Restarted, Tenure::Kept];
+/// Each scenario runs with all three.
+const TENURES: [Tenure; 3] = [Tenure::Restarted, Tenure::Kept, Tenure::Forgetful];
 
 struct Fixture {
     store: Store,
@@ -95,21 +99,45 @@ impl Fixture {
         let first: Vec<(StreamPosition, &BufferedEvent)> =
             batch.iter().zip(&flags).filter(|(_, f)| **f).map(|((p, e), _)| (*p, *e)).collect();
         let last = batch.last().map(|(p, _)| *p).unwrap_or_default();
+        let start = batch.first().map(|(p, _)| *p).unwrap_or_default();
+        self.store.write_event_blocks(lease.partition, start, last, &first).await?;
+        self.apply(lease, last, &first).await
+    }
+
+    /// The rollups step alone, with the writer's memory as the tenure has it; the memory
+    /// is dropped after an error, as the processor does.
+    async fn apply(
+        &self,
+        lease: PartitionLease,
+        last: StreamPosition,
+        first: &[(StreamPosition, &BufferedEvent)],
+    ) -> Result<(), StoreError> {
+        self.apply_intervals(lease, last, first, &INTERVALS).await
+    }
+
+    /// [`Self::apply`] for some of the intervals only: a crash in the middle of a batch's
+    /// period updates (they run minutes first, then hours, then days).
+    async fn apply_intervals(
+        &self,
+        lease: PartitionLease,
+        last: StreamPosition,
+        first: &[(StreamPosition, &BufferedEvent)],
+        intervals: &[RollupInterval],
+    ) -> Result<(), StoreError> {
+        let key = (lease.partition, lease.fence);
         let mut memory = match self.tenure {
             Tenure::Restarted => WriterMemory::default(),
-            Tenure::Kept => self.memories().remove(&(lease.partition, lease.fence)).unwrap_or_default(),
+            Tenure::Kept => self.memories().remove(&key).unwrap_or_default(),
+            Tenure::Forgetful => {
+                self.memories().remove(&key).unwrap_or_else(|| WriterMemory::with_capacity(4))
+            }
         };
-        let applied =
-            self.store.apply_rollups(lease, last, &first, &self.rollups(), redelivered, &mut memory).await;
-        let events: Vec<&BufferedEvent> = first.iter().map(|(_, e)| *e).collect();
-        let recorded = match applied {
-            Ok(()) => self.store.record_activity(&events, &self.tz, &mut memory).await,
-            Err(e) => Err(e),
-        };
-        if self.tenure == Tenure::Kept {
-            self.memories().insert((lease.partition, lease.fence), memory);
+        let rollups = BatchRollups { intervals, ..self.rollups() };
+        let applied = self.store.apply_rollups(lease, last, first, &rollups, &mut memory).await;
+        if self.tenure != Tenure::Restarted && applied.is_ok() {
+            self.memories().insert(key, memory);
         }
-        recorded
+        applied
     }
 
     fn memories(&self) -> std::sync::MutexGuard<'_, HashMap<(u32, u64), WriterMemory>> {
@@ -128,13 +156,18 @@ impl Fixture {
 }
 
 fn sample() -> Vec<BufferedEvent> {
+    sample_of_users(9)
+}
+
+/// 60 events of `users` users (user i % users), shuffled in time.
+fn sample_of_users(users: usize) -> Vec<BufferedEvent> {
     let t0 = 1_790_000_000_000i64;
     (0..60)
         .map(|i| {
             let ts = t0 + ((i * 7919) % 50) as i64 * 47_000; // shuffled across minutes and hours
             event(
                 &format!("e{i}"),
-                &format!("u{}", i % 9),
+                &format!("u{}", i % users),
                 if i % 3 == 0 { "purchase" } else { "view" },
                 ts,
                 i as f64 * 1.25,
@@ -183,6 +216,34 @@ async fn a_crash_after_the_raw_insert_is_repaired_by_the_redelivery() {
 }
 
 #[tokio::test]
+async fn a_crash_between_period_updates_is_repaired_by_a_rebatched_redelivery() {
+    let ferret = FerretDb::start().await.expect("ferretdb");
+    for tenure in TENURES {
+        let f = Fixture::new(&ferret, tenure).await;
+        // Users new in the crashed batch, and users seen before and after it.
+        let events = sample_of_users(45);
+        let entries: Vec<(StreamPosition, &BufferedEvent)> =
+            events.iter().enumerate().map(|(i, e)| (pos(i as u64), e)).collect();
+        let lease = PartitionLease { partition: 3, fence: 1 };
+        f.process(lease, &entries[..10]).await.expect("an earlier batch");
+        // The crash: raw events and blocks of entries 10..40 stored, and their minute and
+        // hour periods updated, not their day.
+        let batch = &entries[10..40];
+        let writes: Vec<EventWrite<'_>> =
+            batch.iter().map(|(p, e)| EventWrite { partition: 3, position: *p, event: e }).collect();
+        f.store.insert_events(&writes, false).await.expect("raw insert");
+        f.store.write_event_blocks(3, pos(10), pos(39), batch).await.expect("blocks");
+        let before_the_crash = [RollupInterval::Minute, RollupInterval::Hour];
+        f.apply_intervals(lease, pos(39), batch, &before_the_crash).await.expect("minutes and hours");
+        // Redelivery, cut otherwise, then new entries.
+        f.process(lease, &entries[10..25]).await.expect("redelivery 1");
+        f.process(lease, &entries[25..50]).await.expect("redelivery 2 and new entries");
+        f.process(lease, &entries[50..]).await.expect("the rest");
+        f.assert_exact().await;
+    }
+}
+
+#[tokio::test]
 async fn duplicates_in_later_entries_and_in_one_entry_count_once() {
     let ferret = FerretDb::start().await.expect("ferretdb");
     for tenure in TENURES {
@@ -223,6 +284,8 @@ async fn two_partitions_share_buckets_and_a_stale_writer_is_fenced() {
         // The lease of partition 0 moved on to token 6; the old holder (5) must be refused.
         let newer = PartitionLease { partition: 0, fence: 6 };
         f.process(newer, &a[a.len() / 2..a.len() - 2]).await.expect("new holder");
+        // The old holder still believes what it knew (the processor keeps its memory until
+        // a write fails).
         let stale = f.process(pa, &a[a.len() - 2..]).await;
         assert!(matches!(stale, Err(StoreError::Fenced { .. })), "{stale:?}");
         f.process(newer, &a[a.len() - 2..]).await.expect("new holder finishes");

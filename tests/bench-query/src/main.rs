@@ -276,8 +276,12 @@ async fn load_raw(store: &Store, events: &[BufferedEvent], started: Instant) -> 
             let writes: Vec<EventWrite<'_>> =
                 batch.iter().map(|e| EventWrite { partition, position, event: e }).collect();
             let flags = store.insert_events(&writes, false).await?;
-            let stored: Vec<&BufferedEvent> =
-                batch.iter().zip(&flags).filter(|(_, stored)| **stored).map(|(e, _)| *e).collect();
+            let stored: Vec<(StreamPosition, &BufferedEvent)> = batch
+                .iter()
+                .zip(&flags)
+                .filter(|(_, stored)| **stored)
+                .map(|(e, _)| (position, *e))
+                .collect();
             store.write_event_blocks(partition, position, position, &stored).await?;
             done += batch.len();
             if shown.elapsed() >= Duration::from_secs(5) {

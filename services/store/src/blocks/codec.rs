@@ -2,7 +2,7 @@
 //! time from two small columns and parses only the properties of the events it keeps.
 //!
 //! ```text
-//! version: u8 (1)
+//! version: u8 (2; 1 has no positions)
 //! n: varint                       events
 //! names: varint count, strings    distinct event names
 //! name: n varints                 index into names
@@ -12,24 +12,39 @@
 //! id: n strings                   event_id
 //! user: n strings                 distinct_id
 //! properties: n strings           JSON object text, empty when there are none
+//! position: n (zigzag varint, varint)  the stream entry that stored the event: millis as a
+//!                                 delta from the previous event's, and sequence
 //! ```
-//! A string is a varint byte length and UTF-8 bytes.
+//! A string is a varint byte length and UTF-8 bytes. The positions let a writer that lost
+//! its memory tell which of its events its rollups have counted (docs/exactness.md).
 
 use std::collections::HashMap;
 
 use pulse_core::buffer::BufferedEvent;
+use pulse_core::rollup::StreamPosition;
 use serde_json::{Map, Value};
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// Blocks written before positions were kept.
+const VERSION_WITHOUT_POSITIONS: u8 = 1;
 
 /// Why a block could not be decoded.
 #[derive(Debug, thiserror::Error)]
 #[error("event block: {0}")]
 pub struct CodecError(&'static str);
 
-/// Encodes `events` (properties in their stored form, see [`stored_properties`]).
-pub fn encode(events: &[&BufferedEvent]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + events.len() * 160);
+/// Decoded events, and the stream entry that stored each (None for a version 1 block).
+#[derive(Debug, Default)]
+pub struct Decoded {
+    pub events: Vec<BufferedEvent>,
+    pub positions: Option<Vec<StreamPosition>>,
+}
+
+/// Encodes `events` with the stream entries that stored them (properties in their stored
+/// form, see [`stored_properties`]).
+pub fn encode(positioned: &[(StreamPosition, &BufferedEvent)]) -> Vec<u8> {
+    let events: &[&BufferedEvent] = &positioned.iter().map(|(_, e)| *e).collect::<Vec<_>>();
+    let mut out = Vec::with_capacity(64 + events.len() * 170);
     out.push(VERSION);
     put_varint(&mut out, events.len() as u64);
     let mut names: Vec<&str> = Vec::new();
@@ -76,13 +91,21 @@ pub fn encode(events: &[&BufferedEvent]) -> Vec<u8> {
             put_str(&mut out, &text);
         }
     }
+    let mut previous = 0i64;
+    for (position, _) in positioned {
+        let millis = position.millis as i64;
+        put_varint(&mut out, zigzag(millis.wrapping_sub(previous)));
+        put_varint(&mut out, position.sequence);
+        previous = millis;
+    }
     out
 }
 
 /// Decodes the events for which `keep(name, timestamp)` holds, in block order.
-pub fn decode(bytes: &[u8], keep: impl Fn(&str, i64) -> bool) -> Result<Vec<BufferedEvent>, CodecError> {
+pub fn decode(bytes: &[u8], keep: impl Fn(&str, i64) -> bool) -> Result<Decoded, CodecError> {
     let mut r = Reader { bytes, at: 0 };
-    if r.byte()? != VERSION {
+    let version = r.byte()?;
+    if version != VERSION && version != VERSION_WITHOUT_POSITIONS {
         return Err(CodecError("unknown version"));
     }
     let n = usize::try_from(r.varint()?).map_err(|_| CodecError("bad length"))?;
@@ -133,10 +156,24 @@ pub fn decode(bytes: &[u8], keep: impl Fn(&str, i64) -> bool) -> Result<Vec<Buff
             properties,
         });
     }
+    let positions = if version == VERSION {
+        let mut previous = 0i64;
+        let mut positions = Vec::with_capacity(out.len());
+        for &kept in &kept {
+            previous = previous.wrapping_add(unzigzag(r.varint()?));
+            let sequence = r.varint()?;
+            if kept {
+                positions.push(StreamPosition { millis: previous as u64, sequence });
+            }
+        }
+        Some(positions)
+    } else {
+        None
+    };
     if r.at != bytes.len() {
         return Err(CodecError("trailing bytes"));
     }
-    Ok(out)
+    Ok(Decoded { events: out, positions })
 }
 
 /// The properties as a raw event document gives them back, when that differs from `map`:
@@ -241,21 +278,51 @@ mod tests {
         }
     }
 
+    /// Positions in stream order mostly, with a step back as a merged block may have.
+    fn position(i: usize) -> StreamPosition {
+        let millis = if i == 7 { 1_000 } else { 1_700_000_000_000 + (i as u64 / 3) * 5 };
+        StreamPosition { millis, sequence: i as u64 % 3 }
+    }
+
+    fn positioned(events: &[BufferedEvent]) -> Vec<(StreamPosition, &BufferedEvent)> {
+        events.iter().enumerate().map(|(i, e)| (position(i), e)).collect()
+    }
+
     #[test]
     fn round_trips_and_filters_by_name_and_time() {
         let events: Vec<BufferedEvent> = (0..50)
             .map(|i| event(i, serde_json::json!({ "n": i, "x": { "y.z": [1, "two", null] }, "$k": -1.5 })))
             .chain([event(50, serde_json::json!({}))])
             .collect();
-        let refs: Vec<&BufferedEvent> = events.iter().collect();
-        let bytes = encode(&refs);
-        assert_eq!(decode(&bytes, |_, _| true).expect("decode"), events);
+        let bytes = encode(&positioned(&events));
+        let all = decode(&bytes, |_, _| true).expect("decode");
+        assert_eq!(all.events, events);
+        assert_eq!(all.positions, Some((0..events.len()).map(position).collect()));
         let cut = events[10].timestamp;
         let some = decode(&bytes, |name, ts| name == "a" && ts >= cut).expect("decode");
-        let want: Vec<BufferedEvent> =
-            events.iter().filter(|e| e.event == "a" && e.timestamp >= cut).cloned().collect();
-        assert_eq!(some, want);
-        assert!(!some.is_empty());
+        let (want, want_positions): (Vec<BufferedEvent>, Vec<StreamPosition>) = events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.event == "a" && e.timestamp >= cut)
+            .map(|(i, e)| (e.clone(), position(i)))
+            .unzip();
+        assert_eq!(some.events, want);
+        assert_eq!(some.positions, Some(want_positions));
+        assert!(!some.events.is_empty());
+    }
+
+    #[test]
+    fn a_version_1_block_decodes_without_positions() {
+        let events: Vec<BufferedEvent> = (0..5).map(|i| event(i, serde_json::json!({ "n": i }))).collect();
+        let at_zero: Vec<(StreamPosition, &BufferedEvent)> =
+            events.iter().map(|e| (StreamPosition::default(), e)).collect();
+        // Version 1 is version 2 without the position column (two zero bytes per event here).
+        let mut bytes = encode(&at_zero);
+        bytes.truncate(bytes.len() - 2 * events.len());
+        bytes[0] = 1;
+        let decoded = decode(&bytes, |_, _| true).expect("decode");
+        assert_eq!(decoded.events, events);
+        assert_eq!(decoded.positions, None);
     }
 
     #[test]
@@ -264,7 +331,7 @@ mod tests {
             1,
             serde_json::json!({ "big": u64::MAX, "deep": [{ "b": 18_000_000_000_000_000_000u64 }], "small": 5 }),
         );
-        let got = decode(&encode(&[&e]), |_, _| true).expect("decode");
+        let got = decode(&encode(&[(position(0), &e)]), |_, _| true).expect("decode").events;
         assert_eq!(got[0].properties["big"], serde_json::json!(u64::MAX as f64));
         assert_eq!(
             got[0].properties["deep"][0]["b"],
@@ -276,23 +343,29 @@ mod tests {
     #[test]
     fn corrupt_data_is_an_error_not_a_panic() {
         let e = event(1, serde_json::json!({ "a": 1 }));
-        let bytes = encode(&[&e, &e]);
+        let bytes = encode(&[(position(0), &e), (position(1), &e)]);
         for cut in 0..bytes.len() {
             assert!(decode(&bytes[..cut], |_, _| true).is_err(), "cut at {cut}");
         }
-        assert!(decode(&[2, 0, 0], |_, _| true).is_err());
+        assert!(decode(&[3, 0, 0], |_, _| true).is_err());
     }
 
     proptest! {
         #[test]
-        fn any_times_round_trip(times in proptest::collection::vec((any::<i64>(), any::<i64>()), 0..40)) {
-            let events: Vec<BufferedEvent> = times
+        fn any_times_and_positions_round_trip(
+            rows in proptest::collection::vec((any::<i64>(), any::<i64>(), any::<u64>(), any::<u64>()), 0..40),
+        ) {
+            let events: Vec<BufferedEvent> = rows
                 .iter()
                 .enumerate()
-                .map(|(i, (t, r))| BufferedEvent { timestamp: *t, received_at: *r, ..event(i as i64, Value::Null) })
+                .map(|(i, (t, r, _, _))| BufferedEvent { timestamp: *t, received_at: *r, ..event(i as i64, Value::Null) })
                 .collect();
-            let refs: Vec<&BufferedEvent> = events.iter().collect();
-            prop_assert_eq!(decode(&encode(&refs), |_, _| true).expect("decode"), events);
+            let positions: Vec<StreamPosition> =
+                rows.iter().map(|(_, _, millis, sequence)| StreamPosition { millis: *millis, sequence: *sequence }).collect();
+            let refs: Vec<(StreamPosition, &BufferedEvent)> = positions.iter().copied().zip(&events).collect();
+            let decoded = decode(&encode(&refs), |_, _| true).expect("decode");
+            prop_assert_eq!(decoded.events, events);
+            prop_assert_eq!(decoded.positions, Some(positions));
         }
     }
 }
@@ -323,7 +396,8 @@ mod speed {
         let blocks: Vec<Vec<u8>> = events
             .chunks(1000)
             .map(|c| {
-                let refs: Vec<&BufferedEvent> = c.iter().collect();
+                let refs: Vec<(StreamPosition, &BufferedEvent)> =
+                    c.iter().map(|e| (StreamPosition::default(), e)).collect();
                 let encoded = encode(&refs);
                 let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
                 std::io::Write::write_all(&mut e, &encoded).expect("deflate");
@@ -342,10 +416,10 @@ mod speed {
             .collect();
         let inflate = t.elapsed();
         let t = std::time::Instant::now();
-        let n: usize = inflated.iter().map(|b| decode(b, |_, _| false).expect("decode").len()).sum();
+        let n: usize = inflated.iter().map(|b| decode(b, |_, _| false).expect("decode").events.len()).sum();
         let skip = t.elapsed();
         let t = std::time::Instant::now();
-        let n2: usize = inflated.iter().map(|b| decode(b, |_, _| true).expect("decode").len()).sum();
+        let n2: usize = inflated.iter().map(|b| decode(b, |_, _| true).expect("decode").events.len()).sum();
         let all = t.elapsed();
         let texts: Vec<String> =
             events.iter().map(|e| serde_json::to_string(&e.properties).expect("json")).collect();
