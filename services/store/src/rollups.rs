@@ -37,9 +37,6 @@ use crate::collections::ROLLUPS;
 use crate::memory::{BucketState, WriterMemory};
 use crate::{Store, StoreError, is_duplicate};
 
-/// How many period updates of one batch run at once.
-const CONCURRENT_PERIODS: usize = 4;
-
 /// The writer of one partition: its number and its lease's fencing token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionLease {
@@ -88,17 +85,16 @@ impl Store {
             .copied()
             .collect();
         self.learn_periods(lease.partition, &unknown, rollups.tz, memory).await?;
-        let work: Vec<(PeriodKey, PeriodItems<'_>)> = periods.into_iter().collect();
-        for chunk in work.chunks(CONCURRENT_PERIODS) {
-            let mut plans = Vec::with_capacity(chunk.len());
-            for (period, items) in chunk {
-                plans.extend(plan_period(lease, last, period, items, memory, rollups.numeric)?);
-            }
-            futures::future::try_join_all(plans.iter().map(|plan| self.apply_period(lease, plan))).await?;
-            for plan in &plans {
-                let counted = plan.counted.iter().map(|(event, user)| (event.as_str(), *user));
-                memory.applied(&plan.id, plan.after.clone(), counted);
-            }
+        // One update after another: a store that applies writes one at a time (FerretDB's
+        // SQLite) only makes updates sent at once wait on each other (make bench-processor:
+        // 4 at once cost 57 ms a batch where one at a time cost 44).
+        for (period, items) in &periods {
+            let Some(plan) = plan_period(lease, last, period, items, memory, rollups.numeric)? else {
+                continue;
+            };
+            self.apply_period(lease, &plan).await?;
+            let counted = plan.counted.iter().map(|(event, user)| (event.as_str(), *user));
+            memory.applied(&plan.id, plan.after.clone(), counted);
         }
         memory.trim();
         Ok(())
