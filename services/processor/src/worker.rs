@@ -34,7 +34,7 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
     let mut idle = IDLE_MIN;
     let mut backoff = Backoff::default();
     // What this tenure has stored and counted; a new lease starts without it.
-    let mut memory = WriterMemory::default();
+    let mut memory = WriterMemory::for_one_of(ctx.partitions);
     let mut read_size = ReadSize { entries: ctx.read_count };
     let mut conn = ctx.conn.clone();
     if let Err(e) = stream.ensure_group(&mut conn).await {
@@ -58,7 +58,7 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
             }
             Err(e) => {
                 // A write whose outcome is unknown may have changed what the memory says.
-                memory = WriterMemory::default();
+                memory = WriterMemory::for_one_of(ctx.partitions);
                 ctx.metrics.errors.get_or_create(&ErrorLabel { kind: e.kind() }).inc();
                 let wait = backoff.next();
                 tracing::warn!(partition, error = %e, retry_in = ?wait, "batch failed; retrying");

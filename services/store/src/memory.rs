@@ -9,8 +9,10 @@
 //! Only facts are kept: a period's state and users as read, then as changed by an update
 //! that succeeded. After any failed write the writer drops its whole memory (the outcome of
 //! the write is unknown) and reads again. Memory is bounded: past
-//! [`WriterMemory::capacity`] (period, user) pairs, the oldest periods are forgotten first;
-//! a late event into one makes the writer read it again.
+//! [`WriterMemory::capacity`] (period, user) pairs, the periods least recently used are
+//! forgotten first; a late event into one makes the writer read it again. A batch whose
+//! own periods hold more users than the capacity makes the writer read them every batch:
+//! exact, but slow, so the capacity must hold a day's users (see [`PROCESS_CAPACITY`]).
 //!
 //! Users are kept as 128-bit keyed hashes (two independent SipHash keys), not strings:
 //! 16 bytes per (bucket, user). Two different users of one bucket share a hash with
@@ -19,9 +21,11 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 
-/// Kept (period, user) pairs by default: 16 bytes each in hash sets of up to twice their
-/// size, so 35 to 70 MB when full.
-pub const DEFAULT_CAPACITY: usize = 2_000_000;
+/// Kept (period, user) pairs per processor, shared evenly by its partitions' writers: 17
+/// bytes each in hash tables of up to twice their size, 185 MB resident when all are full
+/// (the `full_memory_size` test below): the day and hour buckets of a million daily users
+/// with two or three event names each.
+pub const PROCESS_CAPACITY: usize = 4_000_000;
 
 /// One period document's watermark and its writer's fencing token, as last read or written.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,8 +36,8 @@ pub(crate) struct BucketState {
 
 /// A period document as the writer knows it.
 struct Period {
-    /// Its start (ms), the eviction order.
-    start: i64,
+    /// The batch that last used it: the least recently used are forgotten first.
+    used: u64,
     state: BucketState,
     /// Per event name, the users counted in its bucket.
     users: HashMap<String, HashSet<u128>>,
@@ -43,13 +47,16 @@ struct Period {
 pub struct WriterMemory {
     capacity: usize,
     remembered: usize,
+    /// Batches begun.
+    batch: u64,
     periods: HashMap<String, Period>,
     hashers: (RandomState, RandomState),
 }
 
 impl Default for WriterMemory {
+    /// A memory with the whole [`PROCESS_CAPACITY`].
     fn default() -> Self {
-        Self::with_capacity(DEFAULT_CAPACITY)
+        Self::with_capacity(PROCESS_CAPACITY)
     }
 }
 
@@ -59,9 +66,16 @@ impl WriterMemory {
         WriterMemory {
             capacity,
             remembered: 0,
+            batch: 0,
             periods: HashMap::new(),
             hashers: (RandomState::new(), RandomState::new()),
         }
+    }
+
+    /// The memory of one of a processor's writers for `partitions` partitions: its share of
+    /// [`PROCESS_CAPACITY`].
+    pub fn for_one_of(partitions: u32) -> Self {
+        Self::with_capacity(PROCESS_CAPACITY / partitions.max(1) as usize)
     }
 
     /// The most (period, user) pairs it holds.
@@ -77,6 +91,20 @@ impl WriterMemory {
     fn user_key(&self, user: &str) -> u128 {
         let (a, b) = &self.hashers;
         (u128::from(a.hash_one(user)) << 64) | u128::from(b.hash_one(user))
+    }
+
+    /// Begins a batch: the periods it uses become the most recently used.
+    pub(crate) fn begin_batch(&mut self) {
+        self.batch += 1;
+    }
+
+    /// The state of a period document the writer knows whole, which this batch uses.
+    pub(crate) fn use_period(&mut self, period: &str) -> Option<&BucketState> {
+        let batch = self.batch;
+        self.periods.get_mut(period).map(|p| {
+            p.used = batch;
+            &p.state
+        })
     }
 
     /// The state of a period document the writer knows whole.
@@ -96,14 +124,13 @@ impl WriterMemory {
     pub(crate) fn learn<'u>(
         &mut self,
         period: &str,
-        start: i64,
         state: BucketState,
         counted: impl IntoIterator<Item = (&'u str, &'u str)>,
     ) {
         if let Some(old) = self.periods.remove(period) {
             self.remembered -= size(&old);
         }
-        let mut known = Period { start, state, users: HashMap::new() };
+        let mut known = Period { used: self.batch, state, users: HashMap::new() };
         for (event, user) in counted {
             let key = self.user_key(user);
             known.users.entry(event.to_string()).or_default().insert(key);
@@ -121,26 +148,28 @@ impl WriterMemory {
         counted: impl IntoIterator<Item = (&'u str, &'u str)>,
     ) {
         let keys: Vec<(&str, u128)> = counted.into_iter().map(|(e, u)| (e, self.user_key(u))).collect();
+        let batch = self.batch;
         let Some(known) = self.periods.get_mut(period) else { return };
         let before = size(known);
         known.state = state;
+        known.used = batch;
         for (event, key) in keys {
             known.users.entry(event.to_string()).or_default().insert(key);
         }
         self.remembered = self.remembered - before + size(known);
     }
 
-    /// Forgets whole periods, oldest first, down to 90% of the capacity when it is
-    /// exceeded (so eviction is rare, not once per batch).
+    /// Forgets whole periods, least recently used first, down to 90% of the capacity when
+    /// it is exceeded (so eviction is rare, not once per batch).
     pub(crate) fn trim(&mut self) {
         if self.remembered <= self.capacity {
             return;
         }
-        let mut by_age: Vec<(i64, String)> =
-            self.periods.iter().map(|(id, p)| (p.start, id.clone())).collect();
-        by_age.sort_unstable();
+        let mut by_use: Vec<(u64, String)> =
+            self.periods.iter().map(|(id, p)| (p.used, id.clone())).collect();
+        by_use.sort_unstable();
         let target = self.capacity / 10 * 9;
-        for (_, id) in by_age {
+        for (_, id) in by_use {
             if self.remembered <= target {
                 break;
             }
@@ -167,7 +196,7 @@ mod tests {
     #[test]
     fn knows_users_per_period_and_event() {
         let mut m = WriterMemory::with_capacity(100);
-        m.learn("day|1|p0", 1, state("a"), [("buy", "ann"), ("view", "bob")]);
+        m.learn("day|1|p0", state("a"), [("buy", "ann"), ("view", "bob")]);
         assert!(m.counted("day|1|p0", "buy", "ann"));
         assert!(!m.counted("day|1|p0", "view", "ann"));
         assert!(!m.counted("day|2|p0", "buy", "ann"));
@@ -183,17 +212,72 @@ mod tests {
     }
 
     #[test]
-    fn forgets_the_oldest_periods_past_capacity() {
+    fn forgets_the_least_recently_used_periods_past_capacity() {
         let mut m = WriterMemory::with_capacity(10);
         let users: Vec<String> = (0..3).map(|i| format!("u{i}")).collect();
-        for (period, start) in [("b", 2), ("a", 1), ("c", 3)] {
-            m.learn(period, start, state("x"), users.iter().map(|u| ("e", u.as_str())));
+        for period in ["a", "b", "c"] {
+            m.begin_batch();
+            m.learn(period, state("x"), users.iter().map(|u| ("e", u.as_str())));
         }
+        // "a" is the oldest to learn, but the newest to be used.
+        m.begin_batch();
+        assert!(m.use_period("a").is_some());
         assert_eq!(m.remembered(), 12);
         m.trim();
-        // 12 > 10: "a" (the oldest) goes, which brings it to 8 <= 9.
+        // 12 > 10: "b" (least recently used) goes, which brings it to 8 <= 9.
         assert_eq!(m.remembered(), 8);
-        assert_eq!(m.state("a"), None);
-        assert!(m.counted("b", "e", "u0") && m.counted("c", "e", "u2"));
+        assert_eq!(m.state("b"), None);
+        assert!(m.counted("a", "e", "u0") && m.counted("c", "e", "u2"));
+    }
+
+    #[test]
+    fn a_day_of_a_million_users_fits_in_the_process_capacity() {
+        // A day and its hours, a million distinct users of two event names, a batch of
+        // 1,000 users at a time, by one writer with the whole capacity.
+        let mut m = WriterMemory::default();
+        m.learn("day|0|p0", state("a"), std::iter::empty());
+        for b in 0..1_000 {
+            m.begin_batch();
+            let hour = format!("hour|{:03}|p0", b / 42);
+            if m.use_period(&hour).is_none() {
+                m.learn(&hour, state("a"), std::iter::empty());
+            }
+            assert!(m.use_period("day|0|p0").is_some(), "the day is still known at batch {b}");
+            let users: Vec<String> = (0..1_000).map(|i| format!("user-{:07}", b * 1_000 + i)).collect();
+            let counted: Vec<(&str, &str)> =
+                users.iter().flat_map(|u| [("view", u.as_str()), ("buy", u.as_str())]).collect();
+            m.applied("day|0|p0", state("b"), counted.iter().copied());
+            m.applied(&hour, state("b"), users.iter().map(|u| ("view", u.as_str())));
+            m.trim();
+            assert!(m.remembered() <= m.capacity(), "{} pairs after batch {b}", m.remembered());
+        }
+        assert!(m.counted("day|0|p0", "buy", "user-0000000"));
+    }
+
+    /// Prints the resident memory of a full memory (no assertion):
+    /// `cargo test --release -p pulse-store --lib -- --ignored full_memory_size --nocapture`.
+    #[test]
+    #[ignore]
+    fn full_memory_size() {
+        let rss = || {
+            std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_string))
+                .unwrap_or_default()
+        };
+        let before = rss();
+        let mut m = WriterMemory::default();
+        // Two days of distinct users, up to the capacity.
+        for (day, users) in [(0, 2_000_000), (1, 1_990_000)] {
+            let id = format!("day|{day}|p0");
+            m.begin_batch();
+            m.learn(&id, state("a"), std::iter::empty());
+            for chunk in (0..users).collect::<Vec<u32>>().chunks(10_000) {
+                let names: Vec<String> = chunk.iter().map(|i| format!("user-{i:07}")).collect();
+                m.applied(&id, state("b"), names.iter().map(|u| ("view", u.as_str())));
+            }
+            m.trim();
+        }
+        eprintln!("{} pairs (capacity {}): {before} before, {} after", m.remembered(), m.capacity(), rss());
     }
 }

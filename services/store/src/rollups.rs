@@ -79,9 +79,10 @@ impl Store {
                     .push((*position, *event));
             }
         }
+        memory.begin_batch();
         let unknown: Vec<PeriodKey> = periods
             .keys()
-            .filter(|p| memory.state(&period_doc_id(p, lease.partition)).is_none())
+            .filter(|p| memory.use_period(&period_doc_id(p, lease.partition)).is_none())
             .copied()
             .collect();
         self.learn_periods(lease.partition, &unknown, rollups.tz, memory).await?;
@@ -146,7 +147,7 @@ impl Store {
         for (period, id) in periods.iter().zip(&ids) {
             let state = states.remove(id).unwrap_or_default();
             let users = counted.get(period).map(Vec::as_slice).unwrap_or_default();
-            memory.learn(id, period.start, state, users.iter().map(|(e, u)| (e.as_str(), u.as_str())));
+            memory.learn(id, state, users.iter().map(|(e, u)| (e.as_str(), u.as_str())));
         }
         Ok(())
     }
