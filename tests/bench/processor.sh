@@ -548,7 +548,7 @@ echo "=== processor benchmark ($(nproc) cores; FerretDB $FERRETDB_VERSION, SQLit
 row() { printf '  %-52s %20s   %-22s %s\n' "$@"; }
 row "measure" "value" "target" ""
 row "raw insert_many of the processor's documents" "$RAW_SAME_EPS docs/s" "" ""
-row "  ($SAME_DOCS copied, $RAW_BATCH-doc batches, index on ts; faster of 2)" "" "" ""
+row "  ($SAME_DOCS copied, $RAW_BATCH-doc batches, ts index, best of 2)" "" "" ""
 row "raw insert_many of generated documents" "$RAW_EPS docs/s" "" ""
 row "  same, with the events' index on ts" "$RAW_INDEXED_EPS docs/s" "" ""
 row "$DRAIN_ROW" "$PROC_EPS events/s" "" ""
