@@ -12,6 +12,10 @@
 # BENCH_STEADY_SECS (the steady run, default 20), BENCH_STEADY_BATCH (events per request of
 # the steady run, default 100), BENCH_PROCESSOR_BATCH (processor.batchSize, default 2000),
 # BENCH_PARTITIONS (stream partitions of the pipeline, default 8),
+# BENCH_ROLLUP_DOCS (filler documents put in the rollups collection before the processor
+# starts, default 0: on FerretDB every update scans its collection, so this shows the
+# processor after the rollups have grown, e.g. 11520 for a day of minute periods at 8
+# partitions; the filler is never read as rollups),
 # BENCH_DRAIN_TIMEOUT (seconds to wait for the backlog to drain, default 150: past it the
 # rate is events stored / time waited, and the buffer is emptied for the steady run),
 # BENCH_INFLUX=1 (also run the InfluxDB sink into a throwaway influxd, flushing every second,
@@ -33,6 +37,7 @@ PROCESSOR_BATCH="${BENCH_PROCESSOR_BATCH:-2000}"
 DRAIN_TIMEOUT="${BENCH_DRAIN_TIMEOUT:-150}"
 PARTITIONS="${BENCH_PARTITIONS:-8}"
 INFLUX="${BENCH_INFLUX:-0}"
+ROLLUP_DOCS="${BENCH_ROLLUP_DOCS:-0}"
 CONNECTIONS=16
 PRELOAD_BATCH=500
 USERS=10000
@@ -50,6 +55,10 @@ for knob in EVENTS RAW_DOCS STEADY_SECS STEADY_BATCH PROCESSOR_BATCH DRAIN_TIMEO
     exit 2
   fi
 done
+if [[ ! "$ROLLUP_DOCS" =~ ^[0-9]+$ ]]; then
+  echo "[bench] error: BENCH_ROLLUP_DOCS must be a whole number, not '$ROLLUP_DOCS'" >&2
+  exit 2
+fi
 
 started=$SECONDS
 log() { printf '[bench %3ds] %s\n' "$((SECONDS - started))" "$*"; }
@@ -357,6 +366,11 @@ start_processor() {
   PROC_PID=$!
 }
 
+if ((ROLLUP_DOCS > 0)); then
+  log "putting $ROLLUP_DOCS filler documents in pulse_bench.rollups (BENCH_ROLLUP_DOCS)"
+  "$BENCH_STORE" --uri "$MONGODB_URI" --database pulse_bench --collection rollups --docs "$ROLLUP_DOCS" \
+    --batch "$RAW_BATCH" --keep >"$TMP/rollup-filler.out" || { cat "$TMP/rollup-filler.out"; die "filling the rollups failed"; }
+fi
 log "starting pulse-processor (batchSize $PROCESSOR_BATCH): timing until the backlog of $BUFFERED events is 0"
 drain_start="$(now_ms)"
 start_processor
@@ -544,7 +558,7 @@ fi
 
 echo
 echo "=== processor benchmark ($(nproc) cores; FerretDB $FERRETDB_VERSION, SQLite; $PARTITIONS partitions;" \
-  "batchSize $PROCESSOR_BATCH; rollups minute/hour/day + revenue; $USERS users)"
+  "batchSize $PROCESSOR_BATCH; rollups minute/hour/day + revenue; $USERS users$( ((ROLLUP_DOCS == 0)) || echo "; $ROLLUP_DOCS filler rollup documents"))"
 row() { printf '  %-52s %20s   %-22s %s\n' "$@"; }
 row "measure" "value" "target" ""
 row "raw insert_many of the processor's documents" "$RAW_SAME_EPS docs/s" "" ""
