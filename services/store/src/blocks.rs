@@ -106,10 +106,7 @@ impl Store {
         from: i64,
         to: i64,
     ) -> Result<Vec<BlockRef>, StoreError> {
-        let mut filter = doc! { "lo": { "$lt": to }, "hi": { "$gte": from } };
-        if let Some(names) = names {
-            filter.insert("names", doc! { "$in": names });
-        }
+        let filter = block_filter(names, from, to);
         let mut cursor = self.db.collection::<Document>(EVENT_BLOCK_INDEX).find(filter).await?;
         let mut refs = Vec::new();
         while let Some(d) = cursor.try_next().await? {
@@ -165,10 +162,7 @@ impl Store {
         let keep: Keep = Arc::new(move |name: &str, ts: i64| {
             ts >= from && ts < to && wanted.as_ref().is_none_or(|w| w.contains(name))
         });
-        let mut filter = doc! { "lo": { "$lt": to }, "hi": { "$gte": from } };
-        if let Some(names) = names {
-            filter.insert("names", doc! { "$in": names });
-        }
+        let filter = block_filter(names, from, to);
         let mut seen: Distinct = Distinct::default();
         let mut out: Vec<BufferedEvent> = Vec::new();
         self.read_listed(filter, keep, |block| {
@@ -196,7 +190,8 @@ impl Store {
         to: i64,
     ) -> Result<Vec<(StreamPosition, BufferedEvent)>, StoreError> {
         let keep: Keep = Arc::new(move |_: &str, ts: i64| ts >= from && ts < to);
-        let filter = doc! { "p": i64::from(partition), "lo": { "$lt": to }, "hi": { "$gte": from } };
+        let mut filter = block_filter(None, from, to);
+        filter.insert("p", i64::from(partition));
         let mut out = Vec::new();
         self.read_listed(filter, keep, |block| {
             out.extend(block.positions.into_iter().zip(block.events));
@@ -540,6 +535,16 @@ impl Store {
 }
 
 type Keep = Arc<dyn Fn(&str, i64) -> bool + Send + Sync>;
+
+/// The index entries of blocks that may hold an event named one of `names` (any when
+/// None) with a time in [from, to).
+fn block_filter(names: Option<&[String]>, from: i64, to: i64) -> Document {
+    let mut filter = doc! { "lo": { "$lt": to }, "hi": { "$gte": from } };
+    if let Some(names) = names {
+        filter.insert("names", doc! { "$in": names });
+    }
+    filter
+}
 
 /// Which event ids were seen, by a hash into the events kept (cheaper than a set of the
 /// ids themselves at a million events); ids whose hash is taken by another id go in `other`.

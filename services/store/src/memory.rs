@@ -24,7 +24,7 @@ use std::hash::{BuildHasher, RandomState};
 /// Kept (period, user) pairs per processor, shared evenly by its partitions' writers: 17
 /// bytes each in hash tables of up to twice their size, 185 MB resident when all are full
 /// (the `full_memory_size` test below): the day and hour buckets of a million daily users
-/// with two or three event names each.
+/// with two event names each (the `a_day_of_a_million_users...` test).
 pub const PROCESS_CAPACITY: usize = 4_000_000;
 
 /// One period document's watermark and its writer's fencing token, as last read or written.

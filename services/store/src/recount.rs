@@ -16,11 +16,6 @@ use crate::documents::json_of_bson;
 use crate::rollups::BatchRollups;
 use crate::{Store, StoreError};
 
-/// One partition's share of a bucket.
-struct Share {
-    totals: BucketTotals,
-}
-
 /// A bucket's numbers.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct BucketTotals {
@@ -92,7 +87,7 @@ impl Store {
         let shares = self.recount_shares(rollups).await?;
         let mut totals: BTreeMap<String, BucketTotals> = BTreeMap::new();
         for ((key, _), share) in shares {
-            totals.entry(key.id()).and_modify(|t| t.merge(&share.totals)).or_insert(share.totals);
+            totals.entry(key.id()).and_modify(|t| t.merge(&share)).or_insert(share);
         }
         Ok(totals)
     }
@@ -104,7 +99,7 @@ impl Store {
     async fn recount_shares(
         &self,
         rollups: &BatchRollups<'_>,
-    ) -> Result<BTreeMap<(BucketKey, i64), Share>, StoreError> {
+    ) -> Result<BTreeMap<(BucketKey, i64), BucketTotals>, StoreError> {
         let mut contributions: BTreeMap<(BucketKey, i64), Contribution> = BTreeMap::new();
         let mut user_partition: BTreeMap<(BucketKey, String), i64> = BTreeMap::new();
         let mut cursor = self.db.collection::<Document>(EVENTS).find(doc! {}).await?;
@@ -125,16 +120,16 @@ impl Store {
                 contributions.entry((key, partition)).or_default().add(&event, rollups.numeric);
             }
         }
-        let mut shares: BTreeMap<(BucketKey, i64), Share> = contributions
+        let mut shares: BTreeMap<(BucketKey, i64), BucketTotals> = contributions
             .into_iter()
             .map(|((key, p), c)| {
                 let users = counts_users(key.interval).then_some(0);
-                ((key, p), Share { totals: BucketTotals { events: c.events, users, numeric: c.numeric } })
+                ((key, p), BucketTotals { events: c.events, users, numeric: c.numeric })
             })
             .collect();
         for ((key, _), partition) in user_partition {
             if let Some(share) = shares.get_mut(&(key, partition)) {
-                share.totals.users = Some(share.totals.users.unwrap_or(0) + 1);
+                share.users = Some(share.users.unwrap_or(0) + 1);
             }
         }
         Ok(shares)
@@ -201,7 +196,7 @@ impl Store {
                 d
             });
             if let Ok(events) = d.get_document_mut("ev") {
-                events.insert(encode_key(&key.event), document_of_totals(&share.totals));
+                events.insert(encode_key(&key.event), document_of_totals(share));
             }
         }
         let docs: Vec<Document> = periods.into_values().collect();

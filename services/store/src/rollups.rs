@@ -121,12 +121,7 @@ impl Store {
         for (period, id) in periods.iter().zip(&ids) {
             let Some(watermark) = states.get(id).and_then(|s| s.watermark.as_deref()) else { continue };
             if counts_users(period.interval) {
-                let position = StreamPosition::from_key(watermark).ok_or_else(|| {
-                    StoreError::Encode(format!(
-                        "rollup document {id} has an unreadable watermark {watermark:?}"
-                    ))
-                })?;
-                watermarks.insert(*period, position);
+                watermarks.insert(*period, watermark_position(id, watermark)?);
             }
         }
         let mut counted: HashMap<PeriodKey, Vec<(String, String)>> = HashMap::new();
@@ -221,13 +216,14 @@ fn plan_period<'e>(
         return Err(StoreError::Fenced { partition: lease.partition, ours: lease.fence, newer });
     }
     let watermark = state.watermark.as_deref();
+    let after = watermark.map(|w| watermark_position(&id, w)).transpose()?;
     let (mut inc, mut min, mut max) = (Document::new(), Document::new(), Document::new());
     let mut counted = Vec::new();
     for (event, events) in items {
         let mut contribution = Contribution::default();
         let mut users = BTreeSet::new();
         for (position, e) in events {
-            if watermark.is_some_and(|w| position.to_key().as_str() <= w) {
+            if after.is_some_and(|w| *position <= w) {
                 continue;
             }
             contribution.add(e, numeric);
@@ -284,6 +280,13 @@ fn plan_period<'e>(
         after: BucketState { watermark: Some(last.to_key()), fence: Some(lease.fence) },
         counted,
     }))
+}
+
+/// A period document's watermark as a stream position.
+fn watermark_position(id: &str, watermark: &str) -> Result<StreamPosition, StoreError> {
+    StreamPosition::from_key(watermark).ok_or_else(|| {
+        StoreError::Encode(format!("rollup document {id} has an unreadable watermark {watermark:?}"))
+    })
 }
 
 /// The time spans that hold `periods` (each widened to the longest its interval can be in
