@@ -2,6 +2,7 @@
 //! single Redis (through a reconnecting connection manager) or a Redis Cluster, behind one
 //! type that runs any command or script.
 
+mod append;
 mod changes;
 
 use std::time::Duration;
@@ -10,6 +11,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
+pub use append::{APPEND_SCRIPT, append_entry};
 pub use changes::{
     Changes, newest_rollup_change, publish_changes, publish_rollup_changes, read_changes,
     read_rollup_changes, rollup_changes_key,

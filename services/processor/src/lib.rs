@@ -4,11 +4,13 @@
 //! partition; the crate is a library so tests can drive it, `main.rs` is the binary.
 
 pub mod coordinator;
+pub mod failed;
 pub mod influx;
 pub mod lease;
 pub mod metrics;
 pub mod profiles;
 pub mod rebuild;
+pub mod replay;
 pub mod settings;
 pub mod stream;
 pub mod worker;

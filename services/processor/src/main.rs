@@ -60,6 +60,22 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::ReplayFailed { ids, discard } => {
+            let request = pulse_processor::replay::ReplayRequest { ids, discard };
+            match pulse_processor::replay::replay_failed(&ctx, &request).await {
+                Ok(report) => {
+                    println!(
+                        "replayed {} failed events, discarded {}, skipped {} undecodable entries",
+                        report.replayed, report.discarded, report.skipped
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pulse-processor replay-failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

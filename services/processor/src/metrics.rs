@@ -23,6 +23,12 @@ pub struct ErrorLabel {
     pub kind: &'static str,
 }
 
+/// Why an event was set aside, from `pulse_store::FailureReason::as_str`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
 /// Every metric of one processor.
 pub struct Metrics {
     registry: Registry,
@@ -32,6 +38,8 @@ pub struct Metrics {
     pub events_duplicate: Counter,
     pub batches: Counter,
     pub errors: Family<ErrorLabel, Counter>,
+    /// Acknowledged events set aside as failed (stored nowhere, listed), by reason.
+    pub failed_events: Family<ReasonLabel, Counter>,
     /// Accepted by ingest -> applied to the rollups, per event.
     pub freshness_seconds: Histogram,
     /// The receive time (epoch s) of the newest applied event.
@@ -57,6 +65,7 @@ impl Metrics {
             events_duplicate: Counter::default(),
             batches: Counter::default(),
             errors: Family::default(),
+            failed_events: Family::default(),
             // Bounds at the 1 s freshness target and around it, so its p99 reads exactly.
             freshness_seconds: Histogram::new(FRESHNESS_BUCKETS),
             newest_applied: Gauge::default(),
@@ -75,6 +84,11 @@ impl Metrics {
         );
         registry.register("batches", "Batches applied", m.batches.clone());
         registry.register("errors", "Errors, by kind (each is retried with backoff)", m.errors.clone());
+        registry.register(
+            "failed_events",
+            "Acknowledged events the store refused on every try (or entries that were not events), set aside in failed_events, by reason",
+            m.failed_events.clone(),
+        );
         registry.register(
             "freshness_seconds",
             "Ingest receive time to rollup applied",

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use pulse_store::{BatchRollups, PartitionLease, WriterMemory};
 
+use crate::failed::PoisonWatch;
 use crate::lease::PartitionLeaseKeys;
 use crate::stream::PartitionStream;
 use crate::{Context, ProcessorError};
@@ -78,7 +79,16 @@ async fn rebuild_paused(
             if pending.is_empty() {
                 break;
             }
-            crate::worker::process(ctx, &stream, *lease, &pending, true, &mut memory).await?;
+            crate::worker::process(
+                ctx,
+                &stream,
+                *lease,
+                &pending,
+                true,
+                &mut memory,
+                &mut PoisonWatch::default(),
+            )
+            .await?;
             drained += pending.len();
         }
         watermarks.push((lease.partition, stream.last_delivered(&mut conn).await?, lease.fence));

@@ -42,4 +42,16 @@ pub enum Command {
         #[arg(long, default_value_t = 60)]
         wait_secs: u64,
     },
+    /// Send failed events (the store refused them on every try) back through the buffer
+    /// after a fix, each to its user's partition, and forget each once the buffer has it.
+    /// See docs/operations.md, "Failed events".
+    ReplayFailed {
+        /// Only these failed-event ids (`<partition>|<entry>|<index>`, as the failed events
+        /// API lists them); all when none is given.
+        #[arg(long = "id")]
+        ids: Vec<String>,
+        /// Forget the selected failed events without sending them again.
+        #[arg(long)]
+        discard: bool,
+    },
 }

@@ -28,7 +28,14 @@ return total
 pub struct Entry {
     pub id: String,
     pub position: StreamPosition,
-    pub events: Result<Vec<BufferedEvent>, String>,
+    pub events: Result<Vec<BufferedEvent>, Undecodable>,
+}
+
+/// An entry whose content is not a list of events: what it holds, and why it was refused.
+#[derive(Debug)]
+pub struct Undecodable {
+    pub reason: String,
+    pub raw: Vec<u8>,
 }
 
 /// One partition's stream as its consumer sees it.
@@ -92,12 +99,14 @@ impl PartitionStream {
                 let Some(position) = StreamPosition::parse(&item.id) else { continue };
                 let events = match item.map.get(ENTRY_FIELD) {
                     Some(redis::Value::BulkString(bytes)) => {
-                        serde_json::from_slice::<Vec<BufferedEvent>>(bytes)
-                            .map_err(|e| format!("entry {} is not a JSON array of events: {e}", item.id))
+                        serde_json::from_slice::<Vec<BufferedEvent>>(bytes).map_err(|e| Undecodable {
+                            reason: format!("not a JSON array of events: {e}"),
+                            raw: bytes.clone(),
+                        })
                     }
                     // A pending entry that was deleted (acknowledged elsewhere) comes back empty.
                     None if pending => Ok(Vec::new()),
-                    _ => Err(format!("entry {} has no `{ENTRY_FIELD}` field", item.id)),
+                    _ => Err(Undecodable { reason: format!("no `{ENTRY_FIELD}` field"), raw: Vec::new() }),
                 };
                 entries.push(Entry { id: item.id, position, events });
             }

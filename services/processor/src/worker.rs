@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use pulse_core::buffer::BufferedEvent;
 use pulse_core::rollup::{StreamPosition, periods_of};
 use pulse_store::rollups::period_doc_id;
-use pulse_store::{BatchRollups, EventWrite, PartitionLease, StoreError, WriterMemory};
+use pulse_store::{BatchRollups, EventWrite, FailedEvent, PartitionLease, StoreError, WriterMemory};
 use tokio::sync::watch;
 
+use crate::failed::PoisonWatch;
 use crate::lease::{LEASE_TTL, PartitionLeaseKeys};
 use crate::metrics::ErrorLabel;
 use crate::stream::{Entry, PartitionStream};
@@ -35,6 +36,7 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
     let mut backoff = Backoff::default();
     // What this tenure has stored and counted; a new lease starts without it.
     let mut memory = WriterMemory::for_one_of(ctx.partitions);
+    let mut poison = PoisonWatch::default();
     let mut read_size = ReadSize { entries: ctx.read_count };
     let mut conn = ctx.conn.clone();
     if let Err(e) = stream.ensure_group(&mut conn).await {
@@ -42,7 +44,7 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
     }
     let mut last_compaction = Instant::now();
     while !(*stop.borrow() || *lost.borrow()) {
-        match step(&ctx, &stream, lease, &mut read_size, &mut memory).await {
+        match step(&ctx, &stream, lease, &mut read_size, &mut memory, &mut poison).await {
             Ok(0) => {
                 backoff.reset();
                 tokio::time::sleep(idle).await;
@@ -87,6 +89,7 @@ pub async fn step(
     lease: PartitionLease,
     read_size: &mut ReadSize,
     memory: &mut WriterMemory,
+    poison: &mut PoisonWatch,
 ) -> Result<usize, ProcessorError> {
     let mut conn = ctx.conn.clone();
     let mut entries = stream.read(&mut conn, true, read_size.entries).await?;
@@ -112,7 +115,7 @@ pub async fn step(
             events += n;
             end += 1;
         }
-        process(ctx, stream, lease, &entries[start..end], redelivered, memory).await?;
+        process(ctx, stream, lease, &entries[start..end], redelivered, memory, poison).await?;
         start = end;
     }
     Ok(entries.len())
@@ -121,7 +124,8 @@ pub async fn step(
 /// Stores a batch's events, applies them, and acknowledges the entries. Safe to repeat.
 /// `redelivered`: the entries come from the pending list (delivered before, maybe partly
 /// stored), so existing events must be looked up. `memory`: what this lease's tenure
-/// knows of its rollup documents; to be dropped after an error.
+/// knows of its rollup documents; to be dropped after an error. `poison`: the refusals of
+/// this batch's earlier tries.
 pub async fn process(
     ctx: &Context,
     stream: &PartitionStream,
@@ -129,26 +133,33 @@ pub async fn process(
     entries: &[Entry],
     redelivered: bool,
     memory: &mut WriterMemory,
+    poison: &mut PoisonWatch,
 ) -> Result<(), ProcessorError> {
     let started = Instant::now();
     let mut writes = Vec::new();
+    // Where each write sits in the buffer (entry, index), to name it if it fails.
+    let mut origins = Vec::new();
+    let mut undecodable = Vec::new();
     for entry in entries {
         match &entry.events {
-            Ok(events) => writes.extend(events.iter().map(|event| EventWrite {
-                partition: lease.partition,
-                position: entry.position,
-                event,
-            })),
-            Err(reason) => {
-                // Not something a retry fixes: keep it aside, visible, and move on.
-                ctx.metrics.errors.get_or_create(&ErrorLabel { kind: "undecodable_entry" }).inc();
-                tracing::error!(partition = lease.partition, entry = %entry.id, reason = %reason, "skipping an undecodable entry");
+            Ok(events) => {
+                writes.extend(events.iter().map(|event| EventWrite {
+                    partition: lease.partition,
+                    position: entry.position,
+                    event,
+                }));
+                origins.extend((0..events.len()).map(|i| (entry.id.as_str(), i)));
+            }
+            // Not something a retry fixes: set aside, visible, and move on.
+            Err(e) => {
+                undecodable.push(FailedEvent::undecodable(lease.partition, &entry.id, &e.raw, &e.reason))
             }
         }
     }
+    crate::failed::set_aside(ctx, &undecodable).await?;
     // The semaphore is never closed, so the turn always comes.
     let turn = ctx.store_turns.acquire().await.ok();
-    let store = store_batch(ctx, lease, entries, &writes, redelivered, memory);
+    let store = store_batch(ctx, lease, entries, (&writes, &origins), redelivered, memory, poison);
     let stored = tokio::time::timeout(crate::STORE_TIMEOUT, store).await;
     drop(turn);
     let (first, blocks) = stored.map_err(|_| ProcessorError::StoreTimeout(crate::STORE_TIMEOUT))??;
@@ -181,18 +192,42 @@ pub async fn process(
     Ok(())
 }
 
-/// A batch's store writes: raw events, then event blocks, then rollups and profiles.
-/// Returns the events this batch's entries stored (in stream order) and the blocks written.
+/// A batch's store writes: raw events (setting aside those the store keeps refusing), then
+/// event blocks, then rollups and profiles. Returns the events this batch's entries stored
+/// (in stream order) and the blocks written.
 async fn store_batch<'e>(
     ctx: &Context,
     lease: PartitionLease,
     entries: &[Entry],
-    writes: &[EventWrite<'e>],
+    (writes, origins): (&[EventWrite<'e>], &[(&str, usize)]),
     redelivered: bool,
     memory: &mut WriterMemory,
+    poison: &mut PoisonWatch,
 ) -> Result<(Vec<(StreamPosition, &'e BufferedEvent)>, Vec<String>), ProcessorError> {
     let started = Instant::now();
-    let flags = ctx.store.insert_events(writes, redelivered).await?;
+    let outcome = ctx.store.insert_events_or_refuse(writes, redelivered).await?;
+    if !outcome.refused.is_empty() {
+        let failed: Vec<FailedEvent> = outcome
+            .refused
+            .iter()
+            .map(|r| {
+                let (entry, index) = origins[r.index];
+                FailedEvent::refused(lease.partition, entry, index, writes[r.index].event, &r.detail)
+            })
+            .collect();
+        // Refused events are flagged false: stored nowhere, counted nowhere. The batch goes
+        // on without them only once the refusals held over several tries.
+        if !poison.confirmed(&failed) {
+            return Err(StoreError::Refused {
+                events: failed.len(),
+                detail: outcome.refused[0].detail.clone(),
+            }
+            .into());
+        }
+        crate::failed::set_aside(ctx, &failed).await?;
+    }
+    poison.clear();
+    let flags = outcome.flags;
     let inserted = started.elapsed();
     let first: Vec<(StreamPosition, &BufferedEvent)> =
         writes.iter().zip(&flags).filter(|(_, f)| **f).map(|(w, _)| (w.position, w.event)).collect();

@@ -45,18 +45,50 @@ fn raw_document(write: &EventWrite<'_>) -> Document {
     doc
 }
 
+/// The outcome of inserting a batch's raw events.
+#[derive(Debug)]
+pub struct InsertOutcome {
+    pub flags: StoredFlags,
+    /// Events the store refused as documents (not transiently), by position in the writes:
+    /// stored nowhere, flagged false.
+    pub refused: Vec<Refusal>,
+}
+
+/// An event document the store refused, and what it said.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub index: usize,
+    pub detail: String,
+}
+
 impl Store {
     /// Inserts the events (unordered; existing ids are left alone) and tells which ones
     /// this batch's entries stored. Idempotent: a redelivered batch gets the same flags.
-    ///
-    /// `redelivered` says the entries were delivered before (read from the pending list):
-    /// only then can an existing id have been stored by these very entries, so only then
-    /// are existing ids looked up; on a first delivery an existing id is a duplicate.
+    /// A document the store refuses is an error ([`StoreError::Refused`]).
     pub async fn insert_events(
         &self,
         writes: &[EventWrite<'_>],
         redelivered: bool,
     ) -> Result<StoredFlags, StoreError> {
+        let outcome = self.insert_events_or_refuse(writes, redelivered).await?;
+        match outcome.refused.first() {
+            None => Ok(outcome.flags),
+            Some(r) => Err(StoreError::Refused { events: outcome.refused.len(), detail: r.detail.clone() }),
+        }
+    }
+
+    /// As [`Store::insert_events`], but a document the store refuses (whatever no validation
+    /// foresaw) does not fail the batch: the other events are stored, and the refused ones
+    /// are reported, flagged false. Transient failures are still errors, to be retried.
+    ///
+    /// `redelivered` says the entries were delivered before (read from the pending list):
+    /// only then can an existing id have been stored by these very entries, so only then
+    /// are existing ids looked up; on a first delivery an existing id is a duplicate.
+    pub async fn insert_events_or_refuse(
+        &self,
+        writes: &[EventWrite<'_>],
+        redelivered: bool,
+    ) -> Result<InsertOutcome, StoreError> {
         let mut flags = vec![false; writes.len()];
         let mut seen = HashSet::new();
         let mut batch = Vec::new();
@@ -70,19 +102,27 @@ impl Store {
             }
         }
         if batch.is_empty() {
-            return Ok(flags);
+            return Ok(InsertOutcome { flags, refused: Vec::new() });
         }
         let events = self.db.collection::<Document>(EVENTS);
-        let already: Vec<usize> =
-            crate::insert_new(&events, batch).await?.into_iter().map(|i| batch_index[i]).collect();
+        // After a refusal, the unordered insert may have stored the other documents: existing
+        // ids are then looked up as for a redelivery.
+        let (already, refused, redelivered) = match crate::insert_new(&events, batch).await {
+            Ok(already) => (already.into_iter().map(|i| batch_index[i]).collect(), Vec::new(), redelivered),
+            Err(StoreError::Mongo(e)) if crate::refusal::is_refusal(&e) => {
+                let (already, refused) = one_by_one(&events, writes, &mut flags).await?;
+                (already, refused, true)
+            }
+            Err(e) => return Err(e),
+        };
         if !redelivered {
             for i in already {
                 flags[i] = false;
             }
-            return Ok(flags);
+            return Ok(InsertOutcome { flags, refused });
         }
         if already.is_empty() {
-            return Ok(flags);
+            return Ok(InsertOutcome { flags, refused });
         }
         // Those ids exist: this entry stored them only if their source is this entry.
         let ids: Vec<&str> = already.iter().map(|&i| writes[i].event.event_id.as_str()).collect();
@@ -106,6 +146,41 @@ impl Store {
             let w = &writes[i];
             flags[i] = sources.get(&w.event.event_id) == Some(&source(w.partition, w.position));
         }
-        Ok(flags)
+        Ok(InsertOutcome { flags, refused })
     }
+}
+
+/// The slow path after the store refused a batch: each event alone, in order, so that
+/// exactly the documents it refuses are known. Returns the positions (in `writes`) whose
+/// id existed already, and the refusals; `flags` says which were inserted.
+async fn one_by_one(
+    events: &mongodb::Collection<Document>,
+    writes: &[EventWrite<'_>],
+    flags: &mut [bool],
+) -> Result<(Vec<usize>, Vec<Refusal>), StoreError> {
+    let mut done: HashSet<&str> = HashSet::new();
+    let (mut already, mut refused) = (Vec::new(), Vec::new());
+    for (i, w) in writes.iter().enumerate() {
+        let id = w.event.event_id.as_str();
+        flags[i] = false;
+        // Later copies of an id stand in for a refused first copy; after a stored one they
+        // are duplicates.
+        if done.contains(id) {
+            continue;
+        }
+        match events.insert_one(raw_document(w)).await {
+            Ok(_) => flags[i] = true,
+            Err(e) if crate::is_duplicate(&e) => {
+                flags[i] = true;
+                already.push(i);
+            }
+            Err(e) if crate::refusal::is_refusal(&e) => {
+                refused.push(Refusal { index: i, detail: crate::refusal::describe(&e) });
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        done.insert(id);
+    }
+    Ok((already, refused))
 }

@@ -9,7 +9,9 @@
 //!   and the watermark of the last applied stream entry; a bucket is the sum over partitions;
 //! - `event_blocks` and `event_block_index`: the raw events again, deflated in blocks of a
 //!   batch each with the stream entry of every event, for reads of many events and for a
-//!   writer to find which users its rollups counted ([`blocks`]).
+//!   writer to find which users its rollups counted ([`blocks`]);
+//! - `failed_events`: acknowledged events the store refused on every try, with the reason,
+//!   so that their partition moves on ([`failed`]).
 //!
 //! Stores written by earlier versions may also hold `rollup_users` and `user_periods`
 //! (per-user markers, no longer written or read); a rebuild drops them.
@@ -19,9 +21,11 @@
 pub mod blocks;
 mod documents;
 mod events;
+pub mod failed;
 pub mod memory;
 pub mod profiles;
 mod read;
+pub mod refusal;
 pub use read::PeriodShare;
 pub mod recount;
 pub mod rollups;
@@ -29,7 +33,8 @@ mod schema;
 
 pub use blocks::BlockRef;
 pub use documents::{bson_of_json, json_of_bson};
-pub use events::{EventWrite, StoredFlags};
+pub use events::{EventWrite, InsertOutcome, Refusal, StoredFlags};
+pub use failed::{FailedEvent, FailureReason};
 pub use memory::WriterMemory;
 pub use rollups::{BatchRollups, PartitionLease};
 pub use schema::SchemaReport;
@@ -42,6 +47,8 @@ pub mod collections {
     pub const LEGACY: [&str; 2] = ["rollup_users", "user_periods"];
     pub const EVENT_BLOCKS: &str = "event_blocks";
     pub const EVENT_BLOCK_INDEX: &str = "event_block_index";
+    /// Acknowledged events the store refused, kept aside ([`crate::failed`]).
+    pub const FAILED_EVENTS: &str = "failed_events";
 }
 
 /// The store error code for a duplicate key.
@@ -60,6 +67,11 @@ pub enum StoreError {
         "rollup document {0} changed under its writer (a write whose outcome was unknown): the batch is applied again from what the store holds"
     )]
     Moved(String),
+    /// `detail` is what the store said; kept out of the message, which is logged.
+    #[error(
+        "the store refused {events} event document(s); after repeated refusals they are set aside as failed events"
+    )]
+    Refused { events: usize, detail: String },
     #[error("an event block could not be read: {0}")]
     Block(String),
     #[error("the query reads more than {limit} events: narrow the range or add filters")]

@@ -1,0 +1,65 @@
+//! Setting failed events aside: an event the store refuses on [`POISON_TRIES`] tries in a
+//! row, or an entry that is not events at all, is recorded in the tenant's failed events
+//! (`pulse_store::failed`) so that its partition moves on. Acknowledged means stored, or
+//! listed there.
+
+use std::collections::HashMap;
+
+use pulse_store::FailedEvent;
+
+use crate::metrics::ReasonLabel;
+use crate::{Context, ProcessorError};
+
+/// How many tries in a row (with backoff between them) the store must refuse an event
+/// before it is set aside: a refusal is deterministic, but a server may also refuse for a
+/// reason of the moment that no error code reveals.
+pub const POISON_TRIES: u32 = 3;
+
+/// The events the store refused in the tries of the current batch, by failed-event id.
+#[derive(Default)]
+pub struct PoisonWatch {
+    refusals: HashMap<String, u32>,
+}
+
+impl PoisonWatch {
+    /// Counts one more refusal of each of `failed`; true when each has now been refused
+    /// [`POISON_TRIES`] times, so the batch may set them aside.
+    pub fn confirmed(&mut self, failed: &[FailedEvent]) -> bool {
+        // Only this batch's refusals are kept: the map stays as small as a batch.
+        self.refusals.retain(|id, _| failed.iter().any(|f| &f.id == id));
+        let mut all = true;
+        for f in failed {
+            let tries = self.refusals.entry(f.id.clone()).or_default();
+            *tries += 1;
+            all &= *tries >= POISON_TRIES;
+        }
+        all
+    }
+
+    /// Forgets the refusals (a batch went through).
+    pub fn clear(&mut self) {
+        self.refusals.clear();
+    }
+}
+
+/// Records `failed` (a no-op for those recorded before), counts the new ones in the
+/// metrics and logs where they were, never what they hold.
+pub async fn set_aside(ctx: &Context, failed: &[FailedEvent]) -> Result<(), ProcessorError> {
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let recorded = ctx.store.record_failed_events(failed).await?;
+    for (f, new) in failed.iter().zip(recorded) {
+        if new {
+            ctx.metrics.failed_events.get_or_create(&ReasonLabel { reason: f.reason.as_str() }).inc();
+            tracing::error!(
+                partition = f.partition,
+                entry = %f.entry,
+                failed_event = %f.id,
+                reason = f.reason.as_str(),
+                "an acknowledged event was set aside as failed; see the failed events API"
+            );
+        }
+    }
+    Ok(())
+}
