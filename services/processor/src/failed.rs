@@ -3,9 +3,10 @@
 //! (`pulse_store::failed`) so that its partition moves on. Acknowledged means stored, or
 //! listed there.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
-use pulse_store::FailedEvent;
+use pulse_store::{EventWrite, FailedEvent};
 
 use crate::metrics::ReasonLabel;
 use crate::{Context, ProcessorError};
@@ -25,8 +26,6 @@ impl PoisonWatch {
     /// Counts one more refusal of each of `failed`; true when each has now been refused
     /// [`POISON_TRIES`] times, so the batch may set them aside.
     pub fn confirmed(&mut self, failed: &[FailedEvent]) -> bool {
-        // Only this batch's refusals are kept: the map stays as small as a batch.
-        self.refusals.retain(|id, _| failed.iter().any(|f| &f.id == id));
         let mut all = true;
         for f in failed {
             let tries = self.refusals.entry(f.id.clone()).or_default();
@@ -36,7 +35,7 @@ impl PoisonWatch {
         all
     }
 
-    /// Forgets the refusals (a batch went through).
+    /// Forgets the refusals (a batch went through): the map stays as small as a batch.
     pub fn clear(&mut self) {
         self.refusals.clear();
     }
@@ -62,4 +61,59 @@ pub async fn set_aside(ctx: &Context, failed: &[FailedEvent]) -> Result<(), Proc
         }
     }
     Ok(())
+}
+
+/// Event names the store took as rollup bucket names: each new name is tried once
+/// ([`pulse_store::Store::rollup_name_refusal`]) before any of its events is written.
+#[derive(Default)]
+pub struct KnownNames(Mutex<HashSet<String>>);
+
+/// Names remembered at most; past that the set starts afresh (names are tried again).
+const KNOWN_NAMES_MAX: usize = 100_000;
+
+impl KnownNames {
+    fn contains(&self, name: &str) -> bool {
+        self.0.lock().is_ok_and(|names| names.contains(name))
+    }
+
+    fn insert(&self, name: &str) {
+        if let Ok(mut names) = self.0.lock() {
+            if names.len() >= KNOWN_NAMES_MAX {
+                names.clear();
+            }
+            names.insert(name.to_string());
+        }
+    }
+}
+
+/// The writes whose event name the store refuses as a rollup bucket name, as failed
+/// events (`origins[i]`: the entry and index of `writes[i]`). Known names cost nothing.
+pub async fn refused_names(
+    ctx: &Context,
+    writes: &[EventWrite<'_>],
+    origins: &[(&str, usize)],
+) -> Result<Vec<(usize, FailedEvent)>, ProcessorError> {
+    let mut refused: HashMap<&str, String> = HashMap::new();
+    let mut tried: HashSet<&str> = HashSet::new();
+    for w in writes {
+        let name = w.event.event.as_str();
+        if ctx.known_names.contains(name) || !tried.insert(name) {
+            continue;
+        }
+        match ctx.store.rollup_name_refusal(name).await? {
+            None => ctx.known_names.insert(name),
+            Some(detail) => {
+                refused.insert(name, detail);
+            }
+        }
+    }
+    Ok(writes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| {
+            let detail = refused.get(w.event.event.as_str())?;
+            let (entry, index) = origins[i];
+            Some((i, FailedEvent::refused(w.partition, entry, index, w.event, detail)))
+        })
+        .collect())
 }

@@ -95,6 +95,8 @@ pub struct Context {
     /// Turns to write a batch to the store: at most [`STORE_TURNS`] of this process's
     /// partitions write at once.
     pub store_turns: tokio::sync::Semaphore,
+    /// Event names the store took as rollup bucket names.
+    pub known_names: failed::KnownNames,
     ready: AtomicBool,
 }
 
@@ -174,6 +176,7 @@ pub async fn connect(config_path: &Path, owner: String) -> Result<Arc<Context>, 
         batch_events: (config.processor.batch_size as usize).max(1),
         influx: config.influx.map(|config| influx::Sink { config, funnels: config_funnels }),
         store_turns: tokio::sync::Semaphore::new(STORE_TURNS),
+        known_names: failed::KnownNames::default(),
         ready: AtomicBool::new(false),
     }))
 }

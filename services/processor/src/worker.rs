@@ -157,6 +157,29 @@ pub async fn process(
         }
     }
     crate::failed::set_aside(ctx, &undecodable).await?;
+    // Events whose name the store refuses in a rollup update path are set aside before
+    // anything of them is written: raw events, blocks and rollups then agree.
+    let refused = crate::failed::refused_names(ctx, &writes, &origins).await?;
+    if !refused.is_empty() {
+        let failed: Vec<FailedEvent> = refused.iter().map(|(_, f)| f.clone()).collect();
+        if !poison.confirmed(&failed) {
+            return Err(StoreError::Refused { events: failed.len(), detail: failed[0].detail.clone() }.into());
+        }
+        crate::failed::set_aside(ctx, &failed).await?;
+        let mut skip = refused.iter().map(|(i, _)| *i).peekable();
+        let mut kept = 0;
+        for i in 0..writes.len() {
+            if skip.peek() == Some(&i) {
+                skip.next();
+                continue;
+            }
+            writes.swap(kept, i);
+            origins.swap(kept, i);
+            kept += 1;
+        }
+        writes.truncate(kept);
+        origins.truncate(kept);
+    }
     // The semaphore is never closed, so the turn always comes.
     let turn = ctx.store_turns.acquire().await.ok();
     let store = store_batch(ctx, lease, entries, (&writes, &origins), redelivered, memory, poison);

@@ -10,7 +10,9 @@
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use pulse_core::buffer::BufferedEvent;
 
-use crate::collections::FAILED_EVENTS;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::collections::{FAILED_EVENTS, ROLLUP_NAME_PROBES};
 use crate::{Store, StoreError};
 
 /// Why an event failed.
@@ -58,6 +60,9 @@ pub struct FailedEvent {
     /// When it was recorded, epoch milliseconds.
     pub failed_at: i64,
 }
+
+/// Scratch document ids for [`Store::rollup_name_refusal`], unique within a process.
+static PROBE_ID: AtomicU64 = AtomicU64::new(0);
 
 /// The most of a refusal's message that is kept.
 pub const DETAIL_MAX: usize = 1000;
@@ -178,6 +183,27 @@ impl Store {
     /// How many failed events there are.
     pub async fn count_failed_events(&self) -> Result<u64, StoreError> {
         Ok(self.db.collection::<Document>(FAILED_EVENTS).count_documents(doc! {}).await?)
+    }
+
+    /// Whether the store takes `event` as a rollup bucket name: the update path it becomes
+    /// (`ev.<name>.n`), tried on a scratch document that is removed at once. Some names
+    /// pass every check Pulse makes and are still refused in an update path (FerretDB, for
+    /// one, finds empty field names in some Unicode). `Some(what the store said)` when
+    /// refused.
+    pub async fn rollup_name_refusal(&self, event: &str) -> Result<Option<String>, StoreError> {
+        let probes = self.db.collection::<Document>(ROLLUP_NAME_PROBES);
+        let id = format!("probe|{}|{}", std::process::id(), PROBE_ID.fetch_add(1, Ordering::Relaxed));
+        let path = format!("ev.{}.n", pulse_core::rollup::encode_key(event));
+        let tried =
+            probes.update_one(doc! { "_id": &id }, doc! { "$inc": { path: 1_i64 } }).upsert(true).await;
+        match tried {
+            Ok(_) => {
+                probes.delete_one(doc! { "_id": &id }).await?;
+                Ok(None)
+            }
+            Err(e) if crate::refusal::is_refusal(&e) => Ok(Some(crate::refusal::describe(&e))),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Forgets a failed event (after its replay was acknowledged by the buffer).

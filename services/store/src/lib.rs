@@ -49,6 +49,9 @@ pub mod collections {
     pub const EVENT_BLOCK_INDEX: &str = "event_block_index";
     /// Acknowledged events the store refused, kept aside ([`crate::failed`]).
     pub const FAILED_EVENTS: &str = "failed_events";
+    /// Scratch documents that try an event name as a rollup update path; each is removed at
+    /// once, so the collection stays empty.
+    pub const ROLLUP_NAME_PROBES: &str = "rollup_name_probes";
 }
 
 /// The store error code for a duplicate key.
