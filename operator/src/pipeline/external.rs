@@ -51,6 +51,12 @@ async fn store(uri: &str, database: &str) -> Result<Store, Error> {
     Ok(Store::new(client.database(database)))
 }
 
+/// How many acknowledged events the processor set aside as failed.
+pub async fn count_failed_events(uri: &str, database: &str) -> Result<u64, Error> {
+    let store = store(uri, database).await?;
+    store.count_failed_events().await.map_err(|e| Error::storage("counting failed events", e))
+}
+
 /// Creates the tenant's collections and indexes if missing.
 pub async fn ensure_storage(uri: &str, database: &str, retention: DurationSpec) -> Result<(), Error> {
     let store = store(uri, database).await?;

@@ -251,6 +251,17 @@ async fn reconcile_pipeline(pipeline: &AnalyticsPipeline, ctx: &Context) -> Resu
     ctx.set_ensured(&k, external_error.is_none().then_some(fingerprint));
 
     let mut parts = vec![buffer_part, storage_part];
+    // Counted on every reconcile (the collection is small): the condition follows failures
+    // and replays within a resync. An unreachable store keeps the last known condition.
+    match external::count_failed_events(&deref.mongodb_uri, &view.config.storage.database).await {
+        Ok(failed) => parts.push(status::events_stored_part(failed)),
+        Err(e) => {
+            tracing::debug!(error = %e, "failed events not counted");
+            parts.extend(previous.conditions.iter().find(|c| c.type_ == status::EVENTS_STORED).map(|c| {
+                Part::new(status::EVENTS_STORED, c.status == "True", c.reason.clone(), c.message.clone())
+            }));
+        }
+    }
     for component in Component::ALL {
         let note = match Workload::of(&view, component) {
             Some(w) => match w.autoscaling.as_ref() {

@@ -24,14 +24,35 @@ impl Part {
 }
 
 /// The condition types of a pipeline's parts.
-pub const KNOWN_TYPES: [&str; 6] = [
+pub const KNOWN_TYPES: [&str; 7] = [
     "BufferReady",
     "StorageReady",
     "IngestAvailable",
     "ProcessorAvailable",
     "QueryAvailable",
     "DashboardsReady",
+    EVENTS_STORED,
 ];
+
+/// True while no acknowledged event is set aside as failed. It says something about the
+/// data, not about whether the pipeline runs, so it does not count towards Ready.
+pub const EVENTS_STORED: &str = "EventsStored";
+
+/// The EventsStored condition for `failed` failed events.
+pub fn events_stored_part(failed: u64) -> Part {
+    if failed == 0 {
+        Part::new(EVENTS_STORED, true, "NoFailedEvents", "every acknowledged event was stored")
+    } else {
+        Part::new(
+            EVENTS_STORED,
+            false,
+            "FailedEvents",
+            format!(
+                "{failed} acknowledged events were refused by the store and set aside: list them with GET /v1/failed-events, replay them with pulse-processor replay-failed (docs/operations.md)"
+            ),
+        )
+    }
+}
 
 /// The condition type of a workload.
 pub fn condition_type(component: Component) -> &'static str {
@@ -103,7 +124,8 @@ pub fn conditions(
     generation: Option<i64>,
     previous: &[Condition],
 ) -> Vec<Condition> {
-    let failing: Vec<&str> = parts.iter().filter(|p| !p.ok).map(|p| p.type_).collect();
+    let failing: Vec<&str> =
+        parts.iter().filter(|p| !p.ok && p.type_ != EVENTS_STORED).map(|p| p.type_).collect();
     let ready = if paused {
         Part::new("Ready", false, "Paused", "spec.paused is true: the operator changes nothing")
     } else if failing.is_empty() {
@@ -163,6 +185,17 @@ pub fn is_ready(status: &AnalyticsPipelineStatus) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_events_show_in_their_own_condition_but_leave_ready_alone() {
+        let parts = [Part::new("BufferReady", true, "StreamsReady", ""), events_stored_part(3)];
+        let c = conditions(&parts, false, Some(1), &[]);
+        assert_eq!(c[0].status, "True", "Ready: {:?}", c[0]);
+        let stored = c.iter().find(|c| c.type_ == EVENTS_STORED).expect("EventsStored");
+        assert_eq!((stored.status.as_str(), stored.reason.as_str()), ("False", "FailedEvents"));
+        assert!(stored.message.starts_with("3 acknowledged events"));
+        assert_eq!(events_stored_part(0).reason, "NoFailedEvents");
+    }
 
     #[test]
     fn ready_summarizes_the_parts_and_names_the_failing_ones() {

@@ -44,6 +44,9 @@ fn panel(
 }
 
 /// The dashboard JSON of a pipeline; `funnels` are the names of its declared funnels.
+/// The panel of acknowledged events set aside as failed (the last fixed panel).
+const FAILED_EVENTS_PANEL: u32 = 9;
+
 pub fn dashboard_json(view: &ValidPipeline) -> Value {
     let t = &view.tenant;
     let ns = &view.namespace;
@@ -149,11 +152,22 @@ pub fn dashboard_json(view: &ValidPipeline) -> Value {
             "short",
             (12, 24),
         ),
+        panel(
+            FAILED_EVENTS_PANEL,
+            "Failed events",
+            "timeseries",
+            &[(
+                "{{reason}}",
+                format!("sum by (reason) (increase(pulse_processor_failed_events_total{{{sel}}}[5m]))"),
+            )],
+            "short",
+            (0, 32),
+        ),
     ];
     // One conversion panel per declared funnel, from the gauge the operator exports from
     // each Funnel's status summary.
     for (i, funnel) in view.config.funnels.iter().enumerate() {
-        let id = 9 + i as u32;
+        let id = FAILED_EVENTS_PANEL + 1 + i as u32;
         let expr = format!(
             "pulse_operator_funnel_conversion_ratio{{namespace=\"{ns}\",pipeline=\"{}\",funnel=\"{}\"}}",
             view.name, funnel.name
@@ -164,12 +178,12 @@ pub fn dashboard_json(view: &ValidPipeline) -> Value {
             "stat",
             &[(funnel.name.as_str(), expr)],
             "percentunit",
-            ((i as u32 % 2) * 12, 32 + (i as u32 / 2) * 8),
+            ((i as u32 % 2) * 12, 40 + (i as u32 / 2) * 8),
         ));
     }
     let funnel_rows = view.config.funnels.len().div_ceil(2) as u32;
-    let next_id = 9 + view.config.funnels.len() as u32;
-    panels.extend(super::business::business_panels(view, next_id, 32 + funnel_rows * 8));
+    let next_id = FAILED_EVENTS_PANEL + 1 + view.config.funnels.len() as u32;
+    panels.extend(super::business::business_panels(view, next_id, 40 + funnel_rows * 8));
     json!({
         "title": format!("Pulse: {} / {}", view.namespace, view.name),
         "uid": dashboard_uid(view),
@@ -252,6 +266,7 @@ mod tests {
             "Processor throughput",
             "Replicas",
             "Event counts",
+            "Failed events",
             "Funnel signup: conversion",
         ] {
             assert!(titles.contains(&expected), "{expected} missing from {titles:?}");
