@@ -11,6 +11,7 @@ pub mod compat;
 pub mod error;
 pub mod keys;
 pub mod metrics;
+pub mod openapi;
 pub mod rate_limit;
 pub mod settings;
 
