@@ -415,8 +415,12 @@ async fn unstorable_messages_and_duplicate_keys_get_the_native_errors() {
         ),
         (
             "batch twice",
-            r#"{"batch": [], "batch": []}"#.to_string(),
-            r#"{"batch": [], "batch": []}"#.to_string(),
+            format!(
+                r#"{{"batch": [{}], "batch": [{}]}}"#,
+                segment_message(json!({})),
+                segment_message(json!({}))
+            ),
+            format!(r#"{{"batch": [{}], "batch": [{}]}}"#, native_event(json!({})), native_event(json!({}))),
             (Some("batch"), &[]),
         ),
     ];
