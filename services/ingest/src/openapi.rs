@@ -87,7 +87,7 @@ pub(crate) fn event_error_code_schema() -> impl Into<RefOr<Schema>> {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .description(Some(
-            "A stable code: why the event was refused (invalid_json, invalid_type, missing_field, unknown_field, empty (empty or only whitespace), too_long, event_too_large, too_deep, too_many_properties, invalid_timestamp, timestamp_in_future, timestamp_too_old, duplicate_key, nested_array, invalid_character (NUL))",
+            "A stable code: why the event was refused (invalid_json, invalid_type, missing_field, unknown_field, empty (empty or only whitespace), too_long, event_too_large, too_deep, too_many_properties, invalid_timestamp, timestamp_in_future, timestamp_too_old, duplicate_key, nested_array, invalid_character (NUL), number_out_of_range (a value of a summed property beyond ±1e250))",
         ))
         .enum_values(Some(ErrorCode::ALL.iter().map(|c| c.as_str())))
 }

@@ -628,3 +628,39 @@ async fn duplicate_json_keys_are_refused_naming_the_field() {
     );
     assert_buffered_exactly(&ingest, &["dup-ok".into()]).await;
 }
+
+/// Rollups add a summed property's values across batches in the store, where a sum that
+/// overflows to infinity cannot be written: such values are refused at the door, far
+/// before that (two events of 1.5e308 would overflow).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_values_of_summed_properties_are_refused() {
+    let redis = RedisServer::start().await.expect("redis-server starts");
+    let pipeline = Pipeline {
+        extra_yaml: "rollups:\n  intervals: [hour, day]\n  numericProperties: [revenue, cart.total]".into(),
+        ..Pipeline::default()
+    };
+    let ingest = TestIngest::start(&redis.url(), pipeline).await;
+    let props = |id: &str, p: Value| with(id, "properties", p);
+    let cases = [
+        bad(
+            "a huge revenue",
+            props("h-1", json!({ "revenue": 1.5e308 })),
+            "number_out_of_range",
+            "properties.revenue",
+        ),
+        bad(
+            "a huge negative nested total",
+            props("h-2", json!({ "cart": { "total": -1e300 } })),
+            "number_out_of_range",
+            "properties.cart.total",
+        ),
+    ];
+    let mut valid = assert_refused_alone_and_in_a_batch(&ingest, &cases).await;
+    // Properties that are not summed may hold any finite number.
+    let reply = ingest
+        .post("/v1/batch", batch(&[props("h-ok", json!({ "revenue": 1e250, "other": 1.5e308 }))]))
+        .await;
+    assert_eq!((reply.status, &reply.json["accepted"]), (202, &json!(1)), "{}", reply.text);
+    valid.push("h-ok".into());
+    assert_buffered_exactly(&ingest, &valid).await;
+}

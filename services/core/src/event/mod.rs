@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use crate::buffer::BufferedEvent;
 use crate::config::IngestLimits;
 use crate::json::JsonError;
+use crate::property::PropertyPath;
 
 mod properties;
 
@@ -48,6 +49,9 @@ pub enum ErrorCode {
     NestedArray,
     /// A character the store cannot hold (NUL, U+0000) in a name, id, key or string.
     InvalidCharacter,
+    /// A number of a summed property (`rollups.numericProperties`) beyond
+    /// [`MAX_SUMMED_MAGNITUDE`].
+    NumberOutOfRange,
 }
 
 impl ErrorCode {
@@ -69,11 +73,12 @@ impl ErrorCode {
             ErrorCode::DuplicateKey => "duplicate_key",
             ErrorCode::NestedArray => "nested_array",
             ErrorCode::InvalidCharacter => "invalid_character",
+            ErrorCode::NumberOutOfRange => "number_out_of_range",
         }
     }
 
     /// Every code, for documentation and its tests.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::InvalidJson,
         ErrorCode::InvalidType,
         ErrorCode::MissingField,
@@ -89,6 +94,7 @@ impl ErrorCode {
         ErrorCode::DuplicateKey,
         ErrorCode::NestedArray,
         ErrorCode::InvalidCharacter,
+        ErrorCode::NumberOutOfRange,
     ];
 }
 
@@ -116,7 +122,13 @@ pub struct EventRules {
     max_name_chars: usize,
     max_future_ms: i64,
     retention_ms: i64,
+    summed: Vec<PropertyPath>,
 }
+
+/// The largest magnitude of a value of a summed property. Rollups add such values with
+/// `$inc` across batches, and a sum that overflows to infinity cannot be stored; below this
+/// bound a period would need about 1e58 events to overflow, and no real measure is near it.
+pub const MAX_SUMMED_MAGNITUDE: f64 = 1e250;
 
 impl EventRules {
     /// Rules from the pipeline's limits and retention.
@@ -129,7 +141,15 @@ impl EventRules {
             max_name_chars: positive(limits.max_name_length.into()),
             max_future_ms: limits.max_future_skew.as_millis(),
             retention_ms,
+            summed: Vec::new(),
         }
+    }
+
+    /// The properties whose values the rollups sum (`rollups.numericProperties`): their
+    /// numbers must be within ±[`MAX_SUMMED_MAGNITUDE`].
+    pub fn with_summed_properties(mut self, paths: &[PropertyPath]) -> Self {
+        self.summed = paths.to_vec();
+        self
     }
 
     /// The largest event, in bytes of JSON, that [`Self::validate`] accepts.

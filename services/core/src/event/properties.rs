@@ -4,13 +4,35 @@
 
 use serde_json::{Map, Value};
 
-use super::{ErrorCode, EventError, EventRules, NUL_REASON};
+use super::{ErrorCode, EventError, EventRules, MAX_SUMMED_MAGNITUDE, NUL_REASON};
 
 impl EventRules {
     pub(super) fn check_properties(&self, properties: &Map<String, Value>) -> Result<(), EventError> {
         let mut count = 0usize;
         self.walk(properties, "properties", 1, &mut count)?;
-        check_unset_names(properties)
+        check_unset_names(properties)?;
+        self.check_summed(properties)
+    }
+
+    /// Values the rollups sum stay far from infinity, so no sum of them overflows.
+    fn check_summed(&self, properties: &Map<String, Value>) -> Result<(), EventError> {
+        for path in &self.summed {
+            let mut keys = path.keys();
+            let first = keys.next().and_then(|k| properties.get(k));
+            let value = keys.try_fold(first, |v, k| Some(v?.get(k))).flatten();
+            if let Some(n) = value.and_then(Value::as_f64)
+                && n.abs() > MAX_SUMMED_MAGNITUDE
+            {
+                return Err(EventError::new(
+                    ErrorCode::NumberOutOfRange,
+                    format!("properties.{path}"),
+                    format!(
+                        "the pipeline sums this property (rollups.numericProperties): its values must be within ±{MAX_SUMMED_MAGNITUDE:e}"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Counts keys (nested ones too) and checks depth, key names and values.

@@ -1,6 +1,7 @@
 //! Unit tests of event validation.
 
 use super::*;
+use crate::property::PropertyPath;
 use serde_json::json;
 
 const NOW: i64 = 1_790_000_000_000;
@@ -173,4 +174,25 @@ fn every_code_has_its_name() {
     for code in ErrorCode::ALL {
         assert_eq!(serde_json::to_value(code).expect("serializes"), json!(code.as_str()));
     }
+}
+
+#[test]
+fn values_of_summed_properties_stay_far_from_infinity() {
+    let paths: Vec<PropertyPath> =
+        vec!["revenue".parse().expect("path"), "cart.total".parse().expect("path")];
+    let rules = rules().with_summed_properties(&paths);
+    let check = |p: Value| {
+        let event = json!({ "event": "a", "distinct_id": "u", "properties": p });
+        rules.validate(&event.to_string(), NOW, &mut || "g".to_string()).map_err(|e| (e.code, e.field))
+    };
+    assert_eq!(
+        check(json!({ "revenue": 1e251 })).err(),
+        Some((ErrorCode::NumberOutOfRange, "properties.revenue".into()))
+    );
+    assert_eq!(
+        check(json!({ "cart": { "total": -1.7e308 } })).err(),
+        Some((ErrorCode::NumberOutOfRange, "properties.cart.total".into()))
+    );
+    assert!(check(json!({ "revenue": 1e250, "cart": { "total": u64::MAX } })).is_ok());
+    assert!(check(json!({ "other": 1.7e308, "revenue": "n/a", "cart": 3 })).is_ok(), "only summed numbers");
 }
