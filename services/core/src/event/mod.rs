@@ -305,7 +305,7 @@ impl EventRules {
 }
 
 /// The refusal of a key sent twice at `path` (a path within the event).
-pub fn duplicate_key(path: String) -> EventError {
+fn duplicate_key(path: String) -> EventError {
     EventError::new(ErrorCode::DuplicateKey, path, "this key is sent twice in one object; send each key once")
 }
 
