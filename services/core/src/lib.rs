@@ -13,6 +13,7 @@ pub mod config;
 pub mod duration;
 pub mod event;
 pub mod funnel;
+pub mod json;
 pub mod profile;
 pub mod property;
 pub mod rollup;

@@ -126,7 +126,8 @@ impl StartOf for ZonedDateTime {
     }
 }
 
-/// Sum, min, max and count of one numeric property in a bucket.
+/// Sum, min, max and count of one numeric property in a bucket. The sum saturates at
+/// ±`f64::MAX` instead of overflowing to infinity, which no store can hold.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct NumericStat {
     pub sum: f64,
@@ -141,11 +142,16 @@ impl NumericStat {
     }
 
     fn add(&mut self, value: f64) {
-        self.sum += value;
+        self.sum = saturating_sum(self.sum, value);
         self.min = self.min.min(value);
         self.max = self.max.max(value);
         self.count += 1;
     }
+}
+
+/// `a + b` for finite `a` and `b`, clamped to ±`f64::MAX` where it would overflow.
+pub fn saturating_sum(a: f64, b: f64) -> f64 {
+    (a + b).clamp(-f64::MAX, f64::MAX)
 }
 
 /// What a set of events adds to one bucket (unique users are counted by the store, which
@@ -354,6 +360,31 @@ mod tests {
         assert_eq!(c.events, 3);
         assert_eq!(c.numeric["revenue"], NumericStat { sum: 8.5, min: -2.0, max: 10.5, count: 2 });
         assert_eq!(c.numeric["cart%2Eitems"].count, 3);
+    }
+
+    #[test]
+    fn numeric_sums_saturate_instead_of_overflowing() {
+        let event = |revenue: f64| BufferedEvent {
+            event_id: "e".into(),
+            id_generated: false,
+            event: "purchase".into(),
+            distinct_id: "u".into(),
+            timestamp: 0,
+            received_at: 0,
+            properties: serde_json::json!({ "revenue": revenue }).as_object().cloned().unwrap_or_default(),
+        };
+        let paths: Vec<PropertyPath> = vec!["revenue".parse().expect("path")];
+        let mut up = Contribution::default();
+        up.add(&event(1.5e308), &paths);
+        up.add(&event(1.5e308), &paths);
+        up.add(&event(1.0), &paths);
+        assert_eq!(up.numeric["revenue"], NumericStat { sum: f64::MAX, min: 1.0, max: 1.5e308, count: 3 });
+        let mut down = Contribution::default();
+        down.add(&event(-f64::MAX), &paths);
+        down.add(&event(-f64::MAX), &paths);
+        assert_eq!(down.numeric["revenue"].sum, -f64::MAX);
+        assert_eq!(saturating_sum(f64::MAX, -f64::MAX), 0.0);
+        assert_eq!(saturating_sum(2.5, -1.0), 1.5, "ordinary sums are untouched");
     }
 
     proptest! {

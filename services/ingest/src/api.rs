@@ -12,7 +12,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use pulse_core::buffer::{BufferedEvent, partition_of};
 use pulse_core::event::{EventError, EventRules};
-use serde::{Deserialize, Serialize};
+use pulse_core::json::ObjectFields;
+use serde::Serialize;
 use serde_json::value::RawValue;
 use utoipa::{OpenApi, ToSchema};
 
@@ -45,7 +46,7 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .route("/openapi.json", get(|| async { Json(crate::openapi::ApiDoc::openapi()) }))
         .fallback(|| async {
             RequestError::new(RequestErrorCode::NotFound, "no such endpoint; see /openapi.json")
         })
@@ -53,33 +54,6 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
             RequestError::new(RequestErrorCode::MethodNotAllowed, "this endpoint does not take that method")
         })
         .with_state(ingest)
-}
-
-/// An event as clients send it (documentation of the accepted shape; parsing is by hand so
-/// each problem is reported with its field).
-#[derive(Deserialize, ToSchema)]
-#[allow(dead_code)]
-pub struct EventInput {
-    /// Your id for this event: the deduplication key, so retries are stored once. Without
-    /// one, ingest generates an id and retries of the event are NOT deduplicated.
-    event_id: Option<String>,
-    /// The event name, e.g. `signed_up`.
-    event: String,
-    /// The user the event is about.
-    distinct_id: String,
-    /// When it happened: RFC 3339 with an offset, or integer epoch milliseconds. Default:
-    /// the receive time.
-    timestamp: Option<serde_json::Value>,
-    /// Any JSON object.
-    properties: Option<serde_json::Map<String, serde_json::Value>>,
-}
-
-/// A batch of events: `{"batch": [...]}` (a bare JSON array is accepted too). Other
-/// top-level fields are refused, naming the field.
-#[derive(Deserialize, ToSchema)]
-#[allow(dead_code)]
-pub struct BatchInput {
-    batch: Vec<EventInput>,
 }
 
 /// The answer to an accepted request: events are durably in the buffer.
@@ -98,12 +72,13 @@ pub struct Accepted {
 pub struct IndexedEventError {
     /// The event's position in the batch, from 0.
     pub index: usize,
-    /// A stable code: invalid_json, invalid_type, missing_field, unknown_field, empty,
-    /// too_long, event_too_large, too_deep, too_many_properties, invalid_timestamp,
-    /// timestamp_in_future, timestamp_too_old.
+    /// A stable code: why the event was refused.
+    #[schema(schema_with = crate::openapi::event_error_code_schema)]
     pub code: String,
-    /// The field within the event, e.g. `timestamp` or `properties.plan`.
+    /// The field within the event, e.g. `timestamp` or `properties.plan`; empty for the
+    /// whole event.
     pub field: String,
+    /// Why, for people.
     pub message: String,
 }
 
@@ -113,34 +88,10 @@ impl IndexedEventError {
     }
 }
 
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "Pulse ingest",
-        description = "Send events to one Pulse pipeline. 202 means durably buffered; every acknowledged event is stored exactly once, however often it is retried with the same event_id."
-    ),
-    paths(
-        post_event,
-        post_batch,
-        crate::compat::segment_batch,
-        crate::compat::segment_single,
-        crate::compat::posthog_capture
-    ),
-    components(schemas(
-        EventInput,
-        Accepted,
-        IndexedEventError,
-        crate::error::ErrorResponse,
-        crate::error::ErrorDetail,
-        crate::error::RequestErrorCode
-    ))
-)]
-struct ApiDoc;
-
 /// Send one event.
 #[utoipa::path(
     post, path = "/v1/events",
-    request_body(content = EventInput, content_type = "application/json", description = "One event; gzip with Content-Encoding: gzip"),
+    request_body(content = crate::openapi::EventInput, content_type = "application/json", description = "One event; gzip with Content-Encoding: gzip"),
     responses(
         (status = 202, description = "Durably buffered", body = Accepted),
         (status = 400, description = "Invalid JSON or event; `error.field` names the field and `errors[0].code` the event error", body = crate::error::ErrorResponse),
@@ -152,7 +103,11 @@ struct ApiDoc;
     ),
     security(("write_key" = []))
 )]
-async fn post_event(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
+pub(crate) async fn post_event(
+    State(ingest): State<Arc<Ingest>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let started = Instant::now();
     let response = match ingest.accept_one(&headers, body).await {
         Ok(accepted) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
@@ -170,7 +125,7 @@ async fn post_event(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body:
 /// lists each refused event by its index.
 #[utoipa::path(
     post, path = "/v1/batch",
-    request_body(content = BatchInput, content_type = "application/json", description = "`{\"batch\": [event, ...]}`; gzip with Content-Encoding: gzip"),
+    request_body(content = crate::openapi::BatchInput, content_type = "application/json", description = "`{\"batch\": [event, ...]}`; gzip with Content-Encoding: gzip"),
     responses(
         (status = 202, description = "Valid events durably buffered; refused ones listed in `errors`", body = Accepted),
         (status = 400, description = "Invalid JSON, not a batch, empty, or no valid event (then `errors` lists each)", body = crate::error::ErrorResponse),
@@ -182,7 +137,11 @@ async fn post_event(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body:
     ),
     security(("write_key" = []))
 )]
-async fn post_batch(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
+pub(crate) async fn post_batch(
+    State(ingest): State<Arc<Ingest>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let started = Instant::now();
     let response = match ingest.accept_batch(&headers, body).await {
         Ok(accepted) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
@@ -395,10 +354,12 @@ fn parse_batch(text: &str) -> Result<Vec<&RawValue>, RequestError> {
     match value.get().trim_start().as_bytes().first() {
         Some(b'[') => events_array(value),
         Some(b'{') => {
-            let fields: std::collections::BTreeMap<std::borrow::Cow<'_, str>, &RawValue> =
-                serde_json::from_str(value.get()).map_err(not_json)?;
-            if let Some(unknown) = fields.keys().find(|k| *k != "batch") {
-                return Err(not_a_batch("unknown field").field(unknown.to_string()));
+            let fields: ObjectFields<&RawValue> = serde_json::from_str(value.get()).map_err(not_json)?;
+            if let Some(twice) = fields.first_duplicate() {
+                return Err(duplicate_key(twice));
+            }
+            if let Some((unknown, _)) = fields.0.iter().find(|(k, _)| k != "batch") {
+                return Err(not_a_batch("unknown field").field(unknown.clone()));
             }
             let batch =
                 fields.get("batch").ok_or_else(|| not_a_batch("`batch` is required").field("batch"))?;
@@ -406,6 +367,15 @@ fn parse_batch(text: &str) -> Result<Vec<&RawValue>, RequestError> {
         }
         _ => Err(not_a_batch("the body is neither").field("batch")),
     }
+}
+
+/// The refusal of a body whose JSON holds a key twice at `path`.
+pub(crate) fn duplicate_key(path: &str) -> RequestError {
+    RequestError::new(
+        RequestErrorCode::DuplicateKey,
+        format!("the key {path:?} is sent twice in one object; send each key once"),
+    )
+    .field(path)
 }
 
 fn events_array(raw: &RawValue) -> Result<Vec<&RawValue>, RequestError> {

@@ -25,6 +25,8 @@ pub enum RequestErrorCode {
     InvalidJson,
     /// The JSON is not an event (for /v1/events) or `{"batch": [...]}` (for /v1/batch) (400).
     InvalidBody,
+    /// The body's JSON holds an object with the same key twice; `field` is its path (400).
+    DuplicateKey,
     /// A batch with no events (400).
     EmptyBatch,
     /// More events in one batch than the pipeline's limit (413).
@@ -56,6 +58,7 @@ impl RequestErrorCode {
             RequestErrorCode::InvalidGzip => "invalid_gzip",
             RequestErrorCode::InvalidJson => "invalid_json",
             RequestErrorCode::InvalidBody => "invalid_body",
+            RequestErrorCode::DuplicateKey => "duplicate_key",
             RequestErrorCode::EmptyBatch => "empty_batch",
             RequestErrorCode::TooManyEvents => "too_many_events",
             RequestErrorCode::NoValidEvents => "no_valid_events",
@@ -80,6 +83,7 @@ impl RequestErrorCode {
             RequestErrorCode::InvalidGzip
             | RequestErrorCode::InvalidJson
             | RequestErrorCode::InvalidBody
+            | RequestErrorCode::DuplicateKey
             | RequestErrorCode::EmptyBatch
             | RequestErrorCode::NoValidEvents => StatusCode::BAD_REQUEST,
             RequestErrorCode::RateLimited | RequestErrorCode::BacklogFull => StatusCode::TOO_MANY_REQUESTS,
@@ -94,18 +98,23 @@ impl RequestErrorCode {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorResponse {
     pub error: ErrorDetail,
-    /// Per-event errors, when the refusal is about the events of a batch.
+    /// Per-event errors, when the refusal is about the events of a request; absent when
+    /// there are none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = false)]
     pub errors: Vec<crate::api::IndexedEventError>,
 }
 
 /// What was wrong.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorDetail {
+    /// A stable code: why the request was refused.
     pub code: RequestErrorCode,
-    /// The offending field, e.g. `timestamp` or `batch`, when there is one.
+    /// The offending field, e.g. `timestamp` or `batch`; absent when there is none.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub field: Option<String>,
+    /// Why, for people.
     pub message: String,
 }
 

@@ -11,6 +11,7 @@ pub mod compat;
 pub mod error;
 pub mod keys;
 pub mod metrics;
+pub mod openapi;
 pub mod rate_limit;
 pub mod settings;
 
@@ -116,7 +117,8 @@ async fn prepare(settings: &Settings) -> Result<Arc<Ingest>, IngestError> {
     let limits = &config.ingest.limits;
     let to_usize = |n: i64| usize::try_from(n.max(1)).unwrap_or(usize::MAX);
     Ok(Arc::new(Ingest {
-        rules: EventRules::new(limits, config.storage.retention.as_millis()),
+        rules: EventRules::new(limits, config.storage.retention.as_millis())
+            .with_summed_properties(&config.rollups.numeric_properties),
         max_body_bytes: to_usize(limits.max_body_bytes),
         max_events_per_batch: to_usize(limits.max_events_per_batch.into()),
         high_water_mark: config.buffer.high_water_mark,

@@ -391,9 +391,9 @@ async fn events_and_requests_over_the_limits_are_refused() {
         bad("properties 6 deep", with("l-3", "properties", deep(6)), "too_deep", "properties.l5.l4.l3.l2.l1"),
         bad(
             "arrays 6 deep",
-            with("l-4", "properties", json!({ "a": [[[[[1]]]]] })),
+            with("l-4", "properties", json!({ "a": [{ "b": [{ "c": [1] }] }] })),
             "too_deep",
-            "properties.a[0][0][0][0]",
+            "properties.a[0].b[0].c",
         ),
         bad(
             "257 properties",
@@ -467,4 +467,200 @@ async fn unknown_paths_and_methods_get_json_errors() {
         assert_refused(&format!("{method} {path}"), &reply, status, code, None);
     }
     assert_buffered_exactly(&ingest, &[]).await;
+}
+
+/// What passes here is stored as it is: events no MongoDB-wire store can hold (FerretDB
+/// refuses arrays in arrays; no store takes NUL in a key, PostgreSQL in no text; stores
+/// refuse empty path segments) are refused at the door, naming the field, instead of
+/// being acknowledged and then refused by the store on every retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_no_store_can_hold_are_refused_naming_the_field() {
+    let (_redis, ingest) = start().await;
+    let props = |id: &str, p: Value| with(id, "properties", p);
+    let cases = [
+        bad("nested arrays", props("s-1", json!({ "a": [[1, 2], [3]] })), "nested_array", "properties.a[0]"),
+        bad(
+            "nested arrays deeper",
+            props("s-2", json!({ "o": [{ "b": [1, [2]] }] })),
+            "nested_array",
+            "properties.o[0].b[1]",
+        ),
+        bad(
+            "nested arrays in a profile $set",
+            props("s-3", json!({ "$set": { "tags": [["a"], ["b"]] } })),
+            "nested_array",
+            "properties.$set.tags[0]",
+        ),
+        bad(
+            "NUL in a property key",
+            props("s-4", json!({ "a\u{0}b": 1 })),
+            "invalid_character",
+            "properties.a\u{0}b",
+        ),
+        bad(
+            "NUL in a nested key",
+            props("s-5", json!({ "o": { "l": [{ "\u{0}": 1 }] } })),
+            "invalid_character",
+            "properties.o.l[0].\u{0}",
+        ),
+        bad(
+            "NUL in a string value",
+            props("s-6", json!({ "v": "x\u{0}" })),
+            "invalid_character",
+            "properties.v",
+        ),
+        bad(
+            "NUL in the event name",
+            with("s-7", "event", json!("page\u{0}viewed")),
+            "invalid_character",
+            "event",
+        ),
+        bad(
+            "NUL in distinct_id",
+            with("s-8", "distinct_id", json!("u\u{0}1")),
+            "invalid_character",
+            "distinct_id",
+        ),
+        bad(
+            "NUL in event_id",
+            with("unused", "event_id", json!("s-9\u{0}")),
+            "invalid_character",
+            "event_id",
+        ),
+        bad(
+            "NUL in a $unset name",
+            props("s-10", json!({ "$unset": ["plan\u{0}"] })),
+            "invalid_character",
+            "properties.$unset[0]",
+        ),
+        bad("an event name of spaces", with("s-11", "event", json!("   ")), "empty", "event"),
+        bad("a blank distinct_id", with("s-12", "distinct_id", json!(" \t")), "empty", "distinct_id"),
+        bad("a blank event_id", with("unused", "event_id", json!("  ")), "empty", "event_id"),
+        bad(
+            "an empty $unset name",
+            props("s-14", json!({ "$unset": ["plan", ""] })),
+            "empty",
+            "properties.$unset[1]",
+        ),
+        bad(
+            "a blank $unset name",
+            props("s-15", json!({ "$unset": [" "] })),
+            "empty",
+            "properties.$unset[0]",
+        ),
+        bad("an empty nested key", props("s-16", json!({ "o": { "": 1 } })), "empty", "properties.o"),
+        bad(
+            "an empty key in an array",
+            props("s-17", json!({ "l": [{ "": 1 }] })),
+            "empty",
+            "properties.l[0]",
+        ),
+        bad("a blank property key", props("s-18", json!({ "  ": 1 })), "empty", "properties"),
+        bad("an empty $set name", props("s-19", json!({ "$set": { "": "x" } })), "empty", "properties.$set"),
+    ];
+    let mut valid = assert_refused_alone_and_in_a_batch(&ingest, &cases).await;
+
+    // What stores do hold is still taken: arrays of objects holding arrays, `$` and `.` in
+    // keys (the store encodes them), spaces inside names, large but finite numbers.
+    let fine = [
+        props("s-ok-1", json!({ "a": [{ "b": [1, 2] }, { "b": [] }], "$browser": "x", "a.b": 1 })),
+        with("s-ok-2", "event", json!(" signed up ")),
+        props("s-ok-3", json!({ "revenue": 1.7e308, "$set": { "plan": " pro " }, "$unset": ["trial"] })),
+    ];
+    let reply = ingest.post("/v1/batch", batch(&fine)).await;
+    assert_eq!((reply.status, &reply.json["accepted"]), (202, &json!(3)), "{}", reply.text);
+    valid.extend(["s-ok-1", "s-ok-2", "s-ok-3"].map(String::from));
+    assert_buffered_exactly(&ingest, &valid).await;
+}
+
+/// JSON cannot carry NaN or infinity, and a number beyond f64 (1e400) is refused as
+/// invalid JSON rather than read as infinity: alone, or as one event of a batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_beyond_f64_are_refused_as_invalid_json() {
+    let (_redis, ingest) = start().await;
+    for number in ["1e400", "-1e400"] {
+        let text = format!(
+            r#"{{"event_id": "n-1", "event": "paid", "distinct_id": "u-1", "properties": {{"revenue": {number}}}}}"#
+        );
+        let reply = ingest.post("/v1/events", text.clone()).await;
+        assert_refused(number, &reply, 400, "invalid_json", None);
+        let body = format!(r#"{{"batch": [{}, {text}]}}"#, event("n-ok", "u-1"));
+        let reply = ingest.post("/v1/batch", body).await;
+        assert_eq!(reply.status, 202, "{}", reply.text);
+        assert_eq!(event_errors(&reply), [(1, "invalid_json", "")], "{}", reply.text);
+    }
+    assert_buffered_exactly(&ingest, &["n-ok".into(), "n-ok".into()]).await;
+}
+
+/// serde_json keeps the last of two equal keys; ingest refuses them instead, at any level,
+/// so no event is silently dropped or changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_json_keys_are_refused_naming_the_field() {
+    let (_redis, ingest) = start().await;
+    let (a, b) = (event("dup-a", "u-1"), event("dup-b", "u-2"));
+    let body = format!(r#"{{"batch": [{a}], "batch": [{b}]}}"#);
+    let reply = ingest.post("/v1/batch", body).await;
+    assert_refused("batch twice", &reply, 400, "duplicate_key", Some("batch"));
+
+    let event_twice = r#"{"event_id": "dup-1", "event": "a", "event": "b", "distinct_id": "u-1"}"#;
+    let property_twice =
+        r#"{"event_id": "dup-2", "event": "a", "distinct_id": "u-1", "properties": {"o": {"k": 1, "k": 2}}}"#;
+    let id_twice = r#"{"event_id": "dup-3", "event_id": "dup-4", "event": "a", "distinct_id": "u-1"}"#;
+    for (text, field) in [(event_twice, "event"), (property_twice, "properties.o.k"), (id_twice, "event_id")]
+    {
+        let reply = ingest.post("/v1/events", text).await;
+        assert_refused(field, &reply, 400, "invalid_body", Some(field));
+        assert_eq!(event_errors(&reply), [(0, "duplicate_key", field)], "{}", reply.text);
+    }
+    let body =
+        format!(r#"{{"batch": [{event_twice}, {}, {property_twice}, {id_twice}]}}"#, event("dup-ok", "u-1"));
+    let reply = ingest.post("/v1/batch", body).await;
+    assert_eq!((reply.status, &reply.json["accepted"]), (202, &json!(1)), "{}", reply.text);
+    assert_eq!(
+        event_errors(&reply),
+        [
+            (0, "duplicate_key", "event"),
+            (2, "duplicate_key", "properties.o.k"),
+            (3, "duplicate_key", "event_id")
+        ],
+        "{}",
+        reply.text
+    );
+    assert_buffered_exactly(&ingest, &["dup-ok".into()]).await;
+}
+
+/// Rollups add a summed property's values across batches in the store, where a sum that
+/// overflows to infinity cannot be written: such values are refused at the door, far
+/// before that (two events of 1.5e308 would overflow).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_values_of_summed_properties_are_refused() {
+    let redis = RedisServer::start().await.expect("redis-server starts");
+    let pipeline = Pipeline {
+        extra_yaml: "rollups:\n  intervals: [hour, day]\n  numericProperties: [revenue, cart.total]".into(),
+        ..Pipeline::default()
+    };
+    let ingest = TestIngest::start(&redis.url(), pipeline).await;
+    let props = |id: &str, p: Value| with(id, "properties", p);
+    let cases = [
+        bad(
+            "a huge revenue",
+            props("h-1", json!({ "revenue": 1.5e308 })),
+            "number_out_of_range",
+            "properties.revenue",
+        ),
+        bad(
+            "a huge negative nested total",
+            props("h-2", json!({ "cart": { "total": -1e300 } })),
+            "number_out_of_range",
+            "properties.cart.total",
+        ),
+    ];
+    let mut valid = assert_refused_alone_and_in_a_batch(&ingest, &cases).await;
+    // Properties that are not summed may hold any finite number.
+    let reply = ingest
+        .post("/v1/batch", batch(&[props("h-ok", json!({ "revenue": 1e250, "other": 1.5e308 }))]))
+        .await;
+    assert_eq!((reply.status, &reply.json["accepted"]), (202, &json!(1)), "{}", reply.text);
+    valid.push("h-ok".into());
+    assert_buffered_exactly(&ingest, &valid).await;
 }

@@ -356,3 +356,137 @@ async fn the_openapi_document_lists_the_compat_endpoints() {
         assert!(post["responses"]["503"].is_object(), "{path} documents its 503");
     }
 }
+
+/// What no store can hold, and JSON keys sent twice, are refused on the compat endpoints
+/// exactly as on the native ones (the same codes), naming the SDK's fields: every path
+/// into the buffer applies the same rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unstorable_messages_and_duplicate_keys_get_the_native_errors() {
+    let redis = RedisServer::start().await.expect("redis");
+    let ingest = TestIngest::start(&redis.url(), Pipeline::default()).await;
+    let auth = [("Authorization", basic(&ingest.write_key))];
+    let key = ingest.write_key.clone();
+    let segment_one = |m: Value| json!({ "batch": [m] }).to_string();
+    let posthog_one = |e: Value| json!({ "api_key": key, "batch": [e] }).to_string();
+    let native_one = |e: Value| json!({ "batch": [e] }).to_string();
+
+    let segment_cases: Vec<Case> = vec![
+        (
+            "nested arrays in properties",
+            segment_one(segment_message(json!({ "properties": { "a": [[1, 2], [3]] } }))),
+            native_one(native_event(json!({ "properties": { "a": [[1, 2], [3]] } }))),
+            (None, &["properties.a[0]"]),
+        ),
+        (
+            "nested arrays in identify traits",
+            segment_one(json!({ "type": "identify", "userId": "u", "traits": { "tags": [["x"]] } })),
+            native_one(native_event(json!({ "properties": { "$set": { "tags": [["x"]] } } }))),
+            (None, &["traits.tags[0]"]),
+        ),
+        (
+            "NUL in a trait name",
+            segment_one(json!({ "type": "identify", "userId": "u", "traits": { "e\u{0}mail": "x" } })),
+            native_one(native_event(json!({ "properties": { "$set": { "e\u{0}mail": "x" } } }))),
+            (None, &["traits.e\u{0}mail"]),
+        ),
+        (
+            "NUL in userId",
+            segment_one(segment_message(json!({ "userId": "u\u{0}" }))),
+            native_one(native_event(json!({ "distinct_id": "u\u{0}" }))),
+            (None, &["userId"]),
+        ),
+        (
+            "NUL in messageId",
+            segment_one(segment_message(json!({ "messageId": "m\u{0}" }))),
+            native_one(native_event(json!({ "event_id": "m\u{0}" }))),
+            (None, &["messageId"]),
+        ),
+        (
+            "an event name of spaces",
+            segment_one(segment_message(json!({ "event": "   " }))),
+            native_one(native_event(json!({ "event": "   " }))),
+            (None, &["event"]),
+        ),
+        (
+            "an empty nested property name",
+            segment_one(segment_message(json!({ "properties": { "o": { "": 1 } } }))),
+            native_one(native_event(json!({ "properties": { "o": { "": 1 } } }))),
+            (None, &["properties.o"]),
+        ),
+        (
+            "batch twice",
+            format!(
+                r#"{{"batch": [{}], "batch": [{}]}}"#,
+                segment_message(json!({})),
+                segment_message(json!({}))
+            ),
+            format!(r#"{{"batch": [{}], "batch": [{}]}}"#, native_event(json!({})), native_event(json!({}))),
+            (Some("batch"), &[]),
+        ),
+    ];
+    for (case, compat_body, native_body, fields) in segment_cases {
+        let compat = ingest.post_with("/compat/segment/v1/batch", compat_body, &auth).await;
+        assert_same(case, &compat, &ingest.post("/v1/batch", native_body).await, fields);
+    }
+
+    let posthog_cases: Vec<Case> = vec![
+        (
+            "nested arrays in $set",
+            posthog_one(posthog_event(json!({ "$set": { "tags": [["x"]] } }))),
+            native_one(native_event(json!({ "properties": { "$set": { "tags": [["x"]] } } }))),
+            (None, &["properties.$set.tags[0]"]),
+        ),
+        (
+            "an empty $unset name",
+            posthog_one(posthog_event(json!({ "properties": { "$unset": [""] } }))),
+            native_one(native_event(json!({ "properties": { "$unset": [""] } }))),
+            (None, &["properties.$unset[0]"]),
+        ),
+        (
+            "NUL in a $unset name",
+            posthog_one(posthog_event(json!({ "properties": { "$unset": ["a\u{0}"] } }))),
+            native_one(native_event(json!({ "properties": { "$unset": ["a\u{0}"] } }))),
+            (None, &["properties.$unset[0]"]),
+        ),
+        (
+            "NUL in distinct_id",
+            posthog_one(posthog_event(json!({ "distinct_id": "\u{0}" }))),
+            native_one(native_event(json!({ "distinct_id": "\u{0}" }))),
+            (None, &["distinct_id"]),
+        ),
+        (
+            "a blank event name",
+            posthog_one(posthog_event(json!({ "event": " " }))),
+            native_one(native_event(json!({ "event": " " }))),
+            (None, &["event"]),
+        ),
+    ];
+    for (case, compat_body, native_body, fields) in posthog_cases {
+        let compat = ingest.post_with("/compat/posthog/batch/", compat_body, &[]).await;
+        assert_same(case, &compat, &ingest.post("/v1/batch", native_body).await, fields);
+    }
+
+    // A key sent twice inside a message refuses the request (the SDK body is read whole),
+    // naming the key by its path in the SDK's body.
+    let twice = r#"{"batch": [{"type": "track", "messageId": "d-1", "event": "e", "userId": "u", "properties": {"plan": 1, "plan": 2}}]}"#;
+    let reply = ingest.post_with("/compat/segment/v1/batch", twice, &auth).await;
+    assert_eq!(
+        (reply.status, reply.code(), reply.json["error"]["field"].clone()),
+        (400, "duplicate_key", json!("batch[0].properties.plan")),
+        "{}",
+        reply.text
+    );
+    let twice = format!(
+        r#"{{"api_key": "{key}", "batch": [{{"uuid": "d-2", "event": "e", "event": "f", "distinct_id": "u"}}]}}"#
+    );
+    let reply = ingest.post_with("/compat/posthog/batch/", twice, &[]).await;
+    assert_eq!(
+        (reply.status, reply.code(), reply.json["error"]["field"].clone()),
+        (400, "duplicate_key", json!("batch[0].event")),
+        "{}",
+        reply.text
+    );
+
+    let buffered: Vec<String> = ingest.buffered().await.into_iter().map(|(_, e)| e.event_id).collect();
+    assert!(buffered.is_empty(), "nothing refused is buffered: {buffered:?}");
+}

@@ -119,8 +119,33 @@ async fn the_openapi_document_describes_the_endpoints_and_errors() {
         }
     }
     let codes = doc["components"]["schemas"]["RequestErrorCode"].to_string();
-    for code in ["unauthorized", "backlog_full", "rate_limited", "buffer_unavailable", "invalid_gzip"] {
+    for code in [
+        "unauthorized",
+        "backlog_full",
+        "rate_limited",
+        "buffer_unavailable",
+        "invalid_gzip",
+        "duplicate_key",
+    ] {
         assert!(codes.contains(code), "the error codes are documented: {code}");
+    }
+    // Every security scheme a path names is defined, as what the server takes.
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["write_key"]["scheme"], "bearer", "write_key is defined: {schemes}");
+    for path in ["/v1/events", "/v1/batch"] {
+        assert_eq!(doc["paths"][path]["post"]["security"], serde_json::json!([{ "write_key": [] }]));
+    }
+    // Fields the server omits when empty are not required.
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["ErrorResponse"]["required"], serde_json::json!(["error"]), "errors may be absent");
+    assert_eq!(
+        schemas["ErrorDetail"]["required"],
+        serde_json::json!(["code", "message"]),
+        "field may be absent"
+    );
+    let event_codes = schemas["IndexedEventError"]["properties"]["code"]["enum"].to_string();
+    for code in ["duplicate_key", "nested_array", "invalid_character", "empty", "too_deep"] {
+        assert!(event_codes.contains(code), "the event error codes are listed: {code} in {event_codes}");
     }
 }
 

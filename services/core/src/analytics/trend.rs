@@ -13,6 +13,7 @@ use super::event::{AnalyticsEvent, EventMatcher};
 use super::period::{self, Interval};
 use super::stats::percentile;
 use crate::property::PropertyPath;
+use crate::rollup::saturating_sum;
 use crate::validation::Errors;
 
 /// What is measured in each interval.
@@ -269,10 +270,11 @@ fn measure(m: &Measure, events: &[&AnalyticsEvent]) -> Option<f64> {
         Measure::UniqueUsers | Measure::Dau | Measure::Wau | Measure::Mau => {
             Some(events.iter().map(|e| e.distinct_id.as_str()).collect::<HashSet<_>>().len() as f64)
         }
-        Measure::Sum { property } => Some(numbers(property).iter().sum()),
+        // Saturating, as the rollups sum (see rollup::saturating_sum), so both agree.
+        Measure::Sum { property } => Some(numbers(property).iter().fold(0.0, |a, &b| saturating_sum(a, b))),
         Measure::Average { property } => {
             let v = numbers(property);
-            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+            (!v.is_empty()).then(|| v.iter().fold(0.0, |a, &b| saturating_sum(a, b)) / v.len() as f64)
         }
         Measure::Min { property } => numbers(property).first().copied(),
         Measure::Max { property } => numbers(property).last().copied(),
@@ -332,6 +334,16 @@ mod tests {
         .expect("runs");
         assert_eq!(r.series[0].points.len(), 1, "both days are in January 1970");
         assert_eq!(r.series[0].points[0].value, Some(3.0));
+    }
+
+    #[test]
+    fn sums_saturate_as_the_rollups_do() {
+        let events =
+            vec![ev(0, "a", 10, json!({ "amount": 1.5e308 })), ev(1, "b", 20, json!({ "amount": 1.5e308 }))];
+        let sum = Measure::Sum { property: "amount".parse().expect("path") };
+        let r = run(&query(sum, Interval::Day, None), &events, None, &TimeZone::UTC, &Limits::default())
+            .expect("runs");
+        assert_eq!(r.series[0].points[0].value, Some(f64::MAX), "not infinity");
     }
 
     #[test]

@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use pulse_core::buffer::BufferedEvent;
 use pulse_core::event::EventError;
+use pulse_core::json::JsonError;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -109,14 +110,17 @@ pub(crate) fn type_name(value: &Value) -> &'static str {
     }
 }
 
-/// What the SDK is told on success: the native counts, plus the field its SDK expects.
-#[derive(Debug, Serialize)]
-struct CompatAccepted {
+/// What the SDK is told on success: the native counts, plus the field its SDK expects
+/// (`success` for Segment, `status` for PostHog).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CompatAccepted {
     /// Segment's answer is `{"success": true}`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     success: Option<bool>,
     /// PostHog's answer is `{"status": 1}`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     status: Option<u8>,
     #[serde(flatten)]
     accepted: crate::api::Accepted,
@@ -220,8 +224,12 @@ async fn read_json(ingest: &Ingest, headers: &HeaderMap, body: Body) -> Result<V
     let bytes = crate::body::read(headers, body, ingest.max_body_bytes).await?;
     let bytes = if bytes.starts_with(&[0x1f, 0x8b]) { gunzip(&bytes, ingest.max_body_bytes)? } else { bytes };
     let text = crate::body::utf8(&bytes)?;
-    serde_json::from_str(text).map_err(|e| {
-        RequestError::new(RequestErrorCode::InvalidJson, format!("the body is not valid JSON: {e}"))
+    pulse_core::json::parse(text).map_err(|e| match e {
+        // The path is the SDK's own: the body is parsed before any mapping.
+        JsonError::DuplicateKey { path } => crate::api::duplicate_key(&path),
+        JsonError::Syntax(e) => {
+            RequestError::new(RequestErrorCode::InvalidJson, format!("the body is not valid JSON: {e}"))
+        }
     })
 }
 
@@ -280,12 +288,14 @@ fn respond(
 }
 
 /// Segment's batch endpoint (what every Segment SDK posts to): `{"batch": [message, ...],
-/// "sentAt", "context"}`. See docs/compat.md for the mapping to native events.
+/// "sentAt", "context", "writeKey"}`. The write key comes by HTTP Basic (as the SDKs send
+/// it), Bearer, or `writeKey` in the body. See docs/compat.md for the mapping to native
+/// events.
 #[utoipa::path(
     post, path = "/compat/segment/v1/batch",
     request_body(content = Object, content_type = "application/json", description = "Segment's batch; gzip with Content-Encoding: gzip"),
     responses(
-        (status = 200, description = "Valid messages durably buffered (`success: true`); refused ones listed in `errors`", body = crate::api::Accepted),
+        (status = 200, description = "Valid messages durably buffered (`success: true`); refused ones listed in `errors`", body = CompatAccepted),
         (status = 400, description = "Invalid JSON, body or messages; `error.field` and `errors[].field` name the SDK's field", body = crate::error::ErrorResponse),
         (status = 401, description = "Missing or wrong write key", body = crate::error::ErrorResponse),
         (status = 413, description = "Body, batch or an event too large", body = crate::error::ErrorResponse),
@@ -293,7 +303,7 @@ fn respond(
         (status = 429, description = "Rate limited or backlog full; the SDKs retry after Retry-After", body = crate::error::ErrorResponse),
         (status = 503, description = "Buffer unavailable; nothing was acknowledged; the SDKs retry", body = crate::error::ErrorResponse),
     ),
-    security(("write_key" = []))
+    security((), ("write_key" = []), ("segment_basic" = []))
 )]
 pub async fn segment_batch(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
@@ -308,7 +318,7 @@ pub async fn segment_batch(State(ingest): State<Arc<Ingest>>, headers: HeaderMap
     params(("kind" = String, Path, description = "track, identify, page, screen, group or alias")),
     request_body(content = Object, content_type = "application/json", description = "One Segment message"),
     responses(
-        (status = 200, description = "Durably buffered (`success: true`)", body = crate::api::Accepted),
+        (status = 200, description = "Durably buffered (`success: true`)", body = CompatAccepted),
         (status = 404, description = "No such call type", body = crate::error::ErrorResponse),
         (status = 400, description = "Invalid JSON, body or messages; `error.field` and `errors[].field` name the SDK's field", body = crate::error::ErrorResponse),
         (status = 401, description = "Missing or wrong write key", body = crate::error::ErrorResponse),
@@ -317,7 +327,7 @@ pub async fn segment_batch(State(ingest): State<Arc<Ingest>>, headers: HeaderMap
         (status = 429, description = "Rate limited or backlog full; the SDKs retry after Retry-After", body = crate::error::ErrorResponse),
         (status = 503, description = "Buffer unavailable; nothing was acknowledged; the SDKs retry", body = crate::error::ErrorResponse),
     ),
-    security(("write_key" = []))
+    security((), ("write_key" = []), ("segment_basic" = []))
 )]
 pub async fn segment_single(
     State(ingest): State<Arc<Ingest>>,
@@ -369,7 +379,7 @@ async fn segment_request(
     post, path = "/compat/posthog/batch/",
     request_body(content = Object, content_type = "application/json", description = "PostHog's batch, an array of events or one event, with `api_key`"),
     responses(
-        (status = 200, description = "Valid events durably buffered (`status: 1`); refused ones listed in `errors`", body = crate::api::Accepted),
+        (status = 200, description = "Valid events durably buffered (`status: 1`); refused ones listed in `errors`", body = CompatAccepted),
         (status = 400, description = "Invalid JSON, body or messages; `error.field` and `errors[].field` name the SDK's field", body = crate::error::ErrorResponse),
         (status = 401, description = "Missing or wrong write key", body = crate::error::ErrorResponse),
         (status = 413, description = "Body, batch or an event too large", body = crate::error::ErrorResponse),

@@ -34,6 +34,8 @@ pub struct Pipeline {
     pub cluster: bool,
     /// Extra YAML under `ingest:` (limits, rate limit).
     pub ingest_yaml: String,
+    /// Extra top-level YAML (e.g. `rollups:`).
+    pub extra_yaml: String,
     pub redis_timeout: Duration,
 }
 
@@ -46,6 +48,7 @@ impl Default for Pipeline {
             high_water_mark: 1_000_000,
             cluster: false,
             ingest_yaml: String::new(),
+            extra_yaml: String::new(),
             redis_timeout: Duration::from_millis(1000),
         }
     }
@@ -90,6 +93,7 @@ storage:
 keys:
   writeKeyFile: {write}
   readKeyFile: {read}
+{extra}
 ",
             tenant = pipeline.tenant,
             ingest = if pipeline.ingest_yaml.is_empty() {
@@ -105,6 +109,7 @@ keys:
             mongo = mongo_file.display(),
             write = write_file.display(),
             read = read_file.display(),
+            extra = pipeline.extra_yaml,
         );
         let config_path = file("pipeline.yaml", &config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

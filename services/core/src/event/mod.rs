@@ -6,6 +6,14 @@ use serde_json::{Map, Value};
 
 use crate::buffer::BufferedEvent;
 use crate::config::IngestLimits;
+use crate::json::JsonError;
+use crate::property::PropertyPath;
+
+mod properties;
+
+/// Why a NUL is refused, after "a ... ": no MongoDB-wire store takes it in a key, and
+/// PostgreSQL (FerretDB's backend) takes it in no text at all.
+const NUL_REASON: &str = "must not contain the NUL character (U+0000), which the store cannot hold";
 
 /// Why an event (or a request) was refused: a stable machine-readable code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -19,7 +27,7 @@ pub enum ErrorCode {
     MissingField,
     /// A field the API does not know (likely a typo; refused rather than dropped).
     UnknownField,
-    /// A string that must not be empty is.
+    /// A string that must not be empty is empty or only whitespace.
     Empty,
     /// A name or id is longer than the limit.
     TooLong,
@@ -35,6 +43,15 @@ pub enum ErrorCode {
     TimestampInFuture,
     /// A timestamp older than the pipeline's retention.
     TimestampTooOld,
+    /// An object holds the same key twice.
+    DuplicateKey,
+    /// An array directly inside an array, which the store cannot hold.
+    NestedArray,
+    /// A character the store cannot hold (NUL, U+0000) in a name, id, key or string.
+    InvalidCharacter,
+    /// A number of a summed property (`rollups.numericProperties`) beyond
+    /// [`MAX_SUMMED_MAGNITUDE`].
+    NumberOutOfRange,
 }
 
 impl ErrorCode {
@@ -53,8 +70,32 @@ impl ErrorCode {
             ErrorCode::InvalidTimestamp => "invalid_timestamp",
             ErrorCode::TimestampInFuture => "timestamp_in_future",
             ErrorCode::TimestampTooOld => "timestamp_too_old",
+            ErrorCode::DuplicateKey => "duplicate_key",
+            ErrorCode::NestedArray => "nested_array",
+            ErrorCode::InvalidCharacter => "invalid_character",
+            ErrorCode::NumberOutOfRange => "number_out_of_range",
         }
     }
+
+    /// Every code, for documentation and its tests.
+    pub const ALL: [ErrorCode; 16] = [
+        ErrorCode::InvalidJson,
+        ErrorCode::InvalidType,
+        ErrorCode::MissingField,
+        ErrorCode::UnknownField,
+        ErrorCode::Empty,
+        ErrorCode::TooLong,
+        ErrorCode::EventTooLarge,
+        ErrorCode::TooDeep,
+        ErrorCode::TooManyProperties,
+        ErrorCode::InvalidTimestamp,
+        ErrorCode::TimestampInFuture,
+        ErrorCode::TimestampTooOld,
+        ErrorCode::DuplicateKey,
+        ErrorCode::NestedArray,
+        ErrorCode::InvalidCharacter,
+        ErrorCode::NumberOutOfRange,
+    ];
 }
 
 /// One refused event: its code, the field (a JSON path within the event, empty for the
@@ -81,7 +122,13 @@ pub struct EventRules {
     max_name_chars: usize,
     max_future_ms: i64,
     retention_ms: i64,
+    summed: Vec<PropertyPath>,
 }
+
+/// The largest magnitude of a value of a summed property. Rollups add such values with
+/// `$inc` across batches, and a sum that overflows to infinity cannot be stored; below this
+/// bound a period would need about 1e58 events to overflow, and no real measure is near it.
+pub const MAX_SUMMED_MAGNITUDE: f64 = 1e250;
 
 impl EventRules {
     /// Rules from the pipeline's limits and retention.
@@ -94,7 +141,15 @@ impl EventRules {
             max_name_chars: positive(limits.max_name_length.into()),
             max_future_ms: limits.max_future_skew.as_millis(),
             retention_ms,
+            summed: Vec::new(),
         }
+    }
+
+    /// The properties whose values the rollups sum (`rollups.numericProperties`): their
+    /// numbers must be within ±[`MAX_SUMMED_MAGNITUDE`].
+    pub fn with_summed_properties(mut self, paths: &[PropertyPath]) -> Self {
+        self.summed = paths.to_vec();
+        self
     }
 
     /// The largest event, in bytes of JSON, that [`Self::validate`] accepts.
@@ -118,17 +173,15 @@ impl EventRules {
                 format!("the event is {} bytes; the limit is {}", json.len(), self.max_event_bytes),
             ));
         }
-        let value: Value = serde_json::from_str(json).map_err(|e| {
+        let value = crate::json::parse(json).map_err(|e| match e {
+            JsonError::DuplicateKey { path } => duplicate_key(path),
             // The parser's own nesting guard trips long before the size limit does.
-            if e.to_string().contains("recursion limit") {
-                EventError::new(
-                    ErrorCode::TooDeep,
-                    "properties",
-                    format!("properties nest deeper than {} levels", self.max_depth),
-                )
-            } else {
-                EventError::new(ErrorCode::InvalidJson, "", format!("not valid JSON: {e}"))
-            }
+            e if e.is_too_deep() => EventError::new(
+                ErrorCode::TooDeep,
+                "properties",
+                format!("properties nest deeper than {} levels", self.max_depth),
+            ),
+            e => EventError::new(ErrorCode::InvalidJson, "", e.to_string()),
         })?;
         self.validate_value(value, received_at, new_id)
     }
@@ -176,12 +229,15 @@ impl EventRules {
     fn name(&self, value: Option<Value>, field: &str) -> Result<String, EventError> {
         match value {
             None | Some(Value::Null) => Err(EventError::new(ErrorCode::MissingField, field, "is required")),
-            Some(Value::String(s)) if s.is_empty() => {
-                Err(EventError::new(ErrorCode::Empty, field, "must not be empty"))
+            // Blank names are as useless as empty ones, and stores refuse some of them.
+            Some(Value::String(s)) if s.trim().is_empty() => {
+                Err(EventError::new(ErrorCode::Empty, field, "must not be empty or only whitespace"))
             }
             Some(Value::String(s)) => {
                 let chars = s.chars().count();
-                if chars > self.max_name_chars {
+                if s.contains('\0') {
+                    Err(EventError::new(ErrorCode::InvalidCharacter, field, NUL_REASON))
+                } else if chars > self.max_name_chars {
                     Err(EventError::new(
                         ErrorCode::TooLong,
                         field,
@@ -246,76 +302,11 @@ impl EventRules {
         }
         Ok(ms)
     }
+}
 
-    fn check_properties(&self, properties: &Map<String, Value>) -> Result<(), EventError> {
-        let mut count = 0usize;
-        self.walk(properties, "properties", 1, &mut count)
-    }
-
-    /// Counts keys (nested ones too) and checks depth and key names.
-    fn walk(
-        &self,
-        map: &Map<String, Value>,
-        path: &str,
-        depth: usize,
-        count: &mut usize,
-    ) -> Result<(), EventError> {
-        if depth > self.max_depth {
-            return Err(EventError::new(
-                ErrorCode::TooDeep,
-                path,
-                format!("properties nest deeper than {} levels", self.max_depth),
-            ));
-        }
-        for (key, value) in map {
-            *count += 1;
-            if *count > self.max_properties {
-                return Err(EventError::new(
-                    ErrorCode::TooManyProperties,
-                    "properties",
-                    format!("more than {} properties (nested keys count too)", self.max_properties),
-                ));
-            }
-            if key.is_empty() {
-                return Err(EventError::new(ErrorCode::Empty, path, "a property name must not be empty"));
-            }
-            if key.chars().count() > self.max_name_chars {
-                return Err(EventError::new(
-                    ErrorCode::TooLong,
-                    format!("{path}.{key}"),
-                    format!("a property name is at most {} characters", self.max_name_chars),
-                ));
-            }
-            self.walk_value(value, &format!("{path}.{key}"), depth, count)?;
-        }
-        Ok(())
-    }
-
-    fn walk_value(
-        &self,
-        value: &Value,
-        path: &str,
-        depth: usize,
-        count: &mut usize,
-    ) -> Result<(), EventError> {
-        match value {
-            Value::Object(map) => self.walk(map, path, depth + 1, count),
-            Value::Array(items) => {
-                if depth + 1 > self.max_depth {
-                    return Err(EventError::new(
-                        ErrorCode::TooDeep,
-                        path,
-                        format!("properties nest deeper than {} levels", self.max_depth),
-                    ));
-                }
-                items
-                    .iter()
-                    .enumerate()
-                    .try_for_each(|(i, v)| self.walk_value(v, &format!("{path}[{i}]"), depth + 1, count))
-            }
-            _ => Ok(()),
-        }
-    }
+/// The refusal of a key sent twice at `path` (a path within the event).
+fn duplicate_key(path: String) -> EventError {
+    EventError::new(ErrorCode::DuplicateKey, path, "this key is sent twice in one object; send each key once")
 }
 
 fn type_name(value: &Value) -> &'static str {
@@ -330,102 +321,4 @@ fn type_name(value: &Value) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    const NOW: i64 = 1_790_000_000_000;
-
-    fn rules() -> EventRules {
-        EventRules::new(&IngestLimits::default(), 365 * 86_400_000)
-    }
-
-    fn check(event: Value) -> Result<BufferedEvent, EventError> {
-        rules().validate(&event.to_string(), NOW, &mut || "generated".to_string())
-    }
-
-    fn code(event: Value) -> (ErrorCode, String) {
-        let e = check(event).expect_err("must be refused");
-        (e.code, e.field)
-    }
-
-    #[test]
-    fn a_full_event_is_accepted_as_sent() {
-        let e = check(json!({
-            "event_id": "e-1", "event": "signup", "distinct_id": "u-1",
-            "timestamp": "2026-09-21T10:00:00Z", "properties": { "plan": "pro", "seats": 3 }
-        }))
-        .expect("valid");
-        assert_eq!((e.event_id.as_str(), e.id_generated), ("e-1", false));
-        assert_eq!(e.timestamp, 1_789_984_800_000, "2026-09-21T10:00:00Z");
-        assert_eq!(e.properties["seats"], json!(3));
-        assert_eq!(e.received_at, NOW);
-    }
-
-    #[test]
-    fn defaults_fill_id_and_timestamp() {
-        let e = check(json!({ "event": "signup", "distinct_id": "u-1" })).expect("valid");
-        assert_eq!((e.event_id.as_str(), e.id_generated), ("generated", true));
-        assert_eq!(e.timestamp, NOW);
-        assert!(e.properties.is_empty());
-    }
-
-    #[test]
-    fn epoch_milliseconds_are_accepted() {
-        let e = check(json!({ "event": "a", "distinct_id": "u", "timestamp": NOW - 5_000 })).expect("valid");
-        assert_eq!(e.timestamp, NOW - 5_000);
-    }
-
-    #[test]
-    fn each_problem_gets_its_code_and_field() {
-        let base = || json!({ "event": "a", "distinct_id": "u" });
-        let with = |k: &str, v: Value| {
-            let mut e = base();
-            e[k] = v;
-            e
-        };
-        assert_eq!(code(json!([1])), (ErrorCode::InvalidType, String::new()));
-        assert_eq!(code(json!({ "distinct_id": "u" })), (ErrorCode::MissingField, "event".into()));
-        assert_eq!(code(json!({ "event": "a" })), (ErrorCode::MissingField, "distinct_id".into()));
-        assert_eq!(code(with("event", json!(""))), (ErrorCode::Empty, "event".into()));
-        assert_eq!(code(with("event", json!(7))), (ErrorCode::InvalidType, "event".into()));
-        assert_eq!(code(with("distinct_id", json!(42))), (ErrorCode::InvalidType, "distinct_id".into()));
-        assert_eq!(code(with("event", json!("x".repeat(201)))), (ErrorCode::TooLong, "event".into()));
-        assert_eq!(code(with("event_id", json!(["x"]))), (ErrorCode::InvalidType, "event_id".into()));
-        assert_eq!(
-            code(with("timestamp", json!("yesterday"))),
-            (ErrorCode::InvalidTimestamp, "timestamp".into())
-        );
-        assert_eq!(code(with("timestamp", json!(1.5))), (ErrorCode::InvalidTimestamp, "timestamp".into()));
-        assert_eq!(code(with("timestamp", json!(true))), (ErrorCode::InvalidType, "timestamp".into()));
-        assert_eq!(
-            code(with("timestamp", json!(NOW + 2 * 3_600_000))),
-            (ErrorCode::TimestampInFuture, "timestamp".into())
-        );
-        assert_eq!(
-            code(with("timestamp", json!(1_700_000_000))),
-            (ErrorCode::TimestampTooOld, "timestamp".into())
-        );
-        assert_eq!(
-            code(with("properties", json!("plan=pro"))),
-            (ErrorCode::InvalidType, "properties".into())
-        );
-        assert_eq!(code(with("propertes", json!({}))), (ErrorCode::UnknownField, "propertes".into()));
-        assert_eq!(code(with("properties", json!({ "": 1 }))), (ErrorCode::Empty, "properties".into()));
-    }
-
-    #[test]
-    fn size_depth_and_count_limits_hold() {
-        let deep = json!({ "event": "a", "distinct_id": "u", "properties": { "a": { "b": { "c": { "d": { "e": { "f": 1 } } } } } } });
-        assert_eq!(code(deep).0, ErrorCode::TooDeep);
-        let ok_depth = json!({ "event": "a", "distinct_id": "u", "properties": { "a": { "b": { "c": { "d": { "e": 1 } } } } } });
-        assert!(check(ok_depth).is_ok(), "five levels are allowed");
-        let many: Map<String, Value> = (0..257).map(|i| (format!("p{i}"), json!(i))).collect();
-        assert_eq!(
-            code(json!({ "event": "a", "distinct_id": "u", "properties": many })).0,
-            ErrorCode::TooManyProperties
-        );
-        let big = json!({ "event": "a", "distinct_id": "u", "properties": { "blob": "x".repeat(40_000) } });
-        assert_eq!(code(big).0, ErrorCode::EventTooLarge);
-    }
-}
+mod tests;
