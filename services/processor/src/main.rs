@@ -65,7 +65,7 @@ async fn main() -> ExitCode {
             match pulse_processor::replay::replay_failed(&ctx, &request).await {
                 Ok(report) => {
                     println!(
-                        "replayed {} failed events, discarded {}, skipped {} undecodable entries",
+                        "replayed {} failed events, discarded {}, skipped {} records that are not events (see --discard)",
                         report.replayed, report.discarded, report.skipped
                     );
                     ExitCode::SUCCESS

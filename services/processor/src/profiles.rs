@@ -8,15 +8,42 @@
 //! run is applied again in full, which leaves the profile as it was.
 
 use pulse_core::buffer::BufferedEvent;
-use pulse_core::profile::profile_updates;
+use pulse_core::profile::{ProfileUpdate, profile_updates};
+use pulse_store::{FailedEvent, PartitionLease, StoreError};
+use serde_json::json;
 
+use crate::failed::PoisonWatch;
 use crate::{Context, ProcessorError};
 
-/// Applies the profile updates of `stored` (in stream order).
-pub async fn apply(ctx: &Context, stored: &[&BufferedEvent]) -> Result<(), ProcessorError> {
+/// Applies the profile updates of `stored` (in stream order), the batch's entries ending at
+/// `last_entry`. A user's update the store keeps refusing is set aside as failed (the
+/// events themselves are stored and counted).
+pub async fn apply(
+    ctx: &Context,
+    lease: PartitionLease,
+    last_entry: &str,
+    stored: &[&BufferedEvent],
+    poison: &mut PoisonWatch,
+) -> Result<(), ProcessorError> {
     let updates = profile_updates(stored.iter().copied());
-    if !updates.is_empty() {
-        ctx.store.apply_profile_updates(&updates).await?;
+    if updates.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let refused = ctx.store.apply_profile_updates(&updates).await?;
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let users: Vec<(&String, &ProfileUpdate)> = updates.iter().collect();
+    let failed: Vec<FailedEvent> = refused
+        .iter()
+        .map(|r| {
+            let (user, update) = users[r.index];
+            let change = json!({ "unset": update.unset, "set": update.set, "set_once": update.set_once });
+            FailedEvent::profile_refused(lease.partition, last_entry, user, &change, &r.detail)
+        })
+        .collect();
+    if !poison.confirmed(&failed) {
+        return Err(StoreError::Refused { events: failed.len(), detail: refused[0].detail.clone() }.into());
+    }
+    crate::failed::set_aside(ctx, &failed).await
 }

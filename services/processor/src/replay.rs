@@ -21,7 +21,8 @@ pub struct ReplayRequest {
 pub struct ReplayReport {
     pub replayed: usize,
     pub discarded: usize,
-    /// Undecodable entries, which cannot be replayed (only discarded).
+    /// Records that are not events (undecodable entries, refused profile changes), which
+    /// cannot be replayed (only discarded).
     pub skipped: usize,
 }
 
@@ -59,7 +60,7 @@ pub async fn replay_failed(ctx: &Context, request: &ReplayRequest) -> Result<Rep
 }
 
 /// Appends the event to its partition, then forgets the failed event. False when it is
-/// not an event (an undecodable entry).
+/// not an event (an undecodable entry, a refused profile change).
 async fn replay_one(ctx: &Context, failed: &FailedEvent) -> Result<bool, ProcessorError> {
     let event = match (failed.reason, failed.event()) {
         (FailureReason::StoreRefused, Some(event)) => event,

@@ -249,7 +249,6 @@ async fn store_batch<'e>(
         }
         crate::failed::set_aside(ctx, &failed).await?;
     }
-    poison.clear();
     let flags = outcome.flags;
     let inserted = started.elapsed();
     let first: Vec<(StreamPosition, &BufferedEvent)> =
@@ -265,7 +264,8 @@ async fn store_batch<'e>(
     ctx.store.apply_rollups(lease, last, &first, &rollups, memory).await?;
     let applied = started.elapsed();
     let first_events: Vec<&BufferedEvent> = first.iter().map(|(_, e)| *e).collect();
-    crate::profiles::apply(ctx, &first_events).await?;
+    let last_entry = entries.last().map(|e| e.id.as_str()).unwrap_or_default();
+    crate::profiles::apply(ctx, lease, last_entry, &first_events, poison).await?;
     tracing::debug!(
         partition = lease.partition,
         events = writes.len(),
@@ -275,6 +275,8 @@ async fn store_batch<'e>(
         profiles_ms = (started.elapsed() - applied).as_millis() as u64,
         "batch stored"
     );
+    // Every refusal of this batch is behind it.
+    poison.clear();
     Ok((first, blocks))
 }
 

@@ -96,6 +96,10 @@ async fn poison_events_are_set_aside_and_the_partition_moves_on() {
     append_raw(&pipeline, &mut conn, "user-7", &serde_json::to_vec(&named).expect("json"), 2).await;
     append_raw(&pipeline, &mut conn, "user-9", &serde_json::to_vec(&retried).expect("json"), 2).await;
     append_raw(&pipeline, &mut conn, "user-5", b"this is not a JSON array", 0).await;
+    // An event the store takes, whose profile change it refuses (a blank property name).
+    let profile = [buffered("prof-0", "user-8", json!({"$unset": [" "], "$set": {"plan": "pro"}}))];
+    good.insert("prof-0".to_string());
+    append_raw(&pipeline, &mut conn, "user-8", &serde_json::to_vec(&profile).expect("json"), 1).await;
     let after = events("after", 300, 20, 2);
     ingest.send(&after).await;
 
@@ -124,6 +128,10 @@ async fn poison_events_are_set_aside_and_the_partition_moves_on() {
         failed.iter().filter(|f| f.reason == FailureReason::UndecodableEntry).collect();
     assert_eq!(undecodable.len(), 1, "the entry that is not events is listed");
     assert_eq!(undecodable[0].payload, "this is not a JSON array");
+    let profiles: Vec<&FailedEvent> =
+        failed.iter().filter(|f| f.reason == FailureReason::ProfileRefused).collect();
+    assert_eq!(profiles.len(), 1, "the refused profile change is listed: {failed:?}");
+    assert!(profiles[0].payload.contains("user-8"), "{}", profiles[0].payload);
     let nul = failed.iter().find(|f| f.event_id.as_deref() == Some("p-1")).expect("the NUL event");
     assert_eq!(
         nul.event().expect("its payload is the event").properties.keys().next().map(String::as_str),
@@ -138,7 +146,7 @@ async fn poison_events_are_set_aside_and_the_partition_moves_on() {
     assert!(out.status.success(), "replay-failed: {}", String::from_utf8_lossy(&out.stderr));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("replayed 5 failed events"), "it says what it did: {said}");
-    assert!(said.contains("skipped 1 undecodable"), "{said}");
+    assert!(said.contains("skipped 2 records that are not events"), "{said}");
     pipeline.wait_drained(DRAIN).await;
     let again = store.list_failed_events(None, 100).await.expect("failed events");
     let again_ids: BTreeSet<String> = again.iter().filter_map(|f| f.event_id.clone()).collect();
@@ -160,8 +168,8 @@ async fn poison_events_are_set_aside_and_the_partition_moves_on() {
     let left = store.list_failed_events(None, 100).await.expect("failed events");
     assert!(!left.iter().any(|f| f.id == "0|1-0|0"), "a replayed event is no longer listed");
 
-    // Discarding forgets the undecodable entry.
-    let out = replay(&pipeline, &["--discard", "--id", &undecodable[0].id]);
+    // Discarding forgets the undecodable entry and the profile change.
+    let out = replay(&pipeline, &["--discard", "--id", &undecodable[0].id, "--id", &profiles[0].id]);
     assert!(out.status.success());
     assert_eq!(store.count_failed_events().await.expect("count"), expected.len() as u64);
     drop(processor);

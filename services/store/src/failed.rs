@@ -22,6 +22,9 @@ pub enum FailureReason {
     StoreRefused,
     /// The buffer entry could not be read as events (written by something other than ingest).
     UndecodableEntry,
+    /// The event is stored, but the store refused the profile change (`$set`, `$unset`) it
+    /// made with the batch's other events of its user; the payload is that change.
+    ProfileRefused,
 }
 
 impl FailureReason {
@@ -30,6 +33,7 @@ impl FailureReason {
         match self {
             FailureReason::StoreRefused => "store_refused",
             FailureReason::UndecodableEntry => "undecodable_entry",
+            FailureReason::ProfileRefused => "profile_refused",
         }
     }
 
@@ -37,6 +41,7 @@ impl FailureReason {
         match code {
             "store_refused" => Some(FailureReason::StoreRefused),
             "undecodable_entry" => Some(FailureReason::UndecodableEntry),
+            "profile_refused" => Some(FailureReason::ProfileRefused),
             _ => None,
         }
     }
@@ -99,11 +104,35 @@ impl FailedEvent {
         }
     }
 
+    /// A user's profile change that the store refused, made by the batch ending at `entry`.
+    pub fn profile_refused(
+        partition: u32,
+        entry: &str,
+        user: &str,
+        change: &serde_json::Value,
+        detail: &str,
+    ) -> Self {
+        FailedEvent {
+            // The user named by a hash: ids stay short whatever the distinct id.
+            id: format!("{partition}|{entry}|profile-{:016x}", fnv1a(user.as_bytes())),
+            partition,
+            entry: entry.to_string(),
+            reason: FailureReason::ProfileRefused,
+            detail: cut(detail, DETAIL_MAX),
+            payload: cut(
+                &serde_json::json!({ "distinct_id": user, "change": change }).to_string(),
+                PAYLOAD_MAX,
+            ),
+            event_id: None,
+            failed_at: jiff::Timestamp::now().as_millisecond(),
+        }
+    }
+
     /// The event, when the payload is one (what a replay sends again).
     pub fn event(&self) -> Option<BufferedEvent> {
         match self.reason {
             FailureReason::StoreRefused => serde_json::from_str(&self.payload).ok(),
-            FailureReason::UndecodableEntry => None,
+            FailureReason::UndecodableEntry | FailureReason::ProfileRefused => None,
         }
     }
 
@@ -222,6 +251,10 @@ fn cut(text: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &text[..end])
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn without_nul(text: &str) -> String {

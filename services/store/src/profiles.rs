@@ -18,7 +18,7 @@ use pulse_core::rollup::encode_key;
 use serde_json::{Map, Value};
 
 use crate::documents::{bson_of_json, json_of_bson};
-use crate::{Store, StoreError};
+use crate::{Refusal, Store, StoreError};
 
 /// The collection of per-user profiles.
 pub const PROFILES: &str = "profiles";
@@ -29,17 +29,36 @@ pub const PROFILE_WRITES_IN_FLIGHT: usize = 16;
 impl Store {
     /// Applies each user's folded update to their profile, creating it when absent. Users
     /// are independent documents, so up to [`PROFILE_WRITES_IN_FLIGHT`] are written at once;
-    /// each user's read and write stay in order.
+    /// each user's read and write stay in order. Returns the updates the store refused (by
+    /// position in `updates`), which are not applied.
     pub async fn apply_profile_updates(
         &self,
         updates: &BTreeMap<String, ProfileUpdate>,
-    ) -> Result<(), StoreError> {
-        use futures::TryStreamExt;
-        futures::stream::iter(updates.iter().map(Ok::<_, StoreError>))
-            .try_for_each_concurrent(PROFILE_WRITES_IN_FLIGHT, |(user, update)| {
-                self.apply_profile_update(user, update)
-            })
-            .await
+    ) -> Result<Vec<Refusal>, StoreError> {
+        // Each user's update on its own: one the store refuses (whatever no validation
+        // foresaw) is reported, not fatal; any other failure is an error, to be retried.
+        let users: Vec<(&String, &ProfileUpdate)> = updates.iter().collect();
+        let mut outcomes = Vec::with_capacity(users.len());
+        for (chunk, group) in users.chunks(PROFILE_WRITES_IN_FLIGHT).enumerate() {
+            let writes = group.iter().enumerate().map(|(i, (user, update))| {
+                let index = chunk * PROFILE_WRITES_IN_FLIGHT + i;
+                async move {
+                    match self.apply_profile_update(user, update).await {
+                        Ok(()) => Ok(None),
+                        Err(StoreError::Mongo(e)) if crate::refusal::is_refusal(&e) => {
+                            Ok(Some(Refusal { index, detail: crate::refusal::describe(&e) }))
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            });
+            outcomes.extend(futures::future::join_all(writes).await);
+        }
+        let mut refused = Vec::new();
+        for outcome in outcomes {
+            refused.extend(outcome?);
+        }
+        Ok(refused)
     }
 
     async fn apply_profile_update(&self, user: &str, update: &ProfileUpdate) -> Result<(), StoreError> {
