@@ -115,6 +115,25 @@ fn failures(output: &str) -> String {
     lines.join("\n")
 }
 
+/// `text` without ANSI colour sequences (the processor's text log has them).
+fn without_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ parameters, ending at the final letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Waits (up to `limit`) until the processor has stored every buffered event; returns the
 /// events still unprocessed then.
 async fn drain(pipeline: &Pipeline, conn: &mut pulse_buffer::Connection, limit: Duration) -> u64 {
@@ -281,10 +300,16 @@ async fn fuzzed_requests_get_documented_answers_and_acknowledged_events_are_stor
         })
         .collect();
     if undrained != 0 {
-        let log = std::fs::read_to_string(dir.join("processor.log")).unwrap_or_default();
-        // Its retry lines repeat one error, each several kilobytes long: a few, shortened.
-        let tail: Vec<String> = log.lines().rev().take(5).map(|l| l.chars().take(2000).collect()).collect();
-        eprintln!("===== the processor's last log lines (newest first) =====\n{}", tail.join("\n"));
+        let log = without_colours(&std::fs::read_to_string(dir.join("processor.log")).unwrap_or_default());
+        // Its retry lines repeat one error per stuck partition, each several kilobytes
+        // long: the last line of each partition, shortened.
+        eprintln!("===== the processor's last log line of each partition =====");
+        for p in 0..PARTITIONS {
+            let tag = format!("partition={p} ");
+            if let Some(line) = log.lines().rev().find(|l| l.contains(&tag)) {
+                eprintln!("{}", line.chars().take(3000).collect::<String>());
+            }
+        }
         let (left, _) = buffered(&pipeline, &mut conn).await;
         eprintln!("===== events left in the streams =====");
         for e in left.iter().take(20) {
