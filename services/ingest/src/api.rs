@@ -15,7 +15,7 @@ use pulse_core::event::{EventError, EventRules};
 use pulse_core::json::ObjectFields;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
 
 use crate::buffer::{Buffer, BufferError, PartitionEntry};
 use crate::error::{RequestError, RequestErrorCode};
@@ -46,7 +46,15 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/openapi.json", get(|| async { Json(crate::openapi::ApiDoc::openapi()) }))
+        .route(
+            "/openapi.json",
+            get(|State(ingest): State<Arc<Ingest>>| async move {
+                Json(crate::openapi::document(&crate::openapi::DocumentedLimits {
+                    max_name_length: ingest.rules.max_name_chars(),
+                    max_events_per_batch: ingest.max_events_per_batch,
+                }))
+            }),
+        )
         .fallback(|| async {
             RequestError::new(RequestErrorCode::NotFound, "no such endpoint; see /openapi.json")
         })

@@ -22,7 +22,10 @@ pub struct EventInput {
     /// The user the event is about. Not blank, no NUL character.
     distinct_id: String,
     /// When it happened: RFC 3339 with an offset, or integer epoch milliseconds. Default:
-    /// the receive time.
+    /// the receive time. Not further in the future than the pipeline allows
+    /// (`limits.maxFutureSkew`), nor older than its retention: a window that moves with the
+    /// clock, which a schema cannot state.
+    #[schema(schema_with = timestamp_schema)]
     timestamp: Option<serde_json::Value>,
     /// Any JSON object within the limits, except what no store can hold: names (keys, at
     /// any depth, and the names in `$unset`) that are empty or only whitespace, a NUL
@@ -36,6 +39,20 @@ pub struct EventInput {
 #[allow(dead_code)]
 pub struct BatchInput {
     batch: Vec<EventInput>,
+}
+
+/// Segment's batch body: `{"batch": [message, ...]}` with optional `sentAt`, `context` and
+/// `writeKey`; see docs/compat.md for each message's fields.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct SegmentBatchInput {
+    /// The messages (track, identify, page, screen, group, alias).
+    batch: Vec<serde_json::Map<String, serde_json::Value>>,
+    #[serde(rename = "sentAt")]
+    sent_at: Option<String>,
+    context: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(rename = "writeKey")]
+    write_key: Option<String>,
 }
 
 #[derive(OpenApi)]
@@ -54,6 +71,7 @@ pub struct BatchInput {
     components(schemas(
         EventInput,
         BatchInput,
+        SegmentBatchInput,
         crate::api::Accepted,
         crate::api::IndexedEventError,
         crate::compat::CompatAccepted,
@@ -80,6 +98,138 @@ impl Modify for SecuritySchemes {
         );
         components.add_security_scheme("segment_basic", SecurityScheme::Http(basic));
     }
+}
+
+/// Not blank, no NUL: at least one character that is not white space, none that is NUL.
+const NAME_PATTERN: &str = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$";
+/// No NUL character.
+const NO_NUL_PATTERN: &str = "^[^\\u0000]*$";
+
+/// What the document says of this pipeline's limits.
+pub struct DocumentedLimits {
+    /// `limits.maxNameLength`, in characters.
+    pub max_name_length: usize,
+    /// `limits.maxEventsPerBatch`.
+    pub max_events_per_batch: usize,
+}
+
+/// The document, with this pipeline's limits, and the rules of property names and values
+/// as JSON Schema (recursive, which the derived schemas cannot say).
+pub fn document(limits: &DocumentedLimits) -> serde_json::Value {
+    use serde_json::json;
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    let name = json!({ "type": "string", "minLength": 1, "maxLength": limits.max_name_length, "pattern": NAME_PATTERN });
+    let schemas = &mut doc["components"]["schemas"];
+    schemas["PropertyName"] = name.clone();
+    // A value a store can hold: no NUL in text, no array directly inside an array.
+    schemas["PropertyValue"] = json!({
+        "oneOf": [
+            { "type": "null" },
+            { "type": "boolean" },
+            { "type": "number" },
+            { "type": "string", "pattern": NO_NUL_PATTERN },
+            { "type": "array", "items": { "$ref": "#/components/schemas/PropertyValueInArray" } },
+            { "$ref": "#/components/schemas/Properties" },
+        ],
+    });
+    schemas["PropertyValueInArray"] = json!({
+        "oneOf": [
+            { "type": "null" },
+            { "type": "boolean" },
+            { "type": "number" },
+            { "type": "string", "pattern": NO_NUL_PATTERN },
+            { "$ref": "#/components/schemas/Properties" },
+        ],
+    });
+    schemas["Properties"] = json!({
+        "type": "object",
+        "propertyNames": { "$ref": "#/components/schemas/PropertyName" },
+        "additionalProperties": { "$ref": "#/components/schemas/PropertyValue" },
+    });
+    schemas["SegmentMessage"] = segment_message(&name);
+    schemas["SegmentBatchInput"]["properties"]["batch"]["items"] =
+        json!({ "$ref": "#/components/schemas/SegmentMessage" });
+    schemas["SegmentBatchInput"]["properties"]["sentAt"] = json!({ "type": ["string", "null"], "format": "date-time" });
+    // Read only when no Authorization header names the key.
+    schemas["SegmentBatchInput"]["properties"]["writeKey"] =
+        json!({ "description": "The write key, when the request has no Authorization header; ignored otherwise" });
+    schemas["SegmentBatchInput"]["properties"]["context"] =
+        json!({ "oneOf": [{ "type": "null" }, { "$ref": "#/components/schemas/Properties" }] });
+    for (schema, unknown_fields_refused) in [("EventInput", true), ("BatchInput", true)] {
+        schemas[schema]["additionalProperties"] = json!(!unknown_fields_refused);
+    }
+    let input = &mut schemas["EventInput"]["properties"];
+    for field in ["event", "distinct_id"] {
+        input[field] = json!({ "description": input[field]["description"].clone(), "allOf": [name.clone()] });
+    }
+    input["event_id"] = json!({
+        "description": input["event_id"]["description"].clone(),
+        "oneOf": [{ "type": "null" }, name.clone()],
+    });
+    let description = input["properties"]["description"].clone();
+    input["properties"] = json!({
+        "description": description,
+        "oneOf": [{ "type": "null" }, { "$ref": "#/components/schemas/Properties" }],
+    });
+    for batch in ["BatchInput", "SegmentBatchInput"] {
+        let items = &mut doc["components"]["schemas"][batch]["properties"]["batch"];
+        items["minItems"] = json!(1);
+        items["maxItems"] = json!(limits.max_events_per_batch);
+    }
+    doc
+}
+
+/// A Segment message: a call of one of the six types, with the fields that type needs.
+fn segment_message(name: &serde_json::Value) -> serde_json::Value {
+    use serde_json::json;
+    let properties = json!({ "oneOf": [{ "type": "null" }, { "$ref": "#/components/schemas/Properties" }] });
+    let time = json!({ "type": "string", "format": "date-time" });
+    let call = |kind: &str, required: &[&str]| {
+        let mut fields = json!({
+            "type": { "type": "string", "enum": [kind] },
+            "userId": name, "anonymousId": name, "messageId": name,
+            "timestamp": time, "originalTimestamp": time, "sentAt": time,
+            "context": properties, "properties": properties, "traits": properties,
+        });
+        for field in required {
+            fields[*field] = name.clone();
+        }
+        let required: Vec<&str> = std::iter::once("type").chain(required.iter().copied()).collect();
+        json!({
+            "type": "object",
+            "properties": fields,
+            "required": required,
+            // A message names its user by userId or anonymousId.
+            "anyOf": [{ "required": ["userId"] }, { "required": ["anonymousId"] }],
+        })
+    };
+    json!({
+        "description": "A Segment call (docs/compat.md): track needs `event`, group `groupId`, alias `previousId`; every call `userId` or `anonymousId`",
+        "oneOf": [
+            call("track", &["event"]),
+            call("identify", &[]),
+            call("page", &[]),
+            call("screen", &[]),
+            call("group", &["groupId"]),
+            call("alias", &["previousId"]),
+        ],
+    })
+}
+
+/// A timestamp: RFC 3339 text or integer epoch milliseconds.
+fn timestamp_schema() -> impl Into<RefOr<Schema>> {
+    utoipa::openapi::schema::OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new().schema_type(Type::String).format(Some(
+                utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::DateTime),
+            )),
+        )
+        .item(
+            ObjectBuilder::new().schema_type(Type::Integer).format(Some(
+                utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Int64),
+            )),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::Null))
 }
 
 /// The schema of a per-event error code: a string, one of [`ErrorCode::ALL`].

@@ -66,8 +66,22 @@ struct Fuzzed {
 
 /// Runs schemathesis against `base`'s OpenAPI document with `key` as the bearer token.
 async fn fuzz(cli: &Path, service: &'static str, base: &str, key: &str, dir: &Path) -> Fuzzed {
+    // Every check on, with one addition to what counts as refusing a schema-violating
+    // request: 413, which ingest answers to a batch over its size limit.
+    let config = dir.join("schemathesis.toml");
+    std::fs::write(
+        &config,
+        "[checks.negative_data_rejection]\nexpected-statuses = [\"400\", \"401\", \"403\", \"404\", \"405\", \"406\", \"409\", \"413\", \"415\", \"422\", \"428\", \"429\", \"5xx\"]\n",
+    )
+    .expect("write the schemathesis config");
+    let hooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis_hooks");
     let mut command = tokio::process::Command::new(cli);
     command
+        // Keeps generated timestamps within ingest's moving window (see the hooks file).
+        .env("SCHEMATHESIS_HOOKS", "pulse_hooks")
+        .env("PYTHONPATH", &hooks)
+        .arg("--config-file")
+        .arg(&config)
         .arg("run")
         .arg(format!("{base}/openapi.json"))
         .args(["--checks", "all"])

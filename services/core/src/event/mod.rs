@@ -125,6 +125,13 @@ pub struct EventRules {
     summed: Vec<PropertyPath>,
 }
 
+/// A float with no fractional part, within epoch-millisecond range, as an integer.
+fn whole_millis(f: f64) -> Option<i64> {
+    // ±2^53: beyond it a float no longer names each millisecond.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    (f.fract() == 0.0 && f.abs() <= EXACT).then_some(f as i64)
+}
+
 /// The largest magnitude of a value of a summed property. Rollups add such values with
 /// `$inc` across batches, and a sum that overflows to infinity cannot be stored; below this
 /// bound a period would need about 1e58 events to overflow, and no real measure is near it.
@@ -143,6 +150,11 @@ impl EventRules {
             retention_ms,
             summed: Vec::new(),
         }
+    }
+
+    /// The longest name (event, user, event id, property key), in characters.
+    pub fn max_name_chars(&self) -> usize {
+        self.max_name_chars
     }
 
     /// The properties whose values the rollups sum (`rollups.numericProperties`): their
@@ -267,7 +279,8 @@ impl EventRules {
                         "must be RFC 3339 with an offset (e.g. 2026-11-24T10:00:00Z) or integer epoch milliseconds",
                     )
                 })?,
-            Value::Number(n) => n.as_i64().ok_or_else(|| {
+            // `1700000000000.0` is an integer to JSON Schema (and to JavaScript): taken as one.
+            Value::Number(n) => n.as_i64().or_else(|| whole_millis(n.as_f64()?)).ok_or_else(|| {
                 let message = if n.is_f64() {
                     "epoch milliseconds must be an integer"
                 } else {

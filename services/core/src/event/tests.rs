@@ -196,3 +196,17 @@ fn values_of_summed_properties_stay_far_from_infinity() {
     assert!(check(json!({ "revenue": 1e250, "cart": { "total": u64::MAX } })).is_ok());
     assert!(check(json!({ "other": 1.7e308, "revenue": "n/a", "cart": 3 })).is_ok(), "only summed numbers");
 }
+
+#[test]
+fn whole_float_epoch_milliseconds_are_integers_and_fractions_are_not() {
+    let at = |ts: Value| check(json!({ "event": "e", "distinct_id": "u", "timestamp": ts }));
+    assert_eq!(at(json!(1_789_999_000_000.0)).expect("a whole float").timestamp, 1_789_999_000_000);
+    assert_eq!(
+        code(json!({ "event": "e", "distinct_id": "u", "timestamp": 1_789_999_000_000.5 })).0,
+        ErrorCode::InvalidTimestamp
+    );
+    assert_eq!(
+        code(json!({ "event": "e", "distinct_id": "u", "timestamp": 1e300 })).0,
+        ErrorCode::InvalidTimestamp
+    );
+}

@@ -293,7 +293,7 @@ fn respond(
 /// events.
 #[utoipa::path(
     post, path = "/compat/segment/v1/batch",
-    request_body(content = Object, content_type = "application/json", description = "Segment's batch; gzip with Content-Encoding: gzip"),
+    request_body(content = crate::openapi::SegmentBatchInput, content_type = "application/json", description = "Segment's batch; gzip with Content-Encoding: gzip"),
     responses(
         (status = 200, description = "Valid messages durably buffered (`success: true`); refused ones listed in `errors`", body = CompatAccepted),
         (status = 400, description = "Invalid JSON, body or messages; `error.field` and `errors[].field` name the SDK's field", body = crate::error::ErrorResponse),

@@ -264,6 +264,10 @@ pub fn map_message(
         "timestamp"
     };
     let sent_at = clock::send_time("sentAt", m.get("sentAt")).or_else(|| batch_sent_at.cloned());
+    // An unreadable sentAt is refused whether or not a timestamp needs its correction.
+    if let Some(Err(e)) = &sent_at {
+        return Err(e.clone());
+    }
     let timestamp = clock::corrected(m.get(time_field).map(|v| (time_field, v)), sent_at, received_at)?;
 
     let mut event_obj = Map::new();
