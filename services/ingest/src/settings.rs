@@ -31,6 +31,9 @@ pub struct Args {
     /// How long in-flight requests may finish after SIGTERM, in seconds.
     #[arg(long, env = "PULSE_SHUTDOWN_GRACE_SECS", default_value_t = 25)]
     pub shutdown_grace_secs: u64,
+    /// Connection limits and read timeouts.
+    #[command(flatten)]
+    pub connections: pulse_serve::ConnectionArgs,
     /// Log format.
     #[arg(long, env = "PULSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -42,6 +45,8 @@ pub struct Settings {
     pub config: PathBuf,
     pub redis_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Connection cap and header/body read timeouts.
+    pub connections: pulse_serve::ConnectionLimits,
 }
 
 impl Settings {
@@ -51,6 +56,7 @@ impl Settings {
             config,
             redis_timeout: Duration::from_millis(2000),
             shutdown_grace: crate::DEFAULT_SHUTDOWN_GRACE,
+            connections: pulse_serve::ConnectionLimits::default(),
         }
     }
 }
@@ -61,6 +67,7 @@ impl From<&Args> for Settings {
             config: args.config.clone(),
             redis_timeout: Duration::from_millis(args.redis_timeout_ms),
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+            connections: pulse_serve::ConnectionLimits::from(&args.connections),
         }
     }
 }
