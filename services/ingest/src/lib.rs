@@ -11,6 +11,7 @@ pub mod compat;
 pub mod error;
 pub mod keys;
 pub mod metrics;
+mod persistence;
 pub mod rate_limit;
 pub mod settings;
 
@@ -89,6 +90,7 @@ async fn prepare(settings: &Settings) -> Result<Arc<Ingest>, IngestError> {
             partitions: config.buffer.partitions,
             durability: config.buffer.durability,
             timeout: settings.redis_timeout,
+            durability_check_interval: settings.durability_check_interval,
         },
         Arc::clone(&metrics),
     )
