@@ -49,14 +49,14 @@ fn short() -> ConnectionLimits {
 #[tokio::test]
 async fn a_client_trickling_headers_is_closed() {
     let (addr, _stop, _server) = start(short()).await;
-    let end = trickle(addr, Trickle::Headers, EVERY, CLOSED_WITHIN).await;
+    let end = trickle(addr, Trickle::Headers, "/v1/events", "", EVERY, CLOSED_WITHIN).await;
     assert!(end.closed_by_server, "a header trickled for {CLOSED_WITHIN:?} kept the connection open");
 }
 
 #[tokio::test]
 async fn a_client_trickling_a_body_gets_408_and_is_closed() {
     let (addr, _stop, _server) = start(short()).await;
-    let end = trickle(addr, Trickle::Body, EVERY, CLOSED_WITHIN).await;
+    let end = trickle(addr, Trickle::Body, "/v1/events", "", EVERY, CLOSED_WITHIN).await;
     assert!(end.closed_by_server, "a body trickled for {CLOSED_WITHIN:?} kept the connection open");
     assert!(end.received.starts_with("HTTP/1.1 408"), "{}", end.received);
     assert!(end.received.contains(BODY_TIMEOUT_CODE), "a JSON error says why: {}", end.received);
@@ -79,8 +79,9 @@ async fn a_body_sent_in_time_is_served() {
 async fn connections_past_the_cap_wait_until_slow_ones_are_closed() {
     let limits = ConnectionLimits { max_connections: 2, ..short() };
     let (addr, _stop, _server) = start(limits).await;
-    let slow: Vec<_> =
-        (0..2).map(|_| tokio::spawn(trickle(addr, Trickle::Headers, EVERY, CLOSED_WITHIN))).collect();
+    let slow: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(trickle(addr, Trickle::Headers, "/v1/events", "", EVERY, CLOSED_WITHIN)))
+        .collect();
     // Let both slow clients connect first, so they hold the two places.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let http = reqwest::Client::builder().timeout(CLOSED_WITHIN).build().expect("client");

@@ -25,18 +25,27 @@ pub struct SlowEnd {
     pub received: String,
 }
 
-/// Connects to `addr` and trickles `what` (one step every `every`) until the server closes
-/// the connection or `limit` passes.
-pub async fn trickle(addr: SocketAddr, what: Trickle, every: Duration, limit: Duration) -> SlowEnd {
+/// Connects to `addr` and trickles `what` of a POST to `path`, one step every `every`, until
+/// the server closes the connection or `limit` passes. `headers` (e.g. `"Authorization: Bearer k\r\n"`) are
+/// sent with the head, so the server gets as far as reading the body.
+pub async fn trickle(
+    addr: SocketAddr,
+    what: Trickle,
+    path: &str,
+    headers: &str,
+    every: Duration,
+    limit: Duration,
+) -> SlowEnd {
     let Ok(stream) = TcpStream::connect(addr).await else {
         return SlowEnd { closed_by_server: true, received: String::new() };
     };
     let (mut reader, mut writer) = stream.into_split();
     let head = match what {
-        Trickle::Headers => "POST /v1/events HTTP/1.1\r\nHost: slow\r\n".to_string(),
-        Trickle::Body => "POST /v1/events HTTP/1.1\r\nHost: slow\r\nContent-Type: application/json\r\n\
-                          Authorization: Bearer slow\r\nContent-Length: 1000000\r\n\r\n{"
-            .to_string(),
+        Trickle::Headers => format!("POST {path} HTTP/1.1\r\nHost: slow\r\n{headers}"),
+        Trickle::Body => format!(
+            "POST {path} HTTP/1.1\r\nHost: slow\r\nContent-Type: application/json\r\n{headers}\
+             Content-Length: 1000000\r\n\r\n{{"
+        ),
     };
     let writing = async move {
         if writer.write_all(head.as_bytes()).await.is_err() {

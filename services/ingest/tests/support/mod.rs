@@ -35,6 +35,8 @@ pub struct Pipeline {
     /// Extra YAML under `ingest:` (limits, rate limit).
     pub ingest_yaml: String,
     pub redis_timeout: Duration,
+    /// Connection cap and header/body read timeouts.
+    pub connections: pulse_ingest::ConnectionLimits,
 }
 
 impl Default for Pipeline {
@@ -47,6 +49,7 @@ impl Default for Pipeline {
             cluster: false,
             ingest_yaml: String::new(),
             redis_timeout: Duration::from_millis(1000),
+            connections: pulse_ingest::ConnectionLimits::default(),
         }
     }
 }
@@ -112,6 +115,7 @@ keys:
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let mut settings = Settings::new(config_path);
         settings.redis_timeout = pipeline.redis_timeout;
+        settings.connections = pipeline.connections;
         settings.shutdown_grace = Duration::from_secs(10);
         let server = tokio::spawn(pulse_ingest::run(settings, listener, async {
             let _ = rx.await;
