@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use pulse_testkit::{AppendFsync, RedisOptions, RedisServer};
+use pulse_testkit::{AppendFsync, RedisCluster, RedisOptions, RedisServer};
 use support::{Pipeline, Reply, TestIngest};
 
 /// Generous bound for ingest to notice a change; tests poll, they never time anything.
@@ -129,4 +129,35 @@ async fn a_redis_restarted_with_weaker_settings_is_refused() {
 
     redis.restart_with(RedisOptions { append_only: Some(AppendFsync::Always) }).await.expect("restart");
     until_status(&ingest, &mut n, 202).await;
+}
+
+/// Sets `name` to `value` on every node of `cluster`.
+async fn config_set_everywhere(cluster: &RedisCluster, name: &str, value: &str) {
+    for url in cluster.urls() {
+        let client = redis::Client::open(url.as_str()).expect("url");
+        let mut conn = client.get_multiplexed_async_connection().await.expect("connect");
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query_async(&mut conn)
+            .await
+            .expect("CONFIG SET");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_on_a_cluster_verifies_the_master_of_each_write() {
+    let cluster = RedisCluster::start().await.expect("redis cluster");
+    config_set_everywhere(&cluster, "appendfsync", "always").await;
+    config_set_everywhere(&cluster, "appendonly", "yes").await;
+    let pipeline = Pipeline { durability: "strict", cluster: true, partitions: 8, ..Pipeline::default() };
+    let ingest = TestIngest::start(&cluster.urls()[0], pipeline).await;
+    let events: Vec<_> = (0..50).map(|i| support::event(&format!("c{i}"), &format!("user-{i}"))).collect();
+    let reply = ingest.post("/v1/batch", support::batch(&events)).await;
+    assert_eq!(reply.status, 202, "strict writes through MULTI/EXEC on a cluster: {}", reply.text);
+
+    config_set_everywhere(&cluster, "appendfsync", "everysec").await;
+    let reply = ingest.post("/v1/batch", support::batch(&events)).await;
+    assert_refused(&reply, "appendfsync");
 }
