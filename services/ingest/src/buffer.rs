@@ -70,6 +70,9 @@ pub struct Buffer {
     backlog: AtomicU64,
     /// Fast mode warned that Redis has no append-only file (warn once per change).
     warned_without_aof: AtomicBool,
+    /// Strict writes refused for weak settings so far: a monitor check that started
+    /// before a refusal read stale settings and must not turn the buffer ready again.
+    refusals: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -84,6 +87,7 @@ impl Buffer {
             not_ready_reason: RwLock::new("not connected to Redis yet".to_string()),
             backlog: AtomicU64::new(0),
             warned_without_aof: AtomicBool::new(false),
+            refusals: AtomicU64::new(0),
             metrics,
             settings,
         });
@@ -137,6 +141,7 @@ impl Buffer {
             if let Err(e) = result {
                 if let BufferError::NotDurable(reason) = &e {
                     // Refuse at once what follows, until the monitor sees the settings restored.
+                    self.refusals.fetch_add(1, Ordering::AcqRel);
                     self.set_not_ready(reason.clone());
                 }
                 return Err(e);
@@ -251,6 +256,7 @@ impl Buffer {
             backoff = MONITOR_INTERVAL;
             let due = !self.is_ready()
                 || verified_at.is_none_or(|at| at.elapsed() >= self.settings.durability_check_interval);
+            let refusals = self.refusals.load(Ordering::Acquire);
             let checked = match self.check().await {
                 Ok(()) if !due => Ok(()),
                 Ok(()) => {
@@ -260,6 +266,10 @@ impl Buffer {
                 Err(reason) => Err(reason),
             };
             match checked {
+                Ok(()) if self.refusals.load(Ordering::Acquire) != refusals => {
+                    // A write saw weak settings while this check ran: check again next time.
+                    verified_at = None;
+                }
                 Ok(()) => {
                     if !self.ready.swap(true, Ordering::AcqRel) {
                         tracing::info!("buffer ready");
