@@ -11,9 +11,10 @@ pub mod compat;
 pub mod error;
 pub mod keys;
 pub mod metrics;
-mod persistence;
 pub mod rate_limit;
 pub mod settings;
+
+mod persistence;
 
 use std::future::Future;
 use std::path::PathBuf;
