@@ -6,7 +6,9 @@
 #
 # Knobs (environment): BENCH_DURATION (measured seconds per load run, default 10),
 # BENCH_XADD_N (200-byte XADDs, default 2000000), BENCH_XADD_BATCH_N (batch-shaped XADDs,
-# default 50000), BENCH_CONNECTIONS (default 16), BENCH_BATCH_SIZE (default 500).
+# default 50000), BENCH_CONNECTIONS (default 16), BENCH_BATCH_SIZE (default 500),
+# BENCH_DURABILITY (fast, the default: Redis appendfsync everysec; or strict: appendfsync
+# always, and every write verifies the settings in its MULTI/EXEC).
 # Everything runs on loopback; every process started here is stopped on exit or Ctrl-C.
 set -euo pipefail
 shopt -s inherit_errexit
@@ -19,6 +21,15 @@ XADD_N="${BENCH_XADD_N:-2000000}"
 XADD_BATCH_N="${BENCH_XADD_BATCH_N:-50000}"
 CONNECTIONS="${BENCH_CONNECTIONS:-16}"
 BATCH_SIZE="${BENCH_BATCH_SIZE:-500}"
+DURABILITY="${BENCH_DURABILITY:-fast}"
+case "$DURABILITY" in
+  fast) APPENDFSYNC=everysec ;;
+  strict) APPENDFSYNC=always ;;
+  *)
+    echo "BENCH_DURABILITY must be fast or strict, not $DURABILITY" >&2
+    exit 2
+    ;;
+esac
 PARTITIONS=8
 EVENT_BYTES=200
 # One request of BATCH_SIZE events spreads over PARTITIONS streams: one entry per partition
@@ -129,14 +140,15 @@ calc() { awk "BEGIN { printf \"%.${2:-0}f\", $1 }"; }
 log "machine: $(nproc) cores, redis $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p'), temp dir $TMP"
 
 # ---------------------------------------------------------------------------------------
-# 1. A throwaway Redis, persisted as ingest's fast durability expects.
+# 1. A throwaway Redis, persisted as the durability mode expects.
 
 REDIS_PORT="$(free_port)"
 mkdir -p "$TMP/redis"
 # No RDB snapshots and no automatic AOF rewrite: a fork landing in one measurement and not
-# another would make the figures incomparable. The AOF itself is on, fsynced every second.
+# another would make the figures incomparable. The AOF itself is on, fsynced every second
+# (fast) or on every write (strict).
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$TMP/redis" \
-  --appendonly yes --appendfsync everysec --save '' --auto-aof-rewrite-percentage 0 \
+  --appendonly yes --appendfsync "$APPENDFSYNC" --save '' --auto-aof-rewrite-percentage 0 \
   --daemonize no --logfile "$TMP/redis.log" &
 PIDS+=($!)
 REDIS_PID=$!
@@ -147,7 +159,7 @@ until [[ "$(rcli ping 2>/dev/null)" == "PONG" ]]; do
   ((SECONDS < deadline)) || { tail -n 20 "$TMP/redis.log" >&2; die "redis-server not answering after 10 s"; }
   sleep 0.1
 done
-log "redis-server on 127.0.0.1:$REDIS_PORT (appendonly yes, appendfsync everysec)"
+log "redis-server on 127.0.0.1:$REDIS_PORT (appendonly yes, appendfsync $APPENDFSYNC)"
 
 # Deletes every Pulse key (streams and backlog counters): ingest never trims its streams.
 clear_pulse_keys() {
@@ -198,7 +210,7 @@ tenant: bench
 buffer:
   redisUrlFile: $TMP/redis-url
   partitions: $PARTITIONS
-  durability: fast
+  durability: $DURABILITY
   highWaterMark: 1000000000
 storage:
   mongodbUriFile: $TMP/mongodb-uri
@@ -281,7 +293,7 @@ RATIO="$(calc "$FLAT_EPS / $XADD_BATCH_EVENTS" 2)"
 if [[ "$HALF_P99" == null ]]; then HALF_P99_OK="MISSED"; else HALF_P99_OK="$(verdict "$HALF_P99 <= $TARGET_P99_MS")"; fi
 
 echo
-echo "=== ingest benchmark ($(nproc) cores; ${DURATION}s runs; $CONNECTIONS connections; $BATCH_SIZE-event batches of ~$EVENT_BYTES B events)"
+echo "=== ingest benchmark ($DURABILITY durability; $(nproc) cores; ${DURATION}s runs; $CONNECTIONS connections; $BATCH_SIZE-event batches of ~$EVENT_BYTES B events)"
 row() { printf '  %-44s %18s   %-28s %s\n' "$@"; }
 row "measure" "value" "target" ""
 row "raw XADD, $EVENT_BYTES B entries" "$XADD_SMALL entries/s" "" ""

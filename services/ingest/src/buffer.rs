@@ -13,6 +13,7 @@ use redis::Value;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 
 use crate::metrics::Metrics;
+use crate::persistence::{STRICT_SETTINGS, all_equal, aof_settled, config_pairs, strict_settings_hold};
 
 /// How often the backlog and Redis's health are checked.
 const MONITOR_INTERVAL: Duration = Duration::from_millis(250);
@@ -52,6 +53,9 @@ pub struct BufferSettings {
     pub durability: Durability,
     /// The longest a request waits on Redis before answering 503.
     pub timeout: Duration,
+    /// How often the persistence settings of every master are verified (and after every
+    /// failed health check, i.e. on reconnect).
+    pub durability_check_interval: Duration,
 }
 
 /// The tenant's buffer, shared by all requests.
@@ -64,6 +68,11 @@ pub struct Buffer {
     /// Why the buffer is not ready, for /readyz and 503 messages.
     not_ready_reason: RwLock<String>,
     backlog: AtomicU64,
+    /// Fast mode warned that Redis has no append-only file (warn once per change).
+    warned_without_aof: AtomicBool,
+    /// Strict writes refused for weak settings so far: a monitor check that started
+    /// before a refusal read stale settings and must not turn the buffer ready again.
+    refusals: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -77,6 +86,8 @@ impl Buffer {
             ready: AtomicBool::new(false),
             not_ready_reason: RwLock::new("not connected to Redis yet".to_string()),
             backlog: AtomicU64::new(0),
+            warned_without_aof: AtomicBool::new(false),
+            refusals: AtomicU64::new(0),
             metrics,
             settings,
         });
@@ -111,28 +122,89 @@ impl Buffer {
             return Err(BufferError::Unreachable(self.not_ready_reason()));
         };
         let started = Instant::now();
-        let tenant = &self.settings.tenant;
+        let strict = self.settings.durability == Durability::Strict;
         let writes = entries.iter().map(|entry| {
-            let mut connection = connection.clone();
-            let mut invocation = self.script.prepare_invoke();
-            invocation
-                .key(stream_key(tenant, entry.partition))
-                .key(backlog_key(tenant, entry.partition))
-                .arg(ENTRY_FIELD)
-                .arg(entry.payload.as_slice())
-                .arg(entry.events);
-            async move { invocation.invoke_async::<String>(&mut connection).await }
+            let connection = connection.clone();
+            async move {
+                if strict {
+                    self.append_verified(connection, entry).await
+                } else {
+                    self.append_fast(connection, entry).await
+                }
+            }
         });
         let results = tokio::time::timeout(self.settings.timeout, join_all(writes))
             .await
             .map_err(|_| BufferError::Timeout(self.settings.timeout))?;
         self.metrics.redis_seconds.observe(started.elapsed().as_secs_f64());
         for result in results {
-            result.map_err(|e| BufferError::Unreachable(e.to_string()))?;
+            if let Err(e) = result {
+                if let BufferError::NotDurable(reason) = &e {
+                    // Refuse at once what follows, until the monitor sees the settings restored.
+                    self.refusals.fetch_add(1, Ordering::AcqRel);
+                    self.set_not_ready(reason.clone());
+                }
+                return Err(e);
+            }
         }
         let added: u64 = entries.iter().map(|e| e.events).sum();
         self.backlog.fetch_add(added, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// Fast mode: the append script, one round trip.
+    async fn append_fast(
+        &self,
+        mut connection: Connection,
+        entry: &PartitionEntry,
+    ) -> Result<(), BufferError> {
+        let tenant = &self.settings.tenant;
+        let mut invocation = self.script.prepare_invoke();
+        invocation
+            .key(stream_key(tenant, entry.partition))
+            .key(backlog_key(tenant, entry.partition))
+            .arg(ENTRY_FIELD)
+            .arg(entry.payload.as_slice())
+            .arg(entry.events);
+        invocation
+            .invoke_async::<String>(&mut connection)
+            .await
+            .map(drop)
+            .map_err(|e| BufferError::Unreachable(e.to_string()))
+    }
+
+    /// Strict mode: the append and a read of the persistence settings in one MULTI/EXEC.
+    /// EXEC runs them with nothing in between, so the entry was written under the settings
+    /// read, and Redis with `appendfsync always` fsyncs it before answering. A periodic
+    /// check alone would acknowledge writes made between a weakening and the next check.
+    /// (Scripts cannot run CONFIG; MULTI can.) When the settings are weaker the entry is in
+    /// the stream but not acknowledged: a retry with the same event ids is deduplicated.
+    async fn append_verified(
+        &self,
+        mut connection: Connection,
+        entry: &PartitionEntry,
+    ) -> Result<(), BufferError> {
+        let tenant = &self.settings.tenant;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (name, _) in STRICT_SETTINGS {
+            pipe.cmd("CONFIG").arg("GET").arg(name);
+        }
+        pipe.cmd("XADD")
+            .arg(stream_key(tenant, entry.partition))
+            .arg("*")
+            .arg(ENTRY_FIELD)
+            .arg(entry.payload.as_slice())
+            .ignore()
+            .cmd("INCRBY")
+            .arg(backlog_key(tenant, entry.partition))
+            .arg(entry.events)
+            .ignore();
+        let replies: Vec<Value> =
+            pipe.query_async(&mut connection).await.map_err(|e| BufferError::Unreachable(e.to_string()))?;
+        let settings: Vec<(String, String)> =
+            replies.iter().flat_map(|reply| config_pairs(reply, "append")).collect();
+        strict_settings_hold(&settings).map_err(BufferError::NotDurable)
     }
 
     /// Takes `events` tokens from the tenant's shared rate-limit bucket.
@@ -162,10 +234,12 @@ impl Buffer {
         *current = reason;
     }
 
-    /// Connects (cluster), checks durability, and refreshes the backlog and readiness every
-    /// [`MONITOR_INTERVAL`] for as long as the process runs.
+    /// Connects (cluster), and refreshes the backlog and readiness every
+    /// [`MONITOR_INTERVAL`] for as long as the process runs. Persistence settings are
+    /// verified every `durability_check_interval`, and again before the buffer is ready
+    /// after any failure (a reconnect may reach a Redis restarted with other settings).
     async fn monitor(self: Arc<Self>) {
-        let mut durability_checked = false;
+        let mut verified_at: Option<Instant> = None;
         let mut backoff = MONITOR_INTERVAL;
         loop {
             if self.connection().is_none() {
@@ -180,25 +254,31 @@ impl Buffer {
                 }
             }
             backoff = MONITOR_INTERVAL;
-            let healthy = match self.check().await {
-                Ok(()) if durability_checked => true,
-                Ok(()) => match self.check_durability().await {
-                    Ok(()) => {
-                        durability_checked = true;
-                        true
-                    }
-                    Err(reason) => {
-                        self.set_not_ready(reason);
-                        false
-                    }
-                },
-                Err(reason) => {
-                    self.set_not_ready(reason);
-                    false
+            let due = !self.is_ready()
+                || verified_at.is_none_or(|at| at.elapsed() >= self.settings.durability_check_interval);
+            let refusals = self.refusals.load(Ordering::Acquire);
+            let checked = match self.check().await {
+                Ok(()) if !due => Ok(()),
+                Ok(()) => {
+                    let started = Instant::now();
+                    self.check_durability().await.map(|()| verified_at = Some(started))
                 }
+                Err(reason) => Err(reason),
             };
-            if healthy && !self.ready.swap(true, Ordering::AcqRel) {
-                tracing::info!("buffer ready");
+            match checked {
+                Ok(()) if self.refusals.load(Ordering::Acquire) != refusals => {
+                    // A write saw weak settings while this check ran: check again next time.
+                    verified_at = None;
+                }
+                Ok(()) => {
+                    if !self.ready.swap(true, Ordering::AcqRel) {
+                        tracing::info!("buffer ready");
+                    }
+                }
+                Err(reason) => {
+                    verified_at = None;
+                    self.set_not_ready(reason);
+                }
             }
             tokio::time::sleep(MONITOR_INTERVAL).await;
         }
@@ -244,21 +324,50 @@ impl Buffer {
                 return Err(format!("strict durability cannot verify Redis persistence (CONFIG GET): {e}"));
             }
         };
-        let all = |name: &str, wanted: &str| {
-            let values: Vec<&String> = settings.iter().filter(|(k, _)| k == name).map(|(_, v)| v).collect();
-            !values.is_empty() && values.iter().all(|v| v.as_str() == wanted)
-        };
         match self.settings.durability {
-            Durability::Strict if !(all("appendonly", "yes") && all("appendfsync", "always")) => Err(
-                "strict durability needs Redis with appendonly yes and appendfsync always (on every master); \
-                 this Redis has a weaker setting, so nothing is acknowledged"
-                    .to_string(),
-            ),
-            Durability::Fast if !all("appendonly", "yes") => {
-                tracing::warn!("Redis runs without an append-only file: a Redis crash loses acknowledged events");
+            Durability::Strict => {
+                strict_settings_hold(&settings)?;
+                if !self.is_ready() {
+                    self.check_aof_settled(&mut connection).await?;
+                }
                 Ok(())
             }
-            _ => Ok(()),
+            Durability::Fast => {
+                let without_aof = !all_equal(&settings, "appendonly", "yes");
+                if without_aof && !self.warned_without_aof.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(
+                        "Redis runs without an append-only file: a Redis crash loses acknowledged events"
+                    );
+                }
+                self.warned_without_aof.store(without_aof, Ordering::Release);
+                Ok(())
+            }
+        }
+    }
+
+    /// Strict mode becomes ready only once no AOF rewrite runs (the first one after
+    /// `appendonly yes` is what makes new entries crash-safe) and the last AOF write succeeded.
+    async fn check_aof_settled(&self, connection: &mut Connection) -> Result<(), String> {
+        let mut cmd = redis::cmd("INFO");
+        cmd.arg("persistence");
+        let value = self.on_every_master(connection, cmd).await.map_err(|e| {
+            format!("strict durability cannot verify Redis persistence (INFO persistence): {e}")
+        })?;
+        aof_settled(&value)
+    }
+
+    /// Runs `cmd` on the server, or on every master of a cluster.
+    async fn on_every_master(
+        &self,
+        connection: &mut Connection,
+        cmd: redis::Cmd,
+    ) -> redis::RedisResult<Value> {
+        match connection {
+            Connection::Single(c) => cmd.query_async::<Value>(c).await,
+            Connection::Cluster(c) => {
+                c.route_command(cmd, RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None)))
+                    .await
+            }
         }
     }
 
@@ -270,42 +379,7 @@ impl Buffer {
     ) -> Result<Vec<(String, String)>, String> {
         let mut cmd = redis::cmd("CONFIG");
         cmd.arg("GET").arg(pattern);
-        let value = match connection {
-            Connection::Single(c) => cmd.query_async::<Value>(c).await,
-            Connection::Cluster(c) => {
-                c.route_command(cmd, RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None)))
-                    .await
-            }
-        }
-        .map_err(|e| e.to_string())?;
-        let mut strings = Vec::new();
-        flatten_strings(&value, &mut strings);
-        // Each node answers name, value, name, value...; node addresses may be interleaved
-        // as map keys, so keep only pairs whose name matches the pattern's prefix.
-        let prefix = pattern.trim_end_matches('*');
-        let mut pairs = Vec::new();
-        let mut i = 0;
-        while i + 1 < strings.len() {
-            if strings[i].starts_with(prefix) && !strings[i].contains(':') {
-                pairs.push((strings[i].clone(), strings[i + 1].clone()));
-                i += 2;
-            } else {
-                i += 1;
-            }
-        }
-        Ok(pairs)
-    }
-}
-
-fn flatten_strings(value: &Value, out: &mut Vec<String>) {
-    match value {
-        Value::BulkString(bytes) => out.push(String::from_utf8_lossy(bytes).into_owned()),
-        Value::SimpleString(s) => out.push(s.clone()),
-        Value::Array(items) | Value::Set(items) => items.iter().for_each(|v| flatten_strings(v, out)),
-        Value::Map(pairs) => pairs.iter().for_each(|(k, v)| {
-            flatten_strings(k, out);
-            flatten_strings(v, out);
-        }),
-        _ => {}
+        let value = self.on_every_master(connection, cmd).await.map_err(|e| e.to_string())?;
+        Ok(config_pairs(&value, pattern.trim_end_matches('*')))
     }
 }

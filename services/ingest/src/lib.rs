@@ -15,6 +15,8 @@ pub mod openapi;
 pub mod rate_limit;
 pub mod settings;
 
+mod persistence;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,6 +32,7 @@ use crate::keys::{KeyError, KeyRing};
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 pub use crate::settings::Settings;
+pub use pulse_serve::ConnectionLimits;
 
 /// Why ingest could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -44,8 +47,6 @@ pub enum IngestError {
     RedisUrl { path: PathBuf, reason: String },
     #[error(transparent)]
     Keys(#[from] KeyError),
-    #[error("serving HTTP: {0}")]
-    Serve(std::io::Error),
 }
 
 /// Loads the pipeline config and serves ingest on `listener` until `shutdown` resolves,
@@ -58,26 +59,9 @@ pub async fn run(
     let ingest = prepare(&settings).await?;
     let tenant = ingest.tenant.clone();
     let app = api::router(ingest);
-    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stopping_tx.send(true);
-    });
     tracing::info!(tenant = %tenant, "ingest serving");
-    let grace = settings.shutdown_grace;
-    let deadline = async move {
-        let mut stopping = stopping_rx;
-        let _ = stopping.wait_for(|s| *s).await;
-        tracing::info!("shutting down: no new connections, finishing in-flight requests");
-        tokio::time::sleep(grace).await;
-    };
-    tokio::select! {
-        served = server => served.map_err(IngestError::Serve),
-        () = deadline => {
-            tracing::warn!(grace = ?grace, "in-flight requests still running after the grace period; exiting");
-            Ok(())
-        }
-    }
+    pulse_serve::serve(listener, app, settings.connections, shutdown, settings.shutdown_grace).await;
+    Ok(())
 }
 
 /// Everything a request needs, built from the settings.
@@ -108,6 +92,7 @@ async fn prepare(settings: &Settings) -> Result<Arc<Ingest>, IngestError> {
             partitions: config.buffer.partitions,
             durability: config.buffer.durability,
             timeout: settings.redis_timeout,
+            durability_check_interval: settings.durability_check_interval,
         },
         Arc::clone(&metrics),
     )

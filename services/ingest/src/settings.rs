@@ -28,9 +28,16 @@ pub struct Args {
     /// The longest a request waits on Redis before answering 503, in milliseconds.
     #[arg(long, env = "PULSE_REDIS_TIMEOUT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(50..=60_000))]
     pub redis_timeout_ms: u64,
+    /// How often ingest re-reads the persistence settings of every Redis master, in
+    /// milliseconds (strict durability also verifies them with every write).
+    #[arg(long, env = "PULSE_DURABILITY_CHECK_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub durability_check_interval_ms: u64,
     /// How long in-flight requests may finish after SIGTERM, in seconds.
     #[arg(long, env = "PULSE_SHUTDOWN_GRACE_SECS", default_value_t = 25)]
     pub shutdown_grace_secs: u64,
+    /// Connection limits and read timeouts.
+    #[command(flatten)]
+    pub connections: pulse_serve::ConnectionArgs,
     /// Log format.
     #[arg(long, env = "PULSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -41,7 +48,10 @@ pub struct Args {
 pub struct Settings {
     pub config: PathBuf,
     pub redis_timeout: Duration,
+    pub durability_check_interval: Duration,
     pub shutdown_grace: Duration,
+    /// Connection cap and header/body read timeouts.
+    pub connections: pulse_serve::ConnectionLimits,
 }
 
 impl Settings {
@@ -50,7 +60,9 @@ impl Settings {
         Settings {
             config,
             redis_timeout: Duration::from_millis(2000),
+            durability_check_interval: Duration::from_millis(1000),
             shutdown_grace: crate::DEFAULT_SHUTDOWN_GRACE,
+            connections: pulse_serve::ConnectionLimits::default(),
         }
     }
 }
@@ -60,7 +72,9 @@ impl From<&Args> for Settings {
         Settings {
             config: args.config.clone(),
             redis_timeout: Duration::from_millis(args.redis_timeout_ms),
+            durability_check_interval: Duration::from_millis(args.durability_check_interval_ms),
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+            connections: pulse_serve::ConnectionLimits::from(&args.connections),
         }
     }
 }

@@ -36,6 +36,7 @@ use crate::event_views::EventViews;
 use crate::metrics::Metrics;
 pub use crate::settings::Settings;
 use crate::view::RollupView;
+pub use pulse_serve::ConnectionLimits;
 
 /// How long a Redis command of the cache may take.
 const CACHE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -59,8 +60,6 @@ pub enum QueryServiceError {
     TimeZone(String),
     #[error("a declared funnel: {0}")]
     Funnel(String),
-    #[error("serving HTTP: {0}")]
-    Serve(std::io::Error),
 }
 
 /// Loads the pipeline config and serves the API on `listener` until `shutdown` resolves,
@@ -73,24 +72,8 @@ pub async fn run(
     let api = prepare(&settings).await?;
     tracing::info!(tenant = %api.tenant, "query API serving");
     let app = api::router(api);
-    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stopping_tx.send(true);
-    });
-    let grace = settings.shutdown_grace;
-    let deadline = async move {
-        let _ = stopping.wait_for(|s| *s).await;
-        tracing::info!("shutting down: no new connections, finishing in-flight requests");
-        tokio::time::sleep(grace).await;
-    };
-    tokio::select! {
-        served = server => served.map_err(QueryServiceError::Serve),
-        () = deadline => {
-            tracing::warn!(grace = ?grace, "in-flight requests still running after the grace period; exiting");
-            Ok(())
-        }
-    }
+    pulse_serve::serve(listener, app, settings.connections, shutdown, settings.shutdown_grace).await;
+    Ok(())
 }
 
 /// Everything a request needs, built from the settings.

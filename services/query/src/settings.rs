@@ -36,6 +36,9 @@ pub struct Args {
     /// How long in-flight requests may finish after SIGTERM, in seconds.
     #[arg(long, env = "PULSE_SHUTDOWN_GRACE_SECS", default_value_t = 25)]
     pub shutdown_grace_secs: u64,
+    /// Connection limits and read timeouts.
+    #[command(flatten)]
+    pub connections: pulse_serve::ConnectionArgs,
     /// Log format.
     #[arg(long, env = "PULSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -49,6 +52,8 @@ pub struct Settings {
     /// Bytes.
     pub max_view_memory: u64,
     pub shutdown_grace: Duration,
+    /// Connection cap and header/body read timeouts.
+    pub connections: pulse_serve::ConnectionLimits,
 }
 
 impl Settings {
@@ -59,6 +64,7 @@ impl Settings {
             max_events: 5_000_000,
             max_view_memory: 512 << 20,
             shutdown_grace: Duration::from_secs(25),
+            connections: pulse_serve::ConnectionLimits::default(),
         }
     }
 }
@@ -70,6 +76,7 @@ impl From<&Args> for Settings {
             max_events: args.max_events.max(1),
             max_view_memory: args.max_view_memory_mib.saturating_mul(1 << 20),
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+            connections: pulse_serve::ConnectionLimits::from(&args.connections),
         }
     }
 }

@@ -22,6 +22,7 @@ mod mongo;
 mod ports;
 mod process;
 mod redis;
+mod slow_client;
 mod workdir;
 
 pub use binaries::{Binary, bin_dir};
@@ -32,6 +33,7 @@ pub use mongo::FerretDb;
 pub use ports::free_port;
 pub use process::ServerProcess;
 pub use redis::{AppendFsync, RedisCluster, RedisOptions, RedisServer};
+pub use slow_client::{SlowEnd, Trickle, trickle};
 pub use workdir::WorkDir;
 
 /// A name unique in this test run, for per-test namespaces, databases and key prefixes:

@@ -77,6 +77,12 @@ impl RedisServer {
         self.wait_ready().await
     }
 
+    /// Like [`Self::restart`], but with other `options` from now on (e.g. weaker persistence).
+    pub async fn restart_with(&mut self, options: RedisOptions) -> Result<()> {
+        self.options = options;
+        self.restart().await
+    }
+
     async fn wait_ready(&mut self) -> Result<()> {
         let url = self.url();
         self.process.wait_ready(START_TIMEOUT, || ping(url.clone())).await

@@ -37,6 +37,8 @@ pub struct Pipeline {
     /// Extra top-level YAML (e.g. `rollups:`).
     pub extra_yaml: String,
     pub redis_timeout: Duration,
+    /// Connection cap and header/body read timeouts.
+    pub connections: pulse_ingest::ConnectionLimits,
 }
 
 impl Default for Pipeline {
@@ -50,6 +52,7 @@ impl Default for Pipeline {
             ingest_yaml: String::new(),
             extra_yaml: String::new(),
             redis_timeout: Duration::from_millis(1000),
+            connections: pulse_ingest::ConnectionLimits::default(),
         }
     }
 }
@@ -117,6 +120,7 @@ keys:
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let mut settings = Settings::new(config_path);
         settings.redis_timeout = pipeline.redis_timeout;
+        settings.connections = pipeline.connections;
         settings.shutdown_grace = Duration::from_secs(10);
         let server = tokio::spawn(pulse_ingest::run(settings, listener, async {
             let _ = rx.await;
