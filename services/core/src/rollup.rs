@@ -237,24 +237,59 @@ impl StreamPosition {
     }
 }
 
-/// Encodes a property key for the store, where keys may not contain `.` nor start with
-/// `$`: `%` becomes `%25`, `.` becomes `%2E`, and a leading `$` becomes `%24`. Reversible.
+/// Encodes a property key (or an event name) for the store, where keys may not contain `.`
+/// nor start with `$`, and where some stores trim white space at the ends of an update path's
+/// parts (FerretDB then refuses the part as empty): `%` becomes `%25`, `.` becomes `%2E`, a
+/// leading `$` becomes `%24`, and white space at either end becomes its UTF-8 bytes as `%XX`.
+/// Reversible.
 pub fn encode_key(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
-    for (i, c) in key.chars().enumerate() {
+    let inner_start = key.len() - key.trim_start().len();
+    let inner_end = key.trim_end().len();
+    for (i, c) in key.char_indices() {
         match c {
             '%' => out.push_str("%25"),
             '.' => out.push_str("%2E"),
             '$' if i == 0 => out.push_str("%24"),
+            c if i < inner_start || i >= inner_end => {
+                let mut bytes = [0; 4];
+                for b in c.encode_utf8(&mut bytes).bytes() {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
             c => out.push(c),
         }
     }
     out
 }
 
-/// Reverses [`encode_key`].
+/// Reverses [`encode_key`]: every `%XX` run is the UTF-8 it encodes (a `%` not followed by
+/// two hex digits stays as it is; `encode_key` never writes one).
 pub fn decode_key(key: &str) -> String {
-    key.replace("%2E", ".").replace("%24", "$").replace("%25", "%")
+    if !key.contains('%') {
+        return key.to_string();
+    }
+    let bytes = key.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%' && i + 2 < bytes.len())
+            .then(|| {
+                std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
+            .flatten();
+        match hex {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Encodes every key of a properties object, nested objects and objects in arrays too.
@@ -360,6 +395,17 @@ mod tests {
         assert_eq!(c.events, 3);
         assert_eq!(c.numeric["revenue"], NumericStat { sum: 8.5, min: -2.0, max: 10.5, count: 2 });
         assert_eq!(c.numeric["cart%2Eitems"].count, 3);
+    }
+
+    #[test]
+    fn white_space_at_the_ends_of_a_key_is_encoded_and_comes_back() {
+        assert_eq!(encode_key(" a b\u{a0}"), "%20a b%C2%A0");
+        assert_eq!(encode_key("\ta\u{85}"), "%09a%C2%85");
+        assert_eq!(encode_key("Signed Up"), "Signed Up", "inner spaces stay");
+        for key in [" a b\u{a0}", "\ta\u{85}", "  ", "%20", "$.x ", "100%"] {
+            assert_eq!(decode_key(&encode_key(key)), key);
+        }
+        assert_eq!(decode_key("a%2Eb%24%25"), "a.b$%", "keys encoded before stay readable");
     }
 
     #[test]

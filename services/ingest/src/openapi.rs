@@ -149,12 +149,12 @@ pub fn document(limits: &DocumentedLimits) -> serde_json::Value {
     schemas["SegmentMessage"] = segment_message(&name);
     schemas["SegmentBatchInput"]["properties"]["batch"]["items"] =
         json!({ "$ref": "#/components/schemas/SegmentMessage" });
-    schemas["SegmentBatchInput"]["properties"]["sentAt"] = json!({ "type": ["string", "null"], "format": "date-time" });
+    schemas["SegmentBatchInput"]["properties"]["sentAt"] = time_of_sending();
     // Read only when no Authorization header names the key.
-    schemas["SegmentBatchInput"]["properties"]["writeKey"] =
-        json!({ "description": "The write key, when the request has no Authorization header; ignored otherwise" });
-    schemas["SegmentBatchInput"]["properties"]["context"] =
-        json!({ "oneOf": [{ "type": "null" }, { "$ref": "#/components/schemas/Properties" }] });
+    schemas["SegmentBatchInput"]["properties"]["writeKey"] = json!({ "description": "The write key, when the request has no Authorization header; ignored otherwise" });
+    schemas["SegmentBatchInput"]["properties"]["context"] = json!({
+        "description": "Context shared by the messages (merged under each message's own); anything but an object is ignored",
+    });
     for (schema, unknown_fields_refused) in [("EventInput", true), ("BatchInput", true)] {
         schemas[schema]["additionalProperties"] = json!(!unknown_fields_refused);
     }
@@ -183,16 +183,36 @@ pub fn document(limits: &DocumentedLimits) -> serde_json::Value {
 fn segment_message(name: &serde_json::Value) -> serde_json::Value {
     use serde_json::json;
     let properties = json!({ "oneOf": [{ "type": "null" }, { "$ref": "#/components/schemas/Properties" }] });
-    let time = json!({ "type": "string", "format": "date-time" });
-    let call = |kind: &str, required: &[&str]| {
+    let time = time_of_sending();
+    // `read`: the fields this call reads into the event; the others are ignored, whatever
+    // they hold.
+    let call = |kind: &str, required: &[&str], read: &[&str]| {
+        // An empty or null id is no id. anonymousId is the user only without a userId; beside
+        // one it is kept as a property value.
+        let user = json!({ "oneOf": [{ "type": "null" }, { "const": "" }, name] });
+        let anonymous =
+            json!({ "oneOf": [{ "type": "null" }, { "type": "string", "pattern": NO_NUL_PATTERN }] });
         let mut fields = json!({
             "type": { "type": "string", "enum": [kind] },
-            "userId": name, "anonymousId": name, "messageId": name,
+            "userId": user, "anonymousId": anonymous,
+            "messageId": { "oneOf": [{ "type": "null" }, name] },
             "timestamp": time, "originalTimestamp": time, "sentAt": time,
-            "context": properties, "properties": properties, "traits": properties,
+            "context": properties,
         });
+        for field in read {
+            fields[*field] = match *field {
+                "properties" | "traits" => properties.clone(),
+                // Read when text (into a property value), ignored otherwise.
+                _ => json!({ "pattern": NO_NUL_PATTERN }),
+            };
+        }
         for field in required {
-            fields[*field] = name.clone();
+            // `event` becomes the event name; groupId and previousId become property values.
+            fields[*field] = if *field == "event" {
+                name.clone()
+            } else {
+                json!({ "type": "string", "minLength": 1, "pattern": NO_NUL_PATTERN })
+            };
         }
         let required: Vec<&str> = std::iter::once("type").chain(required.iter().copied()).collect();
         json!({
@@ -200,18 +220,35 @@ fn segment_message(name: &serde_json::Value) -> serde_json::Value {
             "properties": fields,
             "required": required,
             // A message names its user by userId or anonymousId.
-            "anyOf": [{ "required": ["userId"] }, { "required": ["anonymousId"] }],
+            "anyOf": [
+                { "required": ["userId"], "properties": { "userId": name } },
+                { "required": ["anonymousId"], "properties": { "anonymousId": name } },
+            ],
         })
     };
     json!({
         "description": "A Segment call (docs/compat.md): track needs `event`, group `groupId`, alias `previousId`; every call `userId` or `anonymousId`",
         "oneOf": [
-            call("track", &["event"]),
-            call("identify", &[]),
-            call("page", &[]),
-            call("screen", &[]),
-            call("group", &["groupId"]),
-            call("alias", &["previousId"]),
+            call("track", &["event"], &["properties"]),
+            call("identify", &[], &["traits"]),
+            call("page", &[], &["properties", "name", "category"]),
+            call("screen", &[], &["properties", "name", "category"]),
+            call("group", &["groupId"], &["traits"]),
+            call("alias", &["previousId"], &[]),
+        ],
+    })
+}
+
+/// RFC 3339 with an offset, as ingest reads timestamps.
+const RFC3339_PATTERN: &str = "^\\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\\d|3[01])[Tt]([01]\\d|2[0-3]):[0-5]\\d:[0-5]\\d(\\.\\d+)?([Zz]|[+-]([01]\\d|2[0-3]):[0-5]\\d)$";
+
+/// A time as the SDKs send it: RFC 3339 text or integer epoch milliseconds.
+fn time_of_sending() -> serde_json::Value {
+    serde_json::json!({
+        "oneOf": [
+            { "type": "null" },
+            { "type": "string", "format": "date-time", "pattern": RFC3339_PATTERN },
+            { "type": "integer", "format": "int64" },
         ],
     })
 }

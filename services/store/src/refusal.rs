@@ -21,6 +21,8 @@ pub fn is_refusal(e: &Error) -> bool {
     match e.kind.as_ref() {
         // The driver could not encode the document (e.g. a NUL in a key, too large).
         ErrorKind::BsonSerialization(_) | ErrorKind::InvalidArgument { .. } => true,
+        // The driver reports some documents it cannot encode (a NUL in a key) this way.
+        ErrorKind::InvalidResponse { message, .. } => message.contains("malformed value"),
         ErrorKind::Command(c) => refused_code(c.code, &c.message),
         ErrorKind::Write(WriteFailure::WriteError(w)) => refused_code(w.code, &w.message),
         ErrorKind::InsertMany(failure) => {
@@ -45,7 +47,9 @@ pub fn describe(e: &Error) -> String {
     match e.kind.as_ref() {
         ErrorKind::Command(c) => format!("store error {} ({}): {}", c.code, c.code_name, c.message),
         ErrorKind::Write(WriteFailure::WriteError(w)) => format!("store error {}: {}", w.code, w.message),
-        ErrorKind::BsonSerialization(_) | ErrorKind::InvalidArgument { .. } => {
+        ErrorKind::BsonSerialization(_)
+        | ErrorKind::InvalidArgument { .. }
+        | ErrorKind::InvalidResponse { .. } => {
             format!("the document cannot be encoded: {e}")
         }
         _ => e.to_string(),

@@ -125,11 +125,12 @@ pub struct EventRules {
     summed: Vec<PropertyPath>,
 }
 
-/// A float with no fractional part, within epoch-millisecond range, as an integer.
-fn whole_millis(f: f64) -> Option<i64> {
-    // ±2^53: beyond it a float no longer names each millisecond.
+/// Epoch milliseconds given as a JSON number: an integer, or a float with no fractional
+/// part (`1700000000000.0` is an integer to JSON Schema and to JavaScript) within ±2^53,
+/// beyond which a float no longer names each millisecond.
+pub fn integer_millis(n: &serde_json::Number) -> Option<i64> {
     const EXACT: f64 = 9_007_199_254_740_992.0;
-    (f.fract() == 0.0 && f.abs() <= EXACT).then_some(f as i64)
+    n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() <= EXACT).map(|f| f as i64))
 }
 
 /// The largest magnitude of a value of a summed property. Rollups add such values with
@@ -279,8 +280,7 @@ impl EventRules {
                         "must be RFC 3339 with an offset (e.g. 2026-11-24T10:00:00Z) or integer epoch milliseconds",
                     )
                 })?,
-            // `1700000000000.0` is an integer to JSON Schema (and to JavaScript): taken as one.
-            Value::Number(n) => n.as_i64().or_else(|| whole_millis(n.as_f64()?)).ok_or_else(|| {
+            Value::Number(n) => integer_millis(n).ok_or_else(|| {
                 let message = if n.is_f64() {
                     "epoch milliseconds must be an integer"
                 } else {

@@ -20,7 +20,9 @@ pub fn epoch_ms(field: &str, value: &Value) -> Result<i64, EventError> {
         Value::String(s) => s.trim().parse::<jiff::Timestamp>().map(|t| t.as_millisecond()).map_err(|_| {
             invalid("must be ISO 8601 / RFC 3339 with an offset (e.g. 2026-11-24T10:00:00.000Z) or integer epoch milliseconds")
         }),
-        Value::Number(n) => n.as_i64().ok_or_else(|| invalid("epoch milliseconds must be an integer")),
+        Value::Number(n) => {
+            pulse_core::event::integer_millis(n).ok_or_else(|| invalid("epoch milliseconds must be an integer"))
+        }
         other => Err(EventError {
             code: ErrorCode::InvalidType,
             field: field.to_string(),
@@ -37,8 +39,8 @@ pub fn send_time(field: &str, value: Option<&Value>) -> Option<Result<i64, Event
 /// The event time in epoch ms, or `None` when the client sent none (ingest then uses the
 /// receive time). With both an event time and a send time, the client's clock skew is
 /// removed: `received_at - (sent_at - event_time)`; that is Segment's documented rule
-/// (`timestamp = receivedAt - (sentAt - originalTimestamp)`) and PostHog's. A bad send
-/// time matters only with an event time.
+/// (`timestamp = receivedAt - (sentAt - originalTimestamp)`) and PostHog's. (Segment
+/// messages are refused for any unreadable time they carry, used or not.)
 pub fn corrected(
     event_time: Option<ClientTime<'_>>,
     sent_at: Option<Result<i64, EventError>>,

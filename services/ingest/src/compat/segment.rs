@@ -264,9 +264,17 @@ pub fn map_message(
         "timestamp"
     };
     let sent_at = clock::send_time("sentAt", m.get("sentAt")).or_else(|| batch_sent_at.cloned());
-    // An unreadable sentAt is refused whether or not a timestamp needs its correction.
-    if let Some(Err(e)) = &sent_at {
-        return Err(e.clone());
+    // Every time a message carries must be readable, used or not: a client that sends an
+    // unreadable one has a bug worth hearing about.
+    for time in [sent_at.as_ref(), batch_sent_at] {
+        if let Some(Err(e)) = time {
+            return Err(e.clone());
+        }
+    }
+    for field in ["timestamp", "originalTimestamp"] {
+        if let Some(Err(e)) = clock::send_time(field, m.get(field)) {
+            return Err(e);
+        }
     }
     let timestamp = clock::corrected(m.get(time_field).map(|v| (time_field, v)), sent_at, received_at)?;
 
