@@ -211,6 +211,7 @@ async fn scenario(p: &Pipeline) {
     let mut sent: BTreeSet<String> =
         history.iter().filter_map(|e| e["event_id"].as_str().map(String::from)).collect();
     wait_stored(&store, &sent).await;
+    eprintln!("history stored: {} events", sent.len());
 
     let settings = pulse_query::Settings::new(p.config.clone());
     let query_url = serve(|l| pulse_query::run(settings, l, std::future::pending())).await;
@@ -256,6 +257,7 @@ async fn scenario(p: &Pipeline) {
             Reply { query: d, status, retry_after, content_type, body }
         }
     });
+    eprintln!("query API ready; the burst starts");
     let replies = futures::future::join_all(burst).await;
     ingesting.await.expect("ingesting during the burst");
     let probes = probing.await.expect("probing /readyz");
@@ -285,6 +287,7 @@ async fn scenario(p: &Pipeline) {
     assert!(recomputed.is_empty(), "identical queries were computed again (query, times): {recomputed:?}");
 
     // The pipeline still stores: every event sent after the burst reaches the store.
+    eprintln!("sending events after the burst");
     let after = events("after", 2_000, 400, jiff::Timestamp::now().as_millisecond(), HOUR);
     send(&http, &ingest, &p.write_key, &after).await;
     sent.extend(after.iter().filter_map(|e| e["event_id"].as_str().map(String::from)));
