@@ -225,13 +225,28 @@ async fn scenario(p: &Pipeline) {
         let (http, ingest, key) = (http.clone(), ingest.clone(), p.write_key.clone());
         tokio::spawn(async move { send(&http, &ingest, &key, &during).await })
     };
+    // Probes of /readyz and of a pre-aggregated trend (from the rollups in memory), which
+    // must not wait behind the raw reads.
     let probing = {
-        let (http, url) = (http.clone(), query_url.clone());
+        let (http, url, key) = (http.clone(), query_url.clone(), p.read_key.clone());
+        let preaggregated = json!({
+            "event": { "event": "page_viewed" }, "measure": { "kind": "count" }, "interval": "hour",
+            "from": now - 3 * 24 * HOUR, "to": now + HOUR,
+        });
         tokio::spawn(async move {
             let mut answers = Vec::new();
             for _ in 0..20 {
-                let reply = http.get(format!("{url}/readyz")).send().await.expect("/readyz answers");
-                answers.push(reply.status().as_u16());
+                let ready = http.get(format!("{url}/readyz")).send().await.expect("/readyz answers");
+                let trend = http
+                    .post(format!("{url}/v1/trends"))
+                    .bearer_auth(&key)
+                    .json(&preaggregated)
+                    .send()
+                    .await
+                    .expect("a pre-aggregated trend is answered");
+                let (status, body) =
+                    (trend.status().as_u16(), trend.json::<Value>().await.unwrap_or(Value::Null));
+                answers.push((ready.status().as_u16(), status, body["answeredFrom"].clone()));
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             answers
@@ -281,7 +296,15 @@ async fn scenario(p: &Pipeline) {
             _ => panic!("neither answered nor refused clearly: {r:?}"),
         }
     }
-    eprintln!("burst: {answered} answered, {refused} refused; /readyz during it: {probes:?}");
+    eprintln!("burst: {answered} answered, {refused} refused; /readyz and a trend during it: {probes:?}");
+    for (ready, status, from) in &probes {
+        assert!([200, 503].contains(ready), "/readyz answered {ready}");
+        assert_eq!(
+            (*status, from.as_str()),
+            (200, Some("preaggregated")),
+            "pre-aggregated answers never queue"
+        );
+    }
     assert!(answered > 0, "every query was refused");
     let recomputed: Vec<(&usize, &usize)> = raw_per_query.iter().filter(|(_, n)| **n > 1).collect();
     assert!(recomputed.is_empty(), "identical queries were computed again (query, times): {recomputed:?}");

@@ -1,7 +1,7 @@
 //! The query API's HTTP contract against a real FerretDB and Redis: every refusal is JSON
 //! in the service's error shape (405, 413, 415 included), the `Authorization` scheme is
-//! case-insensitive, property keys containing `.` can be named, and the OpenAPI document
-//! says what the server accepts and answers.
+//! case-insensitive, `/readyz` answers while the store hangs, property keys containing `.`
+//! can be named, and the OpenAPI document says what the server accepts and answers.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -158,6 +158,30 @@ async fn every_refusal_is_json_and_the_scheme_is_case_insensitive() {
         .await
         .expect("answers");
     assert_eq!(reply.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_answers_when_the_store_hangs() {
+    let (redis, mut ferret) =
+        (RedisServer::start().await.expect("redis"), FerretDb::start().await.expect("ferretdb"));
+    let s = start(&redis, &ferret, &[]).await;
+    let pid = ferret.process_mut().pid().expect("ferretdb runs").to_string();
+    // A stopped store accepts connections' bytes and never answers: a hung store.
+    let signal = |sig: &str| {
+        let done = std::process::Command::new("kill").args([sig, &pid]).status().expect("kill");
+        assert!(done.success(), "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let probe = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        s.http.get(format!("{}/readyz", s.url)).send(),
+    )
+    .await;
+    signal("-CONT");
+    let reply = probe.expect("/readyz answered while the store hung").expect("answers");
+    let (status, content_type, body) = parts(reply).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("not_ready")), "{body}");
+    assert_eq!(content_type, "application/json");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
