@@ -39,7 +39,7 @@ pub use crate::model::{
     FunnelRequest, RetentionRequest, Source, TrendRequest,
 };
 use crate::preaggregated::{self, Rollups};
-use crate::request::{MAX_BODY_BYTES, authorize, json_body};
+use crate::request::{MAX_BODY_BYTES, authorize, check_times, json_body};
 use crate::source;
 use crate::view::RollupView;
 
@@ -108,6 +108,7 @@ async fn trends(
 ) -> Response {
     respond(&api, "trends", &headers, async {
         let req: TrendRequest = json_body(&headers, body)?;
+        check_times(&[("from", Some(req.query.from)), ("to", Some(req.query.to))])?;
         req.query.validate(&api.limits)?;
         check_cohort(req.cohort.as_ref())?;
         let rollups = Rollups { intervals: &api.intervals, numeric: &api.numeric };
@@ -173,6 +174,7 @@ async fn declared_funnel(
                 format!("no funnel {name:?} is declared in this pipeline"),
             ));
         };
+        check_times(&[("from", Some(params.from)), ("to", Some(params.to))])?;
         let query = FunnelQuery { from: params.from, to: params.to, trend: params.trend };
         if let Some(result) = api.views.funnel(&name, &query, &api.limits).map_err(QueryError::from)? {
             return Ok(Answer { answered_from: Source::Preaggregated, result });
@@ -189,6 +191,7 @@ async fn retention(
 ) -> Response {
     respond(&api, "retention", &headers, async {
         let req: RetentionRequest = json_body(&headers, body)?;
+        check_times(&[("from", Some(req.query.from)), ("to", Some(req.query.to))])?;
         req.query.validate(&api.limits)?;
         check_cohort(req.cohort.as_ref())?;
         if req.cohort.is_none()
@@ -242,8 +245,9 @@ async fn event_names(
     respond(&api, "events", &headers, async {
         let Query(params) =
             params.map_err(|e| QueryError::new(QueryErrorCode::InvalidBody, e.body_text()))?;
+        check_times(&[("from", params.from), ("to", params.to)])?;
         let to = params.to.unwrap_or_else(|| jiff::Timestamp::now().as_millisecond() + DAY_MS);
-        let from = params.from.unwrap_or(to - 31 * DAY_MS);
+        let from = params.from.unwrap_or_else(|| to.saturating_sub(31 * DAY_MS));
         if from >= to {
             return Err(QueryError::invalid("to", "the range [from, to) is empty"));
         }
@@ -299,6 +303,7 @@ impl Api {
             QueryError::from(pulse_core::analytics::AnalyticsError::Invalid(errors)).under(field)
         })?;
         // Refusals a computation would give are given before it takes a turn.
+        check_times(&[("from", Some(query.from)), ("to", Some(query.to))])?;
         funnel::FunnelEngine::new(&definition, query.from, query.to)?;
         check_cohort(cohort.as_ref())?;
         let key = serde_json::to_value((&definition, &query, &cohort)).map_err(QueryError::internal)?;
@@ -368,7 +373,10 @@ impl Api {
 /// A cohort filter's refusal, before any work.
 fn check_cohort(cohort: Option<&CohortFilter>) -> Result<(), QueryError> {
     match cohort {
-        Some(c) => c.definition.validate().map_err(|e| QueryError::from(e).under("cohort")),
+        Some(c) => {
+            check_times(&[("cohort.now", c.now)])?;
+            c.definition.validate().map_err(|e| QueryError::from(e).under("cohort"))
+        }
         None => Ok(()),
     }
 }

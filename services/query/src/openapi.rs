@@ -11,7 +11,7 @@ use crate::api::{
     RetentionRequest, Source, TrendRequest,
 };
 use crate::error::ErrorResponse;
-use crate::request::MAX_BODY_BYTES;
+use crate::request::{EARLIEST_MS, LATEST_MS, MAX_BODY_BYTES};
 
 /// The document.
 pub fn document() -> Value {
@@ -166,6 +166,22 @@ fn constrain(schemas: &mut serde_json::Map<String, Value>) {
     set("TrendBreakdown", "/properties/top", json!({ "minimum": 1, "maximum": limits.max_breakdown_values }));
     set("CohortCondition", "/oneOf/0/properties/atLeast", json!({ "minimum": 1 }));
     set("CohortCondition", "/oneOf/0/properties/lastDays", json!({ "minimum": 1 }));
+    let time = json!({ "minimum": EARLIEST_MS, "maximum": LATEST_MS });
+    for schema in
+        ["TrendRequest", "FunnelRequest", "RetentionRequest", "DeclaredFunnelParams", "EventNamesParams"]
+    {
+        set(schema, "/properties/from", time.clone());
+        set(schema, "/properties/to", time.clone());
+    }
+    for schema in ["CohortRequest", "CohortFilter"] {
+        set(schema, "/properties/now", time.clone());
+    }
+    // A performed condition names its time by [from, to) or by lastDays, not both or neither.
+    set(
+        "CohortCondition",
+        "/oneOf/0",
+        json!({ "oneOf": [{ "required": ["from", "to"] }, { "required": ["lastDays"] }] }),
+    );
     for schema in ["TrendRequest", "FunnelRequest", "RetentionRequest", "DeclaredFunnelParams"] {
         if let Some(Value::String(text)) =
             schemas.get_mut(schema).and_then(|s| s.pointer_mut("/properties/from/description"))

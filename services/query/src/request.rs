@@ -13,6 +13,27 @@ use crate::error::{FieldProblem, QueryError, QueryErrorCode};
 /// The largest body accepted (axum's default limit, stated here so the docs can name it).
 pub const MAX_BODY_BYTES: usize = 2 << 20;
 
+/// The earliest and latest time a query may name (epoch ms): years 1 to 9999, the range
+/// calendar arithmetic (periods, windows, time zones) is defined on. Beyond it the engines'
+/// sums would overflow.
+pub const EARLIEST_MS: i64 = -62_135_596_800_000;
+pub const LATEST_MS: i64 = 253_402_300_799_999;
+
+/// Refuses a time outside [`EARLIEST_MS`, `LATEST_MS`], naming its field.
+pub fn check_times(times: &[(&str, Option<i64>)]) -> Result<(), QueryError> {
+    for (field, time) in times {
+        if let Some(t) = *time
+            && !(EARLIEST_MS..=LATEST_MS).contains(&t)
+        {
+            return Err(QueryError::invalid(
+                *field,
+                format!("{t} is outside the years 1 to 9999 ({EARLIEST_MS} to {LATEST_MS} epoch ms)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `Authorization: Bearer <read key>` (the scheme in any case, RFC 9110); write keys are
 /// not read keys.
 pub fn authorize(keys: &KeyRing, headers: &HeaderMap) -> Result<(), QueryError> {

@@ -129,6 +129,24 @@ async fn every_refusal_is_json_and_the_scheme_is_case_insensitive() {
         ),
         ("no such path", s.http.get(format!("{}/v2/nothing", s.url)), 404, "not_found"),
         ("no key", s.http.post(&trends).json(&trend_filtered_on("plan")), 401, "unauthorized"),
+        // Times beyond the years 1 to 9999 once overflowed: a dropped connection or a panic.
+        (
+            "i64 extremes",
+            s.http
+                .get(format!("{}/v1/events?from={}&to={}", s.url, i64::MIN, i64::MIN + 1))
+                .header("Authorization", &auth),
+            400,
+            "invalid_query",
+        ),
+        (
+            "to near i64::MAX",
+            s.http.post(&trends).header("Authorization", &auth).json(&json!({
+                "event": { "event": "visit" }, "measure": { "kind": "dau" }, "interval": "day",
+                "from": 0, "to": i64::MAX - 1,
+            })),
+            400,
+            "invalid_query",
+        ),
     ];
     for (what, request, status, code) in cases {
         let (got, content_type, body) = parts(request.send().await.expect("answers")).await;
@@ -233,6 +251,7 @@ async fn the_openapi_document_says_what_is_accepted_and_answered() {
         }
         assert!(responses["503"]["headers"].get("Retry-After").is_some(), "{path}: 503 has Retry-After");
     }
+    assert_eq!(schemas["TrendRequest"]["properties"]["to"]["maximum"], json!(253_402_300_799_999_i64));
     let retention = &schemas["RetentionRequest"]["properties"];
     assert_eq!(retention["periods"]["minimum"], json!(1), "periods: 0 is refused: {retention}");
     let text = doc.to_string();
