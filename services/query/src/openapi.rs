@@ -182,6 +182,24 @@ fn constrain(schemas: &mut serde_json::Map<String, Value>) {
         "/oneOf/0",
         json!({ "oneOf": [{ "required": ["from", "to"] }, { "required": ["lastDays"] }] }),
     );
+    // What the filter's CEL rules say (the CRDs' validation), in JSON Schema: which ops take
+    // `value`, which `values`, which neither.
+    let neither = json!({ "anyOf": [{ "required": ["value"] }, { "required": ["values"] }] });
+    set(
+        "PropertyFilter",
+        "",
+        json!({ "oneOf": [
+            { "properties": { "op": { "enum": ["in", "notIn"] }, "values": { "type": "array" } },
+              "required": ["op", "values"], "not": { "required": ["value"] } },
+            { "properties": { "op": { "enum": ["eq", "neq", "contains"] }, "value": { "type": "string" } },
+              "required": ["value"], "not": { "required": ["values"] } },
+            { "properties": { "op": { "enum": ["gt", "gte", "lt", "lte"] },
+                              "value": { "type": "string", "pattern": "^-?[0-9]+(\\.[0-9]+)?$" } },
+              "required": ["op", "value"], "not": { "required": ["values"] } },
+            { "properties": { "op": { "enum": ["exists", "notExists"] } },
+              "required": ["op"], "not": neither },
+        ]}),
+    );
     for schema in ["TrendRequest", "FunnelRequest", "RetentionRequest", "DeclaredFunnelParams"] {
         if let Some(Value::String(text)) =
             schemas.get_mut(schema).and_then(|s| s.pointer_mut("/properties/from/description"))

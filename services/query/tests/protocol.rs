@@ -252,6 +252,8 @@ async fn the_openapi_document_says_what_is_accepted_and_answered() {
         assert!(responses["503"]["headers"].get("Retry-After").is_some(), "{path}: 503 has Retry-After");
     }
     assert_eq!(schemas["TrendRequest"]["properties"]["to"]["maximum"], json!(253_402_300_799_999_i64));
+    let filter_rules = schemas["PropertyFilter"]["oneOf"].as_array().map_or(0, Vec::len);
+    assert_eq!(filter_rules, 4, "which ops take value, values or neither is in the schema");
     let retention = &schemas["RetentionRequest"]["properties"];
     assert_eq!(retention["periods"]["minimum"], json!(1), "periods: 0 is refused: {retention}");
     let text = doc.to_string();
