@@ -180,7 +180,10 @@ fn constrain(schemas: &mut serde_json::Map<String, Value>) {
     set(
         "CohortCondition",
         "/oneOf/0",
-        json!({ "oneOf": [{ "required": ["from", "to"] }, { "required": ["lastDays"] }] }),
+        json!({ "oneOf": [
+            { "required": ["from", "to"], "not": { "required": ["lastDays"] } },
+            { "required": ["lastDays"], "not": { "anyOf": [{ "required": ["from"] }, { "required": ["to"] }] } },
+        ]}),
     );
     // What the filter's CEL rules say (the CRDs' validation), in JSON Schema: which ops take
     // `value`, which `values`, which neither.
