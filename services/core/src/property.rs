@@ -14,7 +14,10 @@ const MAX_DEPTH: usize = 8;
 const MAX_KEY_LEN: usize = 64;
 
 /// A path into an event's `properties`, nested keys joined by `.`: `plan` is
-/// `properties.plan`, `device.os` is `properties.device.os`.
+/// `properties.plan`, `device.os` is `properties.device.os`. A key that itself contains
+/// `.` is named as written: where an object has no key for the next part of the path,
+/// that part joined with the following ones by `.` is tried as one key, so `utm.source`
+/// also finds `{"utm.source": ..}` (a nested `{"utm": {"source": ..}}` comes first).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct PropertyPath(String);
@@ -37,10 +40,37 @@ impl PropertyPath {
         &self.0
     }
 
-    /// The value at this path in `properties`, if there is one.
+    /// The value at this path in `properties`, if there is one (see the type's docs for
+    /// keys containing `.`).
     pub fn lookup<'a>(&self, properties: &'a Value) -> Option<&'a Value> {
-        self.keys().try_fold(properties, |value, key| value.get(key))
+        // The common case, nested keys without `.`, walks the path without allocating.
+        if let Some(found) = self.keys().try_fold(properties, |value, key| value.get(key)) {
+            return Some(found);
+        }
+        if !self.0.contains('.') {
+            return None;
+        }
+        let keys: Vec<&str> = self.keys().collect();
+        lookup_dotted(properties, &keys)
     }
+}
+
+/// The value at `keys` in `value`, where consecutive keys may also be one key holding `.`
+/// (nested keys first, then ever longer joined ones). At most 8 keys: 128 ways at worst.
+fn lookup_dotted<'a>(value: &'a Value, keys: &[&str]) -> Option<&'a Value> {
+    let Some((first, rest)) = keys.split_first() else { return Some(value) };
+    let object = value.as_object()?;
+    let mut key = (*first).to_string();
+    for taken in 0..=rest.len() {
+        if taken > 0 {
+            key.push('.');
+            key.push_str(rest[taken - 1]);
+        }
+        if let Some(found) = object.get(&key).and_then(|inner| lookup_dotted(inner, &rest[taken..])) {
+            return Some(found);
+        }
+    }
+    None
 }
 
 impl TryFrom<String> for PropertyPath {
@@ -262,6 +292,23 @@ mod tests {
         assert_eq!(path("device.os").lookup(&props), Some(&json!("ios")));
         assert_eq!(path("$browser").lookup(&props), Some(&json!("Firefox")));
         assert_eq!(path("device.model").lookup(&props), None);
+    }
+
+    #[test]
+    fn keys_containing_dots_are_named_as_written() {
+        let props = json!({
+            "utm.source": "newsletter",
+            "page": { "query.q": "shoes", "a": { "b.c": 1 } },
+            "both": { "x": 1 }, "both.x": 2,
+        });
+        let path = |s: &str| s.parse::<PropertyPath>().expect("valid");
+        assert_eq!(path("utm.source").lookup(&props), Some(&json!("newsletter")));
+        assert_eq!(path("page.query.q").lookup(&props), Some(&json!("shoes")));
+        assert_eq!(path("page.a.b.c").lookup(&props), Some(&json!(1)));
+        assert_eq!(path("both.x").lookup(&props), Some(&json!(1)), "nested keys come first");
+        assert_eq!(path("utm.medium").lookup(&props), None);
+        let filter = filter("utm.source", FilterOp::Eq, Some("newsletter"), None);
+        assert!(filter.matches(&props), "a filter names a key containing '.'");
     }
 
     #[test]

@@ -5,42 +5,53 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use jiff::tz::TimeZone;
 use pulse_core::analytics::Limits;
-use pulse_core::analytics::cohort::{self, CohortDefinition};
+use pulse_core::analytics::cohort;
 use pulse_core::analytics::funnel::{self, FunnelQuery, FunnelReport};
-use pulse_core::analytics::period::Interval;
-use pulse_core::analytics::retention::{self, RetentionQuery, RetentionReport};
-use pulse_core::analytics::trend::{self, TrendQuery, TrendReport};
+use pulse_core::analytics::retention;
+use pulse_core::analytics::trend;
 use pulse_core::config::{NamedFunnel, RollupInterval};
 use pulse_core::funnel::FunnelDefinition;
 use pulse_core::property::PropertyPath;
 use pulse_keys::KeyRing;
 use pulse_store::Store;
-use schemars::JsonSchema;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
+use crate::admission::RawQueryLimit;
 use crate::cache::QueryCache;
 use crate::error::{QueryError, QueryErrorCode};
 use crate::event_views::EventViews;
+use crate::inflight::{InFlight, Role};
 use crate::metrics::{Answered, Endpoint, Metrics, Refused};
+pub use crate::model::{
+    Answer, CohortAnswer, CohortFilter, CohortRequest, DeclaredFunnelParams, EventName, EventNamesParams,
+    FunnelRequest, RetentionRequest, Source, TrendRequest,
+};
 use crate::preaggregated::{self, Rollups};
+use crate::request::{MAX_BODY_BYTES, authorize, check_times, json_body};
 use crate::source;
 use crate::view::RollupView;
 
 const DAY_MS: i64 = 86_400_000;
 /// Members listed by a cohort query when the request sets no limit.
 const DEFAULT_MEMBER_LIMIT: usize = 1_000;
+/// The longest `/readyz` waits for the store: a probe must answer, even "no".
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a computation of an ad-hoc query gives everyone waiting for it: the answer's JSON
+/// text and where it came from.
+pub type Computed = Result<(Arc<str>, Source), QueryError>;
 
 /// Everything a request needs.
 pub struct Api {
@@ -58,136 +69,10 @@ pub struct Api {
     pub view: Arc<RollupView>,
     /// The declared funnels' and retention's views, in memory.
     pub views: Arc<EventViews>,
-}
-
-/// Where an answer came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum Source {
-    /// The pre-aggregates: the rollups the processor maintains, or the declared funnels'
-    /// and retention's views of the stored events.
-    Preaggregated,
-    /// The raw events, read for this request.
-    Raw,
-    /// A raw-event answer computed for the same request within the cache's time to live.
-    Cache,
-}
-
-impl Source {
-    fn as_str(self) -> &'static str {
-        match self {
-            Source::Preaggregated => "preaggregated",
-            Source::Raw => "raw",
-            Source::Cache => "cache",
-        }
-    }
-}
-
-/// An answer and where it came from.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Answer<T> {
-    pub answered_from: Source,
-    pub result: T,
-}
-
-/// Users to restrict a query to: a cohort, with the time its "last days" conditions count
-/// back from (default: now).
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CohortFilter {
-    #[serde(flatten)]
-    pub definition: CohortDefinition,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub now: Option<i64>,
-}
-
-/// `POST /v1/trends`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TrendRequest {
-    #[serde(flatten)]
-    pub query: TrendQuery,
-    /// Only these users' events.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cohort: Option<CohortFilter>,
-}
-
-/// `POST /v1/funnels`: an ad-hoc funnel.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct FunnelRequest {
-    /// The funnel, as in a Funnel resource's spec (steps, window, order, exclusions,
-    /// holdConstant, breakdown).
-    pub definition: FunnelDefinition,
-    #[serde(flatten)]
-    pub query: FunnelQuery,
-    /// Only these users.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cohort: Option<CohortFilter>,
-}
-
-/// `GET /v1/funnels/{name}`: the range of a declared funnel.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DeclaredFunnelParams {
-    /// First-step events from this time (epoch ms) ...
-    pub from: i64,
-    /// ... to this one (exclusive).
-    pub to: i64,
-    /// Also the conversion per day or week.
-    #[serde(default)]
-    pub trend: Option<Interval>,
-}
-
-/// `POST /v1/retention`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RetentionRequest {
-    #[serde(flatten)]
-    pub query: RetentionQuery,
-    /// Only these users.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cohort: Option<CohortFilter>,
-}
-
-/// `POST /v1/cohorts`: who is in a cohort.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CohortRequest {
-    #[serde(flatten)]
-    pub cohort: CohortFilter,
-    /// How many member ids to list (default 1000); `users` always counts them all.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<usize>,
-}
-
-/// A cohort's members.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CohortAnswer {
-    /// How many users are in it.
-    pub users: u64,
-    /// Their ids, sorted, at most `limit` of them.
-    pub members: Vec<String>,
-    /// Whether `members` lists fewer than `users` (raise `limit` to see more).
-    pub truncated: bool,
-}
-
-/// `GET /v1/events`: the range to list event names of (default: the last 30 days).
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-pub struct EventNamesParams {
-    #[serde(default)]
-    pub from: Option<i64>,
-    #[serde(default)]
-    pub to: Option<i64>,
-}
-
-/// One event name and how many events it had in the range.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-pub struct EventName {
-    pub event: String,
-    pub count: u64,
+    /// Turns for raw-event work.
+    pub raw_queries: RawQueryLimit,
+    /// Ad-hoc queries being computed, by cache key.
+    pub in_flight: InFlight<Computed>,
 }
 
 /// The routes.
@@ -206,50 +91,69 @@ pub fn router(api: Arc<Api>) -> axum::Router {
         .fallback(|| async {
             QueryError::new(QueryErrorCode::NotFound, "no such endpoint; see /openapi.json")
         })
+        .method_not_allowed_fallback(|| async {
+            QueryError::new(
+                QueryErrorCode::MethodNotAllowed,
+                "this endpoint does not take that method; see /openapi.json",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api)
 }
 
-async fn trends(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn trends(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     respond(&api, "trends", &headers, async {
-        let req: TrendRequest = parse(&body)?;
+        let req: TrendRequest = json_body(&headers, body)?;
+        check_times(&[("from", Some(req.query.from)), ("to", Some(req.query.to))])?;
         req.query.validate(&api.limits)?;
+        check_cohort(req.cohort.as_ref())?;
         let rollups = Rollups { intervals: &api.intervals, numeric: &api.numeric };
         let has_cohort = req.cohort.is_some();
-        if let Some(report) = preaggregated::trend(
-            &api.store,
-            &api.view,
-            &req.query,
-            has_cohort,
-            &rollups,
-            &api.tz,
-            &api.limits,
-        )
-        .await?
-        {
-            return Ok(Answer { answered_from: Source::Preaggregated, result: report });
-        }
-        api.cached("trends", &req, || async {
-            let users = api.cohort_users(req.cohort.as_ref()).await?;
-            let events =
-                source::read(&api.store, &[source::of_trend(&req.query, &api.tz)], api.limits.max_events)
-                    .await?;
-            Ok::<TrendReport, QueryError>(trend::run(
+        let preaggregated = {
+            // Before the rollups are in memory, answering from them reads the store.
+            let _turn = match api.view.is_loaded() {
+                true => None,
+                false => Some(api.raw_queries.admit().await?),
+            };
+            preaggregated::trend(
+                &api.store,
+                &api.view,
                 &req.query,
-                &events,
-                users.as_ref(),
+                has_cohort,
+                &rollups,
                 &api.tz,
                 &api.limits,
-            )?)
+            )
+            .await?
+        };
+        if let Some(report) = preaggregated {
+            return Ok(Answer { answered_from: Source::Preaggregated, result: report });
+        }
+        let (a, r) = (Arc::clone(&api), req.clone());
+        api.cached("trends", &req, async move {
+            let users = a.cohort_users(r.cohort.as_ref()).await?;
+            let events =
+                source::read(&a.store, &[source::of_trend(&r.query, &a.tz)], a.limits.max_events).await?;
+            off_the_runtime(move || Ok(trend::run(&r.query, &events, users.as_ref(), &a.tz, &a.limits)?))
+                .await
         })
         .await
     })
     .await
 }
 
-async fn funnels(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn funnels(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     respond(&api, "funnels", &headers, async {
-        let req: FunnelRequest = parse(&body)?;
-        api.funnel(&req.definition, &req.query, req.cohort.as_ref(), "definition").await
+        let req: FunnelRequest = json_body(&headers, body)?;
+        api.funnel(req.definition, req.query, req.cohort, "definition").await
     })
     .await
 }
@@ -257,10 +161,11 @@ async fn funnels(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -
 async fn declared_funnel(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     params: Result<Query<DeclaredFunnelParams>, QueryRejection>,
 ) -> Response {
     respond(&api, "declared_funnel", &headers, async {
+        let Path(name) = name.map_err(|e| QueryError::invalid("name", e.body_text()))?;
         let Query(params) =
             params.map_err(|e| QueryError::new(QueryErrorCode::InvalidBody, e.body_text()))?;
         let Some(declared) = api.funnels.iter().find(|f| f.name == name) else {
@@ -269,55 +174,69 @@ async fn declared_funnel(
                 format!("no funnel {name:?} is declared in this pipeline"),
             ));
         };
+        check_times(&[("from", Some(params.from)), ("to", Some(params.to))])?;
         let query = FunnelQuery { from: params.from, to: params.to, trend: params.trend };
         if let Some(result) = api.views.funnel(&name, &query, &api.limits).map_err(QueryError::from)? {
             return Ok(Answer { answered_from: Source::Preaggregated, result });
         }
-        api.funnel(&declared.definition, &query, None, "definition").await
+        api.funnel(declared.definition.clone(), query, None, "definition").await
     })
     .await
 }
 
-async fn retention(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn retention(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     respond(&api, "retention", &headers, async {
-        let req: RetentionRequest = parse(&body)?;
+        let req: RetentionRequest = json_body(&headers, body)?;
+        check_times(&[("from", Some(req.query.from)), ("to", Some(req.query.to))])?;
+        req.query.validate(&api.limits)?;
+        check_cohort(req.cohort.as_ref())?;
         if req.cohort.is_none()
             && let Some(result) = api.views.retention(&req.query, &api.limits).map_err(QueryError::from)?
         {
             return Ok(Answer { answered_from: Source::Preaggregated, result });
         }
-        api.cached("retention", &req, || async {
-            let users = api.cohort_users(req.cohort.as_ref()).await?;
-            let needs = source::of_retention(&req.query, &api.tz);
-            let events = source::read(&api.store, &needs, api.limits.max_events).await?;
-            Ok::<RetentionReport, QueryError>(retention::run(
-                &req.query,
-                &events,
-                users.as_ref(),
-                &api.tz,
-                &api.limits,
-            )?)
+        let (a, r) = (Arc::clone(&api), req.clone());
+        api.cached("retention", &req, async move {
+            let users = a.cohort_users(r.cohort.as_ref()).await?;
+            let needs = source::of_retention(&r.query, &a.tz);
+            let events = source::read(&a.store, &needs, a.limits.max_events).await?;
+            off_the_runtime(move || Ok(retention::run(&r.query, &events, users.as_ref(), &a.tz, &a.limits)?))
+                .await
         })
         .await
     })
     .await
 }
 
-async fn cohorts(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn cohorts(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     respond(&api, "cohorts", &headers, async {
-        let req: CohortRequest = parse(&body)?;
-        let limit = req.limit.unwrap_or(DEFAULT_MEMBER_LIMIT);
-        let users = api.cohort_users(Some(&req.cohort)).await?.unwrap_or_default();
-        let mut members: Vec<String> = users.into_iter().collect();
-        members.sort_unstable();
-        let total = members.len();
-        members.truncate(limit);
-        let answer = CohortAnswer { users: total as u64, truncated: members.len() < total, members };
-        Ok(Answer { answered_from: Source::Raw, result: answer })
+        let req: CohortRequest = json_body(&headers, body)?;
+        check_cohort(Some(&req.cohort))?;
+        let (a, r) = (Arc::clone(&api), req.clone());
+        api.cached("cohorts", &req, async move {
+            let limit = r.limit.unwrap_or(DEFAULT_MEMBER_LIMIT);
+            let users = a.cohort_users(Some(&r.cohort)).await?.unwrap_or_default();
+            let mut members: Vec<String> = users.into_iter().collect();
+            members.sort_unstable();
+            let total = members.len();
+            members.truncate(limit);
+            Ok(CohortAnswer { users: total as u64, truncated: members.len() < total, members })
+        })
+        .await
     })
     .await
 }
 
+/// Event names and counts from the day rollups: whole days (in the pipeline's time zone)
+/// that start inside `[from, to)`.
 async fn event_names(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -326,11 +245,14 @@ async fn event_names(
     respond(&api, "events", &headers, async {
         let Query(params) =
             params.map_err(|e| QueryError::new(QueryErrorCode::InvalidBody, e.body_text()))?;
+        check_times(&[("from", params.from), ("to", params.to)])?;
         let to = params.to.unwrap_or_else(|| jiff::Timestamp::now().as_millisecond() + DAY_MS);
-        let from = params.from.unwrap_or(to - 31 * DAY_MS);
+        let from = params.from.unwrap_or_else(|| to.saturating_sub(31 * DAY_MS));
         if from >= to {
             return Err(QueryError::invalid("to", "the range [from, to) is empty"));
         }
+        // A pass over the rollups in the store: a raw read's turn.
+        let _turn = api.raw_queries.admit().await?;
         let names = api.store.event_names(from, to).await?;
         let result: Vec<EventName> =
             names.into_iter().map(|(event, count)| EventName { event, count }).collect();
@@ -339,19 +261,27 @@ async fn event_names(
     .await
 }
 
-/// Ready when the store answers and the rollups and the funnel and retention views are in
-/// memory (until then pre-aggregated answers would be store reads, a thousand times slower).
+/// Ready when the store answers (within 2 s: a probe never hangs) and the rollups and the
+/// funnel and retention views are in memory (until then pre-aggregated answers would be
+/// store reads, a thousand times slower). Busy raw reads do not make a replica unready.
 async fn ready(State(api): State<Arc<Api>>) -> Response {
-    match api.store.ping().await {
-        Ok(()) if api.view.is_loaded() && api.views.is_loaded() => (StatusCode::OK, "ready").into_response(),
-        Ok(()) => (StatusCode::SERVICE_UNAVAILABLE, "reading the rollups and event blocks").into_response(),
-        Err(_) => {
-            QueryError::new(QueryErrorCode::StoreUnavailable, "the store does not answer").into_response()
+    let not_ready = |message: &str| QueryError::new(QueryErrorCode::NotReady, message).into_response();
+    match tokio::time::timeout(READY_TIMEOUT, api.store.ping()).await {
+        Ok(Ok(())) if api.view.is_loaded() && api.views.is_loaded() => {
+            (StatusCode::OK, "ready").into_response()
         }
+        Ok(Ok(())) => not_ready("reading the rollups and event blocks"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: the store does not answer");
+            not_ready("the store does not answer")
+        }
+        Err(_) => not_ready("the store did not answer within 2 s"),
     }
 }
 
 async fn metrics(State(api): State<Arc<Api>>) -> Response {
+    api.metrics.raw_queries_running.set(api.raw_queries.running() as i64);
+    api.metrics.raw_queries_waiting.set(api.raw_queries.waiting() as i64);
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         api.metrics.encode(),
@@ -363,35 +293,36 @@ impl Api {
     /// A funnel from raw events (cached). `field` is where the definition sits in the
     /// request, for error paths.
     async fn funnel(
-        &self,
-        definition: &FunnelDefinition,
-        query: &FunnelQuery,
-        cohort: Option<&CohortFilter>,
+        self: &Arc<Self>,
+        definition: FunnelDefinition,
+        query: FunnelQuery,
+        cohort: Option<CohortFilter>,
         field: &str,
     ) -> Result<Answer<FunnelReport>, QueryError> {
         definition.validate().map_err(|errors| {
             QueryError::from(pulse_core::analytics::AnalyticsError::Invalid(errors)).under(field)
         })?;
-        let key = (definition, query, cohort);
-        self.cached("funnels", &key, || async {
-            let users = self.cohort_users(cohort).await?;
-            let need = source::of_funnel(definition, query.from, query.to);
-            let events = source::read(&self.store, &[need], self.limits.max_events).await?;
-            Ok::<FunnelReport, QueryError>(funnel::run(
-                definition,
-                query,
-                &events,
-                users.as_ref(),
-                &self.tz,
-                &self.limits,
-            )?)
+        // Refusals a computation would give are given before it takes a turn.
+        check_times(&[("from", Some(query.from)), ("to", Some(query.to))])?;
+        funnel::FunnelEngine::new(&definition, query.from, query.to)?;
+        check_cohort(cohort.as_ref())?;
+        let key = serde_json::to_value((&definition, &query, &cohort)).map_err(QueryError::internal)?;
+        let api = Arc::clone(self);
+        self.cached("funnels", &key, async move {
+            let users = api.cohort_users(cohort.as_ref()).await?;
+            let need = source::of_funnel(&definition, query.from, query.to);
+            let events = source::read(&api.store, &[need], api.limits.max_events).await?;
+            off_the_runtime(move || {
+                Ok(funnel::run(&definition, &query, &events, users.as_ref(), &api.tz, &api.limits)?)
+            })
+            .await
         })
         .await
     }
 
     /// The users of `cohort`, or `None` (everyone) without one.
     async fn cohort_users(
-        &self,
+        self: &Arc<Self>,
         cohort: Option<&CohortFilter>,
     ) -> Result<Option<HashSet<String>>, QueryError> {
         let Some(cohort) = cohort else { return Ok(None) };
@@ -400,28 +331,62 @@ impl Api {
         let events =
             source::read(&self.store, &source::of_cohort(&cohort.definition, now), self.limits.max_events)
                 .await?;
-        Ok(Some(cohort::members(&cohort.definition, &events, now, &self.limits)?))
+        let (definition, limits) = (cohort.definition.clone(), self.limits);
+        off_the_runtime(move || Ok(Some(cohort::members(&definition, &events, now, &limits)?))).await
     }
 
-    /// The cached answer to `request`, or `compute`'s (then cached).
-    async fn cached<T, F, Fut>(
-        &self,
+    /// The cached answer to `request`, or the one being computed for the same request, or
+    /// `compute`'s: computed in a task of its own when this replica has a turn for it
+    /// (see [`crate::admission`]), then cached.
+    async fn cached<T, Fut>(
+        self: &Arc<Self>,
         endpoint: &str,
         request: &impl Serialize,
-        compute: F,
+        compute: Fut,
     ) -> Result<Answer<T>, QueryError>
     where
         T: Serialize + DeserializeOwned,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, QueryError>>,
+        Fut: Future<Output = Result<T, QueryError>> + Send + 'static,
     {
-        if let Some(result) = self.cache.get(endpoint, request).await {
-            return Ok(Answer { answered_from: Source::Cache, result });
+        let key = self.cache.key(endpoint, request);
+        let (api, cache_key) = (Arc::clone(self), key.clone());
+        let work = async move {
+            if let Some(text) = api.cache.get(&cache_key).await {
+                return Ok((Arc::from(text), Source::Cache));
+            }
+            let _turn = api.raw_queries.admit().await?;
+            let text = serde_json::to_string(&compute.await?).map_err(QueryError::internal)?;
+            api.cache.put(&cache_key, &text).await;
+            Ok((Arc::from(text), Source::Raw))
+        };
+        let (computed, role) = self.in_flight.run(key, work, |panic| Err(QueryError::internal(panic))).await;
+        let (text, source) = computed?;
+        if role == Role::Joined {
+            self.metrics.coalesced.inc();
         }
-        let result = compute().await?;
-        self.cache.put(endpoint, request, &result).await;
-        Ok(Answer { answered_from: Source::Raw, result })
+        let result = serde_json::from_str(&text).map_err(QueryError::internal)?;
+        let answered_from = if role == Role::Joined { Source::Cache } else { source };
+        Ok(Answer { answered_from, result })
     }
+}
+
+/// A cohort filter's refusal, before any work.
+fn check_cohort(cohort: Option<&CohortFilter>) -> Result<(), QueryError> {
+    match cohort {
+        Some(c) => {
+            check_times(&[("cohort.now", c.now)])?;
+            c.definition.validate().map_err(|e| QueryError::from(e).under("cohort"))
+        }
+        None => Ok(()),
+    }
+}
+
+/// Runs an engine (CPU work, up to seconds over millions of events) on a blocking thread,
+/// so it never stalls the async threads that serve pre-aggregated answers and probes.
+async fn off_the_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, QueryError> + Send + 'static,
+) -> Result<T, QueryError> {
+    tokio::task::spawn_blocking(work).await.map_err(QueryError::internal)?
 }
 
 /// Checks the read key, runs `answer`, and turns the outcome into a response with metrics.
@@ -450,28 +415,4 @@ async fn respond<T: Serialize>(
             e.into_response()
         }
     }
-}
-
-/// `Authorization: Bearer <read key>`; write keys are not read keys.
-fn authorize(keys: &KeyRing, headers: &HeaderMap) -> Result<(), QueryError> {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
-        Some(key) if keys.accepts(key.as_bytes()) => Ok(()),
-        Some(_) => Err(QueryError::new(
-            QueryErrorCode::Unauthorized,
-            "not this pipeline's read key (a write key cannot read)",
-        )),
-        None => Err(QueryError::new(QueryErrorCode::Unauthorized, "send Authorization: Bearer <read key>")),
-    }
-}
-
-/// The body as `T`, or a clear error naming what is wrong.
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, QueryError> {
-    serde_json::from_slice(body).map_err(|e| {
-        QueryError::new(QueryErrorCode::InvalidBody, format!("the body is not a valid query: {e}"))
-    })
 }

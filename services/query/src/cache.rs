@@ -9,7 +9,6 @@ use std::time::Duration;
 use pulse_buffer::Connection;
 use redis::AsyncCommands;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 /// The query cache of one tenant.
 #[derive(Clone)]
@@ -26,7 +25,7 @@ impl QueryCache {
 
     /// `pulse:{<tenant>}:q:<endpoint>:<hash>`: the tenant's hash tag keeps it with the
     /// tenant's other keys on a Redis Cluster.
-    fn key(&self, endpoint: &str, request: &impl Serialize) -> String {
+    pub fn key(&self, endpoint: &str, request: &impl Serialize) -> String {
         // Two independent 64-bit hashes of the canonical JSON: collisions are negligible.
         let canonical = serde_json::to_string(request).unwrap_or_default();
         let hash = |seed: u64| {
@@ -38,15 +37,14 @@ impl QueryCache {
         format!("pulse:{{{}}}:q:{endpoint}:{:016x}{:016x}", self.tenant, hash(1), hash(2))
     }
 
-    /// The cached answer to `request`, if any.
-    pub async fn get<T: DeserializeOwned>(&self, endpoint: &str, request: &impl Serialize) -> Option<T> {
+    /// The cached answer (its JSON text) under `key`, if any.
+    pub async fn get(&self, key: &str) -> Option<String> {
         if self.ttl.is_zero() {
             return None;
         }
         let mut conn = self.conn.clone();
-        match conn.get::<_, Option<String>>(self.key(endpoint, request)).await {
-            Ok(Some(text)) => serde_json::from_str(&text).ok(),
-            Ok(None) => None,
+        match conn.get::<_, Option<String>>(key).await {
+            Ok(found) => found,
             Err(e) => {
                 tracing::debug!(error = %e, "query cache unavailable");
                 None
@@ -54,15 +52,14 @@ impl QueryCache {
         }
     }
 
-    /// Keeps `answer` for the cache's time to live.
-    pub async fn put(&self, endpoint: &str, request: &impl Serialize, answer: &impl Serialize) {
+    /// Keeps `answer` (JSON text) under `key` for the cache's time to live.
+    pub async fn put(&self, key: &str, answer: &str) {
         if self.ttl.is_zero() {
             return;
         }
-        let Ok(text) = serde_json::to_string(answer) else { return };
         let mut conn = self.conn.clone();
         let secs = self.ttl.as_secs().max(1);
-        if let Err(e) = conn.set_ex::<_, _, ()>(self.key(endpoint, request), text, secs).await {
+        if let Err(e) = conn.set_ex::<_, _, ()>(key, answer, secs).await {
             tracing::debug!(error = %e, "query cache unavailable");
         }
     }

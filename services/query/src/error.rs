@@ -30,8 +30,23 @@ pub enum QueryErrorCode {
     TooManyBreakdownValues,
     /// The store is unreachable or failed; retry (503).
     StoreUnavailable,
+    /// This replica is already computing its limit of ad-hoc queries and its wait queue is
+    /// full, or the query waited longer than the limit for its turn; retry after
+    /// `Retry-After` seconds (503).
+    Overloaded,
+    /// The replica is still reading its pre-aggregates, or the store does not answer
+    /// (`/readyz` only, 503).
+    NotReady,
     /// No such endpoint (404).
     NotFound,
+    /// The endpoint exists but not with this method (405).
+    MethodNotAllowed,
+    /// The body is larger than the limit (413).
+    BodyTooLarge,
+    /// The body's Content-Type is not JSON (415).
+    UnsupportedMediaType,
+    /// The query failed in a way that is a defect of the service (500).
+    Internal,
 }
 
 impl QueryErrorCode {
@@ -46,7 +61,13 @@ impl QueryErrorCode {
             QueryErrorCode::TooManyPeriods => "too_many_periods",
             QueryErrorCode::TooManyBreakdownValues => "too_many_breakdown_values",
             QueryErrorCode::StoreUnavailable => "store_unavailable",
+            QueryErrorCode::Overloaded => "overloaded",
+            QueryErrorCode::NotReady => "not_ready",
             QueryErrorCode::NotFound => "not_found",
+            QueryErrorCode::MethodNotAllowed => "method_not_allowed",
+            QueryErrorCode::BodyTooLarge => "body_too_large",
+            QueryErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            QueryErrorCode::Internal => "internal",
         }
     }
 
@@ -58,7 +79,13 @@ impl QueryErrorCode {
             QueryErrorCode::TooManyEvents
             | QueryErrorCode::TooManyPeriods
             | QueryErrorCode::TooManyBreakdownValues => StatusCode::UNPROCESSABLE_ENTITY,
-            QueryErrorCode::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            QueryErrorCode::StoreUnavailable | QueryErrorCode::Overloaded | QueryErrorCode::NotReady => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            QueryErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            QueryErrorCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            QueryErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            QueryErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -74,8 +101,8 @@ pub struct ErrorResponse {
 pub struct ErrorDetail {
     pub code: QueryErrorCode,
     pub message: String,
-    /// Each field at fault and why, when the query itself is wrong.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// Each field at fault and why, when the query itself is wrong; absent otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<FieldProblem>,
 }
 
@@ -108,6 +135,18 @@ impl QueryError {
             message: format!("{field}: {reason}"),
             fields: vec![FieldProblem { field, reason }],
         }
+    }
+
+    /// A refusal because this replica has as much ad-hoc work as it takes.
+    pub fn overloaded(message: impl Into<String>) -> Self {
+        QueryError::new(QueryErrorCode::Overloaded, message)
+    }
+
+    /// A defect of the service (a computation that panicked, an answer that would not
+    /// encode): logged, and answered without details.
+    pub fn internal(what: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %what, "query failed");
+        QueryError::new(QueryErrorCode::Internal, "the query failed; this is a defect of the service")
     }
 
     /// Prefixes every field with where the engine's query sits in the request.

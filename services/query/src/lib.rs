@@ -7,13 +7,17 @@
 //!
 //! The crate is a library so tests run it in-process; `main.rs` is the binary.
 
+pub mod admission;
 pub mod api;
 pub mod cache;
 pub mod error;
 pub mod event_views;
+pub mod inflight;
 pub mod metrics;
+pub mod model;
 pub mod openapi;
 pub mod preaggregated;
+pub mod request;
 pub mod settings;
 pub mod source;
 pub mod view;
@@ -30,6 +34,7 @@ use pulse_keys::{KeyError, KeyRing};
 use pulse_store::{Store, StoreError};
 use tokio::net::TcpListener;
 
+use crate::admission::RawQueryLimit;
 use crate::api::Api;
 use crate::cache::QueryCache;
 use crate::event_views::EventViews;
@@ -124,5 +129,11 @@ pub async fn prepare(settings: &Settings) -> Result<Arc<Api>, QueryServiceError>
         funnels: config.funnels,
         view,
         views,
+        raw_queries: RawQueryLimit::new(
+            settings.max_raw_queries,
+            settings.raw_query_queue,
+            settings.raw_query_wait,
+        ),
+        in_flight: Default::default(),
     }))
 }

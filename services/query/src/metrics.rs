@@ -1,9 +1,10 @@
 //! Prometheus metrics of the query API: answers by endpoint and where they came from,
-//! refusals by reason, and latency.
+//! refusals by reason, latency, and the ad-hoc queries running, waiting and coalesced.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -34,6 +35,11 @@ pub struct Metrics {
     pub answered: Family<Answered, Counter>,
     pub refused: Family<Refused, Counter>,
     pub seconds: Family<Endpoint, Histogram>,
+    /// Ad-hoc queries computing now, and waiting for a turn (set when scraped).
+    pub raw_queries_running: Gauge,
+    pub raw_queries_waiting: Gauge,
+    /// Queries answered by joining an identical one being computed.
+    pub coalesced: Counter,
 }
 
 impl Metrics {
@@ -50,7 +56,25 @@ impl Metrics {
             Histogram::new(exponential_buckets(0.000_1, 2.0, 20))
         });
         registry.register("request_duration_seconds", "Query latency", seconds.clone());
-        Metrics { registry, answered, refused, seconds }
+        let raw_queries_running = Gauge::default();
+        registry.register(
+            "raw_queries_running",
+            "Ad-hoc queries reading raw events and computing now",
+            raw_queries_running.clone(),
+        );
+        let raw_queries_waiting = Gauge::default();
+        registry.register(
+            "raw_queries_waiting",
+            "Ad-hoc queries waiting for a turn",
+            raw_queries_waiting.clone(),
+        );
+        let coalesced = Counter::default();
+        registry.register(
+            "coalesced",
+            "Queries answered by an identical query computing at the same time",
+            coalesced.clone(),
+        );
+        Metrics { registry, answered, refused, seconds, raw_queries_running, raw_queries_waiting, coalesced }
     }
 
     /// The Prometheus text exposition.

@@ -11,6 +11,7 @@ use crate::api::{
     RetentionRequest, Source, TrendRequest,
 };
 use crate::error::ErrorResponse;
+use crate::request::{EARLIEST_MS, LATEST_MS, MAX_BODY_BYTES};
 
 /// The document.
 pub fn document() -> Value {
@@ -29,13 +30,29 @@ pub fn document() -> Value {
     ];
     let reference =
         |name: &str| refs.iter().find(|(n, _)| *n == name).map(|(_, r)| r.clone()).unwrap_or(Value::Null);
-    let schemas = generator.take_definitions(true);
+    let mut schemas = generator.take_definitions(true);
+    constrain(&mut schemas);
 
+    let mut unavailable = error_response(
+        "`store_unavailable`: the store did not answer; or `overloaded`: this replica is computing its limit of ad-hoc queries and its queue is full, or the query waited too long for a turn. Retry after `Retry-After` seconds.",
+        &reference,
+    );
+    merge(
+        &mut unavailable,
+        &json!({ "headers": { "Retry-After": {
+            "description": "Seconds to wait before retrying.",
+            "schema": { "type": "integer", "minimum": 1 }
+        }}}),
+    );
     let errors = json!({
         "400": error_response("The body or the query is invalid; `error.fields` names each field at fault.", &reference),
-        "401": error_response("No read key, or not this pipeline's (a write key cannot read).", &reference),
+        "401": error_response("No read key, or not this pipeline's (a write key cannot read). The scheme is case-insensitive.", &reference),
         "422": error_response("The query would read more events or periods than the limits allow: narrow it.", &reference),
-        "503": error_response("The store did not answer; retry.", &reference),
+        "503": unavailable,
+    });
+    let body_errors = json!({
+        "413": error_response(&format!("The body is larger than {MAX_BODY_BYTES} bytes."), &reference),
+        "415": error_response("The body's Content-Type is not JSON (send application/json, any application/*+json, or none).", &reference),
     });
     let answer = |result: Value, what: &str| {
         json!({
@@ -53,6 +70,7 @@ pub fn document() -> Value {
     let post = |summary: &str, body: &str, responses: Value| {
         let mut responses = responses;
         merge(&mut responses, &errors);
+        merge(&mut responses, &body_errors);
         json!({ "post": {
             "summary": summary,
             "security": [{ "readKey": [] }],
@@ -112,6 +130,7 @@ pub fn document() -> Value {
             "/v1/cohorts": post("The users of a cohort", "CohortRequest", answer(reference("CohortAnswer"), "The members")),
             "/v1/events": { "get": {
                 "summary": "Event names seen in a range, with their counts (from day rollups)",
+                "description": "Counts whole days of the pipeline's time zone whose start lies in [from, to): a day starting before `from` is left out, one starting before `to` counts whole. Default: `to` is now plus a day, `from` 31 days before `to`. For exact counts over any range use a trend.",
                 "security": [{ "readKey": [] }],
                 "parameters": query_params("EventNamesParams"),
                 "responses": names_responses,
@@ -122,6 +141,82 @@ pub fn document() -> Value {
             "securitySchemes": { "readKey": { "type": "http", "scheme": "bearer", "description": "The pipeline's read key (from its keys Secret)." } },
         },
     })
+}
+
+/// What the engines refuse that the Rust types do not say, written into the schemas, so a
+/// request valid by the document is accepted (except `from` before `to` and the other
+/// rules between fields, which the descriptions state).
+fn constrain(schemas: &mut serde_json::Map<String, Value>) {
+    let limits = pulse_core::analytics::Limits::default();
+    let mut set = |schema: &str, pointer: &str, extra: Value| {
+        if let Some(at) = schemas.get_mut(schema).and_then(|s| s.pointer_mut(pointer)) {
+            merge(at, &extra);
+        }
+    };
+    set("EventMatcher", "/properties/event", json!({ "minLength": 1 }));
+    set("RetentionRequest", "/properties/periods", json!({ "minimum": 1, "maximum": limits.max_periods }));
+    set(
+        "RetentionRequest",
+        "/properties/period",
+        json!({ "enum": ["day", "week"], "description": "day or week." }),
+    );
+    for schema in ["CohortRequest", "CohortFilter"] {
+        set(schema, "/properties/conditions", json!({ "minItems": 1, "maxItems": 16 }));
+    }
+    set("TrendBreakdown", "/properties/top", json!({ "minimum": 1, "maximum": limits.max_breakdown_values }));
+    set("CohortCondition", "/oneOf/0/properties/atLeast", json!({ "minimum": 1 }));
+    set("CohortCondition", "/oneOf/0/properties/lastDays", json!({ "minimum": 1 }));
+    let time = json!({ "minimum": EARLIEST_MS, "maximum": LATEST_MS });
+    for schema in
+        ["TrendRequest", "FunnelRequest", "RetentionRequest", "DeclaredFunnelParams", "EventNamesParams"]
+    {
+        set(schema, "/properties/from", time.clone());
+        set(schema, "/properties/to", time.clone());
+    }
+    for schema in ["CohortRequest", "CohortFilter"] {
+        set(schema, "/properties/now", time.clone());
+    }
+    // A performed condition names its time by [from, to) or by lastDays, not both or neither.
+    set(
+        "CohortCondition",
+        "/oneOf/0",
+        json!({ "oneOf": [
+            { "required": ["from", "to"], "not": { "required": ["lastDays"] } },
+            { "required": ["lastDays"], "not": { "anyOf": [{ "required": ["from"] }, { "required": ["to"] }] } },
+        ]}),
+    );
+    // What the filter's CEL rules say (the CRDs' validation), in JSON Schema: which ops take
+    // `value`, which `values`, which neither.
+    let neither = json!({ "anyOf": [{ "required": ["value"] }, { "required": ["values"] }] });
+    set(
+        "PropertyFilter",
+        "",
+        json!({ "oneOf": [
+            { "properties": { "op": { "enum": ["in", "notIn"] }, "values": { "type": "array" } },
+              "required": ["op", "values"], "not": { "required": ["value"] } },
+            { "properties": { "op": { "enum": ["eq", "neq", "contains"] }, "value": { "type": "string" } },
+              "required": ["value"], "not": { "required": ["values"] } },
+            { "properties": { "op": { "enum": ["gt", "gte", "lt", "lte"] },
+                              "value": { "type": "string", "pattern": "^-?[0-9]+(\\.[0-9]+)?$" } },
+              "required": ["op", "value"], "not": { "required": ["values"] } },
+            { "properties": { "op": { "enum": ["exists", "notExists"] } },
+              "required": ["op"], "not": neither },
+        ]}),
+    );
+    for schema in ["TrendRequest", "FunnelRequest", "RetentionRequest", "DeclaredFunnelParams"] {
+        if let Some(Value::String(text)) =
+            schemas.get_mut(schema).and_then(|s| s.pointer_mut("/properties/from/description"))
+        {
+            text.push_str(" Must be before `to`: the range [from, to) may not be empty.");
+        }
+    }
+    if let Some(Value::Array(measures)) = schemas.get_mut("Measure").and_then(|m| m.get_mut("oneOf")) {
+        for measure in measures {
+            if let Some(p) = measure.pointer_mut("/properties/p") {
+                merge(p, &json!({ "minimum": 0, "maximum": 100 }));
+            }
+        }
+    }
 }
 
 fn error_response(description: &str, reference: &impl Fn(&str) -> Value) -> Value {

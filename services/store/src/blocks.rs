@@ -431,13 +431,21 @@ impl Store {
 
     /// Reads the blocks `ids` that exist in a task of its own, decoding the events `keep`
     /// accepts on blocking threads, a few blocks at once: the blocks arrive on the receiver
-    /// in no particular order, an error as the last item. Dropping the receiver stops it.
+    /// in no particular order, an error as the last item. Dropping the receiver stops it,
+    /// wherever it is.
     fn spawn_read(&self, ids: Vec<String>, keep: Keep) -> mpsc::Receiver<Result<Block, StoreError>> {
         let (tx, rx) = mpsc::channel(DECODES_IN_FLIGHT);
         let store = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = store.read_blocks(ids, keep, &tx).await {
-                let _ = tx.send(Err(e)).await;
+            tokio::select! {
+                // The reader is gone (a query that failed or was refused): stop at once,
+                // even mid-find, so no store cursor outlives the query that opened it.
+                () = tx.closed() => {}
+                read = store.read_blocks(ids, keep, &tx) => {
+                    if let Err(e) = read {
+                        let _ = tx.send(Err(e)).await;
+                    }
+                }
             }
         });
         rx

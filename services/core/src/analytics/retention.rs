@@ -67,7 +67,8 @@ pub struct RetentionCohort {
 }
 
 impl RetentionQuery {
-    pub(crate) fn validate(&self, limits: &Limits) -> Result<(), AnalyticsError> {
+    /// Checks the query against `limits`: what [`run`] refuses, without any events.
+    pub fn validate(&self, limits: &Limits) -> Result<(), AnalyticsError> {
         let mut errors = Errors::default();
         self.start.validate_into("start", &mut errors);
         self.return_event.validate_into("return", &mut errors);
