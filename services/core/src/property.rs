@@ -214,6 +214,13 @@ impl PropertyFilter {
     /// Checks what the schema's CEL rules check, for inputs that do not pass through the
     /// Kubernetes API server (ad-hoc queries). `field` prefixes the error paths.
     pub(crate) fn validate_into(&self, field: &str, errors: &mut crate::validation::Errors) {
+        // The schema's lengths (`schemars(length)` above).
+        if self.value.as_ref().is_some_and(|v| v.chars().count() > 1024) {
+            errors.add(format!("{field}.value"), "at most 1024 characters");
+        }
+        if self.values.as_ref().is_some_and(|v| v.len() > 100) {
+            errors.add(format!("{field}.values"), "at most 100 values");
+        }
         if self.op.takes_values() {
             if self.values.as_ref().is_none_or(Vec::is_empty) || self.value.is_some() {
                 errors.add(

@@ -87,7 +87,13 @@ pub fn router(api: Arc<Api>) -> axum::Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
-        .route("/openapi.json", get(|| async { Json(crate::openapi::document()) }))
+        .route(
+            "/openapi.json",
+            get(|State(api): State<Arc<Api>>| async move {
+                let names: Vec<&str> = api.funnels.iter().map(|f| f.name.as_str()).collect();
+                Json(crate::openapi::document_for(&names))
+            }),
+        )
         .fallback(|| async {
             QueryError::new(QueryErrorCode::NotFound, "no such endpoint; see /openapi.json")
         })

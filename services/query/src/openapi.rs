@@ -14,6 +14,18 @@ use crate::error::ErrorResponse;
 use crate::request::{EARLIEST_MS, LATEST_MS, MAX_BODY_BYTES};
 
 /// The document.
+/// The document of a replica whose pipeline declares `funnels`: the declared-funnel path
+/// lists their names, so a client (or a fuzzer) knows which exist.
+pub fn document_for(funnels: &[&str]) -> Value {
+    let mut doc = document();
+    if !funnels.is_empty()
+        && let Some(name) = doc.pointer_mut("/paths/~1v1~1funnels~1{name}/get/parameters/0/schema")
+    {
+        name["enum"] = json!(funnels);
+    }
+    doc
+}
+
 pub fn document() -> Value {
     let mut generator = SchemaSettings::openapi3().into_generator();
     let refs: Vec<(&str, Value)> = vec![
@@ -32,6 +44,7 @@ pub fn document() -> Value {
         |name: &str| refs.iter().find(|(n, _)| *n == name).map(|(_, r)| r.clone()).unwrap_or(Value::Null);
     let mut schemas = generator.take_definitions(true);
     constrain(&mut schemas);
+    schemas.values_mut().for_each(bound_integer_formats);
 
     let mut unavailable = error_response(
         "`store_unavailable`: the store did not answer; or `overloaded`: this replica is computing its limit of ad-hoc queries and its queue is full, or the query waited too long for a turn. Retry after `Retry-After` seconds.",
@@ -143,6 +156,29 @@ pub fn document() -> Value {
     })
 }
 
+/// The ranges of the integer formats, which JSON Schema does not assert by themselves
+/// (`format` is a note to it), written as bounds at every place they occur.
+fn bound_integer_formats(value: &mut Value) {
+    match value {
+        Value::Object(fields) => {
+            let bounds: Option<(i64, u64)> = match fields.get("format").and_then(Value::as_str) {
+                Some("uint32") => Some((0, u64::from(u32::MAX))),
+                Some("uint" | "uint64") => Some((0, u64::MAX)),
+                Some("int32") => Some((i64::from(i32::MIN), i32::MAX as u64)),
+                Some("int64") => Some((i64::MIN, i64::MAX as u64)),
+                _ => None,
+            };
+            if let Some((low, high)) = bounds {
+                fields.entry("minimum").or_insert(json!(low));
+                fields.entry("maximum").or_insert(json!(high));
+            }
+            fields.values_mut().for_each(bound_integer_formats);
+        }
+        Value::Array(items) => items.iter_mut().for_each(bound_integer_formats),
+        _ => {}
+    }
+}
+
 /// What the engines refuse that the Rust types do not say, written into the schemas, so a
 /// request valid by the document is accepted (except `from` before `to` and the other
 /// rules between fields, which the descriptions state).
@@ -176,13 +212,36 @@ fn constrain(schemas: &mut serde_json::Map<String, Value>) {
     for schema in ["CohortRequest", "CohortFilter"] {
         set(schema, "/properties/now", time.clone());
     }
-    // A performed condition names its time by [from, to) or by lastDays, not both or neither.
+    // What the CRD states as a set (`x-kubernetes-list-type`), JSON Schema states this way.
+    set("FunnelDefinition", "/properties/holdConstant", json!({ "uniqueItems": true }));
+    // Exclusions void chains between ordered steps: an unordered funnel has none.
+    set(
+        "FunnelDefinition",
+        "",
+        json!({ "if": { "required": ["order"], "properties": { "order": { "const": "unordered" } } },
+                "then": { "properties": { "exclusions": { "maxItems": 0 } } } }),
+    );
+    // A conversion trend is per day or week; DAU, WAU and MAU are daily series.
+    for schema in ["FunnelRequest", "DeclaredFunnelParams"] {
+        set(schema, "/properties/trend", json!({ "enum": ["day", "week", null] }));
+    }
+    set(
+        "TrendRequest",
+        "",
+        json!({ "if": { "required": ["measure"], "properties": { "measure": {
+                    "required": ["kind"], "properties": { "kind": { "enum": ["dau", "wau", "mau"] } } } } },
+                "then": { "properties": { "interval": { "enum": ["day"] } } } }),
+    );
+    // A performed condition names its time by [from, to) or by lastDays, not both or neither
+    // (a null is no value).
     set(
         "CohortCondition",
         "/oneOf/0",
         json!({ "oneOf": [
-            { "required": ["from", "to"], "not": { "required": ["lastDays"] } },
-            { "required": ["lastDays"], "not": { "anyOf": [{ "required": ["from"] }, { "required": ["to"] }] } },
+            { "required": ["from", "to"],
+              "properties": { "from": { "type": "integer" }, "to": { "type": "integer" }, "lastDays": { "type": "null" } } },
+            { "required": ["lastDays"],
+              "properties": { "lastDays": { "type": "integer" }, "from": { "type": "null" }, "to": { "type": "null" } } },
         ]}),
     );
     // What the filter's CEL rules say (the CRDs' validation), in JSON Schema: which ops take

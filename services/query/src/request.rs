@@ -67,9 +67,45 @@ pub fn json_body<T: DeserializeOwned>(
         ),
         _ => QueryError::new(QueryErrorCode::InvalidBody, format!("the body could not be read: {rejection}")),
     })?;
-    serde_json::from_slice(&body).map_err(|e| {
+    let invalid = |e: &dyn std::fmt::Display| {
         QueryError::new(QueryErrorCode::InvalidBody, format!("the body is not a valid query: {e}"))
-    })
+    };
+    let mut value = pulse_core::json::parse_slice(&body).map_err(|e| invalid(&e))?;
+    as_json_schema_reads(&mut value, "").map_err(|e| invalid(&e))?;
+    serde_json::from_value(value).map_err(|e| invalid(&e))
+}
+
+/// Reads numbers and tags as JSON Schema (and so the OpenAPI document) does: a float with
+/// no fractional part is an integer (`10.0` for a count or a time), and the tags that pick a
+/// kind of condition or measure (`type`, `kind`) are text only (serde would also take a
+/// variant's position, `0`).
+fn as_json_schema_reads(value: &mut serde_json::Value, path: &str) -> Result<(), String> {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => {
+            if let Some(i) =
+                n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0)
+            {
+                *value = Value::from(i as i64);
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                as_json_schema_reads(item, &format!("{path}[{i}]"))?;
+            }
+        }
+        Value::Object(fields) => {
+            for (key, field) in fields.iter_mut() {
+                let at = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                if (key == "type" || key == "kind") && !field.is_string() {
+                    return Err(format!("{at}: must be a string"));
+                }
+                as_json_schema_reads(field, &at)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn check_media_type(headers: &HeaderMap) -> Result<(), QueryError> {

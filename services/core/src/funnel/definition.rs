@@ -131,6 +131,9 @@ impl FunnelDefinition {
         }
         for (i, step) in self.steps.iter().enumerate() {
             check_event_name(&mut errors, &format!("steps[{i}].event"), &step.event);
+            if step.name.as_ref().is_some_and(|n| n.is_empty() || n.chars().count() > 200) {
+                errors.add(format!("steps[{i}].name"), "a step's name has 1 to 200 characters");
+            }
             check_filters(&mut errors, &format!("steps[{i}].filters"), &step.filters);
         }
         if self.window.as_secs() > MAX_WINDOW_SECS {

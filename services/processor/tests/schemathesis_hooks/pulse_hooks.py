@@ -1,4 +1,5 @@
-"""Schemathesis hooks for Pulse's fuzzing test.
+"""Schemathesis hooks for Pulse's fuzzing test: the two rules of Pulse's APIs that JSON
+Schema cannot state, kept by the requests schemathesis generates.
 
 Ingest accepts an event's timestamp only within a window that moves with the clock: not
 older than the pipeline's retention, not further ahead than its allowed skew. JSON Schema
@@ -6,6 +7,11 @@ cannot state a bound relative to now, so the OpenAPI document describes the wind
 words, and this hook moves every well-formed timestamp that schemathesis generates into it.
 Timestamps of a wrong type or format are left as generated, so negative tests still send
 them; refusals of timestamps outside the window are tested in services/ingest/tests.
+
+The query API's ranges are `[from, to)` with `from` before `to`, a funnel's exclusions name
+steps it has, and its window is at most 366 days: rules between fields or on a duration's
+value; generated requests that break them are mended. Their
+refusals are tested in services/query/tests and the funnel definition's unit tests.
 """
 
 import datetime
@@ -41,8 +47,74 @@ def _events(body):
     return []
 
 
+def _is_time(value):
+    # JSON Schema's integers include whole floats (`-279.0`), and the APIs read them so.
+    whole = isinstance(value, float) and value.is_integer()
+    return (isinstance(value, int) and not isinstance(value, bool)) or whole
+
+
+def _ordered_ranges(value):
+    """Every object holding integer `from` and `to` gets from < to, recursively."""
+    if isinstance(value, dict):
+        if _is_time(value.get("from")) and _is_time(value.get("to")):
+            low, high = sorted((value["from"], value["to"]))
+            if low == high:
+                # The schema bounds both ends; widen inward from whichever end has room.
+                if low > -(2**62):
+                    low -= 1
+                else:
+                    high += 1
+            value["from"], value["to"] = low, high
+        for item in value.values():
+            _ordered_ranges(item)
+    elif isinstance(value, list):
+        for item in value:
+            _ordered_ranges(item)
+
+
+def _exclusions_within_steps(body):
+    """An exclusion names steps of its funnel: fromStep before toStep, both within the steps."""
+    definition = body.get("definition") if isinstance(body, dict) else None
+    if not isinstance(definition, dict) or not isinstance(definition.get("steps"), list):
+        return
+    steps = len(definition["steps"])
+    for exclusion in definition.get("exclusions") or []:
+        if isinstance(exclusion, dict) and _is_time(exclusion.get("fromStep")) and _is_time(exclusion.get("toStep")):
+            exclusion["toStep"] = max(2, min(int(exclusion["toStep"]), steps))
+            exclusion["fromStep"] = max(1, min(int(exclusion["fromStep"]), exclusion["toStep"] - 1))
+
+
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+DURATION = re.compile(r"^([0-9]+)([smhdw])$")
+
+
+def _window_within_limit(body):
+    """A funnel's window is at most 366 days: a bound on a duration's value, not its text."""
+    definition = body.get("definition") if isinstance(body, dict) else None
+    window = definition.get("window") if isinstance(definition, dict) else None
+    match = DURATION.match(window) if isinstance(window, str) else None
+    if match and int(match.group(1)) * UNIT_SECONDS[match.group(2)] > 366 * 86400:
+        definition["window"] = "366d"
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
+    _window_within_limit(case.body)
+    _ordered_ranges(case.body)
+    _exclusions_within_steps(case.body)
+    if isinstance(case.query, dict):
+        # Query parameters may come as text: order them as numbers, send them as generated.
+        as_text = {k: isinstance(case.query.get(k), str) for k in ("from", "to")}
+        numbers = {}
+        for key in ("from", "to"):
+            value = case.query.get(key)
+            if isinstance(value, str) and value.lstrip("-").isdigit():
+                value = int(value)
+            numbers[key] = value
+        _ordered_ranges(numbers)
+        for key in ("from", "to"):
+            if key in case.query and _is_time(numbers[key]):
+                case.query[key] = str(numbers[key]) if as_text[key] else numbers[key]
     # Right before each request, whatever phase generated it; schemathesis then re-checks
     # whether the request still violates the schema.
     # A Segment batch's sentAt corrects its messages' clocks: it belongs to the window too.
