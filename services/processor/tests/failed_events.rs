@@ -146,6 +146,34 @@ async fn poison_events_are_set_aside_and_the_partition_moves_on() {
     let log = std::fs::read_to_string(pipeline.dir.path().join("processor.log")).unwrap_or_default();
     assert!(!log.contains("matrix"), "no event payload in the processor's logs");
 
+    // The query API lists them with the read key, a page at a time.
+    let query = pipeline.start_query().await;
+    let http = reqwest::Client::new();
+    let page = |after: Option<String>| {
+        let mut url = format!("{query}/v1/failed-events?limit=4");
+        if let Some(after) = after {
+            url.push_str(&format!("&after={}", urlencode(&after)));
+        }
+        http.get(url).header("Authorization", "bearer rk").send()
+    };
+    let (mut listed, mut after) = (Vec::new(), None);
+    loop {
+        let reply = page(after.clone()).await.expect("query answers");
+        assert_eq!(reply.status(), 200);
+        let body: Value = reply.json().await.expect("json");
+        let items = body["result"]["failedEvents"].as_array().expect("a list").clone();
+        listed.extend(items.iter().map(|f| f["id"].as_str().expect("id").to_string()));
+        match body["result"]["next"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => break,
+        }
+    }
+    let recorded: Vec<String> = failed.iter().map(|f| f.id.clone()).collect();
+    assert_eq!(listed, recorded, "the API pages through every failed event, in id order");
+    let refused =
+        http.get(format!("{query}/v1/failed-events")).header("Authorization", "Bearer wrong").send().await;
+    assert_eq!(refused.expect("answers").status(), 401, "the read key is required");
+
     // Replaying events the store still refuses sets them aside again, under new entries.
     let out = replay(&pipeline, &[]);
     assert!(out.status.success(), "replay-failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -178,4 +206,14 @@ async fn poison_events_are_set_aside_and_the_partition_moves_on() {
     assert!(out.status.success());
     assert_eq!(store.count_failed_events().await.expect("count"), expected.len() as u64);
     drop(processor);
+}
+
+/// `text` as a URL query value.
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -166,25 +166,6 @@ async fn drain(pipeline: &Pipeline, conn: &mut pulse_buffer::Connection, limit: 
     }
 }
 
-/// Starts query in-process on the pipeline's config; returns its URL once ready.
-async fn start_query(config: &Path) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let settings = pulse_query::Settings::new(config.to_path_buf());
-    tokio::spawn(pulse_query::run(settings, listener, std::future::pending()));
-    let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = http.get(format!("{url}/readyz")).send().await
-            && r.status().is_success()
-        {
-            return url;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "query did not become ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The events in the tenant's streams, and the ids of entries that do not hold a JSON
 /// array of events.
 async fn buffered(
@@ -270,7 +251,7 @@ async fn fuzzed_requests_get_documented_answers_and_acknowledged_events_are_stor
     let dir = pipeline.dir.path().to_path_buf();
 
     let ingest = pipeline.start_ingest().await;
-    let query = start_query(&pipeline.config).await;
+    let query = pipeline.start_query().await;
     let mut fuzzed = vec![fuzz(&cli, "ingest", &ingest.url, &ingest.key, &dir).await];
 
     let mut conn = pulse_buffer::Connection::open(&pipeline.redis_url, false, Duration::from_secs(5))

@@ -84,6 +84,7 @@ pub fn router(api: Arc<Api>) -> axum::Router {
         .route("/v1/retention", post(retention))
         .route("/v1/cohorts", post(cohorts))
         .route("/v1/events", get(event_names))
+        .route("/v1/failed-events", get(crate::failed::failed_events))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
@@ -396,7 +397,7 @@ async fn off_the_runtime<T: Send + 'static>(
 }
 
 /// Checks the read key, runs `answer`, and turns the outcome into a response with metrics.
-async fn respond<T: Serialize>(
+pub(crate) async fn respond<T: Serialize>(
     api: &Api,
     endpoint: &'static str,
     headers: &HeaderMap,

@@ -12,6 +12,7 @@ pub mod api;
 pub mod cache;
 pub mod error;
 pub mod event_views;
+pub mod failed;
 pub mod inflight;
 pub mod metrics;
 pub mod model;

@@ -37,6 +37,8 @@ pub fn document() -> Value {
         ("CohortAnswer", generator.subschema_for::<CohortAnswer>().to_value()),
         ("EventNamesParams", generator.subschema_for::<EventNamesParams>().to_value()),
         ("EventName", generator.subschema_for::<EventName>().to_value()),
+        ("FailedEventsParams", generator.subschema_for::<crate::failed::FailedEventsParams>().to_value()),
+        ("FailedEventsPage", generator.subschema_for::<crate::failed::FailedEventsPage>().to_value()),
         ("Source", generator.subschema_for::<Source>().to_value()),
         ("ErrorResponse", generator.subschema_for::<ErrorResponse>().to_value()),
     ];
@@ -119,6 +121,8 @@ pub fn document() -> Value {
         &mut declared_responses,
         &json!({ "404": error_response("No declared funnel of that name.", &reference) }),
     );
+    let mut failed_responses = answer(reference("FailedEventsPage"), "A page of failed events");
+    merge(&mut failed_responses, &errors);
     let mut names_responses =
         answer(json!({ "type": "array", "items": reference("EventName") }), "The names");
     merge(&mut names_responses, &errors);
@@ -147,6 +151,13 @@ pub fn document() -> Value {
                 "security": [{ "readKey": [] }],
                 "parameters": query_params("EventNamesParams"),
                 "responses": names_responses,
+            }},
+            "/v1/failed-events": { "get": {
+                "summary": "Acknowledged events the store refused, set aside so their partition moves on",
+                "description": "In id order, a page at a time: ask again with `after` set to the page's `next`. Replay them after a fix with `pulse-processor replay-failed` (docs/operations.md, \"Failed events\").",
+                "security": [{ "readKey": [] }],
+                "parameters": query_params("FailedEventsParams"),
+                "responses": failed_responses,
             }},
         },
         "components": {

@@ -118,6 +118,25 @@ impl Pipeline {
         }
     }
 
+    /// Starts query in-process on this pipeline's config; returns its URL once ready.
+    pub async fn start_query(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let settings = pulse_query::Settings::new(self.config.clone());
+        tokio::spawn(pulse_query::run(settings, listener, std::future::pending()));
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = http.get(format!("{url}/readyz")).send().await
+                && r.status().is_success()
+            {
+                return url;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "query did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn store(&self) -> Store {
         Store::connect(&self.mongo_uri, &self.database).await.expect("store")
     }
