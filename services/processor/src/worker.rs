@@ -166,19 +166,15 @@ pub async fn process(
             return Err(StoreError::Refused { events: failed.len(), detail: failed[0].detail.clone() }.into());
         }
         crate::failed::set_aside(ctx, &failed).await?;
-        let mut skip = refused.iter().map(|(i, _)| *i).peekable();
-        let mut kept = 0;
-        for i in 0..writes.len() {
-            if skip.peek() == Some(&i) {
-                skip.next();
-                continue;
-            }
-            writes.swap(kept, i);
-            origins.swap(kept, i);
-            kept += 1;
-        }
-        writes.truncate(kept);
-        origins.truncate(kept);
+        // The rest keep their stream order (profiles fold in it).
+        let skip: std::collections::HashSet<usize> = refused.iter().map(|(i, _)| *i).collect();
+        (writes, origins) = writes
+            .into_iter()
+            .zip(origins)
+            .enumerate()
+            .filter(|(i, _)| !skip.contains(i))
+            .map(|(_, kept)| kept)
+            .unzip();
     }
     // The semaphore is never closed, so the turn always comes.
     let turn = ctx.store_turns.acquire().await.ok();

@@ -322,7 +322,8 @@ fn duplicate_key(path: String) -> EventError {
     EventError::new(ErrorCode::DuplicateKey, path, "this key is sent twice in one object; send each key once")
 }
 
-fn type_name(value: &Value) -> &'static str {
+/// How a JSON value's type reads in an error message ("a string", "an array", ...).
+pub fn type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

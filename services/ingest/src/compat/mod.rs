@@ -99,16 +99,7 @@ pub(crate) fn event_error(
     EventError { code, field: field.into(), message: message.into() }
 }
 
-pub(crate) fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+pub(crate) use pulse_core::event::type_name;
 
 /// What the SDK is told on success: the native counts, plus the field its SDK expects
 /// (`success` for Segment, `status` for PostHog).
