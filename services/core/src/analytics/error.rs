@@ -92,3 +92,17 @@ pub(crate) fn check_periods(count: usize, limits: &Limits) -> Result<(), Analyti
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_or_reversed_range_is_refused_naming_to() {
+        assert!(check_range(5, 6).is_ok());
+        for (from, to) in [(5, 5), (6, 5)] {
+            let refused = check_range(from, to).expect_err("refused");
+            assert!(refused.to_string().contains("must be after from"), "{refused}");
+        }
+    }
+}
