@@ -18,13 +18,6 @@ use crate::persistence::{STRICT_SETTINGS, all_equal, aof_settled, config_pairs, 
 /// How often the backlog and Redis's health are checked.
 const MONITOR_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Appends an entry and adds its event count to the partition's backlog, atomically.
-const APPEND_SCRIPT: &str = r"
-local id = redis.call('XADD', KEYS[1], '*', ARGV[1], ARGV[2])
-redis.call('INCRBY', KEYS[2], ARGV[3])
-return id
-";
-
 /// Why events could not be buffered. Nothing of the request is acknowledged.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BufferError {
@@ -82,7 +75,7 @@ impl Buffer {
     pub fn start(settings: BufferSettings, metrics: Arc<Metrics>) -> Result<Arc<Self>, redis::RedisError> {
         let buffer = Arc::new(Buffer {
             connection: RwLock::new(None),
-            script: redis::Script::new(APPEND_SCRIPT),
+            script: redis::Script::new(pulse_buffer::APPEND_SCRIPT),
             ready: AtomicBool::new(false),
             not_ready_reason: RwLock::new("not connected to Redis yet".to_string()),
             backlog: AtomicU64::new(0),
