@@ -23,13 +23,12 @@ async fn strict_ingest() -> (RedisServer, TestIngest) {
 
 async fn config_set(redis: &RedisServer, name: &str, value: &str) {
     let mut conn = redis.connection().await.expect("connect");
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg(name)
-        .arg(value)
-        .query_async(&mut conn)
-        .await
-        .expect("CONFIG SET");
+    config_set_on(&mut conn, name, value).await;
+}
+
+async fn config_set_on(conn: &mut impl redis::aio::ConnectionLike, name: &str, value: &str) {
+    let _: () =
+        redis::cmd("CONFIG").arg("SET").arg(name).arg(value).query_async(conn).await.expect("CONFIG SET");
 }
 
 async fn send(ingest: &TestIngest, n: &mut u32) -> Reply {
@@ -136,13 +135,7 @@ async fn config_set_everywhere(cluster: &RedisCluster, name: &str, value: &str) 
     for url in cluster.urls() {
         let client = redis::Client::open(url.as_str()).expect("url");
         let mut conn = client.get_multiplexed_async_connection().await.expect("connect");
-        let _: () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg(name)
-            .arg(value)
-            .query_async(&mut conn)
-            .await
-            .expect("CONFIG SET");
+        config_set_on(&mut conn, name, value).await;
     }
 }
 

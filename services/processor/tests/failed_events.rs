@@ -150,10 +150,10 @@ async fn poison_events_are_set_aside_and_the_partition_moves_on() {
     let query = pipeline.start_query().await;
     let http = reqwest::Client::new();
     let page = |after: Option<String>| {
-        let mut url = format!("{query}/v1/failed-events?limit=4");
-        if let Some(after) = after {
-            url.push_str(&format!("&after={}", urlencode(&after)));
-        }
+        let mut params = vec![("limit", "4".to_string())];
+        params.extend(after.map(|after| ("after", after)));
+        let url =
+            reqwest::Url::parse_with_params(&format!("{query}/v1/failed-events"), &params).expect("url");
         http.get(url).header("Authorization", "bearer rk").send()
     };
     let (mut listed, mut after) = (Vec::new(), None);
@@ -206,14 +206,4 @@ async fn poison_events_are_set_aside_and_the_partition_moves_on() {
     assert!(out.status.success());
     assert_eq!(store.count_failed_events().await.expect("count"), expected.len() as u64);
     drop(processor);
-}
-
-/// `text` as a URL query value.
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
