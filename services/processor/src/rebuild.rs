@@ -7,9 +7,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pulse_store::{BatchRollups, PartitionLease, WriterMemory};
+use pulse_store::{BatchRollups, PartitionLease};
 
-use crate::failed::PoisonWatch;
 use crate::lease::PartitionLeaseKeys;
 use crate::stream::PartitionStream;
 use crate::{Context, ProcessorError};
@@ -73,22 +72,14 @@ async fn rebuild_paused(
     for lease in &leases {
         let stream = PartitionStream::new(&ctx.tenant, lease.partition);
         stream.ensure_group(&mut conn).await?;
-        let mut memory = WriterMemory::default();
+        // One writer at a time: it may use the whole process's memory.
+        let mut state = crate::worker::WriterState::new(1);
         loop {
             let pending = stream.read(&mut conn, true, ctx.read_count).await?;
             if pending.is_empty() {
                 break;
             }
-            crate::worker::process(
-                ctx,
-                &stream,
-                *lease,
-                &pending,
-                true,
-                &mut memory,
-                &mut PoisonWatch::default(),
-            )
-            .await?;
+            crate::worker::process(ctx, &stream, *lease, &pending, true, &mut state).await?;
             drained += pending.len();
         }
         watermarks.push((lease.partition, stream.last_delivered(&mut conn).await?, lease.fence));

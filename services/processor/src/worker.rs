@@ -35,8 +35,7 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
     let mut idle = IDLE_MIN;
     let mut backoff = Backoff::default();
     // What this tenure has stored and counted; a new lease starts without it.
-    let mut memory = WriterMemory::for_one_of(ctx.partitions);
-    let mut poison = PoisonWatch::default();
+    let mut state = WriterState::new(ctx.partitions);
     let mut read_size = ReadSize { entries: ctx.read_count };
     let mut conn = ctx.conn.clone();
     if let Err(e) = stream.ensure_group(&mut conn).await {
@@ -44,7 +43,7 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
     }
     let mut last_compaction = Instant::now();
     while !(*stop.borrow() || *lost.borrow()) {
-        match step(&ctx, &stream, lease, &mut read_size, &mut memory, &mut poison).await {
+        match step(&ctx, &stream, lease, &mut read_size, &mut state).await {
             Ok(0) => {
                 backoff.reset();
                 tokio::time::sleep(idle).await;
@@ -60,7 +59,7 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
             }
             Err(e) => {
                 // A write whose outcome is unknown may have changed what the memory says.
-                memory = WriterMemory::for_one_of(ctx.partitions);
+                state.forget();
                 ctx.metrics.errors.get_or_create(&ErrorLabel { kind: e.kind() }).inc();
                 let wait = backoff.next();
                 tracing::warn!(partition, error = %e, retry_in = ?wait, "batch failed; retrying");
@@ -88,8 +87,7 @@ pub async fn step(
     stream: &PartitionStream,
     lease: PartitionLease,
     read_size: &mut ReadSize,
-    memory: &mut WriterMemory,
-    poison: &mut PoisonWatch,
+    state: &mut WriterState,
 ) -> Result<usize, ProcessorError> {
     let mut conn = ctx.conn.clone();
     let mut entries = stream.read(&mut conn, true, read_size.entries).await?;
@@ -115,27 +113,96 @@ pub async fn step(
             events += n;
             end += 1;
         }
-        process(ctx, stream, lease, &entries[start..end], redelivered, memory, poison).await?;
+        process(ctx, stream, lease, &entries[start..end], redelivered, state).await?;
         start = end;
     }
     Ok(entries.len())
 }
 
+/// What one partition's writer carries from batch to batch while it holds the lease.
+pub struct WriterState {
+    partitions: u32,
+    /// What this tenure knows of its rollup documents; dropped after an error.
+    pub memory: WriterMemory,
+    /// The refusals of the current batch's earlier tries.
+    pub poison: PoisonWatch,
+}
+
+impl WriterState {
+    /// A writer's state at the start of a tenure, for one of `partitions` partitions.
+    pub fn new(partitions: u32) -> Self {
+        WriterState {
+            partitions,
+            memory: WriterMemory::for_one_of(partitions),
+            poison: PoisonWatch::default(),
+        }
+    }
+
+    /// Drops what a write whose outcome is unknown may have made untrue.
+    pub fn forget(&mut self) {
+        self.memory = WriterMemory::for_one_of(self.partitions);
+    }
+}
+
+/// A batch as stored: the events its entries stored first (in stream order), the rollup
+/// documents it changed and the event blocks it wrote.
+pub struct StoredBatch<'e> {
+    pub first: Vec<(StreamPosition, &'e BufferedEvent)>,
+    pub periods: Vec<String>,
+    pub blocks: Vec<String>,
+}
+
 /// Stores a batch's events, applies them, and acknowledges the entries. Safe to repeat.
 /// `redelivered`: the entries come from the pending list (delivered before, maybe partly
-/// stored), so existing events must be looked up. `memory`: what this lease's tenure
-/// knows of its rollup documents; to be dropped after an error. `poison`: the refusals of
-/// this batch's earlier tries.
+/// stored), so existing events must be looked up.
 pub async fn process(
     ctx: &Context,
     stream: &PartitionStream,
     lease: PartitionLease,
     entries: &[Entry],
     redelivered: bool,
-    memory: &mut WriterMemory,
-    poison: &mut PoisonWatch,
+    state: &mut WriterState,
 ) -> Result<(), ProcessorError> {
     let started = Instant::now();
+    let stored = store_entries(ctx, lease, entries, redelivered, state).await?;
+    let first = &stored.first;
+    let written: usize = entries.iter().map(|e| e.events.as_ref().map(Vec::len).unwrap_or(0)).sum();
+
+    // Query replicas re-read the period documents this batch touched and read its blocks
+    // (also when it was a redelivery that changed nothing: a repeated notice costs a read).
+    let mut conn = ctx.conn.clone();
+    pulse_buffer::publish_changes(&mut conn, &ctx.tenant, &stored.periods, &stored.blocks).await?;
+    let acks: Vec<(String, u64)> = entries
+        .iter()
+        .map(|e| (e.id.clone(), e.events.as_ref().map(|v| v.len() as u64).unwrap_or(0)))
+        .collect();
+    stream.ack(&mut conn, &acks).await?;
+
+    let now = jiff::Timestamp::now().as_millisecond();
+    for (_, e) in first {
+        ctx.metrics.freshness_seconds.observe((now - e.received_at).max(0) as f64 / 1000.0);
+    }
+    if let Some(newest) = first.iter().map(|(_, e)| e.received_at).max() {
+        ctx.metrics.newest_applied.set(newest / 1000);
+    }
+    ctx.metrics.events_stored.inc_by(first.len() as u64);
+    ctx.metrics.events_duplicate.inc_by(written.saturating_sub(first.len()) as u64);
+    ctx.metrics.batches.inc();
+    ctx.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Stores one batch of a partition's stream entries exactly as the processor does (failed
+/// events set aside, raw events, event blocks, rollups, profiles) without touching the
+/// stream: the caller acknowledges. Safe to repeat; after an error, `state.forget()`.
+pub async fn store_entries<'e>(
+    ctx: &Context,
+    lease: PartitionLease,
+    entries: &'e [Entry],
+    redelivered: bool,
+    state: &mut WriterState,
+) -> Result<StoredBatch<'e>, ProcessorError> {
+    let WriterState { memory, poison, .. } = state;
     let mut writes = Vec::new();
     // Where each write sits in the buffer (entry, index), to name it if it fails.
     let mut origins = Vec::new();
@@ -182,33 +249,11 @@ pub async fn process(
     let stored = tokio::time::timeout(crate::STORE_TIMEOUT, store).await;
     drop(turn);
     let (first, blocks) = stored.map_err(|_| ProcessorError::StoreTimeout(crate::STORE_TIMEOUT))??;
-
-    // Query replicas re-read the period documents this batch touched and read its blocks
-    // (also when it was a redelivery that changed nothing: a repeated notice costs a read).
-    let mut conn = ctx.conn.clone();
-    let changed: Vec<String> = periods_of(first.iter().map(|(_, e)| *e), &ctx.intervals, &ctx.tz)
+    let periods: Vec<String> = periods_of(first.iter().map(|(_, e)| *e), &ctx.intervals, &ctx.tz)
         .iter()
         .map(|p| period_doc_id(p, lease.partition))
         .collect();
-    pulse_buffer::publish_changes(&mut conn, &ctx.tenant, &changed, &blocks).await?;
-    let acks: Vec<(String, u64)> = entries
-        .iter()
-        .map(|e| (e.id.clone(), e.events.as_ref().map(|v| v.len() as u64).unwrap_or(0)))
-        .collect();
-    stream.ack(&mut conn, &acks).await?;
-
-    let now = jiff::Timestamp::now().as_millisecond();
-    for (_, e) in &first {
-        ctx.metrics.freshness_seconds.observe((now - e.received_at).max(0) as f64 / 1000.0);
-    }
-    if let Some(newest) = first.iter().map(|(_, e)| e.received_at).max() {
-        ctx.metrics.newest_applied.set(newest / 1000);
-    }
-    ctx.metrics.events_stored.inc_by(first.len() as u64);
-    ctx.metrics.events_duplicate.inc_by((writes.len() - first.len()) as u64);
-    ctx.metrics.batches.inc();
-    ctx.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
-    Ok(())
+    Ok(StoredBatch { first, periods, blocks })
 }
 
 /// A batch's store writes: raw events (setting aside those the store keeps refusing), then
