@@ -74,13 +74,13 @@ async fn rebuild_paused(
         stream.ensure_group(&mut conn).await?;
         // One writer at a time: it may use the whole process's memory.
         let mut state = crate::worker::WriterState::new(1);
+        drained += crate::worker::finish_open_record(ctx, &stream, *lease, &mut state).await?;
         loop {
             let pending = stream.read(&mut conn, true, ctx.read_count).await?;
             if pending.is_empty() {
                 break;
             }
-            crate::worker::process(ctx, &stream, *lease, &pending, true, &mut state).await?;
-            drained += pending.len();
+            drained += crate::worker::process_read(ctx, &stream, *lease, pending, true, &mut state).await?;
         }
         watermarks.push((lease.partition, stream.last_delivered(&mut conn).await?, lease.fence));
     }

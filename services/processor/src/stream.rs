@@ -93,25 +93,25 @@ impl PartitionStream {
             .arg(from)
             .query_async(conn)
             .await?;
-        let mut entries = Vec::new();
-        for stream in reply.map(|r| r.keys).unwrap_or_default() {
-            for item in stream.ids {
-                let Some(position) = StreamPosition::parse(&item.id) else { continue };
-                let events = match item.map.get(ENTRY_FIELD) {
-                    Some(redis::Value::BulkString(bytes)) => {
-                        serde_json::from_slice::<Vec<BufferedEvent>>(bytes).map_err(|e| Undecodable {
-                            reason: format!("not a JSON array of events: {e}"),
-                            raw: bytes.clone(),
-                        })
-                    }
-                    // A pending entry that was deleted (acknowledged elsewhere) comes back empty.
-                    None if pending => Ok(Vec::new()),
-                    _ => Err(Undecodable { reason: format!("no `{ENTRY_FIELD}` field"), raw: Vec::new() }),
-                };
-                entries.push(Entry { id: item.id, position, events });
-            }
-        }
-        Ok(entries)
+        let items = reply.map(|r| r.keys).unwrap_or_default().into_iter().flat_map(|k| k.ids);
+        Ok(items.filter_map(|item| entry_of(item, pending)).collect())
+    }
+
+    /// The entries from `first` to `last` that are still in the stream (not acknowledged),
+    /// whoever they were delivered to: the entries of a record another writer began.
+    pub async fn range(
+        &self,
+        conn: &mut Connection,
+        first: StreamPosition,
+        last: StreamPosition,
+    ) -> redis::RedisResult<Vec<Entry>> {
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(&self.key)
+            .arg(first.to_redis_id())
+            .arg(last.to_redis_id())
+            .query_async(conn)
+            .await?;
+        Ok(reply.ids.into_iter().filter_map(|item| entry_of(item, false)).collect())
     }
 
     /// Acknowledges `entries` (stored), deletes them, and lowers the backlog.
@@ -147,4 +147,21 @@ impl PartitionStream {
             .unwrap_or_else(|| "0-0".to_string());
         Ok(StreamPosition::parse(&id).unwrap_or_default())
     }
+}
+
+/// A stream item as an entry; `pending`: read from the pending list, where an entry deleted
+/// since (acknowledged elsewhere) comes back without its fields.
+fn entry_of(item: redis::streams::StreamId, pending: bool) -> Option<Entry> {
+    let position = StreamPosition::parse(&item.id)?;
+    let events = match item.map.get(ENTRY_FIELD) {
+        Some(redis::Value::BulkString(bytes)) => {
+            serde_json::from_slice::<Vec<BufferedEvent>>(bytes).map_err(|e| Undecodable {
+                reason: format!("not a JSON array of events: {e}"),
+                raw: bytes.clone(),
+            })
+        }
+        None if pending => Ok(Vec::new()),
+        _ => Err(Undecodable { reason: format!("no `{ENTRY_FIELD}` field"), raw: Vec::new() }),
+    };
+    Some(Entry { id: item.id, position, events })
 }

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use pulse_core::buffer::BufferedEvent;
 use pulse_core::rollup::{StreamPosition, periods_of};
 use pulse_store::rollups::period_doc_id;
-use pulse_store::{BatchRollups, EventWrite, FailedEvent, PartitionLease, StoreError, WriterMemory};
+use pulse_store::{
+    Ballot, BatchRollups, EventWrite, FailedEvent, LogState, LogTail, PartitionLease, RecordAttempt, StoreError,
+    WriterMemory,
+};
 use tokio::sync::watch;
 
 use crate::failed::PoisonWatch;
@@ -89,6 +92,10 @@ pub async fn step(
     read_size: &mut ReadSize,
     state: &mut WriterState,
 ) -> Result<usize, ProcessorError> {
+    let finished = finish_open_record(ctx, stream, lease, state).await?;
+    if finished > 0 {
+        return Ok(finished);
+    }
     let mut conn = ctx.conn.clone();
     let mut entries = stream.read(&mut conn, true, read_size.entries).await?;
     let redelivered = !entries.is_empty();
@@ -99,6 +106,29 @@ pub async fn step(
         return Ok(0);
     }
     read_size.adapt(&entries, ctx.batch_events);
+    process_read(ctx, stream, lease, entries, redelivered, state).await
+}
+
+/// Processes the entries of one read, in sub-batches, after acknowledging those the log
+/// already counts. Returns how many entries it read.
+pub async fn process_read(
+    ctx: &Context,
+    stream: &PartitionStream,
+    lease: PartitionLease,
+    mut entries: Vec<Entry>,
+    redelivered: bool,
+    state: &mut WriterState,
+) -> Result<usize, ProcessorError> {
+    let log = state.log(ctx, lease.partition).await?;
+    // Entries the log already counts (a crash between its commit and the acknowledgement)
+    // are only acknowledged.
+    let done = entries.iter().take_while(|e| e.position <= log.tail.last).count();
+    if done > 0 {
+        let acks: Vec<(String, u64)> = entries[..done].iter().map(|e| (e.id.clone(), events_in(e))).collect();
+        stream.ack(&mut ctx.conn.clone(), &acks).await?;
+    }
+    let total = entries.len();
+    entries.drain(..done);
     // Sub-batches of at most `batch_events` events (at least one entry each): a redelivered
     // batch costs a lookup per event, so its size must stay bounded.
     let mut start = 0;
@@ -116,33 +146,67 @@ pub async fn step(
         process(ctx, stream, lease, &entries[start..end], redelivered, state).await?;
         start = end;
     }
+    Ok(total)
+}
+
+/// Writes the record of the partition's log that a writer began and did not commit (it
+/// died, or was paused and lost its lease), with exactly its entries. Returns how many
+/// entries it had (0 when no record was open).
+pub async fn finish_open_record(
+    ctx: &Context,
+    stream: &PartitionStream,
+    lease: PartitionLease,
+    state: &mut WriterState,
+) -> Result<usize, ProcessorError> {
+    let log = state.log(ctx, lease.partition).await?;
+    let Some(open) = &log.open else { return Ok(0) };
+    let mut conn = ctx.conn.clone();
+    let entries = stream.range(&mut conn, open.first, open.last).await?;
+    if entries.first().map(|e| e.position) != Some(open.first) {
+        // Committed and acknowledged meanwhile by the writer that began it.
+        state.forget();
+        return Err(StoreError::Moved(format!("record {} of the rollup log", open.record)).into());
+    }
+    process(ctx, stream, lease, &entries, true, state).await?;
     Ok(entries.len())
 }
 
 /// What one partition's writer carries from batch to batch while it holds the lease.
 pub struct WriterState {
-    partitions: u32,
-    /// What this tenure knows of its rollup documents; dropped after an error.
+    /// Which users the partition's buckets counted, as far as this tenure knows.
     pub memory: WriterMemory,
     /// The refusals of the current batch's earlier tries.
     pub poison: PoisonWatch,
+    /// The partition's rollup log as last read or written; read again after an error.
+    log: Option<LogState>,
 }
 
 impl WriterState {
     /// A writer's state at the start of a tenure, for one of `partitions` partitions.
     pub fn new(partitions: u32) -> Self {
-        WriterState {
-            partitions,
-            memory: WriterMemory::for_one_of(partitions),
-            poison: PoisonWatch::default(),
-        }
+        WriterState { memory: WriterMemory::for_one_of(partitions), poison: PoisonWatch::default(), log: None }
     }
 
-    /// Drops what a write whose outcome is unknown may have made untrue.
+    /// Drops what a write whose outcome is unknown may have made untrue: where the log ends.
+    /// (The users known to be counted stay true: claims are never taken back.)
     pub fn forget(&mut self) {
-        self.memory = WriterMemory::for_one_of(self.partitions);
+        self.log = None;
+    }
+
+    /// The partition's log, read when not known.
+    async fn log(&mut self, ctx: &Context, partition: u32) -> Result<LogState, ProcessorError> {
+        if let Some(log) = &self.log {
+            return Ok(log.clone());
+        }
+        let log = ctx.store.log_state(partition).await?;
+        self.log = Some(log.clone());
+        Ok(log)
     }
 }
+
+/// How long a record another writer began may go without progress before this writer
+/// does it again: long enough for a live writer's batch, short next to a lease's lifetime.
+pub const STEAL_AFTER: Duration = Duration::from_secs(5);
 
 /// A batch as stored: the events its entries stored first (in stream order), the rollup
 /// documents it changed and the event blocks it wrote.
@@ -172,10 +236,7 @@ pub async fn process(
     // (also when it was a redelivery that changed nothing: a repeated notice costs a read).
     let mut conn = ctx.conn.clone();
     pulse_buffer::publish_changes(&mut conn, &ctx.tenant, &stored.periods, &stored.blocks).await?;
-    let acks: Vec<(String, u64)> = entries
-        .iter()
-        .map(|e| (e.id.clone(), e.events.as_ref().map(|v| v.len() as u64).unwrap_or(0)))
-        .collect();
+    let acks: Vec<(String, u64)> = entries.iter().map(|e| (e.id.clone(), events_in(e))).collect();
     stream.ack(&mut conn, &acks).await?;
 
     let now = jiff::Timestamp::now().as_millisecond();
@@ -201,6 +262,74 @@ pub async fn store_entries<'e>(
     entries: &'e [Entry],
     redelivered: bool,
     state: &mut WriterState,
+) -> Result<StoredBatch<'e>, ProcessorError> {
+    let (Some(first_entry), Some(last_entry)) = (entries.first(), entries.last()) else {
+        return Ok(StoredBatch { first: Vec::new(), periods: Vec::new(), blocks: Vec::new() });
+    };
+    let range = (first_entry.position, last_entry.position);
+    let tenure = format!("{}#{}", ctx.owner, lease.fence);
+    let log = state.log(ctx, lease.partition).await?;
+    let plan = match plan_record(&log, range, &tenure) {
+        Ok(plan) => plan,
+        Err(e) => {
+            state.forget();
+            return Err(e);
+        }
+    };
+    let stored = write_record(ctx, lease, entries, redelivered, state, plan, &tenure).await;
+    match &stored {
+        Ok(_) => state.log = Some(LogState { tail: LogTail { record: plan.attempt.record, last: range.1 }, open: None }),
+        Err(_) => state.forget(),
+    }
+    stored
+}
+
+/// How a batch writes its record of the log: which record, and which ballot it takes
+/// first (none when the record is sealed and only its delta is missing).
+#[derive(Debug, Clone, Copy)]
+struct RecordPlan {
+    attempt: RecordAttempt,
+    ballot: Option<u32>,
+}
+
+/// The record a batch of entries `range` writes, given the log as known.
+fn plan_record(
+    log: &LogState,
+    range: (StreamPosition, StreamPosition),
+    tenure: &str,
+) -> Result<RecordPlan, ProcessorError> {
+    let Some(open) = &log.open else {
+        if range.0 <= log.tail.last {
+            return Err(StoreError::Moved(format!("entries up to {:?} of the rollup log", log.tail.last)).into());
+        }
+        return Ok(RecordPlan { attempt: RecordAttempt { record: log.tail.record + 1, redo: false }, ballot: Some(0) });
+    };
+    let record = format!("record {} of the rollup log", open.record);
+    if (open.first, open.last) != range {
+        return Err(StoreError::Moved(record).into());
+    }
+    let attempt = RecordAttempt { record: open.record, redo: true };
+    if open.sealed {
+        return Ok(RecordPlan { attempt, ballot: None });
+    }
+    let age = jiff::Timestamp::now().as_millisecond() - open.at;
+    if open.by != tenure && age < STEAL_AFTER.as_millis() as i64 {
+        // Another writer is at it (a lease that passed while it was paused): let it finish.
+        return Err(StoreError::Moved(record).into());
+    }
+    Ok(RecordPlan { attempt, ballot: Some(open.ballot + 1) })
+}
+
+/// Writes a batch as the record `plan` says: the ballot, the raw events, blocks and user
+/// claims, the seal, the delta, then profiles.
+async fn write_record<'e>(
+    ctx: &Context,
+    lease: PartitionLease,
+    entries: &'e [Entry],
+    redelivered: bool,
+    state: &mut WriterState,
+    plan: RecordPlan,
+    tenure: &str,
 ) -> Result<StoredBatch<'e>, ProcessorError> {
     let WriterState { memory, poison, .. } = state;
     let mut writes = Vec::new();
@@ -245,7 +374,7 @@ pub async fn store_entries<'e>(
     }
     // The semaphore is never closed, so the turn always comes.
     let turn = ctx.store_turns.acquire().await.ok();
-    let store = store_batch(ctx, lease, entries, (&writes, &origins), redelivered, memory, poison);
+    let store = store_batch(ctx, lease, entries, (&writes, &origins), (redelivered, plan, tenure), memory, poison);
     let stored = tokio::time::timeout(crate::STORE_TIMEOUT, store).await;
     drop(turn);
     let (first, blocks) = stored.map_err(|_| ProcessorError::StoreTimeout(crate::STORE_TIMEOUT))??;
@@ -264,11 +393,21 @@ async fn store_batch<'e>(
     lease: PartitionLease,
     entries: &[Entry],
     (writes, origins): (&[EventWrite<'e>], &[(&str, usize)]),
-    redelivered: bool,
+    (redelivered, plan, tenure): (bool, RecordPlan, &str),
     memory: &mut WriterMemory,
     poison: &mut PoisonWatch,
 ) -> Result<(Vec<(StreamPosition, &'e BufferedEvent)>, Vec<String>), ProcessorError> {
     let started = Instant::now();
+    let (partition, record) = (lease.partition, plan.attempt.record);
+    let range = (entries.first().map(|e| e.position).unwrap_or_default(), entries.last().map(|e| e.position).unwrap_or_default());
+    let taken = |ballot| StoreError::Moved(format!("ballot {ballot} of record {record} of the rollup log"));
+    if let Some(ballot) = plan.ballot
+        && !ctx.store.take_ballot(partition, record, ballot, Ballot::Begin, range, tenure).await?
+    {
+        return Err(taken(ballot).into());
+    }
+    // A redo looks up what earlier attempts of the record stored.
+    let redelivered = redelivered || plan.attempt.redo;
     let outcome = ctx.store.insert_events_or_refuse(writes, redelivered).await?;
     if !outcome.refused.is_empty() {
         let failed: Vec<FailedEvent> = outcome
@@ -302,18 +441,29 @@ async fn store_batch<'e>(
     let blocks = ctx.store.write_event_blocks(lease.partition, batch_start, last, &first).await?;
     let blocked = started.elapsed();
     let rollups = BatchRollups { intervals: &ctx.intervals, numeric: &ctx.numeric, tz: &ctx.tz };
-    ctx.store.apply_rollups(lease, last, &first, &rollups, memory).await?;
-    let applied = started.elapsed();
+    let delta = ctx.store.rollup_delta(lease, plan.attempt, &first, &rollups, memory).await?;
+    // Profiles before the seal: once the record is committed, its entries are only
+    // acknowledged, so a profile change refused on this try must be retried with them.
     let first_events: Vec<&BufferedEvent> = first.iter().map(|(_, e)| *e).collect();
     let last_entry = entries.last().map(|e| e.id.as_str()).unwrap_or_default();
     crate::profiles::apply(ctx, lease, last_entry, &first_events, poison).await?;
+    let profiled = started.elapsed();
+    // The seal: an attempt another writer took over in the meantime stops here.
+    if let Some(ballot) = plan.ballot
+        && !ctx.store.take_ballot(partition, record, ballot + 1, Ballot::Seal, range, tenure).await?
+    {
+        return Err(taken(ballot + 1).into());
+    }
+    ctx.store.commit_record(partition, record, range, delta.periods.clone()).await?;
+    delta.remember(memory);
+    let applied = started.elapsed();
     tracing::debug!(
         partition = lease.partition,
         events = writes.len(),
         insert_ms = inserted.as_millis() as u64,
         blocks_ms = (blocked - inserted).as_millis() as u64,
-        rollups_ms = (applied - blocked).as_millis() as u64,
-        profiles_ms = (started.elapsed() - applied).as_millis() as u64,
+        claims_and_profiles_ms = (profiled - blocked).as_millis() as u64,
+        record_ms = (applied - profiled).as_millis() as u64,
         "batch stored"
     );
     // Every refusal of this batch is behind it.
@@ -400,4 +550,9 @@ impl Backoff {
     fn reset(&mut self) {
         self.attempts = 0;
     }
+}
+
+/// How many events an entry holds (none when undecodable).
+fn events_in(entry: &Entry) -> u64 {
+    entry.events.as_ref().map(|v| v.len() as u64).unwrap_or(0)
 }

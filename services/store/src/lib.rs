@@ -4,17 +4,21 @@
 //!
 //! Collections of a tenant's database:
 //! - `events`: raw events, `_id` = event id, the source of truth;
-//! - `rollups`: one document per period (interval and start) and partition, holding each
-//!   event name's bucket (`ev.<event>`: events `n`, unique users `u`, numeric stats `num`)
-//!   and the watermark of the last applied stream entry; a bucket is the sum over partitions;
+//! - `rollup_log`: each partition's pre-aggregates as a dense sequence of records, one per
+//!   batch, each holding the batch's share of every bucket it touches (`ev.<event>`: events
+//!   `n`, unique users `u`, numeric stats `num`); a bucket is the sum of its records
+//!   ([`log`], [`rollups`]);
+//! - `bucket_users_<yyyymmdd>`: which users each hour and day bucket starting that day
+//!   counted, one claim each ([`rollups`]);
 //! - `event_blocks` and `event_block_index`: the raw events again, deflated in blocks of a
 //!   batch each with the stream entry of every event, for reads of many events and for a
 //!   writer to find which users its rollups counted ([`blocks`]);
 //! - `failed_events`: acknowledged events the store refused on every try, with the reason,
 //!   so that their partition moves on ([`failed`]).
 //!
-//! Stores written by earlier versions may also hold `rollup_users` and `user_periods`
-//! (per-user markers, no longer written or read); a rebuild drops them.
+//! Stores written by earlier versions may also hold `rollups` (period documents updated in
+//! place), `rollup_users` and `user_periods` (per-user markers), no longer written or
+//! read; a rebuild drops them.
 //!
 //! Exactness without transactions: see docs/exactness.md and [`rollups`].
 
@@ -22,6 +26,7 @@ pub mod blocks;
 mod documents;
 mod events;
 pub mod failed;
+pub mod log;
 pub mod memory;
 pub mod profiles;
 mod read;
@@ -36,15 +41,16 @@ pub use documents::{bson_of_json, json_of_bson};
 pub use events::{EventWrite, InsertOutcome, Refusal, StoredFlags};
 pub use failed::{FailedEvent, FailureReason};
 pub use memory::WriterMemory;
-pub use rollups::{BatchRollups, PartitionLease};
+pub use log::{Ballot, LogState, LogTail, OpenRecord};
+pub use rollups::{BatchRollups, PartitionLease, RecordAttempt, RecordDelta};
 pub use schema::SchemaReport;
 
 /// Collection names.
 pub mod collections {
     pub const EVENTS: &str = "events";
-    pub const ROLLUPS: &str = "rollups";
+    pub const ROLLUP_LOG: &str = crate::log::ROLLUP_LOG;
     /// No longer written or read: dropped by a rebuild.
-    pub const LEGACY: [&str; 2] = ["rollup_users", "user_periods"];
+    pub const LEGACY: [&str; 3] = ["rollups", "rollup_users", "user_periods"];
     pub const EVENT_BLOCKS: &str = "event_blocks";
     pub const EVENT_BLOCK_INDEX: &str = "event_block_index";
     /// Acknowledged events the store refused, kept aside ([`crate::failed`]).

@@ -1,18 +1,12 @@
-//! What one partition's writer knows of the rollup documents it writes: per period
-//! document, its state (watermark and fencing token) and, per event name, every user its
-//! buckets have counted. A period is either known whole or not at all: the users of a
-//! period the writer does not know yet are found in the event blocks (the events the
-//! partition stored in that period up to the document's watermark, see
-//! `Store::apply_rollups`), so a writer that starts without memory, after a crash or on
-//! another process, counts exactly what one with memory would.
+//! What one partition's writer knows of the users its buckets counted: per period and
+//! event name, the users known to be claimed ([`crate::rollups`]). Only an optimization:
+//! a user the writer does not know is claimed again, and the store says whether an earlier
+//! record counted them, so a writer that starts without memory, after a crash or on another
+//! process, counts exactly what one with memory would. Claims are never taken back, so what
+//! it knows stays true after a failed write too.
 //!
-//! Only facts are kept: a period's state and users as read, then as changed by an update
-//! that succeeded. After any failed write the writer drops its whole memory (the outcome of
-//! the write is unknown) and reads again. Memory is bounded: past
-//! [`WriterMemory::capacity`] (period, user) pairs, the periods least recently used are
-//! forgotten first; a late event into one makes the writer read it again. A batch whose
-//! own periods hold more users than the capacity makes the writer read them every batch:
-//! exact, but slow, so the capacity must hold a day's users (see [`PROCESS_CAPACITY`]).
+//! Memory is bounded: past [`WriterMemory::capacity`] (period, user) pairs, the periods
+//! least recently used are forgotten first.
 //!
 //! Users are kept as 128-bit keyed hashes (two independent SipHash keys), not strings:
 //! 16 bytes per (bucket, user). Two different users of one bucket share a hash with
@@ -27,19 +21,12 @@ use std::hash::{BuildHasher, RandomState};
 /// with two event names each (the `a_day_of_a_million_users...` test).
 pub const PROCESS_CAPACITY: usize = 4_000_000;
 
-/// One period document's watermark and its writer's fencing token, as last read or written.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct BucketState {
-    pub watermark: Option<String>,
-    pub fence: Option<u64>,
-}
-
-/// A period document as the writer knows it.
+/// A period as the writer knows it.
+#[derive(Default)]
 struct Period {
     /// The batch that last used it: the least recently used are forgotten first.
     used: u64,
-    state: BucketState,
-    /// Per event name, the users counted in its bucket.
+    /// Per event name, the users known to be counted in its bucket.
     users: HashMap<String, HashSet<u128>>,
 }
 
@@ -98,21 +85,18 @@ impl WriterMemory {
         self.batch += 1;
     }
 
-    /// The state of a period document the writer knows whole, which this batch uses.
-    pub(crate) fn use_period(&mut self, period: &str) -> Option<&BucketState> {
+    /// Marks a period as used by this batch, known or not.
+    pub(crate) fn touch(&mut self, period: &str) {
         let batch = self.batch;
-        self.periods.get_mut(period).map(|p| {
+        if let Some(p) = self.periods.get_mut(period) {
             p.used = batch;
-            &p.state
-        })
+            return;
+        }
+        self.periods.insert(period.to_string(), Period { used: batch, users: HashMap::new() });
+        self.remembered += 1;
     }
 
-    /// The state of a period document the writer knows whole.
-    pub(crate) fn state(&self, period: &str) -> Option<&BucketState> {
-        self.periods.get(period).map(|p| &p.state)
-    }
-
-    /// Whether `user` is counted in `event`'s bucket of `period` (a period the writer knows).
+    /// Whether `user` is known to be counted in `event`'s bucket of `period`.
     pub(crate) fn counted(&self, period: &str, event: &str, user: &str) -> bool {
         self.periods
             .get(period)
@@ -120,38 +104,15 @@ impl WriterMemory {
             .is_some_and(|users| users.contains(&self.user_key(user)))
     }
 
-    /// Learns a period document whole: its state and every (event, user) it has counted.
-    pub(crate) fn learn<'u>(
-        &mut self,
-        period: &str,
-        state: BucketState,
-        counted: impl IntoIterator<Item = (&'u str, &'u str)>,
-    ) {
-        if let Some(old) = self.periods.remove(period) {
-            self.remembered -= size(&old);
-        }
-        let mut known = Period { used: self.batch, state, users: HashMap::new() };
-        for (event, user) in counted {
-            let key = self.user_key(user);
-            known.users.entry(event.to_string()).or_default().insert(key);
-        }
-        self.remembered += size(&known);
-        self.periods.insert(period.to_string(), known);
-    }
-
-    /// Records an update of a known period that succeeded: its new state, and the users it
-    /// counted, by event name.
-    pub(crate) fn applied<'u>(
-        &mut self,
-        period: &str,
-        state: BucketState,
-        counted: impl IntoIterator<Item = (&'u str, &'u str)>,
-    ) {
+    /// Records users now counted (claimed) in `period`'s buckets, by event name.
+    pub(crate) fn applied<'u>(&mut self, period: &str, counted: impl IntoIterator<Item = (&'u str, &'u str)>) {
         let keys: Vec<(&str, u128)> = counted.into_iter().map(|(e, u)| (e, self.user_key(u))).collect();
         let batch = self.batch;
+        if !self.periods.contains_key(period) {
+            self.touch(period);
+        }
         let Some(known) = self.periods.get_mut(period) else { return };
         let before = size(known);
-        known.state = state;
         known.used = batch;
         for (event, key) in keys {
             known.users.entry(event.to_string()).or_default().insert(key);
@@ -189,25 +150,16 @@ fn size(period: &Period) -> usize {
 mod tests {
     use super::*;
 
-    fn state(wm: &str) -> BucketState {
-        BucketState { watermark: Some(wm.to_string()), fence: Some(1) }
-    }
-
     #[test]
     fn knows_users_per_period_and_event() {
         let mut m = WriterMemory::with_capacity(100);
-        m.learn("day|1|p0", state("a"), [("buy", "ann"), ("view", "bob")]);
-        assert!(m.counted("day|1|p0", "buy", "ann"));
-        assert!(!m.counted("day|1|p0", "view", "ann"));
-        assert!(!m.counted("day|2|p0", "buy", "ann"));
-        m.applied("day|1|p0", state("b"), [("buy", "ann"), ("buy", "cat")]);
-        assert!(m.counted("day|1|p0", "buy", "cat"));
-        assert_eq!(m.state("day|1|p0"), Some(&state("b")));
+        m.applied("day|1", [("buy", "ann"), ("view", "bob")]);
+        assert!(m.counted("day|1", "buy", "ann"));
+        assert!(!m.counted("day|1", "view", "ann"));
+        assert!(!m.counted("day|2", "buy", "ann"));
+        m.applied("day|1", [("buy", "ann"), ("buy", "cat")]);
+        assert!(m.counted("day|1", "buy", "cat"));
         // One period plus three (event, user) pairs.
-        assert_eq!(m.remembered(), 4);
-        // An update of a period it does not know teaches it nothing.
-        m.applied("day|2|p0", state("c"), [("buy", "ann")]);
-        assert_eq!(m.state("day|2|p0"), None);
         assert_eq!(m.remembered(), 4);
     }
 
@@ -217,16 +169,16 @@ mod tests {
         let users: Vec<String> = (0..3).map(|i| format!("u{i}")).collect();
         for period in ["a", "b", "c"] {
             m.begin_batch();
-            m.learn(period, state("x"), users.iter().map(|u| ("e", u.as_str())));
+            m.applied(period, users.iter().map(|u| ("e", u.as_str())));
         }
         // "a" is the oldest to learn, but the newest to be used.
         m.begin_batch();
-        assert!(m.use_period("a").is_some());
+        m.touch("a");
         assert_eq!(m.remembered(), 12);
         m.trim();
         // 12 > 10: "b" (least recently used) goes, which brings it to 8 <= 9.
         assert_eq!(m.remembered(), 8);
-        assert_eq!(m.state("b"), None);
+        assert!(!m.counted("b", "e", "u0"));
         assert!(m.counted("a", "e", "u0") && m.counted("c", "e", "u2"));
     }
 
@@ -235,23 +187,20 @@ mod tests {
         // A day and its hours, a million distinct users of two event names, a batch of
         // 1,000 users at a time, by one writer with the whole capacity.
         let mut m = WriterMemory::default();
-        m.learn("day|0|p0", state("a"), std::iter::empty());
         for b in 0..1_000 {
             m.begin_batch();
-            let hour = format!("hour|{:03}|p0", b / 42);
-            if m.use_period(&hour).is_none() {
-                m.learn(&hour, state("a"), std::iter::empty());
-            }
-            assert!(m.use_period("day|0|p0").is_some(), "the day is still known at batch {b}");
+            let hour = format!("hour|{:03}", b / 42);
+            m.touch(&hour);
+            m.touch("day|0");
             let users: Vec<String> = (0..1_000).map(|i| format!("user-{:07}", b * 1_000 + i)).collect();
             let counted: Vec<(&str, &str)> =
                 users.iter().flat_map(|u| [("view", u.as_str()), ("buy", u.as_str())]).collect();
-            m.applied("day|0|p0", state("b"), counted.iter().copied());
-            m.applied(&hour, state("b"), users.iter().map(|u| ("view", u.as_str())));
+            m.applied("day|0", counted.iter().copied());
+            m.applied(&hour, users.iter().map(|u| ("view", u.as_str())));
             m.trim();
             assert!(m.remembered() <= m.capacity(), "{} pairs after batch {b}", m.remembered());
         }
-        assert!(m.counted("day|0|p0", "buy", "user-0000000"));
+        assert!(m.counted("day|0", "buy", "user-0000000"));
     }
 
     /// Prints the resident memory of a full memory (no assertion):
@@ -269,12 +218,11 @@ mod tests {
         let mut m = WriterMemory::default();
         // Two days of distinct users, up to the capacity.
         for (day, users) in [(0, 2_000_000), (1, 1_990_000)] {
-            let id = format!("day|{day}|p0");
+            let id = format!("day|{day}");
             m.begin_batch();
-            m.learn(&id, state("a"), std::iter::empty());
             for chunk in (0..users).collect::<Vec<u32>>().chunks(10_000) {
                 let names: Vec<String> = chunk.iter().map(|i| format!("user-{i:07}")).collect();
-                m.applied(&id, state("b"), names.iter().map(|u| ("view", u.as_str())));
+                m.applied(&id, names.iter().map(|u| ("view", u.as_str())));
             }
             m.trim();
         }

@@ -1,21 +1,18 @@
-//! Reads for the query API: rollup buckets by time range, through their ids (bucket ids
-//! sort by interval and time). Events by name and time are read from the event blocks
+//! Reads for the query API: rollup buckets, summed from the partitions' rollup logs
+//! ([`crate::log`]). Events by name and time are read from the event blocks
 //! ([`crate::blocks`], `Store::events_between`).
 
 use std::collections::BTreeMap;
 
-use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};
 use pulse_core::config::RollupInterval;
-use pulse_core::rollup::{PeriodKey, counts_users, decode_key, encode_key};
+use pulse_core::rollup::{PeriodKey, counts_users, decode_key, interval_of_name};
 
-use crate::collections::ROLLUPS;
 use crate::recount::{BucketTotals, totals_of};
 use crate::{Store, StoreError};
 
 impl Store {
-    /// One event's buckets of `interval` starting in `[from, to)`, by start, summed over
-    /// partitions. Periods without the event are absent.
+    /// One event's buckets of `interval` starting in `[from, to)`, summed over partitions.
     pub async fn rollup_series(
         &self,
         interval: RollupInterval,
@@ -23,103 +20,110 @@ impl Store {
         from: i64,
         to: i64,
     ) -> Result<BTreeMap<i64, BucketTotals>, StoreError> {
-        let field = format!("ev.{}", encode_key(event));
-        let filter = id_range(interval, from, to);
-        let mut cursor = self
-            .db
-            .collection::<Document>(ROLLUPS)
-            .find(filter)
-            .projection(doc! { "start": 1, &field: 1 })
-            .await?;
         let mut series: BTreeMap<i64, BucketTotals> = BTreeMap::new();
-        while let Some(d) = cursor.try_next().await? {
-            let Ok(bucket) = d.get_document("ev").and_then(|ev| ev.get_document(encode_key(event))) else {
-                continue;
-            };
-            let start = d.get_i64("start").unwrap_or_default();
-            let share = totals_of(bucket, counts_users(interval));
-            series.entry(start).and_modify(|t| t.merge(&share)).or_insert(share);
+        for share in self.shares_matching(doc! {}, |p| p.interval == interval && p.start >= from && p.start < to).await? {
+            if let Some(b) = share.buckets.get(event) {
+                series.entry(share.period.start).and_modify(|t| t.merge(b)).or_insert_with(|| b.clone());
+            }
         }
         Ok(series)
     }
 
-    /// Every event name with a day bucket starting in `[from, to)`, and its event count.
+    /// Event names with their event counts over the days starting in `[from, to)`.
     pub async fn event_names(&self, from: i64, to: i64) -> Result<BTreeMap<String, u64>, StoreError> {
-        let mut cursor = self
-            .db
-            .collection::<Document>(ROLLUPS)
-            .find(id_range(RollupInterval::Day, from, to))
-            .projection(doc! { "ev": 1 })
-            .await?;
         let mut names: BTreeMap<String, u64> = BTreeMap::new();
-        while let Some(d) = cursor.try_next().await? {
-            let Ok(events) = d.get_document("ev") else { continue };
-            for (name, bucket) in events {
-                let n = bucket.as_document().map(|b| totals_of(b, false).events).unwrap_or(0);
-                *names.entry(decode_key(name)).or_default() += n;
+        let day = |p: &PeriodKey| p.interval == RollupInterval::Day && p.start >= from && p.start < to;
+        for share in self.shares_matching(doc! {}, day).await? {
+            for (name, totals) in share.buckets {
+                *names.entry(name).or_default() += totals.events;
             }
         }
         Ok(names)
     }
+
+    /// Each partition's share of the periods that `keep` selects, summed from the deltas
+    /// that `filter` selects.
+    async fn shares_matching(
+        &self,
+        filter: Document,
+        keep: impl Fn(&PeriodKey) -> bool,
+    ) -> Result<Vec<PeriodShare>, StoreError> {
+        let mut shares: BTreeMap<(PeriodKey, u32), PeriodShare> = BTreeMap::new();
+        for delta in self.deltas(filter).await? {
+            let partition = crate::log::int(delta.get("p")) as u32;
+            let last = delta.get_str("last").unwrap_or_default();
+            for period in delta.get_array("periods").into_iter().flatten().filter_map(|p| p.as_document()) {
+                let Some(key) = period_key(period) else { continue };
+                if !keep(&key) {
+                    continue;
+                }
+                let share = shares.entry((key, partition)).or_insert_with(|| PeriodShare {
+                    period: key,
+                    partition,
+                    watermark: String::new(),
+                    buckets: BTreeMap::new(),
+                });
+                if share.watermark.as_str() < last {
+                    share.watermark = last.to_string();
+                }
+                let Ok(ev) = period.get_document("ev") else { continue };
+                for (name, bucket) in ev {
+                    let Some(bucket) = bucket.as_document() else { continue };
+                    let totals = totals_of(bucket, counts_users(key.interval));
+                    share.buckets.entry(decode_key(name)).and_modify(|t| t.merge(&totals)).or_insert(totals);
+                }
+            }
+        }
+        Ok(shares.into_values().collect())
+    }
 }
 
-/// The period documents of `interval` starting in `[from, to)`: an `_id` range.
-fn id_range(interval: RollupInterval, from: i64, to: i64) -> Document {
-    let bound = |t: i64| PeriodKey { interval, start: t }.id();
-    doc! { "_id": { "$gte": bound(from), "$lt": bound(to) } }
+/// A period entry of a delta (`{id, i, s, ev}`) as its key.
+pub(crate) fn period_key(period: &Document) -> Option<PeriodKey> {
+    Some(PeriodKey { interval: interval_of_name(period.get_str("i").ok()?)?, start: period.get_i64("s").ok()? })
 }
 
-/// One partition's share of one period, as stored: every event's bucket of the period.
+/// One partition's share of one period's buckets: what the query API keeps in memory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PeriodShare {
     pub period: PeriodKey,
     pub partition: u32,
-    /// The stream position of the last entry applied (shares only grow with it).
+    /// The last stream entry of the newest record it sums: a share with a later one is newer.
     pub watermark: String,
-    /// By event name.
     pub buckets: BTreeMap<String, BucketTotals>,
 }
 
 impl Store {
-    /// Every hour and day period share (minute shares are not read: queries do not use
-    /// them). A full pass over the rollups.
+    /// Every partition's share of every hour and day period.
     pub async fn period_shares(&self) -> Result<Vec<PeriodShare>, StoreError> {
-        let filter = doc! { "interval": { "$in": ["hour", "day"] } };
-        let mut cursor = self.db.collection::<Document>(ROLLUPS).find(filter).await?;
-        let mut out = Vec::new();
-        while let Some(d) = cursor.try_next().await? {
-            if let Some(share) = share_of(&d) {
-                out.push(share);
+        self.shares_matching(doc! {}, |p| p.interval != RollupInterval::Minute).await
+    }
+
+    /// One partition's share of one period, named `<interval>|<start>|p<partition>` (as in
+    /// change notices), if it has any records.
+    pub async fn period_share(&self, id: &str) -> Result<Option<PeriodShare>, StoreError> {
+        let Some((period_id, partition)) = id.rsplit_once("|p") else { return Ok(None) };
+        let Ok(partition) = partition.parse::<u32>() else { return Ok(None) };
+        let filter = doc! { "p": i64::from(partition), "pids": period_id };
+        let found = self.shares_matching(filter, |p| p.id() == period_id).await?;
+        Ok(found.into_iter().find(|s| s.partition == partition))
+    }
+}
+
+impl Store {
+    /// Every bucket of `interval` whose period starts at or after `from`, summed over
+    /// partitions.
+    pub async fn buckets_since(
+        &self,
+        interval: RollupInterval,
+        from: i64,
+    ) -> Result<BTreeMap<pulse_core::rollup::BucketKey, BucketTotals>, StoreError> {
+        let mut out: BTreeMap<pulse_core::rollup::BucketKey, BucketTotals> = BTreeMap::new();
+        for share in self.shares_matching(doc! {}, |p| p.interval == interval && p.start >= from).await? {
+            for (event, totals) in share.buckets {
+                out.entry(share.period.bucket(&event)).and_modify(|t| t.merge(&totals)).or_insert(totals);
             }
         }
         Ok(out)
     }
-
-    /// One period share, by its document's `_id` (`<interval>|<start>|p<n>`).
-    pub async fn period_share(&self, id: &str) -> Result<Option<PeriodShare>, StoreError> {
-        let found = self.db.collection::<Document>(ROLLUPS).find_one(doc! { "_id": id }).await?;
-        Ok(found.as_ref().and_then(share_of))
-    }
-}
-
-fn share_of(d: &Document) -> Option<PeriodShare> {
-    let interval = pulse_core::rollup::interval_of_name(d.get_str("interval").ok()?)?;
-    let period = PeriodKey { interval, start: d.get_i64("start").ok()? };
-    let partition = u32::try_from(d.get_i64("p").ok()?).ok()?;
-    let buckets = d
-        .get_document("ev")
-        .map(|ev| {
-            ev.iter()
-                .filter_map(|(name, b)| {
-                    Some((decode_key(name), totals_of(b.as_document()?, counts_users(interval))))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Some(PeriodShare {
-        period,
-        partition,
-        watermark: d.get_str("wm").unwrap_or_default().to_string(),
-        buckets,
-    })
 }

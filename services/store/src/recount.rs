@@ -8,10 +8,12 @@ use mongodb::bson::{Bson, Document, doc};
 use pulse_core::buffer::BufferedEvent;
 use pulse_core::rollup::{
     BucketKey, Contribution, NumericStat, PeriodKey, StreamPosition, buckets_of, counts_users, decode_key,
-    encode_key, interval_name, interval_of_name,
+    encode_key, interval_name,
 };
 
-use crate::collections::{EVENTS, LEGACY, ROLLUPS};
+use crate::collections::{EVENTS, LEGACY};
+use crate::log::{ROLLUP_LOG, record_tag};
+use crate::rollups::{BUCKET_USERS_PREFIX, bucket_users_collection, claim_id};
 use crate::documents::json_of_bson;
 use crate::rollups::BatchRollups;
 use crate::{Store, StoreError};
@@ -100,6 +102,14 @@ impl Store {
         &self,
         rollups: &BatchRollups<'_>,
     ) -> Result<BTreeMap<(BucketKey, i64), BucketTotals>, StoreError> {
+        Ok(self.recount_shares_and_users(rollups).await?.0)
+    }
+
+    /// [`Self::recount_shares`], and the partition that counts each (bucket, user).
+    async fn recount_shares_and_users(
+        &self,
+        rollups: &BatchRollups<'_>,
+    ) -> Result<(BTreeMap<(BucketKey, i64), BucketTotals>, UserPartitions), StoreError> {
         let mut contributions: BTreeMap<(BucketKey, i64), Contribution> = BTreeMap::new();
         let mut user_partition: BTreeMap<(BucketKey, String), i64> = BTreeMap::new();
         let mut cursor = self.db.collection::<Document>(EVENTS).find(doc! {}).await?;
@@ -127,85 +137,91 @@ impl Store {
                 ((key, p), BucketTotals { events: c.events, users, numeric: c.numeric })
             })
             .collect();
-        for ((key, _), partition) in user_partition {
-            if let Some(share) = shares.get_mut(&(key, partition)) {
+        for ((key, _), partition) in &user_partition {
+            if let Some(share) = shares.get_mut(&(key.clone(), *partition)) {
                 share.users = Some(share.users.unwrap_or(0) + 1);
             }
         }
-        Ok(shares)
+        Ok((shares, user_partition))
     }
 
-    /// Every bucket's numbers as the processor maintains them, by bucket id.
+    /// Every bucket's numbers as the processor maintains them (the sums of the rollup
+    /// logs), by bucket id.
     pub async fn stored_rollups(&self) -> Result<BTreeMap<String, BucketTotals>, StoreError> {
         let mut out = BTreeMap::new();
-        let mut cursor = self.db.collection::<Document>(ROLLUPS).find(doc! {}).await?;
-        while let Some(d) = cursor.try_next().await? {
-            let Some(interval) = d.get_str("interval").ok().and_then(interval_of_name) else {
-                continue;
-            };
-            let period = PeriodKey { interval, start: int(d.get("start")) as i64 };
-            let Ok(events) = d.get_document("ev") else {
-                continue;
-            };
-            for (name, bucket) in events {
-                let Some(bucket) = bucket.as_document() else {
-                    continue;
-                };
-                let share = totals_of(bucket, counts_users(interval));
-                out.entry(period.bucket(&decode_key(name)).id())
-                    .and_modify(|total: &mut BucketTotals| total.merge(&share))
-                    .or_insert(share);
+        for delta in self.deltas(doc! {}).await? {
+            for period in delta.get_array("periods").into_iter().flatten().filter_map(|p| p.as_document()) {
+                let Some(key) = crate::read::period_key(period) else { continue };
+                let Ok(events) = period.get_document("ev") else { continue };
+                for (name, bucket) in events {
+                    let Some(bucket) = bucket.as_document() else { continue };
+                    let share = totals_of(bucket, counts_users(key.interval));
+                    out.entry(key.bucket(&decode_key(name)).id())
+                        .and_modify(|total: &mut BucketTotals| total.merge(&share))
+                        .or_insert(share);
+                }
             }
         }
         Ok(out)
     }
 
     /// Replaces every pre-aggregate with a recount from raw events. `watermarks` are, per
-    /// partition, the last stream position whose events are all stored: the rebuilt buckets
-    /// start from there, so the processor continues exactly. Run it while holding every
-    /// partition's lease (the processor's `rebuild` command does).
+    /// partition, the last stream position whose events are all stored: each partition's
+    /// log starts again with one record ending there, so the processor continues exactly.
+    /// Run it while holding every partition's lease (the processor's `rebuild` command does).
     pub async fn rebuild(
         &self,
         rollups: &BatchRollups<'_>,
         watermarks: &[(u32, StreamPosition, u64)],
     ) -> Result<usize, StoreError> {
-        let shares = self.recount_shares(rollups).await?;
-        self.db.collection::<Document>(ROLLUPS).delete_many(doc! {}).await?;
-        // Per-user markers of earlier versions: nothing reads them any more.
-        for legacy in LEGACY {
-            self.db.collection::<Document>(legacy).drop().await?;
+        let (shares, users) = self.recount_shares_and_users(rollups).await?;
+        self.db.collection::<Document>(ROLLUP_LOG).delete_many(doc! {}).await?;
+        for name in self.db.list_collection_names().await? {
+            // Collections of earlier versions (nothing reads them any more) and the claims.
+            if name.starts_with(BUCKET_USERS_PREFIX) || LEGACY.contains(&name.as_str()) {
+                self.db.collection::<Document>(&name).drop().await?;
+            }
         }
-        let position = |p: i64| watermarks.iter().find(|(q, _, _)| i64::from(*q) == p);
-        let mut periods: BTreeMap<(PeriodKey, i64), Document> = BTreeMap::new();
+        let mut periods: BTreeMap<i64, BTreeMap<PeriodKey, Document>> = BTreeMap::new();
         let mut buckets = BTreeSet::new();
         for ((key, partition), share) in &shares {
             buckets.insert(key.id());
             let period = key.period();
-            let d = periods.entry((period, *partition)).or_insert_with(|| {
-                let mut d = doc! {
-                    "_id": format!("{}|p{partition}", period.id()),
-                    "interval": interval_name(period.interval),
-                    "start": period.start,
-                    "p": partition,
-                    "ev": {},
-                };
-                if let Some((_, at, fence)) = position(*partition) {
-                    d.insert("wm", at.to_key());
-                    d.insert("fence", *fence as i64);
-                }
-                d
+            let d = periods.entry(*partition).or_default().entry(period).or_insert_with(|| {
+                doc! { "id": period.id(), "i": interval_name(period.interval), "s": period.start, "ev": {} }
             });
             if let Ok(events) = d.get_document_mut("ev") {
                 events.insert(encode_key(&key.event), document_of_totals(share));
             }
         }
-        let docs: Vec<Document> = periods.into_values().collect();
-        for chunk in docs.chunks(1000) {
-            self.db.collection::<Document>(ROLLUPS).insert_many(chunk.to_vec()).await?;
+        for (partition, last, _) in watermarks {
+            let docs = periods.remove(&i64::from(*partition)).unwrap_or_default().into_values().collect();
+            self.commit_record(*partition, 1, (StreamPosition::default(), *last), docs).await?;
+        }
+        if let Some(partition) = periods.keys().next() {
+            return Err(StoreError::Encode(format!(
+                "raw events stored by partition {partition}, which has no watermark: rebuild with every partition"
+            )));
+        }
+        let mut claims: BTreeMap<String, Vec<Document>> = BTreeMap::new();
+        for ((key, user), partition) in users {
+            let tag = record_tag(partition as u32, 1);
+            claims
+                .entry(bucket_users_collection(key.start))
+                .or_default()
+                .push(doc! { "_id": claim_id(&key.period(), &key.event, &user), "r": tag });
+        }
+        for (name, docs) in claims {
+            for chunk in docs.chunks(1000) {
+                self.db.collection::<Document>(&name).insert_many(chunk.to_vec()).await?;
+            }
         }
         Ok(buckets.len())
     }
 }
+
+/// The partition that counts each user in each bucket.
+type UserPartitions = BTreeMap<(BucketKey, String), i64>;
 
 fn int(v: Option<&Bson>) -> u64 {
     match v {

@@ -1,41 +1,35 @@
-//! Exact pre-aggregates without transactions.
+//! Exact pre-aggregates without transactions and without updates in place.
 //!
-//! Each partition has one writer at a time (a lease with a fencing token) and processes its
-//! stream in order, and each partition has its own document per period (an interval and
-//! its start: `<interval>|<start>|p<n>`) holding every event name's bucket of that period
-//! (`ev.<event>`), so no two writers ever update one document (a bucket's value is the sum
-//! over its partitions' documents) and a batch costs one update per period it touches,
-//! however many event names it has. Besides the partition's contribution, the document
-//! keeps the stream position of the last entry applied to it (`wm`) and its writer's
-//! fencing token (`fence`).
-//! Applying a batch to a period only counts the batch's events after that watermark and
-//! moves it in the same single-document update, guarded by a compare-and-set on the old
-//! watermark: a crash before the update leaves it to the redelivery, a crash after it makes
-//! the redelivery skip it, and a stale writer's update fails its guard. Raw events tell a
-//! true duplicate from a redelivery by the entry that stored them ([`Store::insert_events`]).
+//! Each partition has one writer at a time (a lease), and its pre-aggregates are the
+//! partition's rollup log ([`crate::log`]): one record per batch, holding the batch's
+//! contribution to every bucket it touches (events `n`, unique users `u`, numeric stats),
+//! written by an insert. A bucket is the sum of its records over every partition. A batch
+//! costs the same few inserts whatever the store holds and however many periods it touches
+//! (a backfill costs what live traffic does): no update, no lookup on the way.
 //!
-//! Unique users: all of a user's events go to one partition (`partition_of`), so a bucket's
-//! users are the sum of its partitions' users, and each writer counts its own. It knows
-//! the users each bucket of a period counted ([`WriterMemory`]); a period it does not know
-//! yet it learns from the event blocks, which hold every event the partition stored with
-//! the stream entry that stored it and are written before the rollups: the users counted
-//! are exactly those of the period's events at or before the document's watermark.
+//! Events count once: a batch counts the events its entries stored first
+//! ([`Store::insert_events`]), and the log gives each entry to one record.
+//!
+//! Unique users: a bucket's users are counted by claiming them. The first record to count
+//! a user in a bucket inserts a claim, `<interval>|<start>|<event>|<user>`, tagged with the
+//! record; a duplicate key means an earlier record counted the user. A redo of a record
+//! counts the claims tagged with that record too, since an earlier attempt of it may have
+//! made them. Claims are kept in one collection per UTC day of the period's start
+//! ([`bucket_users_collection`]), which retention drops whole. The writer remembers which
+//! users it knows to be claimed ([`WriterMemory`]), so a returning user costs nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use futures::TryStreamExt;
 use jiff::tz::TimeZone;
-use mongodb::bson::{Bson, Document, doc};
+use mongodb::bson::{Document, doc};
 use pulse_core::buffer::BufferedEvent;
 use pulse_core::config::RollupInterval;
 use pulse_core::property::PropertyPath;
-use pulse_core::rollup::{
-    Contribution, PeriodKey, StreamPosition, bucket_start, buckets_of, counts_users, encode_key,
-    interval_name,
-};
+use pulse_core::rollup::{Contribution, PeriodKey, StreamPosition, buckets_of, counts_users, encode_key, interval_name};
 
-use crate::collections::ROLLUPS;
-use crate::memory::{BucketState, WriterMemory};
-use crate::{Store, StoreError, is_duplicate};
+use crate::memory::WriterMemory;
+use crate::{Store, StoreError};
 
 /// The writer of one partition: its number and its lease's fencing token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,15 +45,185 @@ pub struct BatchRollups<'a> {
     pub tz: &'a TimeZone,
 }
 
+/// Which record of its partition's log a batch writes, and whether earlier attempts of the
+/// same record may have written some of it already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordAttempt {
+    pub record: u64,
+    pub redo: bool,
+}
+
+/// The prefix of the collections of user claims.
+pub const BUCKET_USERS_PREFIX: &str = "bucket_users_";
+
+/// The collection holding the user claims of buckets whose period starts on the UTC day of
+/// `start` (epoch ms): `bucket_users_<yyyymmdd>`.
+pub fn bucket_users_collection(start: i64) -> String {
+    let day = jiff::Timestamp::from_millisecond(start.max(0))
+        .map(|t| t.strftime("%Y%m%d").to_string())
+        .unwrap_or_else(|_| "00000000".to_string());
+    format!("{BUCKET_USERS_PREFIX}{day}")
+}
+
+/// A user claim's id: `<interval>|<start>|<event>|<user>`.
+pub fn claim_id(period: &PeriodKey, event: &str, user: &str) -> String {
+    format!("{}|{}|{user}", period.id(), encode_key(event))
+}
+
+/// A batch's record of the log before it is committed: its period documents, and the
+/// (period, event, user) it claimed or found claimed.
+pub struct RecordDelta {
+    pub periods: Vec<Document>,
+    claimed: Vec<(String, String, String)>,
+}
+
+impl RecordDelta {
+    /// Tells `memory` the users now counted, once the record is committed.
+    pub fn remember(&self, memory: &mut WriterMemory) {
+        for (period, event, user) in &self.claimed {
+            memory.applied(period, [(event.as_str(), user.as_str())]);
+        }
+    }
+}
+
 /// A batch's events in one period, by event name.
-type PeriodItems<'e> = BTreeMap<String, Vec<(StreamPosition, &'e BufferedEvent)>>;
+type PeriodItems<'e> = BTreeMap<String, Vec<&'e BufferedEvent>>;
 
 impl Store {
-    /// Applies a batch of one partition's events (those [`Store::insert_events`] flagged as
-    /// stored by their entry, in stream order, already in the event blocks) to every
-    /// bucket they fall in. `last` is the batch's last stream position, which becomes the
-    /// periods' watermark. `memory` is the writer's memory of this partition for its
-    /// current lease; after an error it must be dropped (an update's outcome is unknown).
+    /// A batch's contribution to every bucket its events fall in (the events its entries
+    /// stored first, [`Store::insert_events`]), as the period documents of its log record:
+    /// `{id, i, s, ev: {<event>: {n, u, num}}}`. Claims the users it counts first. Once the
+    /// record is committed, [`RecordDelta::remember`] tells the memory: before, a redo of the
+    /// record must still count the claims this attempt made.
+    pub async fn rollup_delta(
+        &self,
+        lease: PartitionLease,
+        attempt: RecordAttempt,
+        events: &[(StreamPosition, &BufferedEvent)],
+        rollups: &BatchRollups<'_>,
+        memory: &mut WriterMemory,
+    ) -> Result<RecordDelta, StoreError> {
+        let mut periods: BTreeMap<PeriodKey, PeriodItems<'_>> = BTreeMap::new();
+        for (_, event) in events {
+            for key in buckets_of(event, rollups.intervals, rollups.tz) {
+                periods.entry(key.period()).or_default().entry(key.event).or_default().push(*event);
+            }
+        }
+        memory.begin_batch();
+        // The (period, event, user) this batch may be the first to count.
+        let mut candidates: BTreeSet<(PeriodKey, &str, &str)> = BTreeSet::new();
+        for (period, items) in &periods {
+            if !counts_users(period.interval) {
+                continue;
+            }
+            let id = period.id();
+            memory.touch(&id);
+            for (event, list) in items {
+                for e in list {
+                    if !memory.counted(&id, event, &e.distinct_id) {
+                        candidates.insert((*period, event.as_str(), e.distinct_id.as_str()));
+                    }
+                }
+            }
+        }
+        let won = self.claim_users(lease.partition, attempt, &candidates).await?;
+        memory.trim();
+        let mut users: HashMap<(PeriodKey, &str), i64> = HashMap::new();
+        for (period, event, _) in &won {
+            *users.entry((*period, *event)).or_default() += 1;
+        }
+        let mut out = Vec::with_capacity(periods.len());
+        for (period, items) in &periods {
+            let mut ev = Document::new();
+            for (event, list) in items {
+                let mut contribution = Contribution::default();
+                for e in list {
+                    contribution.add(e, rollups.numeric);
+                }
+                let mut bucket = doc! { "n": contribution.events as i64 };
+                if counts_users(period.interval) {
+                    bucket.insert("u", users.get(&(*period, event.as_str())).copied().unwrap_or(0));
+                }
+                let mut num = Document::new();
+                for (path, s) in &contribution.numeric {
+                    num.insert(path, doc! { "sum": s.sum, "min": s.min, "max": s.max, "count": s.count as i64 });
+                }
+                if !num.is_empty() {
+                    bucket.insert("num", num);
+                }
+                ev.insert(encode_key(event), bucket);
+            }
+            out.push(doc! {
+                "id": period.id(),
+                "i": interval_name(period.interval),
+                "s": period.start,
+                "ev": ev,
+            });
+        }
+        let claimed = candidates.iter().map(|(p, e, u)| (p.id(), e.to_string(), u.to_string())).collect();
+        Ok(RecordDelta { periods: out, claimed })
+    }
+
+    /// Claims each (period, event, user): returns those this record counts, the ones it
+    /// inserted and, for a redo, the ones an earlier attempt of the same record inserted.
+    async fn claim_users<'c>(
+        &self,
+        partition: u32,
+        attempt: RecordAttempt,
+        candidates: &BTreeSet<(PeriodKey, &'c str, &'c str)>,
+    ) -> Result<Vec<(PeriodKey, &'c str, &'c str)>, StoreError> {
+        let tag = crate::log::record_tag(partition, attempt.record);
+        let mut by_collection: BTreeMap<String, Vec<(PeriodKey, &str, &str)>> = BTreeMap::new();
+        for c in candidates {
+            by_collection.entry(bucket_users_collection(c.0.start)).or_default().push(*c);
+        }
+        let mut won = Vec::new();
+        for (name, claims) in by_collection {
+            let collection = self.db.collection::<Document>(&name);
+            let docs: Vec<Document> =
+                claims.iter().map(|(p, e, u)| doc! { "_id": claim_id(p, e, u), "r": &tag }).collect();
+            let mut taken: BTreeSet<usize> = BTreeSet::new();
+            for (offset, chunk) in docs.chunks(1000).enumerate() {
+                let existing = crate::insert_new(&collection, chunk.to_vec()).await?;
+                taken.extend(existing.into_iter().map(|i| offset * 1000 + i));
+            }
+            // Taken before: by an earlier record (not ours to count), or by an earlier
+            // attempt of this one (a redo), found by its tag.
+            let ours: BTreeSet<String> = if attempt.redo && !taken.is_empty() {
+                collection
+                    .find(doc! { "r": &tag })
+                    .projection(doc! { "_id": 1 })
+                    .await?
+                    .try_collect::<Vec<Document>>()
+                    .await?
+                    .into_iter()
+                    .filter_map(|d| d.get_str("_id").ok().map(str::to_string))
+                    .collect()
+            } else {
+                BTreeSet::new()
+            };
+            for (i, claim) in claims.into_iter().enumerate() {
+                if !taken.contains(&i) || ours.contains(docs[i].get_str("_id").unwrap_or_default()) {
+                    won.push(claim);
+                }
+            }
+        }
+        Ok(won)
+    }
+}
+
+/// The document of one partition's share of a period as the query API names it in change
+/// notices: `<interval>|<start>|p<partition>`.
+pub fn period_doc_id(key: &PeriodKey, partition: u32) -> String {
+    format!("{}|p{partition}", key.id())
+}
+
+impl Store {
+    /// Applies a batch's events (those its entries stored first, in stream order, already
+    /// in the event blocks) as the partition's next record of the rollup log, the way the
+    /// processor's writer does around its raw insert and blocks: takes the record (or redoes
+    /// the one left open), claims users, seals and commits. Entries the log already counts
+    /// change nothing. For tools and tests that drive the rules without a stream.
     pub async fn apply_rollups(
         &self,
         lease: PartitionLease,
@@ -68,263 +232,40 @@ impl Store {
         rollups: &BatchRollups<'_>,
         memory: &mut WriterMemory,
     ) -> Result<(), StoreError> {
-        let mut periods: BTreeMap<PeriodKey, PeriodItems<'_>> = BTreeMap::new();
-        for (position, event) in events {
-            for key in buckets_of(event, rollups.intervals, rollups.tz) {
-                periods
-                    .entry(key.period())
-                    .or_default()
-                    .entry(key.event)
-                    .or_default()
-                    .push((*position, *event));
-            }
-        }
-        memory.begin_batch();
-        let unknown: Vec<PeriodKey> = periods
-            .keys()
-            .filter(|p| memory.use_period(&period_doc_id(p, lease.partition)).is_none())
-            .copied()
-            .collect();
-        self.learn_periods(lease.partition, &unknown, rollups.tz, memory).await?;
-        // One update after another: a store that applies writes one at a time (FerretDB's
-        // SQLite) only makes updates sent at once wait on each other (make bench-processor:
-        // 4 at once cost 57 ms a batch where one at a time cost 44).
-        for (period, items) in &periods {
-            let Some(plan) = plan_period(lease, last, period, items, memory, rollups.numeric)? else {
-                continue;
-            };
-            self.apply_period(lease, &plan).await?;
-            let counted = plan.counted.iter().map(|(event, user)| (event.as_str(), *user));
-            memory.applied(&plan.id, plan.after.clone(), counted);
-        }
-        memory.trim();
-        Ok(())
-    }
-
-    /// Learns the periods the writer does not know: each document's state (a lookup by
-    /// `_id`) and, where it counts users and exists, the users each bucket counted: the
-    /// users of the partition's events in the period at or before its watermark, read from
-    /// the event blocks (one read per run of overlapping periods).
-    async fn learn_periods(
-        &self,
-        partition: u32,
-        periods: &[PeriodKey],
-        tz: &TimeZone,
-        memory: &mut WriterMemory,
-    ) -> Result<(), StoreError> {
-        if periods.is_empty() {
+        use crate::log::Ballot;
+        let partition = lease.partition;
+        let log = self.log_state(partition).await?;
+        if last <= log.tail.last {
             return Ok(());
         }
-        let ids: Vec<String> = periods.iter().map(|p| period_doc_id(p, partition)).collect();
-        let mut states = self.period_states(&ids).await?;
-        let mut watermarks: HashMap<PeriodKey, StreamPosition> = HashMap::new();
-        for (period, id) in periods.iter().zip(&ids) {
-            let Some(watermark) = states.get(id).and_then(|s| s.watermark.as_deref()) else { continue };
-            if counts_users(period.interval) {
-                watermarks.insert(*period, watermark_position(id, watermark)?);
-            }
+        // Entries the log counts already are skipped, as the processor acknowledges them.
+        let counted = events.iter().take_while(|(p, _)| *p <= log.tail.last).count();
+        let events = &events[counted..];
+        let first = events.first().map(|(p, _)| *p).unwrap_or(last);
+        let tenure = format!("p{partition}#{}", lease.fence);
+        let (attempt, ballot) = match &log.open {
+            Some(open) if open.sealed => (RecordAttempt { record: open.record, redo: true }, None),
+            Some(open) => (RecordAttempt { record: open.record, redo: true }, Some(open.ballot + 1)),
+            None => (RecordAttempt { record: log.tail.record + 1, redo: false }, Some(0)),
+        };
+        let range = match &log.open {
+            Some(open) => (open.first, open.last),
+            None => (first, last),
+        };
+        let moved = || StoreError::Moved(format!("record {} of partition {partition}'s rollup log", attempt.record));
+        if let Some(b) = ballot
+            && !self.take_ballot(partition, attempt.record, b, Ballot::Begin, range, &tenure).await?
+        {
+            return Err(moved());
         }
-        let mut counted: HashMap<PeriodKey, Vec<(String, String)>> = HashMap::new();
-        let intervals: BTreeSet<RollupInterval> = watermarks.keys().map(|p| p.interval).collect();
-        for (from, to) in merged_spans(watermarks.keys()) {
-            for (position, event) in self.partition_events_between(partition, from, to).await? {
-                for &interval in &intervals {
-                    let period = PeriodKey { interval, start: bucket_start(event.timestamp, interval, tz) };
-                    if watermarks.get(&period).is_some_and(|w| position <= *w) {
-                        counted
-                            .entry(period)
-                            .or_default()
-                            .push((event.event.clone(), event.distinct_id.clone()));
-                    }
-                }
-            }
+        let delta = self.rollup_delta(lease, attempt, events, rollups, memory).await?;
+        if let Some(b) = ballot
+            && !self.take_ballot(partition, attempt.record, b + 1, Ballot::Seal, range, &tenure).await?
+        {
+            return Err(moved());
         }
-        for (period, id) in periods.iter().zip(&ids) {
-            let state = states.remove(id).unwrap_or_default();
-            let users = counted.get(period).map(Vec::as_slice).unwrap_or_default();
-            memory.learn(id, state, users.iter().map(|(e, u)| (e.as_str(), u.as_str())));
-        }
+        self.commit_record(partition, attempt.record, range, delta.periods.clone()).await?;
+        delta.remember(memory);
         Ok(())
     }
-
-    /// The watermark and fencing token of each document, one lookup by `_id` each,
-    /// concurrently (`$in` is not index-backed everywhere).
-    async fn period_states(&self, ids: &[String]) -> Result<HashMap<String, BucketState>, StoreError> {
-        let rollups = self.db.collection::<Document>(ROLLUPS);
-        let mut states = HashMap::new();
-        for chunk in ids.chunks(64) {
-            let lookups =
-                chunk.iter().map(|id| {
-                    let rollups = rollups.clone();
-                    async move {
-                        rollups.find_one(doc! { "_id": id }).projection(doc! { "wm": 1, "fence": 1 }).await
-                    }
-                });
-            for d in futures::future::try_join_all(lookups).await?.into_iter().flatten() {
-                let id = d.get_str("_id").unwrap_or_default().to_string();
-                states.insert(id, state_of(&d));
-            }
-        }
-        Ok(states)
-    }
-
-    /// Runs a period's planned update: its compare-and-set on the watermark and fencing
-    /// token. A failed guard means a newer writer ([`StoreError::Fenced`]) or a document
-    /// that changed since the writer read it ([`StoreError::Moved`]).
-    async fn apply_period(&self, lease: PartitionLease, plan: &PeriodPlan<'_>) -> Result<(), StoreError> {
-        let rollups = self.db.collection::<Document>(ROLLUPS);
-        match rollups.update_one(plan.filter.clone(), plan.update.clone()).upsert(plan.upsert).await {
-            Ok(r) if r.matched_count == 1 || r.upserted_id.is_some() => return Ok(()),
-            Ok(_) => {}
-            Err(e) if is_duplicate(&e) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let current =
-            rollups.find_one(doc! { "_id": &plan.id }).projection(doc! { "wm": 1, "fence": 1 }).await?;
-        match current.map(|d| state_of(&d)).and_then(|s| s.fence).filter(|f| *f > lease.fence) {
-            Some(newer) => Err(StoreError::Fenced { partition: lease.partition, ours: lease.fence, newer }),
-            None => Err(StoreError::Moved(plan.id.clone())),
-        }
-    }
-}
-
-/// One period document's update for a batch, and what it counts.
-struct PeriodPlan<'e> {
-    id: String,
-    filter: Document,
-    update: Document,
-    upsert: bool,
-    /// The document's state once the update succeeded.
-    after: BucketState,
-    /// The (event name, user) pairs it counts for the first time.
-    counted: Vec<(String, &'e str)>,
-}
-
-/// The update that adds a batch's events after the period document's watermark (known to
-/// `memory`) and moves the watermark to `last`; None when none of its events are new.
-fn plan_period<'e>(
-    lease: PartitionLease,
-    last: StreamPosition,
-    period: &PeriodKey,
-    items: &PeriodItems<'e>,
-    memory: &WriterMemory,
-    numeric: &[PropertyPath],
-) -> Result<Option<PeriodPlan<'e>>, StoreError> {
-    let id = period_doc_id(period, lease.partition);
-    let state = memory.state(&id).cloned().unwrap_or_default();
-    if let Some(newer) = state.fence.filter(|f| *f > lease.fence) {
-        return Err(StoreError::Fenced { partition: lease.partition, ours: lease.fence, newer });
-    }
-    let watermark = state.watermark.as_deref();
-    let after = watermark.map(|w| watermark_position(&id, w)).transpose()?;
-    let (mut inc, mut min, mut max) = (Document::new(), Document::new(), Document::new());
-    let mut counted = Vec::new();
-    for (event, events) in items {
-        let mut contribution = Contribution::default();
-        let mut users = BTreeSet::new();
-        for (position, e) in events {
-            if after.is_some_and(|w| *position <= w) {
-                continue;
-            }
-            contribution.add(e, numeric);
-            if counts_users(period.interval) && !memory.counted(&id, event, &e.distinct_id) {
-                users.insert(e.distinct_id.as_str());
-            }
-        }
-        if contribution.events == 0 {
-            continue;
-        }
-        let field = format!("ev.{}", encode_key(event));
-        inc.insert(format!("{field}.n"), contribution.events as i64);
-        if counts_users(period.interval) {
-            inc.insert(format!("{field}.u"), users.len() as i64);
-            counted.extend(users.into_iter().map(|u| (event.clone(), u)));
-        }
-        for (path, stat) in &contribution.numeric {
-            inc.insert(format!("{field}.num.{path}.sum"), stat.sum);
-            inc.insert(format!("{field}.num.{path}.count"), stat.count as i64);
-            min.insert(format!("{field}.num.{path}.min"), stat.min);
-            max.insert(format!("{field}.num.{path}.max"), stat.max);
-        }
-    }
-    if inc.is_empty() {
-        return Ok(None);
-    }
-    let mut update = doc! {
-        "$inc": inc,
-        "$set": { "wm": last.to_key(), "fence": lease.fence as i64 },
-        "$setOnInsert": {
-            "interval": interval_name(period.interval),
-            "start": period.start,
-            "p": i64::from(lease.partition),
-        },
-    };
-    if !min.is_empty() {
-        update.insert("$min", min);
-        update.insert("$max", max);
-    }
-    let watermark_guard = match watermark {
-        Some(w) => Bson::String(w.to_string()),
-        None => Bson::Document(doc! { "$exists": false }),
-    };
-    let filter = doc! {
-        "_id": &id,
-        "wm": watermark_guard,
-        "$or": [{ "fence": { "$exists": false } }, { "fence": { "$lte": lease.fence as i64 } }],
-    };
-    Ok(Some(PeriodPlan {
-        upsert: watermark.is_none(),
-        id,
-        filter,
-        update,
-        after: BucketState { watermark: Some(last.to_key()), fence: Some(lease.fence) },
-        counted,
-    }))
-}
-
-/// A period document's watermark as a stream position.
-fn watermark_position(id: &str, watermark: &str) -> Result<StreamPosition, StoreError> {
-    StreamPosition::from_key(watermark).ok_or_else(|| {
-        StoreError::Encode(format!("rollup document {id} has an unreadable watermark {watermark:?}"))
-    })
-}
-
-/// The time spans that hold `periods` (each widened to the longest its interval can be in
-/// any time zone), merged where they overlap: what to read to learn them.
-fn merged_spans<'p>(periods: impl Iterator<Item = &'p PeriodKey>) -> Vec<(i64, i64)> {
-    const MINUTE: i64 = 60_000;
-    let mut spans: Vec<(i64, i64)> = periods
-        .map(|p| {
-            let longest = match p.interval {
-                RollupInterval::Minute => 2 * MINUTE,
-                RollupInterval::Hour => 120 * MINUTE,
-                RollupInterval::Day => 26 * 60 * MINUTE,
-            };
-            (p.start, p.start.saturating_add(longest))
-        })
-        .collect();
-    spans.sort_unstable();
-    let mut merged: Vec<(i64, i64)> = Vec::new();
-    for (from, to) in spans {
-        match merged.last_mut() {
-            Some(last) if from <= last.1 => last.1 = last.1.max(to),
-            _ => merged.push((from, to)),
-        }
-    }
-    merged
-}
-
-fn state_of(d: &Document) -> BucketState {
-    let watermark = d.get_str("wm").ok().map(str::to_string);
-    let fence = match d.get("fence") {
-        Some(Bson::Int64(v)) => u64::try_from(*v).ok(),
-        Some(Bson::Int32(v)) => u64::try_from(*v).ok(),
-        _ => None,
-    };
-    BucketState { watermark, fence }
-}
-
-/// The document of one partition's share of a period: `<interval>|<start>|p<partition>`.
-pub fn period_doc_id(key: &PeriodKey, partition: u32) -> String {
-    format!("{}|p{partition}", key.id())
 }

@@ -6,7 +6,7 @@ use mongodb::bson::doc;
 use mongodb::options::IndexOptions;
 use pulse_core::duration::DurationSpec;
 
-use crate::collections::{EVENT_BLOCK_INDEX, EVENT_BLOCKS, EVENTS, ROLLUPS};
+use crate::collections::{EVENT_BLOCK_INDEX, EVENT_BLOCKS, EVENTS};
 use crate::{Store, StoreError};
 
 /// What [`Store::ensure_schema`] found.
@@ -92,17 +92,12 @@ impl Store {
                 .deleted_count;
         }
         deleted += self.delete_expired_blocks(now_ms - retention.as_millis()).await?;
-        for (interval, days) in [("minute", 14i64), ("hour", 400)] {
-            let cutoff = now_ms - days * 86_400_000;
-            // Bucket ids sort by interval, then start.
-            let range =
-                doc! { "_id": { "$gte": format!("{interval}|"), "$lt": format!("{interval}|{cutoff:015}") } };
-            deleted += self
-                .db
-                .collection::<mongodb::bson::Document>(ROLLUPS)
-                .delete_many(range)
-                .await?
-                .deleted_count;
+        // User claims of periods past retention go by whole collections, one per day.
+        let oldest_kept = crate::rollups::bucket_users_collection(now_ms - retention.as_millis());
+        for name in self.db.list_collection_names().await? {
+            if name.starts_with(crate::rollups::BUCKET_USERS_PREFIX) && name < oldest_kept {
+                self.db.collection::<mongodb::bson::Document>(&name).drop().await?;
+            }
         }
         Ok(deleted)
     }

@@ -45,7 +45,7 @@ const LAG_TICK: Duration = Duration::from_millis(250);
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("reading the rollups: {0}")]
-    Store(#[from] mongodb::error::Error),
+    Store(#[from] pulse_store::StoreError),
     #[error("{0}")]
     Write(#[from] WriteError),
     #[error("{0}")]

@@ -1,0 +1,201 @@
+//! The rollup log: each partition's pre-aggregates as a dense sequence of records, one per
+//! batch, written by inserts only, so that a batch costs the same whatever the store holds
+//! and exactness rests on one thing every MongoDB-wire store does atomically, refusing a
+//! second document with the same `_id`.
+//!
+//! Record `k` of partition `p` is written in steps, each an insert:
+//! 1. a ballot `b|p<p>|<k>|0000` claims the record for a batch of entries (its first and
+//!    last stream position): whoever inserts it first owns the record, another writer that
+//!    tries is told the record is taken;
+//! 2. the batch's raw events, event blocks and user claims ([`crate::rollups`]);
+//! 3. a seal, the next ballot, says the attempt wrote all of that;
+//! 4. the delta `d|p<p>|<k>`: the batch's contribution to every bucket it touches.
+//!
+//! A writer that finds a record begun and not committed (its holder died, or is paused)
+//! takes the next ballot as a redo and does the whole batch again, looking up what the
+//! earlier attempts stored; the earlier attempt's seal then fails, so it never writes its
+//! delta. A record whose newest ballot is a seal is complete but for its delta, which any
+//! writer may compute and insert: every attempt computes the same one. The buckets are the
+//! sums of the deltas.
+
+use futures::TryStreamExt;
+use mongodb::bson::{Bson, DateTime, Document, doc};
+use pulse_core::rollup::StreamPosition;
+
+use crate::{Store, StoreError, is_duplicate};
+
+/// The log of every partition.
+pub const ROLLUP_LOG: &str = "rollup_log";
+
+/// Where a partition's log ends: its newest committed record and that record's last entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogTail {
+    /// 0 when nothing is committed yet.
+    pub record: u64,
+    pub last: StreamPosition,
+}
+
+/// A record begun but not committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenRecord {
+    pub record: u64,
+    pub first: StreamPosition,
+    pub last: StreamPosition,
+    /// Its newest ballot.
+    pub ballot: u32,
+    /// Whether that ballot seals an attempt (all but the delta is written).
+    pub sealed: bool,
+    /// The writer's tenure that took that ballot.
+    pub by: String,
+    /// When that ballot was taken (the writer's clock), in milliseconds.
+    pub at: i64,
+}
+
+/// A partition's log as found in the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogState {
+    pub tail: LogTail,
+    pub open: Option<OpenRecord>,
+}
+
+/// `b|p<partition>|<record>|<ballot>`.
+pub fn ballot_id(partition: u32, record: u64, ballot: u32) -> String {
+    format!("b|p{partition}|{record:012}|{ballot:04}")
+}
+
+/// `d|p<partition>|<record>`.
+pub fn delta_id(partition: u32, record: u64) -> String {
+    format!("d|p{partition}|{record:012}")
+}
+
+/// The tag a record's user claims carry: `p<partition>|<record>`.
+pub fn record_tag(partition: u32, record: u64) -> String {
+    format!("p{partition}|{record:012}")
+}
+
+/// One step of a record's attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ballot {
+    /// Takes the record for a batch (ballot 0) or for a redo (a later one).
+    Begin,
+    /// Says the attempt that took the previous ballot wrote everything but the delta.
+    Seal,
+}
+
+impl Store {
+    /// The partition's log: its newest committed record and the record begun after it,
+    /// if any. Reads the log (on FerretDB a pass over it): done when a writer starts and
+    /// after a failed write, not per batch.
+    pub async fn log_state(&self, partition: u32) -> Result<LogState, StoreError> {
+        let log = self.db.collection::<Document>(ROLLUP_LOG);
+        let prefix = format!("d|p{partition}|");
+        let newest = log
+            .find_one(doc! { "_id": { "$gte": &prefix, "$lt": format!("{prefix}~") } })
+            .sort(doc! { "_id": -1 })
+            .projection(doc! { "k": 1, "last": 1 })
+            .await?;
+        let tail = match newest {
+            Some(d) => LogTail { record: int(d.get("k")), last: position(&d, "last")? },
+            None => LogTail::default(),
+        };
+        let next = tail.record + 1;
+        let prefix = format!("b|p{partition}|{next:012}|");
+        let mut ballots: Vec<Document> =
+            log.find(doc! { "_id": { "$gte": &prefix, "$lt": format!("{prefix}~") } }).await?.try_collect().await?;
+        ballots.sort_by_key(|d| int(d.get("ballot")));
+        let open = match ballots.last() {
+            Some(d) => Some(OpenRecord {
+                record: next,
+                first: position(d, "first")?,
+                last: position(d, "last")?,
+                ballot: int(d.get("ballot")) as u32,
+                sealed: d.get_bool("sealed").unwrap_or(false),
+                by: d.get_str("by").unwrap_or_default().to_string(),
+                at: d.get_datetime("at").map(|t| t.timestamp_millis()).unwrap_or(0),
+            }),
+            None => None,
+        };
+        Ok(LogState { tail, open })
+    }
+
+    /// Takes `ballot` of record `record` for the entries `first..=last`: true if this
+    /// writer took it, false if another did first.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn take_ballot(
+        &self,
+        partition: u32,
+        record: u64,
+        ballot: u32,
+        step: Ballot,
+        (first, last): (StreamPosition, StreamPosition),
+        tenure: &str,
+    ) -> Result<bool, StoreError> {
+        let d = doc! {
+            "_id": ballot_id(partition, record, ballot),
+            "p": i64::from(partition),
+            "k": record as i64,
+            "ballot": i64::from(ballot),
+            "sealed": step == Ballot::Seal,
+            "first": first.to_key(),
+            "last": last.to_key(),
+            "by": tenure,
+            "at": DateTime::now(),
+        };
+        match self.db.collection::<Document>(ROLLUP_LOG).insert_one(d).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_duplicate(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Commits record `record`: inserts its delta (`periods` as [`crate::rollups`] builds
+    /// them). Another attempt's delta of the same record is the same, so finding one is
+    /// success.
+    pub async fn commit_record(
+        &self,
+        partition: u32,
+        record: u64,
+        (first, last): (StreamPosition, StreamPosition),
+        periods: Vec<Document>,
+    ) -> Result<(), StoreError> {
+        let ids: Vec<Bson> = periods.iter().filter_map(|p| p.get_str("id").ok()).map(Bson::from).collect();
+        let d = doc! {
+            "_id": delta_id(partition, record),
+            "p": i64::from(partition),
+            "k": record as i64,
+            "first": first.to_key(),
+            "last": last.to_key(),
+            "pids": ids,
+            "periods": periods,
+            "at": DateTime::now(),
+        };
+        match self.db.collection::<Document>(ROLLUP_LOG).insert_one(d).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_duplicate(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every delta matching `filter` (all of them for an empty one).
+    pub(crate) async fn deltas(&self, filter: Document) -> Result<Vec<Document>, StoreError> {
+        let mut filter = filter;
+        filter.insert("_id", doc! { "$gte": "d|", "$lt": "d}" });
+        Ok(self.db.collection::<Document>(ROLLUP_LOG).find(filter).await?.try_collect().await?)
+    }
+}
+
+fn position(d: &Document, field: &str) -> Result<StreamPosition, StoreError> {
+    let text = d.get_str(field).unwrap_or_default();
+    StreamPosition::from_key(text).ok_or_else(|| {
+        StoreError::Encode(format!("rollup log document {:?} has an unreadable {field} {text:?}", d.get("_id")))
+    })
+}
+
+pub(crate) fn int(v: Option<&Bson>) -> u64 {
+    match v {
+        Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(Bson::Double(n)) => *n as u64,
+        _ => 0,
+    }
+}
