@@ -103,6 +103,40 @@ impl Drop for Postgres {
     }
 }
 
+/// Frees the System V shared memory segment that the postmaster of `dir` (a [`Postgres`]'s
+/// temp dir, left by a test process that was killed) left behind: a fast shutdown frees it,
+/// a killed postmaster cannot, and each one left counts against the system's segment limit.
+/// Removes only the segment that `postmaster.pid` names (key, id and creator) once no
+/// process is attached to it.
+pub(crate) fn release_stale_shared_memory(dir: &Path) {
+    let Ok(pid_file) = std::fs::read_to_string(dir.join("data").join("postmaster.pid")) else { return };
+    let mut lines = pid_file.lines();
+    let postmaster = lines.next().map(str::trim);
+    // Line 7 holds the segment's key and id.
+    let Some(segment) = lines.nth(5) else { return };
+    let mut segment = segment.split_whitespace();
+    let (Some(postmaster), Some(key), Some(id)) = (postmaster, segment.next(), segment.next()) else {
+        return;
+    };
+    let Ok(table) = std::fs::read_to_string("/proc/sysvipc/shm") else { return };
+    // Columns: key shmid perms size cpid lpid nattch ...
+    let unused = table.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f.len() > 6 && f[0] == key && f[1] == id && f[4] == postmaster && f[6] == "0"
+    });
+    if let (true, Ok(id)) = (unused, id.parse::<libc::c_int>()) {
+        remove_segment(id);
+    }
+}
+
+#[allow(unsafe_code)]
+fn remove_segment(id: libc::c_int) {
+    // SAFETY: IPC_RMID takes no buffer (null is allowed) and only marks the segment for removal.
+    unsafe {
+        libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
+    }
+}
+
 /// Creates the cluster's data dir, its superuser trusted, UTF-8 with the C locale (whatever
 /// the host's locale), without fsync.
 async fn initdb(dir: &WorkDir, owner: Option<Owner>) -> Result<()> {

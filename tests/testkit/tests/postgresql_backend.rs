@@ -3,7 +3,7 @@
 //! FerretDB is killed and restarted, and which is gone (process and dir) after the handle
 //! drops, or when the test process itself is killed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -79,17 +79,50 @@ async fn dropping_ferretdb_stops_its_postgresql_and_removes_its_data() {
     assert!(kept || !data.exists(), "{} was removed", data.display());
 }
 
-/// The helper: starts FerretDB on PostgreSQL, records the postmaster's pid, then hangs
-/// until it is killed. It does nothing unless run by the test below.
+/// The helper: starts FerretDB on PostgreSQL, records the postmaster's pid and data dir,
+/// then hangs until it is killed. It does nothing unless run by the test below.
 #[tokio::test]
 #[ignore = "helper run in a child process by a_killed_test_process_leaves_no_postgresql_behind"]
 async fn helper_starts_postgresql_then_hangs() {
     let Some(pid_file) = std::env::var_os(PID_FILE) else { return };
     let ferret = FerretDb::start_on(Backend::Postgresql).await.expect("start FerretDB on PostgreSQL");
-    std::fs::write(&pid_file, postmaster(&ferret).0.to_string()).expect("write pid file");
+    let (pid, data) = postmaster(&ferret);
+    std::fs::write(&pid_file, format!("{pid}\n{}", data.display())).expect("write pid file");
     loop {
         std::thread::sleep(Duration::from_secs(60));
     }
+}
+
+/// The second helper: makes a work dir, which clears what dead test processes left.
+#[test]
+#[ignore = "helper run in a child process by a_killed_test_process_leaves_no_postgresql_behind"]
+fn helper_makes_a_work_dir() {
+    if std::env::var_os(PID_FILE).is_some() {
+        pulse_testkit::WorkDir::new("probe").expect("work dir");
+    }
+}
+
+fn helper(name: &str, pid_file: &Path) -> Command {
+    let mut command = Command::new(std::env::current_exe().expect("current test binary"));
+    command
+        .args(["--ignored", "--exact", name, "--test-threads=1"])
+        .env(PID_FILE, pid_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+/// The System V shared memory segment a postmaster records on line 7 of its pid file, if it
+/// still exists.
+fn shared_memory_of(data: &Path) -> Option<String> {
+    let pid_file = std::fs::read_to_string(data.join("postmaster.pid")).expect("postmaster.pid stays");
+    let segment: Vec<&str> = pid_file.lines().nth(6).expect("line 7").split_whitespace().collect();
+    let table = std::fs::read_to_string("/proc/sysvipc/shm").expect("/proc/sysvipc/shm");
+    table
+        .lines()
+        .skip(1)
+        .find(|l| l.split_whitespace().take(2).eq(segment.iter().copied()))
+        .map(str::to_string)
 }
 
 #[test]
@@ -98,17 +131,14 @@ fn a_killed_test_process_leaves_no_postgresql_behind() {
     // the parent-death signal unless it is set after the change.
     let dir = tempfile::tempdir().expect("temp dir");
     let pid_file = dir.path().join("postmaster.pid");
-    let mut child = Command::new(std::env::current_exe().expect("current test binary"))
-        .args(["--ignored", "--exact", "helper_starts_postgresql_then_hangs", "--test-threads=1"])
-        .env(PID_FILE, &pid_file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run the helper");
+    let mut child = helper("helper_starts_postgresql_then_hangs", &pid_file).spawn().expect("run the helper");
     let deadline = Instant::now() + Duration::from_secs(60);
-    let pid: u32 = loop {
-        if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok()) {
-            break pid;
+    let (pid, data): (u32, PathBuf) = loop {
+        let written = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        if let Some((pid, data)) =
+            written.split_once('\n').and_then(|(p, d)| Some((p.parse().ok()?, d.into())))
+        {
+            break (pid, data);
         }
         assert!(
             child.try_wait().expect("check on the helper").is_none(),
@@ -126,6 +156,28 @@ fn a_killed_test_process_leaves_no_postgresql_behind() {
         assert!(Instant::now() < deadline, "the postmaster {pid} outlived its killed test process");
         std::thread::sleep(Duration::from_millis(20));
     }
+
+    // A killed postmaster cannot free its shared memory segment; the next test process's
+    // first work dir does, with the dead process's dir.
+    let dead = data.parent().expect("the work dir").to_path_buf();
+    // Its other processes notice its death and detach, one by one.
+    let attached = |segment: &str| segment.split_whitespace().nth(6).map(str::to_string);
+    loop {
+        let segment = shared_memory_of(&data).expect("the killed postmaster left its segment");
+        if attached(&segment).as_deref() == Some("0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "PostgreSQL's processes stayed attached: {segment}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = helper("helper_makes_a_work_dir", &pid_file).status().expect("run the second helper");
+    assert!(status.success());
+    assert!(!dead.exists(), "{} was removed", dead.display());
+    let table = std::fs::read_to_string("/proc/sysvipc/shm").expect("/proc/sysvipc/shm");
+    assert!(
+        !table.lines().any(|l| l.split_whitespace().nth(4) == Some(&pid.to_string())),
+        "the segment was freed:\n{table}"
+    );
 }
 
 /// Whether `pid` still runs (a zombie counts as gone: it has exited).
