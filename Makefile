@@ -33,9 +33,26 @@ lint:
 	@$(call timed,fmt --check,$(CARGO) fmt --all --check)
 	@$(call timed,clippy,$(CARGO) clippy --workspace --all-targets --locked -- -D warnings)
 
-## test-only: run every test (the stack must be built)
+# FerretDB backends of `make test-only`: "sqlite" runs every test of the workspace on FerretDB's
+# SQLite backend, "postgresql" the store and processor tests on its PostgreSQL backend.
+PULSE_TEST_BACKENDS ?= sqlite postgresql
+# The processor's tests that exercise the store: all of services/processor/tests but
+# schemathesis, which is about the HTTP API.
+PROCESSOR_STORE_TESTS := $(filter-out schemathesis,$(basename $(notdir $(wildcard services/processor/tests/*.rs))))
+
+## test-only: run every test (the stack must be built) on FerretDB's SQLite backend, then the
+## store and processor tests (fault tests included) again on its PostgreSQL backend; for a quick
+## local run pick one pass: PULSE_TEST_BACKENDS=sqlite (or postgresql) make test-only
 test-only:
-	@$(call timed,tests,$(CARGO) test --workspace --locked)
+	@[[ -n "$(strip $(PULSE_TEST_BACKENDS))" ]] || { echo "PULSE_TEST_BACKENDS is empty (known: sqlite postgresql)" >&2; exit 2; }
+	@for b in $(PULSE_TEST_BACKENDS); do case "$$b" in sqlite|postgresql) ;; \
+	  *) echo "PULSE_TEST_BACKENDS: unknown backend '$$b' (known: sqlite postgresql)" >&2; exit 2 ;; esac; done
+	@if [[ " $(PULSE_TEST_BACKENDS) " == *" sqlite "* ]]; then \
+	  $(call timed,tests (sqlite),PULSE_TEST_BACKEND=sqlite $(CARGO) test --workspace --locked); fi
+	@if [[ " $(PULSE_TEST_BACKENDS) " == *" postgresql "* ]]; then \
+	  $(call timed,store tests (postgresql),PULSE_TEST_BACKEND=postgresql $(CARGO) test --locked -p pulse-store); \
+	  $(call timed,processor tests (postgresql),PULSE_TEST_BACKEND=postgresql $(CARGO) test --locked \
+	    -p pulse-processor $(addprefix --test ,$(PROCESSOR_STORE_TESTS))); fi
 
 ## test: build the stack, lint, and run every test
 test: env lint test-only

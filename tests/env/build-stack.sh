@@ -172,17 +172,46 @@ install_redis() {
   command -v redis-server >/dev/null || { echo "redis-server did not install" >&2; exit 1; }
 }
 
+# PostgreSQL for FerretDB's PostgreSQL backend: Debian's package, whose programs live in
+# /usr/lib/postgresql/<version>/bin, off PATH. The tests run initdb and start a throwaway
+# cluster of their own on a free port, so the system cluster Debian would create and start
+# on 5432 is not wanted: a drop-in read by pg_createcluster turns it off for this install
+# (older postgresql-common ignores it and creates one, which is harmless: nothing uses it).
+install_postgresql() {
+  local d
+  for d in /usr/lib/postgresql/*/bin; do
+    [[ -x $d/postgres && -x $d/initdb && -x $d/pg_isready ]] && return
+  done
+  command -v postgres >/dev/null && command -v initdb >/dev/null && command -v pg_isready >/dev/null && return
+  log "postgresql: installing from the OS packages"
+  local sudo=""
+  [[ $(id -u) == 0 ]] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  local dropin=/etc/postgresql-common/createcluster.d/pulse-no-main-cluster.conf
+  $sudo mkdir -p "$(dirname "$dropin")"
+  echo "create_main_cluster = false" | $sudo tee "$dropin" >/dev/null
+  local ok=0
+  $sudo apt-get install -y -q postgresql >/dev/null 2>&1 || {
+    $sudo apt-get update -q >/dev/null
+    $sudo apt-get install -y -q postgresql >/dev/null
+  } || ok=$?
+  $sudo rm -f "$dropin"
+  ((ok == 0)) || { echo "postgresql did not install (apt-get exit $ok)" >&2; exit 1; }
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || { echo "postgresql installed no initdb" >&2; exit 1; }
+}
+
 components=("$@")
-[[ ${#components[@]} -gt 0 ]] || components=(redis etcd ferretdb kubernetes kwok helm)
+[[ ${#components[@]} -gt 0 ]] || components=(redis postgresql etcd ferretdb kubernetes kwok helm)
 for c in "${components[@]}"; do
   case "$c" in
     redis) install_redis ;;
+    postgresql) install_postgresql ;;
     etcd) build_etcd ;;
     ferretdb) build_ferretdb ;;
     kubernetes) build_kubernetes ;;
     kwok) build_kwok ;;
     helm) build_helm ;;
-    *) echo "unknown component: $c (known: redis etcd ferretdb kubernetes kwok helm)" >&2; exit 2 ;;
+    *) echo "unknown component: $c (known: redis postgresql etcd ferretdb kubernetes kwok helm)" >&2; exit 2 ;;
   esac
 done
 log "stack ready in $BIN"

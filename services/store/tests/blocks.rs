@@ -11,7 +11,7 @@ use pulse_core::rollup::StreamPosition;
 use pulse_store::collections::{EVENT_BLOCK_INDEX, EVENT_BLOCKS};
 use pulse_store::recount::event_of_document;
 use pulse_store::{EventWrite, Store, StoreError};
-use pulse_testkit::{FerretDb, unique_name};
+use pulse_testkit::{Backend, FerretDb, unique_name};
 use serde_json::json;
 
 const DAY: i64 = 86_400_000;
@@ -116,6 +116,15 @@ async fn events_read_from_blocks_equal_the_raw_events_odd_properties_included() 
         .map(|(i, p)| event(&format!("odd-{i}"), "view.page", T0 + i as i64 * DAY / 2, p.clone()))
         .collect();
     events[1].id_generated = true;
+    if ferret.backend() == Backend::Postgresql {
+        // PostgreSQL holds no NUL (U+0000) in any text, so FerretDB on it refuses the whole
+        // document (ingest refuses such events first: docs/api.md); with that one character
+        // changed, the same odd event round-trips as it does on SQLite and MongoDB.
+        let nul = [EventWrite { partition: 3, position: pos(0), event: &events[1] }];
+        let refused = store.insert_events(&nul, true).await;
+        assert!(matches!(refused, Err(StoreError::Refused { events: 1, .. })), "{refused:?}");
+        events[1].properties.insert("ünïcödé 🎉".to_string(), json!("日本語 \u{1} \"quoted\""));
+    }
     let ids = write(&store, 3, 10, &events).await;
     assert_eq!(ids.len(), 3, "one block per UTC day: {ids:?}");
     assert!(ids[0].starts_with("0003|"), "{}", ids[0]);

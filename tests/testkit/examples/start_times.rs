@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use pulse_testkit::{FerretDb, KubeOptions, KubeStack, RedisCluster, RedisServer};
+use pulse_testkit::{Backend, FerretDb, KubeOptions, KubeStack, RedisCluster, RedisServer};
 
 #[tokio::main]
 async fn main() -> Result<(), pulse_testkit::Error> {
@@ -16,14 +16,17 @@ async fn main() -> Result<(), pulse_testkit::Error> {
     let cluster = RedisCluster::start().await?;
     timed("redis cluster (3 nodes, slots assigned, ok)", t);
     let t = Instant::now();
-    let ferret = FerretDb::start().await?;
+    let ferret = FerretDb::start_on(Backend::Sqlite).await?;
     timed("ferretdb (sqlite)", t);
+    let t = Instant::now();
+    let ferret_pg = FerretDb::start_on(Backend::Postgresql).await?;
+    timed("ferretdb (postgresql: initdb, postgres, ferretdb)", t);
     let t = Instant::now();
     let api = KubeStack::start(KubeOptions::api_only()).await?;
     timed("etcd + kube-apiserver (/readyz)", t);
     let t = Instant::now();
     let full = KubeStack::start(KubeOptions::full()).await?;
     timed("etcd + apiserver + controllers + scheduler + kwok", t);
-    drop((redis, cluster, ferret, api, full));
+    drop((redis, cluster, ferret, ferret_pg, api, full));
     Ok(())
 }

@@ -15,6 +15,14 @@ pub enum Binary {
     Helm,
     RedisServer,
     Influxd,
+    /// PostgreSQL's server, for FerretDB's PostgreSQL backend.
+    Postgres,
+    /// Creates a PostgreSQL data dir.
+    Initdb,
+    /// Asks a PostgreSQL server whether it accepts connections.
+    PgIsready,
+    /// PostgreSQL's shell, e.g. to look at what FerretDB stored.
+    Psql,
 }
 
 impl Binary {
@@ -31,13 +39,26 @@ impl Binary {
             Binary::Helm => "helm",
             Binary::RedisServer => "redis-server",
             Binary::Influxd => "influxd",
+            Binary::Postgres => "postgres",
+            Binary::Initdb => "initdb",
+            Binary::PgIsready => "pg_isready",
+            Binary::Psql => "psql",
         }
     }
 
-    /// Where the program is: the stack's bin dir, or for redis-server and influxd (OS
-    /// packages) the first match on `PATH`. Errors with the command that builds it when it is missing.
+    /// Where the program is: the stack's bin dir; for redis-server and influxd (OS packages)
+    /// the first match on `PATH`; for PostgreSQL's programs the newest
+    /// `/usr/lib/postgresql/<version>/bin` (Debian keeps them off `PATH`), else `PATH`.
+    /// Errors with the command that builds or installs it when it is missing.
     pub fn path(self) -> Result<PathBuf> {
         let path = match self {
+            Binary::Postgres | Binary::Initdb | Binary::PgIsready | Binary::Psql => {
+                newest_postgresql_bin_dir()
+                    .map(|dir| dir.join(self.name()))
+                    .filter(|p| is_executable(p))
+                    .or_else(|| find_on_path(self.name()))
+                    .unwrap_or_else(|| Path::new(DEBIAN_POSTGRESQL).join("<version>/bin").join(self.name()))
+            }
             Binary::RedisServer => {
                 find_on_path(self.name()).unwrap_or_else(|| PathBuf::from("/usr/bin/redis-server"))
             }
@@ -68,6 +89,29 @@ pub fn bin_dir() -> PathBuf {
         home.join(".cache").join("pulse")
     });
     cache.join("bin")
+}
+
+/// Where Debian's `postgresql-<version>` packages put their programs.
+const DEBIAN_POSTGRESQL: &str = "/usr/lib/postgresql";
+
+/// `/usr/lib/postgresql/<version>/bin` of the newest installed version (16 over 15 over 9.6).
+fn newest_postgresql_bin_dir() -> Option<PathBuf> {
+    let version = |name: &str| -> Option<(u32, u32)> {
+        let mut parts = name.split('.');
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next().map_or(Some(0), |m| m.parse().ok())?;
+        Some((major, minor))
+    };
+    std::fs::read_dir(DEBIAN_POSTGRESQL)
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let bin = entry.path().join("bin");
+            let v = version(entry.file_name().to_str()?)?;
+            is_executable(&bin.join("postgres")).then_some((v, bin))
+        })
+        .max_by_key(|(v, _)| *v)
+        .map(|(_, bin)| bin)
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {

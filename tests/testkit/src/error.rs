@@ -30,6 +30,11 @@ pub enum Error {
 
     #[error("{context}: {message}")]
     Client { context: String, message: String },
+
+    #[error(
+        "PULSE_TEST_BACKEND={value:?} is not a FerretDB backend: use `sqlite` (the default) or `postgresql`"
+    )]
+    UnknownBackend { value: String },
 }
 
 impl std::fmt::Debug for Error {

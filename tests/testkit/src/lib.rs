@@ -6,7 +6,8 @@
 //! readiness (a ping, `/readyz`, a condition), never on a fixed sleep.
 //!
 //! - [`RedisServer`] and [`RedisCluster`]: redis-server from the OS packages.
-//! - [`FerretDb`]: FerretDB with its SQLite backend, the MongoDB-wire server of the tests.
+//! - [`FerretDb`]: FerretDB, the MongoDB-wire server of the tests, on SQLite or on a
+//!   throwaway PostgreSQL cluster ([`Backend`], picked by `PULSE_TEST_BACKEND`).
 //! - [`InfluxDb`]: influxd 1.x from the OS packages, for the processor's InfluxDB sink.
 //! - [`KubeStack`]: etcd and kube-apiserver with generated certificates and RBAC, optionally
 //!   kube-controller-manager, kube-scheduler and kwok so Deployments become Available.
@@ -20,6 +21,7 @@ mod influx;
 mod kube;
 mod mongo;
 mod ports;
+mod postgres;
 mod process;
 mod redis;
 mod slow_client;
@@ -29,7 +31,7 @@ pub use binaries::{Binary, bin_dir};
 pub use error::{Error, Result};
 pub use influx::InfluxDb;
 pub use kube::{KubeOptions, KubeStack};
-pub use mongo::FerretDb;
+pub use mongo::{Backend, FerretDb};
 pub use ports::free_port;
 pub use process::ServerProcess;
 pub use redis::{AppendFsync, RedisCluster, RedisOptions, RedisServer};

@@ -107,8 +107,14 @@ impl ServerProcess {
 
     /// Asks the server to stop with `SIGTERM` and waits up to `grace` before killing it.
     pub fn terminate(&mut self, grace: Duration) {
+        self.stop_with(libc::SIGTERM, grace);
+    }
+
+    /// Sends `signal` (the server's own "stop" signal, e.g. `SIGINT` for PostgreSQL's fast
+    /// shutdown) and waits up to `grace` before killing it.
+    pub(crate) fn stop_with(&mut self, signal: libc::c_int, grace: Duration) {
         let Some(child) = self.child.as_mut() else { return };
-        send_sigterm(child.id());
+        send_signal(child.id(), signal);
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
@@ -210,10 +216,10 @@ fn set_parent_death_signal(command: &mut Command) {
 }
 
 #[allow(unsafe_code)]
-fn send_sigterm(pid: u32) {
+fn send_signal(pid: u32, signal: libc::c_int) {
     let Ok(pid) = libc::pid_t::try_from(pid) else { return };
     // SAFETY: kill(2) with a pid we own and a valid signal has no memory-safety concerns.
     unsafe {
-        libc::kill(pid, libc::SIGTERM);
+        libc::kill(pid, signal);
     }
 }

@@ -6,7 +6,8 @@ use crate::{Error, Result};
 /// sets `PULSE_TESTKIT_KEEP=1`, to read a failed run's logs).
 ///
 /// Dirs live under `$TMPDIR/pulse-testkit/<pid>-...`; dirs of processes that no longer run
-/// (a killed test binary cannot clean up) are removed the first time a new one is made.
+/// (a killed test binary cannot clean up) are removed the first time a new one is made, with
+/// the shared memory a killed PostgreSQL of theirs left.
 #[derive(Debug)]
 pub struct WorkDir {
     dir: tempfile::TempDir,
@@ -54,6 +55,7 @@ fn remove_stale_dirs_once(base: &Path) {
                 continue;
             };
             if !Path::new(&format!("/proc/{pid}")).exists() {
+                crate::postgres::release_stale_shared_memory(&entry.path());
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
