@@ -105,10 +105,25 @@ impl ServerProcess {
         }
     }
 
+    /// Freezes the server with `SIGSTOP`, as a long GC pause, a stalled VM or a debugger
+    /// would: it keeps its sockets and state and carries on where it was after [`Self::resume`].
+    pub fn pause(&mut self) {
+        if let Some(child) = self.child.as_ref() {
+            send_signal(child.id(), libc::SIGSTOP);
+        }
+    }
+
+    /// Lets a server frozen by [`Self::pause`] run again (`SIGCONT`).
+    pub fn resume(&mut self) {
+        if let Some(child) = self.child.as_ref() {
+            send_signal(child.id(), libc::SIGCONT);
+        }
+    }
+
     /// Asks the server to stop with `SIGTERM` and waits up to `grace` before killing it.
     pub fn terminate(&mut self, grace: Duration) {
         let Some(child) = self.child.as_mut() else { return };
-        send_sigterm(child.id());
+        send_signal(child.id(), libc::SIGTERM);
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
@@ -210,10 +225,10 @@ fn set_parent_death_signal(command: &mut Command) {
 }
 
 #[allow(unsafe_code)]
-fn send_sigterm(pid: u32) {
+fn send_signal(pid: u32, signal: libc::c_int) {
     let Ok(pid) = libc::pid_t::try_from(pid) else { return };
     // SAFETY: kill(2) with a pid we own and a valid signal has no memory-safety concerns.
     unsafe {
-        libc::kill(pid, libc::SIGTERM);
+        libc::kill(pid, signal);
     }
 }
