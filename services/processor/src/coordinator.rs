@@ -10,7 +10,7 @@ use rand::seq::SliceRandom;
 use tokio::sync::watch;
 
 use crate::Context;
-use crate::lease::{LEASE_TTL, PartitionLeaseKeys};
+use crate::lease::{PartitionLeaseKeys, lease_ttl};
 use crate::metrics::PartitionLabel;
 use crate::stream::PartitionStream;
 
@@ -79,7 +79,7 @@ async fn tick(
         return Ok(());
     }
     let now = jiff::Timestamp::now().as_millisecond();
-    let expires = now + LEASE_TTL.as_millis() as i64;
+    let expires = now + lease_ttl().as_millis() as i64;
     let _: () = redis::cmd("ZADD").arg(members).arg(expires).arg(&ctx.owner).query_async(&mut conn).await?;
     let _: () =
         redis::cmd("ZREMRANGEBYSCORE").arg(members).arg("-inf").arg(now).query_async(&mut conn).await?;

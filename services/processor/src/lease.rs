@@ -2,12 +2,27 @@
 //! processes the partition; the token, written with every rollup update, lets the store
 //! refuse a writer whose lease has passed to another.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use pulse_buffer::Connection;
 
-/// How long a lease lasts without renewal.
+/// How long a lease lasts without renewal, unless `--lease-ttl-ms` says otherwise.
 pub const LEASE_TTL: Duration = Duration::from_secs(10);
+
+/// This process's lease lifetime, set once at start (from the command line).
+static TTL: OnceLock<Duration> = OnceLock::new();
+
+/// Sets how long this process's leases last without renewal (and so how long a partition
+/// waits after its holder died); call once, before any lease is taken.
+pub fn set_lease_ttl(ttl: Duration) {
+    let _ = TTL.set(ttl);
+}
+
+/// How long this process's leases last without renewal.
+pub fn lease_ttl() -> Duration {
+    TTL.get().copied().unwrap_or(LEASE_TTL)
+}
 
 /// Takes the lease if free (a new, higher fencing token) or already ours (same token).
 const ACQUIRE: &str = r"
@@ -79,6 +94,6 @@ impl PartitionLeaseKeys {
 /// (Lease operations are rare, so EVAL's cost over EVALSHA does not matter.)
 fn eval(script: &str, keys: &[&str], owner: &str) -> redis::Cmd {
     let mut cmd = redis::cmd("EVAL");
-    cmd.arg(script).arg(keys.len()).arg(keys).arg(owner).arg(LEASE_TTL.as_millis() as u64);
+    cmd.arg(script).arg(keys.len()).arg(keys).arg(owner).arg(lease_ttl().as_millis() as u64);
     cmd
 }

@@ -20,6 +20,7 @@ async fn main() -> ExitCode {
         eprintln!("pulse-processor: --config <pipeline config file> is required (or PULSE_CONFIG)");
         return ExitCode::from(2);
     };
+    pulse_processor::lease::set_lease_ttl(Duration::from_millis(args.lease_ttl_ms));
     let owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7());
     let ctx = match pulse_processor::connect(&config, owner).await {
         Ok(ctx) => ctx,

@@ -23,6 +23,17 @@ pub struct Args {
     /// Where to serve /healthz, /readyz and /metrics.
     #[arg(long, env = "PULSE_LISTEN", default_value = "0.0.0.0:9090")]
     pub listen: SocketAddr,
+    /// How long a partition lease lasts without renewal, in milliseconds: a processor that
+    /// dies (or stalls) holds its partitions this long before another takes them over. Its
+    /// holder renews it every third of this. Shorter only for tests that move leases often.
+    #[arg(
+        long,
+        env = "PULSE_LEASE_TTL_MS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(300..=600_000),
+        global = true
+    )]
+    pub lease_ttl_ms: u64,
     /// Log format.
     #[arg(long, env = "PULSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json, global = true)]
     pub log_format: LogFormat,

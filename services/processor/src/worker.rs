@@ -14,7 +14,7 @@ use pulse_store::{
 use tokio::sync::watch;
 
 use crate::failed::PoisonWatch;
-use crate::lease::{LEASE_TTL, PartitionLeaseKeys};
+use crate::lease::{PartitionLeaseKeys, lease_ttl};
 use crate::metrics::ErrorLabel;
 use crate::stream::{Entry, PartitionStream};
 use crate::{Context, ProcessorError};
@@ -517,7 +517,7 @@ async fn renew(ctx: Arc<Context>, partition: u32, lost: watch::Sender<bool>) {
     let mut conn = ctx.conn.clone();
     let mut last_ok = Instant::now();
     loop {
-        tokio::time::sleep(LEASE_TTL / 3).await;
+        tokio::time::sleep(lease_ttl() / 3).await;
         match keys.renew(&mut conn, &ctx.owner).await {
             Ok(true) => last_ok = Instant::now(),
             Ok(false) => {
@@ -526,7 +526,7 @@ async fn renew(ctx: Arc<Context>, partition: u32, lost: watch::Sender<bool>) {
             }
             Err(e) => {
                 tracing::warn!(partition, error = %e, "lease renewal failed");
-                if last_ok.elapsed() >= LEASE_TTL {
+                if last_ok.elapsed() >= lease_ttl() {
                     let _ = lost.send(true);
                     return;
                 }

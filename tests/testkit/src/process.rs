@@ -105,6 +105,21 @@ impl ServerProcess {
         }
     }
 
+    /// Freezes the server with `SIGSTOP`, as a long GC pause, a stalled VM or a debugger
+    /// would: it keeps its sockets and state and carries on where it was after [`Self::resume`].
+    pub fn pause(&mut self) {
+        if let Some(child) = self.child.as_ref() {
+            send_signal(child.id(), libc::SIGSTOP);
+        }
+    }
+
+    /// Lets a server frozen by [`Self::pause`] run again (`SIGCONT`).
+    pub fn resume(&mut self) {
+        if let Some(child) = self.child.as_ref() {
+            send_signal(child.id(), libc::SIGCONT);
+        }
+    }
+
     /// Asks the server to stop with `SIGTERM` and waits up to `grace` before killing it.
     pub fn terminate(&mut self, grace: Duration) {
         self.stop_with(libc::SIGTERM, grace);

@@ -73,6 +73,11 @@ impl Pipeline {
 
     /// Starts a processor process.
     pub fn start_processor(&self, name: &str) -> ServerProcess {
+        self.start_processor_with(name, &[])
+    }
+
+    /// Starts a processor process with extra environment variables (its settings).
+    pub fn start_processor_with(&self, name: &str, env: &[(&str, &str)]) -> ServerProcess {
         let port =
             std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_pulse-processor"));
@@ -82,7 +87,8 @@ impl Pipeline {
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--log-format")
-            .arg("text");
+            .arg("text")
+            .envs(env.iter().copied());
         ServerProcess::spawn(name, command, &self.dir.path().join(format!("{name}.log")))
             .expect("start the processor")
     }
