@@ -8,8 +8,8 @@ use pulse_core::buffer::BufferedEvent;
 use pulse_core::rollup::{StreamPosition, periods_of};
 use pulse_store::rollups::period_doc_id;
 use pulse_store::{
-    Ballot, BatchRollups, EventWrite, FailedEvent, LogState, LogTail, PartitionLease, RecordAttempt, StoreError,
-    WriterMemory,
+    Ballot, BatchRollups, EventWrite, FailedEvent, LogState, LogTail, PartitionLease, RecordAttempt,
+    StoreError, WriterMemory,
 };
 use tokio::sync::watch;
 
@@ -184,7 +184,11 @@ pub struct WriterState {
 impl WriterState {
     /// A writer's state at the start of a tenure, for one of `partitions` partitions.
     pub fn new(partitions: u32) -> Self {
-        WriterState { memory: WriterMemory::for_one_of(partitions), poison: PoisonWatch::default(), log: None }
+        WriterState {
+            memory: WriterMemory::for_one_of(partitions),
+            poison: PoisonWatch::default(),
+            log: None,
+        }
     }
 
     /// Drops what a write whose outcome is unknown may have made untrue: where the log ends.
@@ -278,7 +282,10 @@ pub async fn store_entries<'e>(
     };
     let stored = write_record(ctx, lease, entries, redelivered, state, plan, &tenure).await;
     match &stored {
-        Ok(_) => state.log = Some(LogState { tail: LogTail { record: plan.attempt.record, last: range.1 }, open: None }),
+        Ok(_) => {
+            state.log =
+                Some(LogState { tail: LogTail { record: plan.attempt.record, last: range.1 }, open: None })
+        }
         Err(_) => state.forget(),
     }
     stored
@@ -300,9 +307,14 @@ fn plan_record(
 ) -> Result<RecordPlan, ProcessorError> {
     let Some(open) = &log.open else {
         if range.0 <= log.tail.last {
-            return Err(StoreError::Moved(format!("entries up to {:?} of the rollup log", log.tail.last)).into());
+            return Err(
+                StoreError::Moved(format!("entries up to {:?} of the rollup log", log.tail.last)).into()
+            );
         }
-        return Ok(RecordPlan { attempt: RecordAttempt { record: log.tail.record + 1, redo: false }, ballot: Some(0) });
+        return Ok(RecordPlan {
+            attempt: RecordAttempt { record: log.tail.record + 1, redo: false },
+            ballot: Some(0),
+        });
     };
     let record = format!("record {} of the rollup log", open.record);
     if (open.first, open.last) != range {
@@ -374,7 +386,8 @@ async fn write_record<'e>(
     }
     // The semaphore is never closed, so the turn always comes.
     let turn = ctx.store_turns.acquire().await.ok();
-    let store = store_batch(ctx, lease, entries, (&writes, &origins), (redelivered, plan, tenure), memory, poison);
+    let store =
+        store_batch(ctx, lease, entries, (&writes, &origins), (redelivered, plan, tenure), memory, poison);
     let stored = tokio::time::timeout(crate::STORE_TIMEOUT, store).await;
     drop(turn);
     let (first, blocks) = stored.map_err(|_| ProcessorError::StoreTimeout(crate::STORE_TIMEOUT))??;
@@ -399,7 +412,10 @@ async fn store_batch<'e>(
 ) -> Result<(Vec<(StreamPosition, &'e BufferedEvent)>, Vec<String>), ProcessorError> {
     let started = Instant::now();
     let (partition, record) = (lease.partition, plan.attempt.record);
-    let range = (entries.first().map(|e| e.position).unwrap_or_default(), entries.last().map(|e| e.position).unwrap_or_default());
+    let range = (
+        entries.first().map(|e| e.position).unwrap_or_default(),
+        entries.last().map(|e| e.position).unwrap_or_default(),
+    );
     let taken = |ballot| StoreError::Moved(format!("ballot {ballot} of record {record} of the rollup log"));
     if let Some(ballot) = plan.ballot
         && !ctx.store.take_ballot(partition, record, ballot, Ballot::Begin, range, tenure).await?

@@ -40,8 +40,8 @@ pub use blocks::BlockRef;
 pub use documents::{bson_of_json, json_of_bson};
 pub use events::{EventWrite, InsertOutcome, Refusal, StoredFlags};
 pub use failed::{FailedEvent, FailureReason};
-pub use memory::WriterMemory;
 pub use log::{Ballot, LogState, LogTail, OpenRecord};
+pub use memory::WriterMemory;
 pub use rollups::{BatchRollups, PartitionLease, RecordAttempt, RecordDelta};
 pub use schema::SchemaReport;
 

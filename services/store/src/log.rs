@@ -100,8 +100,11 @@ impl Store {
         };
         let next = tail.record + 1;
         let prefix = format!("b|p{partition}|{next:012}|");
-        let mut ballots: Vec<Document> =
-            log.find(doc! { "_id": { "$gte": &prefix, "$lt": format!("{prefix}~") } }).await?.try_collect().await?;
+        let mut ballots: Vec<Document> = log
+            .find(doc! { "_id": { "$gte": &prefix, "$lt": format!("{prefix}~") } })
+            .await?
+            .try_collect()
+            .await?;
         ballots.sort_by_key(|d| int(d.get("ballot")));
         let open = match ballots.last() {
             Some(d) => Some(OpenRecord {
@@ -187,7 +190,10 @@ impl Store {
 fn position(d: &Document, field: &str) -> Result<StreamPosition, StoreError> {
     let text = d.get_str(field).unwrap_or_default();
     StreamPosition::from_key(text).ok_or_else(|| {
-        StoreError::Encode(format!("rollup log document {:?} has an unreadable {field} {text:?}", d.get("_id")))
+        StoreError::Encode(format!(
+            "rollup log document {:?} has an unreadable {field} {text:?}",
+            d.get("_id")
+        ))
     })
 }
 

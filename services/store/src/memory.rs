@@ -105,7 +105,11 @@ impl WriterMemory {
     }
 
     /// Records users now counted (claimed) in `period`'s buckets, by event name.
-    pub(crate) fn applied<'u>(&mut self, period: &str, counted: impl IntoIterator<Item = (&'u str, &'u str)>) {
+    pub(crate) fn applied<'u>(
+        &mut self,
+        period: &str,
+        counted: impl IntoIterator<Item = (&'u str, &'u str)>,
+    ) {
         let keys: Vec<(&str, u128)> = counted.into_iter().map(|(e, u)| (e, self.user_key(u))).collect();
         let batch = self.batch;
         if !self.periods.contains_key(period) {

@@ -21,7 +21,10 @@ impl Store {
         to: i64,
     ) -> Result<BTreeMap<i64, BucketTotals>, StoreError> {
         let mut series: BTreeMap<i64, BucketTotals> = BTreeMap::new();
-        for share in self.shares_matching(doc! {}, |p| p.interval == interval && p.start >= from && p.start < to).await? {
+        for share in self
+            .shares_matching(doc! {}, |p| p.interval == interval && p.start >= from && p.start < to)
+            .await?
+        {
             if let Some(b) = share.buckets.get(event) {
                 series.entry(share.period.start).and_modify(|t| t.merge(b)).or_insert_with(|| b.clone());
             }
@@ -80,7 +83,10 @@ impl Store {
 
 /// A period entry of a delta (`{id, i, s, ev}`) as its key.
 pub(crate) fn period_key(period: &Document) -> Option<PeriodKey> {
-    Some(PeriodKey { interval: interval_of_name(period.get_str("i").ok()?)?, start: period.get_i64("s").ok()? })
+    Some(PeriodKey {
+        interval: interval_of_name(period.get_str("i").ok()?)?,
+        start: period.get_i64("s").ok()?,
+    })
 }
 
 /// One partition's share of one period's buckets: what the query API keeps in memory.

@@ -12,10 +12,10 @@ use pulse_core::rollup::{
 };
 
 use crate::collections::{EVENTS, LEGACY};
-use crate::log::{ROLLUP_LOG, record_tag};
-use crate::rollups::{BUCKET_USERS_PREFIX, bucket_users_collection, claim_id};
 use crate::documents::json_of_bson;
+use crate::log::{ROLLUP_LOG, record_tag};
 use crate::rollups::BatchRollups;
+use crate::rollups::{BUCKET_USERS_PREFIX, bucket_users_collection, claim_id};
 use crate::{Store, StoreError};
 
 /// A bucket's numbers.

@@ -26,7 +26,9 @@ use mongodb::bson::{Document, doc};
 use pulse_core::buffer::BufferedEvent;
 use pulse_core::config::RollupInterval;
 use pulse_core::property::PropertyPath;
-use pulse_core::rollup::{Contribution, PeriodKey, StreamPosition, buckets_of, counts_users, encode_key, interval_name};
+use pulse_core::rollup::{
+    Contribution, PeriodKey, StreamPosition, buckets_of, counts_users, encode_key, interval_name,
+};
 
 use crate::memory::WriterMemory;
 use crate::{Store, StoreError};
@@ -146,7 +148,10 @@ impl Store {
                 }
                 let mut num = Document::new();
                 for (path, s) in &contribution.numeric {
-                    num.insert(path, doc! { "sum": s.sum, "min": s.min, "max": s.max, "count": s.count as i64 });
+                    num.insert(
+                        path,
+                        doc! { "sum": s.sum, "min": s.min, "max": s.max, "count": s.count as i64 },
+                    );
                 }
                 if !num.is_empty() {
                     bucket.insert("num", num);
@@ -252,7 +257,8 @@ impl Store {
             Some(open) => (open.first, open.last),
             None => (first, last),
         };
-        let moved = || StoreError::Moved(format!("record {} of partition {partition}'s rollup log", attempt.record));
+        let moved =
+            || StoreError::Moved(format!("record {} of partition {partition}'s rollup log", attempt.record));
         if let Some(b) = ballot
             && !self.take_ballot(partition, attempt.record, b, Ballot::Begin, range, &tenure).await?
         {
