@@ -320,13 +320,17 @@ async fn rebuild_equals_recount_and_processing_continues_exactly() {
             events.iter().enumerate().map(|(i, e)| (pos(i as u64), e)).collect();
         let lease = PartitionLease { partition: 0, fence: 1 };
         f.process(lease, &entries[..40]).await.expect("batch");
-        // Corrupt a bucket, then rebuild.
-        f.store
-            .database()
-            .collection::<mongodb::bson::Document>("rollups")
-            .update_many(mongodb::bson::doc! {}, mongodb::bson::doc! { "$inc": { "events": 1000 } })
-            .await
-            .expect("corrupt");
+        // Corrupt a bucket (a record that counts 1,000 views more), then rebuild.
+        let day = pulse_core::rollup::PeriodKey {
+            interval: RollupInterval::Day,
+            start: pulse_core::rollup::bucket_start(events[0].timestamp, RollupInterval::Day, &f.tz),
+        };
+        let bogus = mongodb::bson::doc! {
+            "id": day.id(), "i": "day", "s": day.start, "ev": { "view": { "n": 1000_i64, "u": 0_i64 } },
+        };
+        f.store.commit_record(0, 99, (pos(0), pos(1)), vec![bogus]).await.expect("corrupt");
+        let stored = f.store.stored_rollups().await.expect("stored");
+        assert!(stored.get(&day.bucket("view").id()).is_some_and(|t| t.events >= 1000), "corrupted");
         let written = f.store.rebuild(&f.rollups(), &[(0, pos(39), 1)]).await.expect("rebuild");
         assert!(written > 0);
         // A rebuild ends every tenure (it takes every lease), and with it the memory.
