@@ -114,6 +114,25 @@ impl PartitionStream {
         Ok(reply.ids.into_iter().filter_map(|item| entry_of(item, false)).collect())
     }
 
+    /// Whether the stream still holds an entry after `after` and before `before` (both
+    /// excluded): one not yet counted, if `after` is where the rollup log ends.
+    pub async fn holds_entries_between(
+        &self,
+        conn: &mut Connection,
+        after: StreamPosition,
+        before: StreamPosition,
+    ) -> redis::RedisResult<bool> {
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(&self.key)
+            .arg(format!("({}", after.to_redis_id()))
+            .arg(format!("({}", before.to_redis_id()))
+            .arg("COUNT")
+            .arg(1)
+            .query_async(conn)
+            .await?;
+        Ok(!reply.ids.is_empty())
+    }
+
     /// Acknowledges `entries` (stored), deletes them, and lowers the backlog.
     pub async fn ack(&self, conn: &mut Connection, entries: &[(String, u64)]) -> redis::RedisResult<u64> {
         if entries.is_empty() {

@@ -26,6 +26,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const MAX_READ_ENTRIES: usize = 1000;
 /// How often a partition's small event blocks are merged.
 const COMPACT_EVERY: Duration = Duration::from_secs(60);
+/// How often a partition's rollup log is compacted (it grows by a record per batch).
+const LOG_COMPACT_EVERY: Duration = Duration::from_secs(600);
 
 /// Processes `partition` until `stop` says so or the lease is lost, then gives the lease up.
 pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Receiver<bool>) {
@@ -45,6 +47,7 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
         tracing::warn!(partition, error = %e, "cannot create the consumer group yet");
     }
     let mut last_compaction = Instant::now();
+    let mut last_log_compaction = Instant::now();
     while !(*stop.borrow() || *lost.borrow()) {
         match step(&ctx, &stream, lease, &mut read_size, &mut state).await {
             Ok(0) => {
@@ -75,6 +78,10 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
         if last_compaction.elapsed() >= COMPACT_EVERY {
             last_compaction = Instant::now();
             compact(&ctx, partition).await;
+        }
+        if last_log_compaction.elapsed() >= LOG_COMPACT_EVERY {
+            last_log_compaction = Instant::now();
+            compact_log(&ctx, partition).await;
         }
     }
     renewer.abort();
@@ -232,6 +239,16 @@ pub async fn process(
     state: &mut WriterState,
 ) -> Result<(), ProcessorError> {
     let started = Instant::now();
+    // A record must start right after the one before it: entries a paused writer read
+    // earlier (still pending) come first, or they would fall under the log's end uncounted.
+    let log = state.log(ctx, lease.partition).await?;
+    if let (None, Some(first)) = (&log.open, entries.first())
+        && first.position > log.tail.last
+        && stream.holds_entries_between(&mut ctx.conn.clone(), log.tail.last, first.position).await?
+    {
+        state.forget();
+        return Err(StoreError::Moved(format!("entries before {} are not counted yet", first.id)).into());
+    }
     let stored = store_entries(ctx, lease, entries, redelivered, state).await?;
     let first = &stored.first;
     let written: usize = entries.iter().map(|e| e.events.as_ref().map(Vec::len).unwrap_or(0)).sum();
@@ -506,6 +523,28 @@ async fn compact(ctx: &Context, partition: u32) {
     if let Err(e) = pulse_buffer::publish_changes(&mut conn, &ctx.tenant, &[], &merged).await {
         tracing::warn!(partition, error = %e, "merged blocks not announced; readers find them in the index");
     }
+}
+
+/// Merges the partition's rollup log into a new version (and drops expired periods). A
+/// failure waits for the next round: the log stays readable meanwhile.
+async fn compact_log(ctx: &Context, partition: u32) {
+    let turn = ctx.store_turns.acquire().await.ok();
+    let now = jiff::Timestamp::now().as_millisecond();
+    match ctx.store.compact_rollup_log(partition, now).await {
+        Ok(done) if done.records_merged > 0 => tracing::debug!(
+            partition,
+            version = done.version,
+            records = done.records_merged,
+            expired_periods = done.periods_dropped,
+            "rollup log compacted"
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            ctx.metrics.errors.get_or_create(&ErrorLabel { kind: "compaction" }).inc();
+            tracing::warn!(partition, error = %e, "rollup log compaction failed; retrying later");
+        }
+    }
+    drop(turn);
 }
 
 /// How many entries to read at once, so that a read holds about a batch of events: an entry

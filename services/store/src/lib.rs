@@ -23,6 +23,7 @@
 //! Exactness without transactions: see docs/exactness.md and [`rollups`].
 
 pub mod blocks;
+pub mod compaction;
 mod documents;
 mod events;
 pub mod failed;
@@ -37,6 +38,7 @@ pub mod rollups;
 mod schema;
 
 pub use blocks::BlockRef;
+pub use compaction::Compaction;
 pub use documents::{bson_of_json, json_of_bson};
 pub use events::{EventWrite, InsertOutcome, Refusal, StoredFlags};
 pub use failed::{FailedEvent, FailureReason};

@@ -179,11 +179,10 @@ impl Store {
         }
     }
 
-    /// Every delta matching `filter` (all of them for an empty one).
+    /// The documents whose sum is the rollups, among those `filter` selects (all for an
+    /// empty one): records, and versions that compaction merged them into.
     pub(crate) async fn deltas(&self, filter: Document) -> Result<Vec<Document>, StoreError> {
-        let mut filter = filter;
-        filter.insert("_id", doc! { "$gte": "d|", "$lt": "d}" });
-        Ok(self.db.collection::<Document>(ROLLUP_LOG).find(filter).await?.try_collect().await?)
+        self.live_records(filter).await
     }
 }
 

@@ -262,7 +262,7 @@ pub fn totals_of(bucket: &Document, counts_users: bool) -> BucketTotals {
 }
 
 /// A bucket's numbers as stored in `ev.<event>` of a period document.
-fn document_of_totals(t: &BucketTotals) -> Document {
+pub(crate) fn document_of_totals(t: &BucketTotals) -> Document {
     let mut d = doc! { "n": t.events as i64 };
     if let Some(u) = t.users {
         d.insert("u", u as i64);

@@ -351,3 +351,58 @@ async fn ensure_schema_is_idempotent() {
     }
     store.ping().await.expect("the server still answers");
 }
+
+#[tokio::test]
+async fn compaction_keeps_every_sum_and_drops_expired_minutes() {
+    let ferret = FerretDb::start().await.expect("ferretdb");
+    let f = Fixture::new(&ferret, Tenure::Kept).await;
+    let events = sample_of_users(20);
+    let entries: Vec<(StreamPosition, &BufferedEvent)> =
+        events.iter().enumerate().map(|(i, e)| (pos(i as u64), e)).collect();
+    let lease = PartitionLease { partition: 0, fence: 1 };
+    for batch in entries[..40].chunks(5) {
+        f.process(lease, batch).await.expect("batch");
+    }
+    let before = f.store.stored_rollups().await.expect("stored");
+    let t0 = events.iter().map(|e| e.timestamp).min().unwrap_or_default();
+    let done = f.store.compact_rollup_log(0, t0).await.expect("compaction");
+    assert_eq!(done.records_merged, 7, "every record but the newest: {done:?}");
+    assert_eq!(f.store.stored_rollups().await.expect("stored"), before, "the same sums");
+    assert_eq!(f.store.log_state(0).await.expect("log").tail.last, pos(39), "the log's end is kept");
+    // A compaction interrupted before its marker changes nothing readers see.
+    f.store
+        .database()
+        .collection::<mongodb::bson::Document>("rollup_log")
+        .insert_one(mongodb::bson::doc! { "_id": "c|p0|000000000099|20260101", "p": 0_i64, "upto": 99_i64,
+        "periods": [{ "id": "day|x", "i": "day", "s": t0, "ev": { "view": { "n": 1000_i64 } } }] })
+        .await
+        .expect("a version without its marker");
+    assert_eq!(
+        f.store.stored_rollups().await.expect("stored"),
+        before,
+        "a version without marker is not read"
+    );
+    for batch in entries[40..].chunks(5) {
+        f.process(lease, batch).await.expect("batch after the compaction");
+    }
+    f.assert_exact().await;
+    // Fifteen days later, minute periods are past their retention; hours and days stay.
+    let later = t0 + 15 * 86_400_000;
+    let done = f.store.compact_rollup_log(0, later).await.expect("second compaction");
+    assert!(done.periods_dropped > 0, "{done:?}");
+    let stored = f.store.stored_rollups().await.expect("stored");
+    let recount = f.store.recount(&f.rollups()).await.expect("recount");
+    // Only the newest record, which stays a record, still holds minutes.
+    let newest: Vec<String> = entries[55..]
+        .iter()
+        .map(|(_, e)| {
+            let start = pulse_core::rollup::bucket_start(e.timestamp, RollupInterval::Minute, &f.tz);
+            pulse_core::rollup::PeriodKey { interval: RollupInterval::Minute, start }.bucket(&e.event).id()
+        })
+        .collect();
+    let minutes: Vec<&String> = stored.keys().filter(|k| k.starts_with("minute|")).collect();
+    assert!(minutes.iter().all(|k| newest.contains(k)), "minutes dropped: {minutes:?}");
+    for (id, want) in recount.iter().filter(|(id, _)| !id.starts_with("minute|")) {
+        assert!(stored.get(id).is_some_and(|got| got.agrees_with(want)), "bucket {id}");
+    }
+}
