@@ -1,6 +1,8 @@
 //! One active writer per partition: a lease in Redis with a fencing token. Only the holder
-//! processes the partition; the token, written with every rollup update, lets the store
-//! refuse a writer whose lease has passed to another.
+//! processes the partition. The lease keeps writers from working against each other, but
+//! exactness does not rest on it: a holder paused past its lease can still write, and the
+//! rollup log's ballots (pulse-store's `log`) make its late writes harmless. The token
+//! names the writer's tenure in them.
 
 use std::sync::OnceLock;
 use std::time::Duration;

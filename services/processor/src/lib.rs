@@ -64,7 +64,7 @@ impl ProcessorError {
                 "config"
             }
             ProcessorError::Redis(_) => "redis",
-            ProcessorError::Store(StoreError::Fenced { .. }) => "fenced",
+            ProcessorError::Store(StoreError::Moved(_)) => "moved",
             ProcessorError::Store(_) | ProcessorError::StoreTimeout(_) => "store",
             ProcessorError::Serve(_) => "http",
             ProcessorError::Rebuild(_) => "rebuild",

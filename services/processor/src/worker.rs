@@ -59,10 +59,6 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
                 backoff.reset();
                 idle = IDLE_MIN;
             }
-            Err(ProcessorError::Store(StoreError::Fenced { .. })) => {
-                tracing::warn!(partition, "another processor took this partition over");
-                break;
-            }
             Err(e) => {
                 // A write whose outcome is unknown may have changed what the memory says.
                 state.forget();
@@ -247,7 +243,11 @@ pub async fn process(
         && stream.holds_entries_between(&mut ctx.conn.clone(), log.tail.last, first.position).await?
     {
         state.forget();
-        return Err(StoreError::Moved(format!("entries before {} are not counted yet", first.id)).into());
+        return Err(StoreError::Moved(format!(
+            "the record after the log's end (entries before {} are pending)",
+            first.id
+        ))
+        .into());
     }
     let stored = store_entries(ctx, lease, entries, redelivered, state).await?;
     let first = &stored.first;

@@ -72,10 +72,10 @@ pub enum StoreError {
     Mongo(#[from] mongodb::error::Error),
     #[error("a document could not be encoded: {0}")]
     Encode(String),
-    #[error("partition {partition}: another processor holds a newer lease (fencing token {newer} > {ours})")]
-    Fenced { partition: u32, ours: u64, newer: u64 },
+    /// Another writer took `0` first (a record of the rollup log, or its ballot), or the
+    /// log moved on: the batch is read again from where the log ends.
     #[error(
-        "rollup document {0} changed under its writer (a write whose outcome was unknown): the batch is applied again from what the store holds"
+        "{0} was taken by another writer, or the rollup log moved on: the batch is tried again from where the log ends"
     )]
     Moved(String),
     /// `detail` is what the store said; kept out of the message, which is logged.
