@@ -48,10 +48,6 @@ fn rounds(default: usize) -> usize {
     std::env::var("PULSE_SPLIT_BRAIN_ROUNDS").ok().and_then(|n| n.parse().ok()).unwrap_or(default)
 }
 
-// Not in `make test` yet: on the rollup log it passed 2 runs of 4; one failed on its own
-// Redis client timing out under load, one on the raw-events check, not explained yet (issue
-// 18 stays open on it). Run it with `cargo test -p pulse-processor --test split_brain -- --ignored`.
-#[ignore = "one unexplained raw-events mismatch in 4 runs: see the comment above"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exact_when_a_frozen_holder_resumes_its_batch_after_its_lease_passed() {
     let mut run = SplitBrain::start("s", "1000", 11).await;
