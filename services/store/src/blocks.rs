@@ -315,6 +315,18 @@ impl Store {
     /// Deletes the blocks whose latest event is older than `cutoff` (epoch ms): their
     /// blocks first, then their entries. Returns the number of blocks deleted. A block
     /// spans at most one UTC day, so its events outlive the raw ones by less than a day.
+    /// Whether an event block holds an event from before `cutoff` (a pass over the small
+    /// block index, not over the events).
+    pub(crate) async fn holds_events_before(&self, cutoff: i64) -> Result<bool, StoreError> {
+        let found = self
+            .db
+            .collection::<Document>(crate::collections::EVENT_BLOCK_INDEX)
+            .find_one(doc! { "lo": { "$lt": cutoff } })
+            .projection(doc! { "_id": 1 })
+            .await?;
+        Ok(found.is_some())
+    }
+
     pub(crate) async fn delete_expired_blocks(&self, cutoff: i64) -> Result<u64, StoreError> {
         let expired = self.block_ids(doc! { "hi": { "$lt": cutoff } }).await?;
         self.delete_blocks(&expired).await?;

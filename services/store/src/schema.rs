@@ -71,10 +71,10 @@ impl Store {
         Ok(SchemaReport { ttl_index })
     }
 
-    /// Deletes raw events older than `retention` (where there is no TTL index), event
-    /// blocks whose newest event is older than `retention`, and rollup buckets past their
-    /// own retention: minute buckets after 14 days, hour buckets after
-    /// 400 days; day buckets are kept (they are small and outlive raw events on purpose).
+    /// Deletes, by whole UTC days, raw events older than `retention` (where there is no TTL
+    /// index), event blocks whose newest event is, and the user claims of their periods.
+    /// Rollup periods past their own retention (minutes after 14 days, hours after 400;
+    /// days are kept) are left out by the rollup log's compaction ([`crate::compaction`]).
     pub async fn delete_expired(
         &self,
         now_ms: i64,
@@ -82,16 +82,20 @@ impl Store {
         ttl_index: bool,
     ) -> Result<u64, StoreError> {
         let mut deleted = 0;
-        if !ttl_index {
-            let cutoff = mongodb::bson::DateTime::from_millis(now_ms - retention.as_millis());
+        // Whole UTC days expire at once, so that the passes over the events collection (on
+        // a store without TTL indexes) happen once a day, and only when an event block says
+        // an event of an expired day is there.
+        const DAY_MS: i64 = 86_400_000;
+        let cutoff = (now_ms - retention.as_millis()).div_euclid(DAY_MS) * DAY_MS;
+        if !ttl_index && self.holds_events_before(cutoff).await? {
             deleted += self
                 .db
                 .collection::<mongodb::bson::Document>(EVENTS)
-                .delete_many(doc! { "ts": { "$lt": cutoff } })
+                .delete_many(doc! { "ts": { "$lt": mongodb::bson::DateTime::from_millis(cutoff) } })
                 .await?
                 .deleted_count;
         }
-        deleted += self.delete_expired_blocks(now_ms - retention.as_millis()).await?;
+        deleted += self.delete_expired_blocks(cutoff).await?;
         // User claims of periods past retention go by whole collections, one per day.
         let oldest_kept = crate::rollups::bucket_users_collection(now_ms - retention.as_millis());
         for name in self.db.list_collection_names().await? {
