@@ -53,6 +53,9 @@ pub struct PartitionLoad {
     pending: Vec<Entry>,
     pending_events: usize,
     last: StreamPosition,
+    /// The most entries a batch may have: halved when a batch ran past the store timeout
+    /// (the store only slows as it fills), so later batches do not wait for it again.
+    max_entries: usize,
 }
 
 impl PartitionLoad {
@@ -63,6 +66,7 @@ impl PartitionLoad {
             pending: Vec::new(),
             pending_events: 0,
             last: StreamPosition::default(),
+            max_entries: usize::MAX,
         }
     }
 
@@ -117,7 +121,11 @@ impl PartitionLoad {
     pub async fn store(&mut self, ctx: &Context, batches: Vec<Vec<Entry>>) -> Result<LoadStats, LoadError> {
         let mut stats = LoadStats::default();
         let mut queue: VecDeque<(Vec<Entry>, bool)> = batches.into_iter().map(|b| (b, false)).collect();
-        while let Some((batch, mut redelivered)) = queue.pop_front() {
+        while let Some((mut batch, mut redelivered)) = queue.pop_front() {
+            if batch.len() > self.max_entries {
+                let rest = batch.split_off(self.max_entries);
+                queue.push_front((rest, redelivered));
+            }
             let mut tries = 0;
             loop {
                 tries += 1;
@@ -130,6 +138,7 @@ impl PartitionLoad {
                     Err(ProcessorError::StoreTimeout(_)) if batch.len() > 1 => {
                         self.state.forget();
                         stats.splits += 1;
+                        self.max_entries = batch.len() / 2;
                         let mut first = batch;
                         let second = first.split_off(first.len() / 2);
                         queue.push_front((second, true));

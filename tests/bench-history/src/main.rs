@@ -196,7 +196,7 @@ async fn run(args: &Args) -> Result<(), LoaderError> {
         total.add(today);
         let secs = day_started.elapsed().as_secs_f64();
         eprintln!(
-            "day {} of history loaded ({}): {} events in {secs:.1} s, {:.0} events/s; {} events in {:.0} s in all",
+            "day {} of history loaded ({}): {} events stored in {secs:.1} s, {:.0} events/s; {} events in {:.0} s in all",
             args.days_from + (args.days_to - day),
             date(day_start),
             today.events,
