@@ -52,38 +52,40 @@ pub struct PartitionLoad {
     state: WriterState,
     pending: Vec<Entry>,
     pending_events: usize,
-    last: StreamPosition,
+    run_ms: u64,
+    next_sequence: u64,
     /// The most entries a batch may have: halved when a batch ran past the store timeout
     /// (the store only slows as it fills), so later batches do not wait for it again.
     max_entries: usize,
 }
 
 impl PartitionLoad {
-    pub fn new(lease: PartitionLease, partitions: u32) -> Self {
+    /// `run_ms`: the run's start, epoch milliseconds (the positions' time).
+    pub fn new(lease: PartitionLease, partitions: u32, run_ms: u64) -> Self {
         PartitionLoad {
             lease,
             state: WriterState::new(partitions),
             pending: Vec::new(),
             pending_events: 0,
-            last: StreamPosition::default(),
+            run_ms,
+            next_sequence: 0,
             max_entries: usize::MAX,
         }
     }
 
-    /// Appends one request's events as a stream entry, at a position after the last one
-    /// (its receive time, as Redis gives; one later when requests arrive out of order).
-    pub fn push(&mut self, received_at: i64, events: Vec<BufferedEvent>) {
-        let millis = u64::try_from(received_at).unwrap_or(0).max(self.last.millis);
-        let sequence =
-            if millis == self.last.millis && self.pending_or_stored() { self.last.sequence + 1 } else { 0 };
-        let position = StreamPosition { millis, sequence };
-        self.last = position;
+    /// Appends one request's events as a stream entry. Positions continue after everything
+    /// the partition has stored, as a stream read now would: the run's start time and a
+    /// counter (a later run, or the processor's later entries, come after it; a history
+    /// loaded in several runs goes back in time, so its receive times cannot be positions).
+    pub fn push(&mut self, events: Vec<BufferedEvent>) {
+        let position = StreamPosition { millis: self.run_ms, sequence: self.next_sequence };
+        self.next_sequence += 1;
         self.pending_events += events.len();
-        self.pending.push(Entry { id: format!("{millis}-{sequence}"), position, events: Ok(events) });
-    }
-
-    fn pending_or_stored(&self) -> bool {
-        self.last != StreamPosition::default()
+        self.pending.push(Entry {
+            id: format!("{}-{}", position.millis, position.sequence),
+            position,
+            events: Ok(events),
+        });
     }
 
     /// Takes the pending entries as batches of at most `batch_events` events (at least one
@@ -183,29 +185,30 @@ mod tests {
     }
 
     fn load() -> PartitionLoad {
-        PartitionLoad::new(PartitionLease { partition: 0, fence: 1 }, 8)
+        PartitionLoad::new(PartitionLease { partition: 0, fence: 1 }, 8, 1_000)
     }
 
     #[test]
     fn positions_only_grow() {
         let mut p = load();
-        for at in [1_000, 1_000, 900, 2_000] {
-            p.push(at, events(1));
+        for _ in 0..3 {
+            p.push(events(1));
         }
         let ids: Vec<&str> = p.pending.iter().map(|e| e.id.as_str()).collect();
-        assert_eq!(ids, ["1000-0", "1000-1", "1000-2", "2000-0"]);
+        assert_eq!(ids, ["1000-0", "1000-1", "1000-2"]);
+        assert!(p.pending.windows(2).all(|w| w[0].position < w[1].position));
     }
 
     #[test]
     fn batches_are_full_until_the_end() {
         let mut p = load();
         for _ in 0..7 {
-            p.push(5, events(3));
+            p.push(events(3));
         }
         let full = p.take_batches(10, false);
         assert_eq!(full.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3]);
         assert_eq!(p.pending.len(), 1);
-        p.push(6, events(9));
+        p.push(events(9));
         let rest = p.take_batches(10, true);
         assert_eq!(rest.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1]);
         assert!(p.pending.is_empty());

@@ -136,8 +136,9 @@ async fn run(args: &Args) -> Result<(), LoaderError> {
     let lost = Arc::new(AtomicBool::new(false));
     let renewer = tokio::spawn(renew_leases(Arc::clone(&ctx), owner.clone(), Arc::clone(&lost)));
     let traffic = Traffic { seed: args.seed, events_per_day: args.events_per_day, users: args.users };
+    let run_ms = u64::try_from(now).unwrap_or(0);
     let mut loads: Vec<PartitionLoad> =
-        leases.iter().map(|l| PartitionLoad::new(*l, ctx.partitions)).collect();
+        leases.iter().map(|l| PartitionLoad::new(*l, ctx.partitions, run_ms)).collect();
     eprintln!(
         "loading days {} to {} back from {} ({} events a day, {} users, {} partitions, batches of {} events)",
         args.days_from,
@@ -162,7 +163,7 @@ async fn run(args: &Args) -> Result<(), LoaderError> {
                 let Some(first) = request.events.first() else { continue };
                 let partition = partition_of(&first.distinct_id, ctx.partitions) as usize;
                 if let Some(load) = loads.get_mut(partition) {
-                    load.push(request.received_at, request.events);
+                    load.push(request.events);
                 }
             }
             let last = day == args.days_from && hour == 23;
