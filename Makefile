@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Runs a step and prints how long it took: $(call timed,label,command)
 timed = start=$$SECONDS; $(2); echo "[make] $(1) took $$((SECONDS - start))s"
 
-.PHONY: all env lint fmt crds test test-only bench-ingest bench-processor bench-compat bench-query demo chart-test
+.PHONY: all env lint fmt crds test test-only bench-ingest bench-processor bench-history bench-compat bench-query demo chart-test
 
 all: test
 
@@ -64,6 +64,10 @@ bench-ingest: env
 ## bench-processor: raw insert_many into the store vs. the processor end to end, and rollup freshness
 bench-processor: env
 	@bash tests/bench/processor.sh
+
+## bench-history: the processor on a store holding 1, 3 and 10 days of history (BENCH_DAYS, BENCH_EVENTS_PER_DAY, BENCH_BACKEND=sqlite|postgresql)
+bench-history: env
+	@bash tests/bench/history.sh
 
 ## bench-compat: ingest throughput through the Segment and PostHog compat endpoints next to native
 bench-compat: env

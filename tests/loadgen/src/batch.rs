@@ -26,8 +26,12 @@ pub struct EventShape {
     pub mix: EventMix,
     /// Distinct users; ids are `user-000000` upwards.
     pub users: u64,
-    /// Timestamps fall in the minute before this instant, epoch milliseconds.
+    /// The SDK's send time, epoch milliseconds.
     pub now_ms: i64,
+    /// Timestamps fall in the `spread_ms` before `spread_end_ms` (the minute before
+    /// `now_ms` by default; a backfill spreads them over past days).
+    pub spread_ms: i64,
+    pub spread_end_ms: i64,
     /// The API the bodies are for.
     pub format: WireFormat,
     /// The write key, for formats that carry it in the body (PostHog's `api_key`).
@@ -58,7 +62,7 @@ impl BatchTemplate {
             json.extend_from_slice(&[b'0'; REQUEST_DIGITS]);
             let event = serde_json::Value::from(shape.mix.pick(rng));
             let user = rng.random_range(0..shape.users.max(1));
-            let timestamp = shape.now_ms - rng.random_range(0..60_000);
+            let timestamp = shape.spread_end_ms - rng.random_range(0..shape.spread_ms.max(1));
             // Writing into a Vec cannot fail.
             let _ = write!(json, "-{i:04}");
             let user = format!("user-{user:06}");
@@ -125,6 +129,8 @@ pub(crate) fn sample_shape() -> EventShape {
         mix: "signup:1,page_viewed:8,purchase:1".parse().expect("valid mix"),
         users: 100,
         now_ms: 1_750_000_000_000,
+        spread_ms: 60_000,
+        spread_end_ms: 1_750_000_000_000,
         format: WireFormat::Native,
         api_key: "k1".to_string(),
     }
@@ -209,5 +215,20 @@ mod tests {
         assert_eq!(&request_digits(0), b"0000000000");
         assert_eq!(&request_digits(9_876_543_210), b"9876543210");
         assert_eq!(&request_digits(12), b"0000000012");
+    }
+
+    #[test]
+    fn a_backfill_spreads_timestamps_over_the_span() {
+        const DAY: i64 = 86_400_000;
+        let end = 1_750_000_000_000 - 3 * DAY;
+        let shape = EventShape { spread_ms: 10 * DAY, spread_end_ms: end, ..shape() };
+        let template = BatchTemplate::build(&shape, 500, &mut StdRng::seed_from_u64(3));
+        let times: Vec<i64> = events_of(&template.body(1))
+            .iter()
+            .map(|e| e["timestamp"].as_i64().expect("integer timestamp"))
+            .collect();
+        assert!(times.iter().all(|t| (end - 10 * DAY..=end).contains(t)));
+        let span = times.iter().max().unwrap_or(&0) - times.iter().min().unwrap_or(&0);
+        assert!(span > 8 * DAY, "spread over {span} ms");
     }
 }

@@ -66,6 +66,13 @@ pub struct Args {
     /// Seconds to wait for one request's answer before counting it as an error.
     #[arg(long, default_value_t = 30.0)]
     pub timeout: f64,
+    /// Event timestamps fall at random in this many milliseconds before --spread-end-ms
+    /// (a backfill of history: e.g. 864000000 for ten days).
+    #[arg(long, default_value_t = 60_000)]
+    pub spread_ms: i64,
+    /// The end of the timestamps' spread, epoch milliseconds (default: the start of the run).
+    #[arg(long)]
+    pub spread_end_ms: Option<i64>,
 }
 
 /// A run's settings, checked.
@@ -94,6 +101,8 @@ pub struct LoadConfig {
     pub pool: usize,
     pub threads: usize,
     pub timeout: Duration,
+    pub spread_ms: i64,
+    pub spread_end_ms: Option<i64>,
 }
 
 impl Args {
@@ -127,6 +136,15 @@ impl Args {
         if self.users == 0 {
             return Err("--users must be at least 1".to_string());
         }
+        if !(1..=3_650 * 86_400_000).contains(&self.spread_ms) {
+            return Err(format!(
+                "--spread-ms must be 1 to 3650 days of milliseconds, not {}",
+                self.spread_ms
+            ));
+        }
+        if self.spread_end_ms.is_some_and(|end| end <= self.spread_ms) {
+            return Err("--spread-end-ms must be an epoch time after --spread-ms".to_string());
+        }
         let duration = seconds("--duration", self.duration, false)?;
         let warmup = seconds("--warmup", self.warmup, true)?;
         let timeout = seconds("--timeout", self.timeout, false)?;
@@ -154,6 +172,8 @@ impl Args {
             pool: self.pool,
             threads,
             timeout,
+            spread_ms: self.spread_ms,
+            spread_end_ms: self.spread_end_ms,
         })
     }
 }
@@ -223,6 +243,8 @@ mod tests {
             (&["--warmup=-1"][..], "--warmup"),
             (&["--users", "0"][..], "--users"),
             (&["--pool", "100000", "--batch-size", "1000"][..], "--pool"),
+            (&["--spread-ms", "0"][..], "--spread-ms"),
+            (&["--spread-ms", "1000", "--spread-end-ms", "500"][..], "--spread-end-ms"),
         ] {
             let err = args(flags).validate().expect_err("refused");
             assert!(err.contains(flag), "{flags:?}: {err}");

@@ -62,6 +62,8 @@ fn load(config: LoadConfig) -> Result<ExitCode, String> {
         mix: config.events.clone(),
         users: config.users,
         now_ms,
+        spread_ms: config.spread_ms,
+        spread_end_ms: config.spread_end_ms.unwrap_or(now_ms),
         format: config.format,
         api_key: config.key.clone(),
     };
