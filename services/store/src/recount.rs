@@ -209,7 +209,7 @@ impl Store {
             claims
                 .entry(bucket_users_collection(key.start))
                 .or_default()
-                .push(doc! { "_id": claim_id(&key.period(), &key.event, &user), "r": tag });
+                .push(doc! { "_id": claim_id(&key.period(), &key.event, &user), "r": tag, "p": partition, "e": &key.event, "u": &user });
         }
         for (name, docs) in claims {
             for chunk in docs.chunks(1000) {

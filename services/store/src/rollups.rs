@@ -120,13 +120,23 @@ impl Store {
             }
             let id = period.id();
             memory.touch(&id);
-            for (event, list) in items {
-                for e in list {
-                    if !memory.counted(&id, event, &e.distinct_id) {
-                        candidates.insert((*period, event.as_str(), e.distinct_id.as_str()));
+            let unknown = |memory: &WriterMemory| {
+                let mut found = BTreeSet::new();
+                for (event, list) in items {
+                    for e in list.iter().filter(|e| !memory.counted(&id, event, &e.distinct_id)) {
+                        found.insert((*period, event.as_str(), e.distinct_id.as_str()));
                     }
                 }
+                found
+            };
+            let mut found = unknown(memory);
+            // A period with many users unknown to a cold writer is read once instead of
+            // claimed user by user (`LEARN_ABOVE`).
+            if found.len() >= memory.learn_above() && !memory.learned(&id) {
+                self.learn_claims(lease.partition, attempt, period, memory).await?;
+                found = unknown(memory);
             }
+            candidates.extend(found);
         }
         let won = self.claim_users(lease.partition, attempt, &candidates).await?;
         memory.trim();
@@ -169,6 +179,38 @@ impl Store {
         Ok(RecordDelta { periods: out, claimed })
     }
 
+    /// Reads into `memory` every user the partition's earlier records claimed in `period`'s
+    /// buckets (not those of `attempt`'s own record: a redo must still count them).
+    async fn learn_claims(
+        &self,
+        partition: u32,
+        attempt: RecordAttempt,
+        period: &PeriodKey,
+        memory: &mut WriterMemory,
+    ) -> Result<(), StoreError> {
+        let prefix = format!("{}|", period.id());
+        let filter =
+            doc! { "_id": { "$gte": &prefix, "$lt": format!("{prefix}~") }, "p": i64::from(partition) };
+        let tag = crate::log::record_tag(partition, attempt.record);
+        let mut cursor = self
+            .db
+            .collection::<Document>(&bucket_users_collection(period.start))
+            .find(filter)
+            .projection(doc! { "e": 1, "u": 1, "r": 1 })
+            .await?;
+        let id = period.id();
+        while let Some(claim) = cursor.try_next().await? {
+            if claim.get_str("r").is_ok_and(|r| r == tag) {
+                continue;
+            }
+            if let (Ok(event), Ok(user)) = (claim.get_str("e"), claim.get_str("u")) {
+                memory.applied(&id, [(event, user)]);
+            }
+        }
+        memory.mark_learned(&id);
+        Ok(())
+    }
+
     /// Claims each (period, event, user): returns those this record counts, the ones it
     /// inserted and, for a redo, the ones an earlier attempt of the same record inserted.
     async fn claim_users<'c>(
@@ -185,8 +227,10 @@ impl Store {
         let mut won = Vec::new();
         for (name, claims) in by_collection {
             let collection = self.db.collection::<Document>(&name);
-            let docs: Vec<Document> =
-                claims.iter().map(|(p, e, u)| doc! { "_id": claim_id(p, e, u), "r": &tag }).collect();
+            let docs: Vec<Document> = claims
+                .iter()
+                .map(|(p, e, u)| doc! { "_id": claim_id(p, e, u), "r": &tag, "p": i64::from(partition), "e": *e, "u": *u })
+                .collect();
             let mut taken: BTreeSet<usize> = BTreeSet::new();
             for (offset, chunk) in docs.chunks(1000).enumerate() {
                 let existing = crate::insert_new(&collection, chunk.to_vec()).await?;

@@ -117,7 +117,8 @@ impl Fixture {
     ) -> Result<(), StoreError> {
         let key = (lease.partition, lease.fence);
         let mut memory = match self.tenure {
-            Tenure::Restarted => WriterMemory::default(),
+            // A restarted writer reads every period's claims it touches.
+            Tenure::Restarted => WriterMemory::default().learning_above(1),
             Tenure::Kept => self.memories().remove(&key).unwrap_or_default(),
             Tenure::Forgetful => {
                 self.memories().remove(&key).unwrap_or_else(|| WriterMemory::with_capacity(4))

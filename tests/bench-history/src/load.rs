@@ -116,10 +116,9 @@ impl PartitionLoad {
         batches
     }
 
-    /// Stores `batches` in order. A batch that runs past the processor's store timeout
-    /// (the writes of a batch grow with the store on some servers) is split in two and
-    /// the halves stored as a redelivery, as the processor would retry it; other errors
-    /// are retried with backoff.
+    /// Stores `batches` in order. A batch that runs past the processor's store timeout is
+    /// stored again as a redelivery, as the processor would retry it, and later batches are
+    /// halved; other errors are retried with backoff.
     pub async fn store(&mut self, ctx: &Context, batches: Vec<Vec<Entry>>) -> Result<LoadStats, LoadError> {
         let mut stats = LoadStats::default();
         let mut queue: VecDeque<(Vec<Entry>, bool)> = batches.into_iter().map(|b| (b, false)).collect();
@@ -138,14 +137,13 @@ impl PartitionLoad {
                         break;
                     }
                     Err(ProcessorError::StoreTimeout(_)) if batch.len() > 1 => {
+                        // The timed-out attempt may have begun the batch's record of the
+                        // rollup log: the same entries finish it (a redo); later batches
+                        // are smaller.
                         self.state.forget();
                         stats.splits += 1;
                         self.max_entries = batch.len() / 2;
-                        let mut first = batch;
-                        let second = first.split_off(first.len() / 2);
-                        queue.push_front((second, true));
-                        queue.push_front((first, true));
-                        break;
+                        redelivered = true;
                     }
                     Err(source) if tries >= TRIES => {
                         return Err(LoadError::Store { partition: self.lease.partition, source });
