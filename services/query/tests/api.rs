@@ -193,17 +193,20 @@ async fn store_as_the_processor_does(
     let intervals = [RollupInterval::Hour, RollupInterval::Day];
     let numeric = vec!["revenue".parse().expect("path")];
     let rollups = BatchRollups { intervals: &intervals, numeric: &numeric, tz: &tz };
+    // Stream positions only grow, from one call to the next too: the rollup log counts an
+    // entry once, and takes none at or before its end.
+    let base = jiff::Timestamp::now().as_millisecond() as u64;
     for (partition, events) in by_partition {
         let lease = PartitionLease { partition, fence: 1 };
         let mut memory = WriterMemory::default();
         for (b, batch) in events.chunks(300).enumerate() {
-            let position = StreamPosition { millis: 1_000 + b as u64, sequence: 0 };
+            let position = StreamPosition { millis: base + b as u64, sequence: 0 };
             let writes: Vec<EventWrite<'_>> =
                 batch.iter().map(|e| EventWrite { partition, position, event: e }).collect();
             let flags = store.insert_events(&writes, false).await.expect("insert");
             let first: Vec<(StreamPosition, &BufferedEvent)> =
                 batch.iter().zip(&flags).filter(|(_, f)| **f).map(|(e, _)| (position, *e)).collect();
-            // Blocks first, as the processor writes them: the rollups learn from them.
+            // Blocks first, as the processor writes them.
             let blocks =
                 store.write_event_blocks(partition, position, position, &first).await.expect("blocks");
             store.apply_rollups(lease, position, &first, &rollups, &mut memory).await.expect("rollups");
