@@ -146,6 +146,11 @@ impl Store {
         // Readers now take the new version: the documents it replaces can go.
         log.delete_many(doc! { "_id": { "$gte": &prefix, "$lte": format!("{prefix}{version:012}") } })
             .await?;
+        // The ballots of merged records are spent: a starting writer reads only those of the
+        // record after the log's end.
+        let ballots = format!("b|p{partition}|");
+        log.delete_many(doc! { "_id": { "$gte": &ballots, "$lt": format!("{ballots}{version:012}~") } })
+            .await?;
         let versions = format!("c|p{partition}|");
         log.delete_many(doc! { "_id": { "$gte": &versions, "$lt": format!("{versions}{version:012}") } })
             .await?;

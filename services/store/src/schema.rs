@@ -150,7 +150,16 @@ async fn ensure_indexes(
         .map(|k| IndexModel::builder().keys(k.clone()).build())
         .collect();
     if !missing.is_empty() {
-        collection.create_indexes(missing).await?;
+        match collection.create_indexes(missing).await {
+            Ok(_) => {}
+            // FerretDB on PostgreSQL killed while creating an index leaves the index in
+            // PostgreSQL but not in its own catalogue, and refuses to create it again: the
+            // index is there, so the schema is.
+            Err(e) if e.to_string().contains("already exists") => {
+                tracing::warn!(error = %e, "an index the store says it lacks already exists; going on");
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
 }

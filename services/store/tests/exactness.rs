@@ -370,6 +370,14 @@ async fn compaction_keeps_every_sum_and_drops_expired_minutes() {
     assert_eq!(done.records_merged, 7, "every record but the newest: {done:?}");
     assert_eq!(f.store.stored_rollups().await.expect("stored"), before, "the same sums");
     assert_eq!(f.store.log_state(0).await.expect("log").tail.last, pos(39), "the log's end is kept");
+    let ballots = f
+        .store
+        .database()
+        .collection::<mongodb::bson::Document>("rollup_log")
+        .count_documents(mongodb::bson::doc! { "_id": { "$gte": "b|p0|", "$lt": "b|p0|~" } })
+        .await
+        .expect("ballots");
+    assert_eq!(ballots, 2, "only the newest record's ballot and seal are left");
     // A compaction interrupted before its marker changes nothing readers see.
     f.store
         .database()
