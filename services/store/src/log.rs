@@ -7,7 +7,7 @@
 //! 1. a ballot `b|p<p>|<k>|0000` claims the record for a batch of entries (its first and
 //!    last stream position): whoever inserts it first owns the record, another writer that
 //!    tries is told the record is taken;
-//! 2. the batch's raw events, event blocks and user claims ([`crate::rollups`]);
+//! 2. the batch's raw events, event blocks and user lists ([`crate::rollups`]);
 //! 3. a seal, the next ballot, says the attempt wrote all of that;
 //! 4. the delta `d|p<p>|<k>`: the batch's contribution to every bucket it touches.
 //!
@@ -66,11 +66,6 @@ pub fn ballot_id(partition: u32, record: u64, ballot: u32) -> String {
 /// `d|p<partition>|<record>`.
 pub fn delta_id(partition: u32, record: u64) -> String {
     format!("d|p{partition}|{record:012}")
-}
-
-/// The tag a record's user claims carry: `p<partition>|<record>`.
-pub fn record_tag(partition: u32, record: u64) -> String {
-    format!("p{partition}|{record:012}")
 }
 
 /// One step of a record's attempt.

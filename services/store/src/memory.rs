@@ -1,12 +1,12 @@
 //! What one partition's writer knows of the users its buckets counted: per period and
-//! event name, the users known to be claimed ([`crate::rollups`]). Only an optimization:
-//! a user the writer does not know is claimed again, and the store says whether an earlier
-//! record counted them, so a writer that starts without memory, after a crash or on another
-//! process, counts exactly what one with memory would. Claims are never taken back, so what
-//! it knows stays true after a failed write too.
+//! event name, every user the partition's records up to the last one it followed counted
+//! ([`crate::rollups`]). Exact, not a guess: a period is either known whole or not at all
+//! (then its user lists are read before a record uses it), and the whole memory is dropped
+//! when the record a writer is about to write is not the one after those it knows (another
+//! writer committed records meanwhile, or this one's last attempt failed).
 //!
 //! Memory is bounded: past [`WriterMemory::capacity`] (period, user) pairs, the periods
-//! least recently used are forgotten first.
+//! least recently used are forgotten first, whole.
 //!
 //! Users are kept as 128-bit keyed hashes (two independent SipHash keys), not strings:
 //! 16 bytes per (bucket, user). Two different users of one bucket share a hash with
@@ -21,30 +21,22 @@ use std::hash::{BuildHasher, RandomState};
 /// with two event names each (the `a_day_of_a_million_users...` test).
 pub const PROCESS_CAPACITY: usize = 4_000_000;
 
-/// Unknown users in one period of one batch past which the writer reads the period's
-/// claims instead of claiming them one by one: a writer that starts cold would otherwise
-/// claim every returning user again, and a refused claim costs about ten inserts on some
-/// stores (FerretDB on PostgreSQL: 0.3 ms, where an insert costs 0.03).
-pub const LEARN_ABOVE: usize = 256;
-
 /// A period as the writer knows it.
 #[derive(Default)]
 struct Period {
     /// The batch that last used it: the least recently used are forgotten first.
     used: u64,
-    /// Per event name, the users known to be counted in its bucket.
+    /// Per event name (encoded), the users counted in its bucket.
     users: HashMap<String, HashSet<u128>>,
-    /// Whether every claim of the partition's buckets in the period was read.
-    learned: bool,
 }
 
 /// One writer's memory of one partition, for the time it holds the partition's lease.
 pub struct WriterMemory {
     capacity: usize,
-    /// Unknown users in one period of one batch past which the period's claims are read.
-    learn_above: usize,
     remembered: usize,
-    /// Batches begun.
+    /// The last record of the partition's log whose users it holds.
+    upto: Option<u64>,
+    /// Records begun.
     batch: u64,
     periods: HashMap<String, Period>,
     hashers: (RandomState, RandomState),
@@ -62,8 +54,8 @@ impl WriterMemory {
     pub fn with_capacity(capacity: usize) -> Self {
         WriterMemory {
             capacity,
-            learn_above: LEARN_ABOVE,
             remembered: 0,
+            upto: None,
             batch: 0,
             periods: HashMap::new(),
             hashers: (RandomState::new(), RandomState::new()),
@@ -74,18 +66,6 @@ impl WriterMemory {
     /// [`PROCESS_CAPACITY`].
     pub fn for_one_of(partitions: u32) -> Self {
         Self::with_capacity(PROCESS_CAPACITY / partitions.max(1) as usize)
-    }
-
-    /// A memory that reads a period's claims past `users` unknown users in one batch (the
-    /// default is [`LEARN_ABOVE`]; tests make it read them every time).
-    pub fn learning_above(mut self, users: usize) -> Self {
-        self.learn_above = users;
-        self
-    }
-
-    /// Unknown users past which a period's claims are read.
-    pub(crate) fn learn_above(&self) -> usize {
-        self.learn_above
     }
 
     /// The most (period, user) pairs it holds.
@@ -103,36 +83,51 @@ impl WriterMemory {
         (u128::from(a.hash_one(user)) << 64) | u128::from(b.hash_one(user))
     }
 
-    /// Begins a batch: the periods it uses become the most recently used.
-    pub(crate) fn begin_batch(&mut self) {
+    /// Begins (an attempt at) `record` of the log: what it knows holds only if it knows the
+    /// records just before, so it forgets everything otherwise. The periods the record uses
+    /// become the most recently used.
+    pub(crate) fn begin_record(&mut self, record: u64) {
+        if self.upto != record.checked_sub(1) {
+            self.forget();
+            self.upto = record.checked_sub(1);
+        }
         self.batch += 1;
     }
 
-    /// Marks a period as used by this batch, known or not.
-    pub(crate) fn touch(&mut self, period: &str) {
-        let batch = self.batch;
-        if let Some(p) = self.periods.get_mut(period) {
-            p.used = batch;
-            return;
+    /// Says `record` is committed with the users [`Self::applied`] gave it, and trims.
+    pub(crate) fn committed(&mut self, record: u64) {
+        self.upto = Some(record);
+        self.trim();
+    }
+
+    /// Forgets everything, as a writer that just started.
+    pub fn forget(&mut self) {
+        self.periods.clear();
+        self.remembered = 0;
+        self.upto = None;
+    }
+
+    /// Whether it knows every user the records it follows counted in `period`.
+    pub(crate) fn knows(&self, period: &str) -> bool {
+        self.periods.contains_key(period)
+    }
+
+    /// Learns a period whole: `counted` holds every (event, user) it counted.
+    pub(crate) fn learned<'u>(
+        &mut self,
+        period: &str,
+        counted: impl IntoIterator<Item = (&'u str, &'u str)>,
+    ) {
+        if let Some(old) = self.periods.remove(period) {
+            self.remembered -= size(&old);
         }
-        self.periods
-            .insert(period.to_string(), Period { used: batch, users: HashMap::new(), learned: false });
-        self.remembered += 1;
+        let known = Period { used: self.batch, users: HashMap::new() };
+        self.remembered += size(&known);
+        self.periods.insert(period.to_string(), known);
+        self.applied(period, counted);
     }
 
-    /// Whether the period's claims were all read ([`Self::mark_learned`]).
-    pub(crate) fn learned(&self, period: &str) -> bool {
-        self.periods.get(period).is_some_and(|p| p.learned)
-    }
-
-    /// Says the period's claims were all read into it.
-    pub(crate) fn mark_learned(&mut self, period: &str) {
-        if let Some(p) = self.periods.get_mut(period) {
-            p.learned = true;
-        }
-    }
-
-    /// Whether `user` is known to be counted in `event`'s bucket of `period`.
+    /// Whether `user` is counted in `event`'s bucket of a known `period`.
     pub(crate) fn counted(&self, period: &str, event: &str, user: &str) -> bool {
         self.periods
             .get(period)
@@ -140,7 +135,8 @@ impl WriterMemory {
             .is_some_and(|users| users.contains(&self.user_key(user)))
     }
 
-    /// Records users now counted (claimed) in `period`'s buckets, by event name.
+    /// Adds users now counted in a known `period`'s buckets, by event name (a period it
+    /// does not know stays unknown: it is read whole when next used).
     pub(crate) fn applied<'u>(
         &mut self,
         period: &str,
@@ -148,9 +144,6 @@ impl WriterMemory {
     ) {
         let keys: Vec<(&str, u128)> = counted.into_iter().map(|(e, u)| (e, self.user_key(u))).collect();
         let batch = self.batch;
-        if !self.periods.contains_key(period) {
-            self.touch(period);
-        }
         let Some(known) = self.periods.get_mut(period) else { return };
         let before = size(known);
         known.used = batch;
@@ -162,7 +155,7 @@ impl WriterMemory {
 
     /// Forgets whole periods, least recently used first, down to 90% of the capacity when
     /// it is exceeded (so eviction is rare, not once per batch).
-    pub(crate) fn trim(&mut self) {
+    fn trim(&mut self) {
         if self.remembered <= self.capacity {
             return;
         }
@@ -193,7 +186,8 @@ mod tests {
     #[test]
     fn knows_users_per_period_and_event() {
         let mut m = WriterMemory::with_capacity(100);
-        m.applied("day|1", [("buy", "ann"), ("view", "bob")]);
+        m.begin_record(1);
+        m.learned("day|1", [("buy", "ann"), ("view", "bob")]);
         assert!(m.counted("day|1", "buy", "ann"));
         assert!(!m.counted("day|1", "view", "ann"));
         assert!(!m.counted("day|2", "buy", "ann"));
@@ -204,22 +198,45 @@ mod tests {
     }
 
     #[test]
+    fn a_period_it_does_not_know_stays_unknown() {
+        let mut m = WriterMemory::with_capacity(100);
+        m.begin_record(1);
+        m.applied("day|1", [("buy", "ann")]);
+        assert!(!m.knows("day|1"), "users added to an unknown period would make it look whole");
+        m.learned("day|1", []);
+        assert!(m.knows("day|1") && !m.counted("day|1", "buy", "ann"));
+    }
+
+    #[test]
+    fn it_forgets_everything_unless_the_record_follows_the_last_it_knows() {
+        let mut m = WriterMemory::with_capacity(100);
+        m.begin_record(5);
+        m.learned("day|1", [("buy", "ann")]);
+        // A failed attempt at 5, then a redo of 5: still what the records up to 4 counted.
+        m.begin_record(5);
+        assert!(m.counted("day|1", "buy", "ann"));
+        m.committed(5);
+        m.begin_record(6);
+        assert!(m.knows("day|1"));
+        // Record 7 after 6 was never committed here (another writer wrote it).
+        m.begin_record(8);
+        assert!(!m.knows("day|1"));
+        assert_eq!(m.remembered(), 0);
+    }
+
+    #[test]
     fn forgets_the_least_recently_used_periods_past_capacity() {
         let mut m = WriterMemory::with_capacity(10);
         let users: Vec<String> = (0..3).map(|i| format!("u{i}")).collect();
-        for period in ["a", "b", "c"] {
-            m.begin_batch();
-            m.applied(period, users.iter().map(|u| ("e", u.as_str())));
+        for (record, period) in (1..).zip(["a", "b", "c"]) {
+            m.begin_record(record);
+            m.learned(period, users.iter().map(|u| ("e", u.as_str())));
+            m.committed(record);
         }
-        // "a" is the oldest to learn, but the newest to be used.
-        m.begin_batch();
-        m.touch("a");
-        assert_eq!(m.remembered(), 12);
-        m.trim();
-        // 12 > 10: "b" (least recently used) goes, which brings it to 8 <= 9.
+        // 12 > 10 once "c" came: "a" (least recently used) went, which brought it to 8 <= 9.
         assert_eq!(m.remembered(), 8);
-        assert!(!m.counted("b", "e", "u0"));
-        assert!(m.counted("a", "e", "u0") && m.counted("c", "e", "u2"));
+        assert!(!m.knows("a"));
+        assert!(m.counted("b", "e", "u0") && m.counted("c", "e", "u2"));
     }
 
     #[test]
@@ -227,17 +244,20 @@ mod tests {
         // A day and its hours, a million distinct users of two event names, a batch of
         // 1,000 users at a time, by one writer with the whole capacity.
         let mut m = WriterMemory::default();
-        for b in 0..1_000 {
-            m.begin_batch();
+        for b in 0..1_000u64 {
+            m.begin_record(b + 1);
             let hour = format!("hour|{:03}", b / 42);
-            m.touch(&hour);
-            m.touch("day|0");
+            for period in [hour.as_str(), "day|0"] {
+                if !m.knows(period) {
+                    m.learned(period, []);
+                }
+            }
             let users: Vec<String> = (0..1_000).map(|i| format!("user-{:07}", b * 1_000 + i)).collect();
             let counted: Vec<(&str, &str)> =
                 users.iter().flat_map(|u| [("view", u.as_str()), ("buy", u.as_str())]).collect();
             m.applied("day|0", counted.iter().copied());
             m.applied(&hour, users.iter().map(|u| ("view", u.as_str())));
-            m.trim();
+            m.committed(b + 1);
             assert!(m.remembered() <= m.capacity(), "{} pairs after batch {b}", m.remembered());
         }
         assert!(m.counted("day|0", "buy", "user-0000000"));
@@ -257,14 +277,15 @@ mod tests {
         let before = rss();
         let mut m = WriterMemory::default();
         // Two days of distinct users, up to the capacity.
-        for (day, users) in [(0, 2_000_000), (1, 1_990_000)] {
+        for (day, users) in [(0u64, 2_000_000), (1, 1_990_000)] {
             let id = format!("day|{day}");
-            m.begin_batch();
+            m.begin_record(day + 1);
+            m.learned(&id, []);
             for chunk in (0..users).collect::<Vec<u32>>().chunks(10_000) {
                 let names: Vec<String> = chunk.iter().map(|i| format!("user-{i:07}")).collect();
                 m.applied(&id, names.iter().map(|u| ("view", u.as_str())));
             }
-            m.trim();
+            m.committed(day + 1);
         }
         eprintln!("{} pairs (capacity {}): {before} before, {} after", m.remembered(), m.capacity(), rss());
     }

@@ -13,9 +13,9 @@ use pulse_core::rollup::{
 
 use crate::collections::{EVENTS, LEGACY};
 use crate::documents::json_of_bson;
-use crate::log::{ROLLUP_LOG, record_tag};
+use crate::log::ROLLUP_LOG;
 use crate::rollups::BatchRollups;
-use crate::rollups::{BUCKET_USERS_PREFIX, bucket_users_collection, claim_id};
+use crate::rollups::{BUCKET_USERS_PREFIX, bucket_users_collection, user_lists};
 use crate::{Store, StoreError};
 
 /// A bucket's numbers.
@@ -177,9 +177,28 @@ impl Store {
         let (shares, users) = self.recount_shares_and_users(rollups).await?;
         self.db.collection::<Document>(ROLLUP_LOG).delete_many(doc! {}).await?;
         for name in self.db.list_collection_names().await? {
-            // Collections of earlier versions (nothing reads them any more) and the claims.
+            // Collections of earlier versions (nothing reads them any more) and the user lists.
             if name.starts_with(BUCKET_USERS_PREFIX) || LEGACY.contains(&name.as_str()) {
                 self.db.collection::<Document>(&name).drop().await?;
+            }
+        }
+        // The user lists first: a record's lists are written before it is committed.
+        let mut lists: BTreeMap<(i64, PeriodKey), BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+        for ((key, user), partition) in users {
+            lists
+                .entry((partition, key.period()))
+                .or_default()
+                .entry(encode_key(&key.event))
+                .or_default()
+                .insert(user);
+        }
+        for ((partition, period), users) in &lists {
+            let docs = user_lists(period, *partition as u32, 1, users);
+            for chunk in docs.chunks(100) {
+                self.db
+                    .collection::<Document>(&bucket_users_collection(period.start))
+                    .insert_many(chunk.to_vec())
+                    .await?;
             }
         }
         let mut periods: BTreeMap<i64, BTreeMap<PeriodKey, Document>> = BTreeMap::new();
@@ -202,19 +221,6 @@ impl Store {
             return Err(StoreError::Encode(format!(
                 "raw events stored by partition {partition}, which has no watermark: rebuild with every partition"
             )));
-        }
-        let mut claims: BTreeMap<String, Vec<Document>> = BTreeMap::new();
-        for ((key, user), partition) in users {
-            let tag = record_tag(partition as u32, 1);
-            claims
-                .entry(bucket_users_collection(key.start))
-                .or_default()
-                .push(doc! { "_id": claim_id(&key.period(), &key.event, &user), "r": tag, "p": partition, "e": &key.event, "u": &user });
-        }
-        for (name, docs) in claims {
-            for chunk in docs.chunks(1000) {
-                self.db.collection::<Document>(&name).insert_many(chunk.to_vec()).await?;
-            }
         }
         Ok(buckets.len())
     }

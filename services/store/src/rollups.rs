@@ -10,19 +10,24 @@
 //! Events count once: a batch counts the events its entries stored first
 //! ([`Store::insert_events`]), and the log gives each entry to one record.
 //!
-//! Unique users: a bucket's users are counted by claiming them. The first record to count
-//! a user in a bucket inserts a claim, `<interval>|<start>|<event>|<user>`, tagged with the
-//! record; a duplicate key means an earlier record counted the user. A redo of a record
-//! counts the claims tagged with that record too, since an earlier attempt of it may have
-//! made them. Claims are kept in one collection per UTC day of the period's start
-//! ([`bucket_users_collection`]), which retention drops whole. The writer remembers which
-//! users it knows to be claimed ([`WriterMemory`]), so a returning user costs nothing.
+//! Unique users: a record counts the users new to each bucket, those no earlier record of
+//! the partition counted (a user's events all go to one partition, so partitions count
+//! disjoint users and a bucket's users are the sum over them). It writes them down as the
+//! record's user lists, one document per (period, record): `<interval>|<start>|p<n>|<k>|<c>`,
+//! `{p, i, k, ev: {<event>: [users]}}`, inserted before the seal. The writer knows the users
+//! counted up to the record before its own ([`WriterMemory`]), and reads the lists of a
+//! period it does not know (those of earlier records only: every earlier record is
+//! committed, and a redo's own lists are what it is about to write). So every attempt of a
+//! record computes the same lists, and a duplicate key means an earlier attempt wrote it.
+//! Lists are kept in one collection per UTC day of the period's start
+//! ([`bucket_users_collection`]), which retention drops whole. A batch costs one insert
+//! per period it touches, however many users it counts.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use futures::TryStreamExt;
 use jiff::tz::TimeZone;
-use mongodb::bson::{Document, doc};
+use mongodb::bson::{Bson, Document, doc};
 use pulse_core::buffer::BufferedEvent;
 use pulse_core::config::RollupInterval;
 use pulse_core::property::PropertyPath;
@@ -67,24 +72,64 @@ pub fn bucket_users_collection(start: i64) -> String {
     format!("{BUCKET_USERS_PREFIX}{day}")
 }
 
-/// A user claim's id: `<interval>|<start>|<event>|<user>`.
-pub fn claim_id(period: &PeriodKey, event: &str, user: &str) -> String {
-    format!("{}|{}|{user}", period.id(), encode_key(event))
+/// Users per user-list document (a record's list of a period is cut in chunks this long,
+/// in a fixed order, so that every attempt of the record writes the same documents).
+const USERS_PER_LIST: usize = 5_000;
+
+/// A user list's id: `<interval>|<start>|p<partition>|<record:012>|<chunk:04>`.
+pub fn user_list_id(period: &PeriodKey, partition: u32, record: u64, chunk: usize) -> String {
+    format!("{}|p{partition}|{record:012}|{chunk:04}", period.id())
+}
+
+/// A record's user-list documents for one period: `users` maps each event name (encoded
+/// as in rollups) to the users the record counts first, in a fixed order.
+pub fn user_lists(
+    period: &PeriodKey,
+    partition: u32,
+    record: u64,
+    users: &BTreeMap<String, BTreeSet<String>>,
+) -> Vec<Document> {
+    let pairs: Vec<(&String, &String)> =
+        users.iter().flat_map(|(event, users)| users.iter().map(move |u| (event, u))).collect();
+    pairs
+        .chunks(USERS_PER_LIST)
+        .enumerate()
+        .map(|(chunk, pairs)| {
+            let mut ev = Document::new();
+            for (event, user) in pairs {
+                match ev.get_array_mut(event.as_str()) {
+                    Ok(list) => list.push(Bson::String(user.to_string())),
+                    Err(_) => {
+                        ev.insert(event.as_str(), vec![Bson::String(user.to_string())]);
+                    }
+                }
+            }
+            doc! {
+                "_id": user_list_id(period, partition, record, chunk),
+                "p": i64::from(partition),
+                "i": period.id(),
+                "k": record as i64,
+                "ev": ev,
+            }
+        })
+        .collect()
 }
 
 /// A batch's record of the log before it is committed: its period documents, and the
-/// (period, event, user) it claimed or found claimed.
+/// users it counts first, by period id and encoded event name.
 pub struct RecordDelta {
     pub periods: Vec<Document>,
-    claimed: Vec<(String, String, String)>,
+    record: u64,
+    counted: Vec<(String, String, String)>,
 }
 
 impl RecordDelta {
     /// Tells `memory` the users now counted, once the record is committed.
     pub fn remember(&self, memory: &mut WriterMemory) {
-        for (period, event, user) in &self.claimed {
+        for (period, event, user) in &self.counted {
             memory.applied(period, [(event.as_str(), user.as_str())]);
         }
+        memory.committed(self.record);
     }
 }
 
@@ -94,9 +139,9 @@ type PeriodItems<'e> = BTreeMap<String, Vec<&'e BufferedEvent>>;
 impl Store {
     /// A batch's contribution to every bucket its events fall in (the events its entries
     /// stored first, [`Store::insert_events`]), as the period documents of its log record:
-    /// `{id, i, s, ev: {<event>: {n, u, num}}}`. Claims the users it counts first. Once the
-    /// record is committed, [`RecordDelta::remember`] tells the memory: before, a redo of the
-    /// record must still count the claims this attempt made.
+    /// `{id, i, s, ev: {<event>: {n, u, num}}}`. Writes the record's user lists first (the
+    /// users it counts). Once the record is committed, [`RecordDelta::remember`] tells the
+    /// memory.
     pub async fn rollup_delta(
         &self,
         lease: PartitionLease,
@@ -111,38 +156,46 @@ impl Store {
                 periods.entry(key.period()).or_default().entry(key.event).or_default().push(*event);
             }
         }
-        memory.begin_batch();
-        // The (period, event, user) this batch may be the first to count.
-        let mut candidates: BTreeSet<(PeriodKey, &str, &str)> = BTreeSet::new();
-        for (period, items) in &periods {
-            if !counts_users(period.interval) {
-                continue;
-            }
-            let id = period.id();
-            memory.touch(&id);
-            let unknown = |memory: &WriterMemory| {
-                let mut found = BTreeSet::new();
-                for (event, list) in items {
-                    for e in list.iter().filter(|e| !memory.counted(&id, event, &e.distinct_id)) {
-                        found.insert((*period, event.as_str(), e.distinct_id.as_str()));
-                    }
-                }
-                found
-            };
-            let mut found = unknown(memory);
-            // A period with many users unknown to a cold writer is read once instead of
-            // claimed user by user (`LEARN_ABOVE`).
-            if found.len() >= memory.learn_above() && !memory.learned(&id) {
-                self.learn_claims(lease.partition, attempt, period, memory).await?;
-                found = unknown(memory);
-            }
-            candidates.extend(found);
+        memory.begin_record(attempt.record);
+        let with_users: Vec<PeriodKey> =
+            periods.keys().filter(|p| counts_users(p.interval)).copied().collect();
+        let unknown: Vec<PeriodKey> = with_users.iter().filter(|p| !memory.knows(&p.id())).copied().collect();
+        if !unknown.is_empty() {
+            self.learn_users(lease.partition, attempt.record, &unknown, memory).await?;
         }
-        let won = self.claim_users(lease.partition, attempt, &candidates).await?;
-        memory.trim();
-        let mut users: HashMap<(PeriodKey, &str), i64> = HashMap::new();
-        for (period, event, _) in &won {
-            *users.entry((*period, *event)).or_default() += 1;
+        // The users each period's buckets count first, and their lists by day collection.
+        let mut new_users: HashMap<(PeriodKey, String), i64> = HashMap::new();
+        let mut counted = Vec::new();
+        let mut lists: BTreeMap<String, Vec<Document>> = BTreeMap::new();
+        for period in &with_users {
+            let id = period.id();
+            let mut users: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for (event, list) in &periods[period] {
+                let event = encode_key(event);
+                let new: BTreeSet<String> = list
+                    .iter()
+                    .filter(|e| !memory.counted(&id, &event, &e.distinct_id))
+                    .map(|e| e.distinct_id.clone())
+                    .collect();
+                if new.is_empty() {
+                    continue;
+                }
+                new_users.insert((*period, event.clone()), new.len() as i64);
+                counted.extend(new.iter().map(|u| (id.clone(), event.clone(), u.clone())));
+                users.insert(event, new);
+            }
+            if !users.is_empty() {
+                lists.entry(bucket_users_collection(period.start)).or_default().extend(user_lists(
+                    period,
+                    lease.partition,
+                    attempt.record,
+                    &users,
+                ));
+            }
+        }
+        for (name, docs) in lists {
+            // A duplicate is the same list, written by an earlier attempt of the record.
+            crate::insert_new(&self.db.collection::<Document>(&name), docs).await?;
         }
         let mut out = Vec::with_capacity(periods.len());
         for (period, items) in &periods {
@@ -152,9 +205,10 @@ impl Store {
                 for e in list {
                     contribution.add(e, rollups.numeric);
                 }
+                let event = encode_key(event);
                 let mut bucket = doc! { "n": contribution.events as i64 };
                 if counts_users(period.interval) {
-                    bucket.insert("u", users.get(&(*period, event.as_str())).copied().unwrap_or(0));
+                    bucket.insert("u", new_users.get(&(*period, event.clone())).copied().unwrap_or(0));
                 }
                 let mut num = Document::new();
                 for (path, s) in &contribution.numeric {
@@ -166,7 +220,7 @@ impl Store {
                 if !num.is_empty() {
                     bucket.insert("num", num);
                 }
-                ev.insert(encode_key(event), bucket);
+                ev.insert(event, bucket);
             }
             out.push(doc! {
                 "id": period.id(),
@@ -175,89 +229,51 @@ impl Store {
                 "ev": ev,
             });
         }
-        let claimed = candidates.iter().map(|(p, e, u)| (p.id(), e.to_string(), u.to_string())).collect();
-        Ok(RecordDelta { periods: out, claimed })
+        Ok(RecordDelta { periods: out, record: attempt.record, counted })
     }
 
-    /// Reads into `memory` every user the partition's earlier records claimed in `period`'s
-    /// buckets (not those of `attempt`'s own record: a redo must still count them).
-    async fn learn_claims(
+    /// Reads into `memory` the users the partition's records before `record` counted in
+    /// each of `periods` (their user lists; those of `record` itself are an earlier
+    /// attempt's, which this one writes again). One read per day collection.
+    async fn learn_users(
         &self,
         partition: u32,
-        attempt: RecordAttempt,
-        period: &PeriodKey,
+        record: u64,
+        periods: &[PeriodKey],
         memory: &mut WriterMemory,
     ) -> Result<(), StoreError> {
-        let prefix = format!("{}|", period.id());
-        let filter =
-            doc! { "_id": { "$gte": &prefix, "$lt": format!("{prefix}~") }, "p": i64::from(partition) };
-        let tag = crate::log::record_tag(partition, attempt.record);
-        let mut cursor = self
-            .db
-            .collection::<Document>(&bucket_users_collection(period.start))
-            .find(filter)
-            .projection(doc! { "e": 1, "u": 1, "r": 1 })
-            .await?;
-        let id = period.id();
-        while let Some(claim) = cursor.try_next().await? {
-            if claim.get_str("r").is_ok_and(|r| r == tag) {
-                continue;
-            }
-            if let (Ok(event), Ok(user)) = (claim.get_str("e"), claim.get_str("u")) {
-                memory.applied(&id, [(event, user)]);
-            }
+        let mut by_collection: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for period in periods {
+            by_collection.entry(bucket_users_collection(period.start)).or_default().push(period.id());
         }
-        memory.mark_learned(&id);
-        Ok(())
-    }
-
-    /// Claims each (period, event, user): returns those this record counts, the ones it
-    /// inserted and, for a redo, the ones an earlier attempt of the same record inserted.
-    async fn claim_users<'c>(
-        &self,
-        partition: u32,
-        attempt: RecordAttempt,
-        candidates: &BTreeSet<(PeriodKey, &'c str, &'c str)>,
-    ) -> Result<Vec<(PeriodKey, &'c str, &'c str)>, StoreError> {
-        let tag = crate::log::record_tag(partition, attempt.record);
-        let mut by_collection: BTreeMap<String, Vec<(PeriodKey, &str, &str)>> = BTreeMap::new();
-        for c in candidates {
-            by_collection.entry(bucket_users_collection(c.0.start)).or_default().push(*c);
-        }
-        let mut won = Vec::new();
-        for (name, claims) in by_collection {
-            let collection = self.db.collection::<Document>(&name);
-            let docs: Vec<Document> = claims
-                .iter()
-                .map(|(p, e, u)| doc! { "_id": claim_id(p, e, u), "r": &tag, "p": i64::from(partition), "e": *e, "u": *u })
-                .collect();
-            let mut taken: BTreeSet<usize> = BTreeSet::new();
-            for (offset, chunk) in docs.chunks(1000).enumerate() {
-                let existing = crate::insert_new(&collection, chunk.to_vec()).await?;
-                taken.extend(existing.into_iter().map(|i| offset * 1000 + i));
-            }
-            // Taken before: by an earlier record (not ours to count), or by an earlier
-            // attempt of this one (a redo), found by its tag.
-            let ours: BTreeSet<String> = if attempt.redo && !taken.is_empty() {
-                collection
-                    .find(doc! { "r": &tag })
-                    .projection(doc! { "_id": 1 })
-                    .await?
-                    .try_collect::<Vec<Document>>()
-                    .await?
-                    .into_iter()
-                    .filter_map(|d| d.get_str("_id").ok().map(str::to_string))
-                    .collect()
-            } else {
-                BTreeSet::new()
-            };
-            for (i, claim) in claims.into_iter().enumerate() {
-                if !taken.contains(&i) || ours.contains(docs[i].get_str("_id").unwrap_or_default()) {
-                    won.push(claim);
+        for (name, ids) in by_collection {
+            let mut users: HashMap<String, Vec<(String, String)>> = HashMap::new();
+            let filter = doc! { "p": i64::from(partition), "i": { "$in": &ids } };
+            let mut cursor = self
+                .db
+                .collection::<Document>(&name)
+                .find(filter)
+                .projection(doc! { "i": 1, "k": 1, "ev": 1 })
+                .await?;
+            while let Some(list) = cursor.try_next().await? {
+                if crate::log::int(list.get("k")) >= record {
+                    continue;
+                }
+                let (Ok(id), Ok(ev)) = (list.get_str("i"), list.get_document("ev")) else { continue };
+                let known = users.entry(id.to_string()).or_default();
+                for (event, names) in ev {
+                    let Bson::Array(names) = names else { continue };
+                    known.extend(
+                        names.iter().filter_map(Bson::as_str).map(|u| (event.clone(), u.to_string())),
+                    );
                 }
             }
+            for id in ids {
+                let pairs = users.remove(&id).unwrap_or_default();
+                memory.learned(&id, pairs.iter().map(|(e, u)| (e.as_str(), u.as_str())));
+            }
         }
-        Ok(won)
+        Ok(())
     }
 }
 

@@ -2,7 +2,7 @@
 //! boundaries on retry, duplicates, a crash between the raw insert and the rollups or in
 //! the middle of a record of the rollup log, two writers of one partition at once, and the
 //! rebuild, each leaving the rollups equal to a recount; with a writer that remembers, one
-//! that restarts before every batch (and claims every user again), and one whose memory is
+//! that restarts before every batch (and reads every period's user lists), and one whose memory is
 //! too small.
 
 use pulse_core::buffer::BufferedEvent;
@@ -107,8 +107,8 @@ impl Fixture {
         self.apply(lease, last, &first).await
     }
 
-    /// The rollups step alone, with the writer's memory as the tenure has it (claims stay
-    /// true after an error, so the memory is kept then too).
+    /// The rollups step alone, with the writer's memory as the tenure has it (kept after an
+    /// error too: a memory drops what it knows when its next record does not follow).
     async fn apply(
         &self,
         lease: PartitionLease,
@@ -117,8 +117,8 @@ impl Fixture {
     ) -> Result<(), StoreError> {
         let key = (lease.partition, lease.fence);
         let mut memory = match self.tenure {
-            // A restarted writer reads every period's claims it touches.
-            Tenure::Restarted => WriterMemory::default().learning_above(1),
+            // A restarted writer reads the user lists of every period it touches.
+            Tenure::Restarted => WriterMemory::default(),
             Tenure::Kept => self.memories().remove(&key).unwrap_or_default(),
             Tenure::Forgetful => {
                 self.memories().remove(&key).unwrap_or_else(|| WriterMemory::with_capacity(4))
@@ -209,7 +209,7 @@ async fn a_crash_after_the_raw_insert_is_repaired_by_the_redelivery() {
 /// Where a writer stops in the middle of a record of the log.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum CrashAt {
-    /// It took the record, stored raw events and blocks, and claimed users.
+    /// It took the record, stored raw events and blocks, and wrote its user lists.
     BeforeTheSeal,
     /// It sealed the record: only the delta is missing.
     BeforeTheDelta,
@@ -237,7 +237,7 @@ async fn a_crash_in_the_middle_of_a_record_is_repaired_by_the_next_writer() {
             f.store.write_event_blocks(3, pos(10), pos(39), batch).await.expect("blocks");
             let attempt = RecordAttempt { record: 2, redo: false };
             let mut memory = WriterMemory::default();
-            f.store.rollup_delta(lease, attempt, batch, &f.rollups(), &mut memory).await.expect("claims");
+            f.store.rollup_delta(lease, attempt, batch, &f.rollups(), &mut memory).await.expect("user lists");
             if crash == CrashAt::BeforeTheDelta {
                 assert!(f.store.take_ballot(3, 2, 1, Ballot::Seal, range, "old").await.expect("seal"));
             }
@@ -307,6 +307,32 @@ async fn two_partitions_share_buckets_and_two_writers_of_one_partition_count_onc
         // The one that was told tries again and finds nothing left to count.
         f.process(pa, rest).await.expect("the old holder's retry");
         f.process(newer, rest).await.expect("the new holder's retry");
+        f.assert_exact().await;
+    }
+}
+
+#[tokio::test]
+async fn a_writer_whose_memory_fell_behind_the_log_does_not_count_a_user_twice() {
+    let ferret = FerretDb::start().await.expect("ferretdb");
+    for tenure in TENURES {
+        let f = Fixture::new(&ferret, tenure).await;
+        // Each third of the entries brings a user new to the day and hour, who comes back
+        // in the next third.
+        let t0 = 1_790_000_000_000i64;
+        let events: Vec<BufferedEvent> = (0..60)
+            .map(|i| {
+                event(&format!("e{i}"), &format!("u{}", (i / 20 + i % 2) % 4), "view", t0 + i as i64, 1.0)
+            })
+            .collect();
+        let entries: Vec<(StreamPosition, &BufferedEvent)> =
+            events.iter().enumerate().map(|(i, e)| (pos(i as u64), e)).collect();
+        let (old, new) =
+            (PartitionLease { partition: 4, fence: 1 }, PartitionLease { partition: 4, fence: 2 });
+        f.process(old, &entries[..20]).await.expect("the old holder's record");
+        // Another writer takes the next record (a lease that passed while the old one paused),
+        // then the old one resumes with what it remembers of the log before.
+        f.process(new, &entries[20..40]).await.expect("the new holder's record");
+        f.process(old, &entries[40..]).await.expect("the old holder, resumed");
         f.assert_exact().await;
     }
 }
