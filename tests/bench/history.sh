@@ -125,7 +125,7 @@ for stage in $STAGES; do
   phase_start=$SECONDS
   "$LOADER" --config "$TMP/pipeline.yaml" --days-from "$loaded" --days-to "$stage" \
     --events-per-day "$EVENTS_PER_DAY" --users "$USERS" --end-ms "$END_MS" --json \
-    >"$TMP/load$stage.out" 2> >(sed 's/^/    /' >&2) || { cat "$TMP/load$stage.out"; die "pulse-bench-history failed"; }
+    >"$TMP/load$stage.out" 2> >(sed -u 's/^/    /' >&2) || { cat "$TMP/load$stage.out"; die "pulse-bench-history failed"; }
   grep -v '^{' "$TMP/load$stage.out" | sed 's/^/    /'
   LOAD_EPS[$stage]="$(calc "$(json_field events_per_s "$(grep '^{' "$TMP/load$stage.out" | tail -n 1)")")"
   loaded=$stage

@@ -36,30 +36,48 @@ impl ProfileUpdate {
     /// them within one event) onto this update, as if applied after it.
     pub fn then(&mut self, event: &BufferedEvent) {
         let p = &event.properties;
-        if let Some(Value::Array(names)) = p.get("$unset") {
-            for name in names.iter().filter_map(Value::as_str) {
-                self.set.remove(name);
-                self.set_once.remove(name);
-                self.unset.insert(name.to_string());
-            }
+        let unset: Vec<&str> = match p.get("$unset") {
+            Some(Value::Array(names)) => names.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        let empty = Map::new();
+        let object = |key: &str| match p.get(key) {
+            Some(Value::Object(m)) => m,
+            _ => &empty,
+        };
+        self.then_parts(unset, object("$set"), object("$set_once"));
+    }
+
+    /// Folds `later` onto this update, as if applied after it: applying the result equals
+    /// applying this update, then `later`.
+    pub fn then_update(&mut self, later: &ProfileUpdate) {
+        self.then_parts(later.unset.iter().map(String::as_str), &later.set, &later.set_once);
+    }
+
+    fn then_parts<'a>(
+        &mut self,
+        unset: impl IntoIterator<Item = &'a str>,
+        set: &Map<String, Value>,
+        set_once: &Map<String, Value>,
+    ) {
+        for name in unset {
+            self.set.remove(name);
+            self.set_once.remove(name);
+            self.unset.insert(name.to_string());
         }
-        if let Some(Value::Object(set)) = p.get("$set") {
-            for (name, value) in set {
-                self.set_once.remove(name);
+        for (name, value) in set {
+            self.set_once.remove(name);
+            self.set.insert(name.clone(), value.clone());
+        }
+        for (name, value) in set_once {
+            if self.set.contains_key(name) || self.set_once.contains_key(name) {
+                continue; // already present after this update
+            }
+            if self.unset.contains(name) {
+                // Removed by this update, so absent: the write happens.
                 self.set.insert(name.clone(), value.clone());
-            }
-        }
-        if let Some(Value::Object(set_once)) = p.get("$set_once") {
-            for (name, value) in set_once {
-                if self.set.contains_key(name) || self.set_once.contains_key(name) {
-                    continue; // already present after this update
-                }
-                if self.unset.contains(name) {
-                    // Removed by this update, so absent: the write happens.
-                    self.set.insert(name.clone(), value.clone());
-                } else {
-                    self.set_once.insert(name.clone(), value.clone());
-                }
+            } else {
+                self.set_once.insert(name.clone(), value.clone());
             }
         }
     }
@@ -168,6 +186,31 @@ mod tests {
             let start: Map<String, Value> = start.into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
             let folded = profile_updates(&events).remove("u").unwrap_or_default().apply(&start);
             prop_assert_eq!(folded, one_by_one(&start, &events));
+        }
+
+        #[test]
+        fn composed_updates_of_consecutive_runs_equal_the_whole_run(ops in prop::collection::vec(op(), 0..12), cuts in (0usize..12, 0usize..12)) {
+            let events: Vec<BufferedEvent> = ops.into_iter().map(|p| event("u", p)).collect();
+            let (a, b) = (cuts.0.min(cuts.1).min(events.len()), cuts.0.max(cuts.1).min(events.len()));
+            let update = |run: &[BufferedEvent]| profile_updates(run).remove("u").unwrap_or_default();
+            let mut composed = update(&events[..a]);
+            composed.then_update(&update(&events[a..b]));
+            composed.then_update(&update(&events[b..]));
+            prop_assert_eq!(composed.apply(&Map::new()), one_by_one(&Map::new(), &events));
+        }
+
+        #[test]
+        fn overlapping_redelivered_runs_in_stream_order_equal_the_whole_run(ops in prop::collection::vec(op(), 0..12), cuts in (0usize..12, 0usize..12)) {
+            // A batch up to b, whose acknowledgement was lost, then the redelivery cut at a.
+            let events: Vec<BufferedEvent> = ops.into_iter().map(|p| event("u", p)).collect();
+            let (a, b) = (cuts.0.min(cuts.1).min(events.len()), cuts.0.max(cuts.1).min(events.len()));
+            let update = |run: &[BufferedEvent]| profile_updates(run).remove("u").unwrap_or_default();
+            let first = update(&events[..b]).apply(&Map::new());
+            let redelivered = update(&events[a..]).apply(&update(&events[..a]).apply(&first));
+            prop_assert_eq!(&redelivered, &one_by_one(&Map::new(), &events));
+            // The same three, ordered by where their batches end in the stream (a <= b <= end).
+            let by_position = update(&events[a..]).apply(&update(&events[..b]).apply(&update(&events[..a]).apply(&Map::new())));
+            prop_assert_eq!(by_position, redelivered);
         }
 
         #[test]

@@ -65,8 +65,13 @@ async fn main() -> ExitCode {
             let request = pulse_processor::replay::ReplayRequest { ids, discard };
             match pulse_processor::replay::replay_failed(&ctx, &request).await {
                 Ok(report) => {
+                    let skipped = if report.skipped == 1 {
+                        "record that is not an event"
+                    } else {
+                        "records that are not events"
+                    };
                     println!(
-                        "replayed {} failed events, discarded {}, skipped {} records that are not events (see --discard)",
+                        "replayed {} failed events, discarded {}, skipped {} {skipped} (see --discard)",
                         report.replayed, report.discarded, report.skipped
                     );
                     ExitCode::SUCCESS

@@ -1,6 +1,7 @@
 //! Per-user profiles: after a batch's raw events are stored, the `$set`, `$set_once` and
 //! `$unset` they carry update their users' profiles, folded per user in stream order
-//! (`pulse_core::profile`) and written by `_id` (`pulse_store::profiles`).
+//! (`pulse_core::profile`) and recorded as the batch's profile changes
+//! (`pulse_store::profiles`).
 //!
 //! Only the events this batch's entries stored are applied (first deliveries and
 //! redeliveries of the same entry, not duplicates of an event stored earlier), so a
@@ -9,6 +10,7 @@
 
 use pulse_core::buffer::BufferedEvent;
 use pulse_core::profile::{ProfileUpdate, profile_updates};
+use pulse_core::rollup::StreamPosition;
 use pulse_store::{FailedEvent, PartitionLease, StoreError};
 use serde_json::json;
 
@@ -16,12 +18,12 @@ use crate::failed::PoisonWatch;
 use crate::{Context, ProcessorError};
 
 /// Applies the profile updates of `stored` (in stream order), the batch's entries ending at
-/// `last_entry`. A user's update the store keeps refusing is set aside as failed (the
-/// events themselves are stored and counted).
+/// `last_entry` (at `at`). A user's update the store keeps refusing is set aside as failed
+/// (the events themselves are stored and counted).
 pub async fn apply(
     ctx: &Context,
     lease: PartitionLease,
-    last_entry: &str,
+    (last_entry, at): (&str, StreamPosition),
     stored: &[&BufferedEvent],
     poison: &mut PoisonWatch,
 ) -> Result<(), ProcessorError> {
@@ -29,7 +31,7 @@ pub async fn apply(
     if updates.is_empty() {
         return Ok(());
     }
-    let refused = ctx.store.apply_profile_updates(&updates).await?;
+    let refused = ctx.store.apply_profile_updates(lease.partition, at, &updates).await?;
     if refused.is_empty() {
         return Ok(());
     }

@@ -176,7 +176,7 @@ pub async fn finish_open_record(
 
 /// What one partition's writer carries from batch to batch while it holds the lease.
 pub struct WriterState {
-    /// Which users the partition's buckets counted, as far as this tenure knows.
+    /// Which users the partition's buckets counted, up to the last record this tenure knows.
     pub memory: WriterMemory,
     /// The refusals of the current batch's earlier tries.
     pub poison: PoisonWatch,
@@ -195,7 +195,7 @@ impl WriterState {
     }
 
     /// Drops what a write whose outcome is unknown may have made untrue: where the log ends.
-    /// (The users known to be counted stay true: claims are never taken back.)
+    /// (The memory of users checks by itself that the next record follows what it knows.)
     pub fn forget(&mut self) {
         self.log = None;
     }
@@ -350,7 +350,7 @@ fn plan_record(
 }
 
 /// Writes a batch as the record `plan` says: the ballot, the raw events, blocks and user
-/// claims, the seal, the delta, then profiles.
+/// lists, profiles, the seal, then the delta.
 async fn write_record<'e>(
     ctx: &Context,
     lease: PartitionLease,
@@ -475,11 +475,12 @@ async fn store_batch<'e>(
     let blocked = started.elapsed();
     let rollups = BatchRollups { intervals: &ctx.intervals, numeric: &ctx.numeric, tz: &ctx.tz };
     let delta = ctx.store.rollup_delta(lease, plan.attempt, &first, &rollups, memory).await?;
+    let claimed = started.elapsed();
     // Profiles before the seal: once the record is committed, its entries are only
     // acknowledged, so a profile change refused on this try must be retried with them.
     let first_events: Vec<&BufferedEvent> = first.iter().map(|(_, e)| *e).collect();
     let last_entry = entries.last().map(|e| e.id.as_str()).unwrap_or_default();
-    crate::profiles::apply(ctx, lease, last_entry, &first_events, poison).await?;
+    crate::profiles::apply(ctx, lease, (last_entry, last), &first_events, poison).await?;
     let profiled = started.elapsed();
     // The seal: an attempt another writer took over in the meantime stops here.
     if let Some(ballot) = plan.ballot
@@ -495,7 +496,8 @@ async fn store_batch<'e>(
         events = writes.len(),
         insert_ms = inserted.as_millis() as u64,
         blocks_ms = (blocked - inserted).as_millis() as u64,
-        claims_and_profiles_ms = (profiled - blocked).as_millis() as u64,
+        claims_ms = (claimed - blocked).as_millis() as u64,
+        profiles_ms = (profiled - claimed).as_millis() as u64,
         record_ms = (applied - profiled).as_millis() as u64,
         "batch stored"
     );
@@ -525,8 +527,9 @@ async fn compact(ctx: &Context, partition: u32) {
     }
 }
 
-/// Merges the partition's rollup log into a new version (and drops expired periods). A
-/// failure waits for the next round: the log stays readable meanwhile.
+/// Merges the partition's rollup log into a new version (and drops expired periods), and
+/// folds each user's profile changes into one. A failure waits for the next round: both
+/// stay readable meanwhile.
 async fn compact_log(ctx: &Context, partition: u32) {
     let turn = ctx.store_turns.acquire().await.ok();
     let now = jiff::Timestamp::now().as_millisecond();
@@ -542,6 +545,16 @@ async fn compact_log(ctx: &Context, partition: u32) {
         Err(e) => {
             ctx.metrics.errors.get_or_create(&ErrorLabel { kind: "compaction" }).inc();
             tracing::warn!(partition, error = %e, "rollup log compaction failed; retrying later");
+        }
+    }
+    match ctx.store.compact_profile_changes(partition).await {
+        Ok(done) if done.users > 0 => {
+            tracing::debug!(partition, users = done.users, changes = done.replaced, "profile changes folded")
+        }
+        Ok(_) => {}
+        Err(e) => {
+            ctx.metrics.errors.get_or_create(&ErrorLabel { kind: "compaction" }).inc();
+            tracing::warn!(partition, error = %e, "profile changes not folded; retrying later");
         }
     }
     drop(turn);

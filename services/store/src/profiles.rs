@@ -1,117 +1,203 @@
-//! The `profiles` collection: one document per user, `_id` = the distinct id, with the
-//! user's properties (keys encoded) under `properties`, so property cohorts can filter on
-//! user properties and not only on event properties.
+//! Per-user profiles, kept as a log of changes so that writing one costs an insert.
 //!
-//! Writes stay in the portable subset and touch documents by `_id` only (on FerretDB 1.24
-//! a filtered write scans the collection): per changed user, one read when a `$set_once`
-//! must know which properties exist, then one `update_one` by `_id` with upsert, `$set`
-//! and `$unset`. Exact under redelivery because one writer applies a partition's events in
-//! stream order and a replayed run leaves the profile as it was (see
-//! `pulse_core::profile`); one writer per partition also avoids FerretDB's lost concurrent
-//! updates of one document, since a user's events share a partition.
+//! `profile_changes` holds, per batch and user whose profile the batch changes, the user's
+//! update folded over the batch (`pulse_core::profile`): `_id` `<user>|<position>`, fields
+//! `u` (the user), `p` (the partition), `at` (the stream position of the batch's last
+//! entry, [`StreamPosition::to_key`]), `unset`, `set`, `set_once` (names encoded). On
+//! FerretDB every read or update by `_id` scans its collection, so a per-user document
+//! updated in place made every batch slower as users accumulated; an insert stays flat.
+//!
+//! A profile is its changes applied in stream order (`at`). Exact under redelivery: the
+//! same batch writes the same document (a duplicate key), and a batch cut otherwise on
+//! redelivery adds updates whose application in stream order leaves the profile as the
+//! run once would (the property tests in `pulse_core::profile`).
+//!
+//! [`Store::compact_profile_changes`] folds a user's changes into one (`c` = 1, at the
+//! last one's position) now and then, off the hot path: readers that meet the fold and
+//! the changes it replaces together apply the fold after them, which changes nothing.
+//! Profiles of versions before the log (`profiles`, one document per user) are read as
+//! the state the changes apply to.
 
 use std::collections::BTreeMap;
 
+use futures::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
 use pulse_core::profile::ProfileUpdate;
-use pulse_core::rollup::encode_key;
+use pulse_core::rollup::{StreamPosition, decode_key, encode_key};
 use serde_json::{Map, Value};
 
 use crate::documents::{bson_of_json, json_of_bson};
 use crate::{Refusal, Store, StoreError};
 
-/// The collection of per-user profiles.
+/// The collection of profile changes.
+pub const PROFILE_CHANGES: &str = "profile_changes";
+
+/// Profiles as versions before the change log kept them: one document per user.
 pub const PROFILES: &str = "profiles";
 
-/// Profile writes of one batch in flight at once (each a different user).
-pub const PROFILE_WRITES_IN_FLIGHT: usize = 16;
+/// Changes deleted per request when a fold replaces them.
+const DELETE_CHUNK: usize = 1_000;
+
+/// What a fold of one partition's profile changes did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ProfileCompaction {
+    /// Users whose changes were folded into one.
+    pub users: usize,
+    /// Change documents the folds replaced.
+    pub replaced: usize,
+}
 
 impl Store {
-    /// Applies each user's folded update to their profile, creating it when absent. Users
-    /// are independent documents, so up to [`PROFILE_WRITES_IN_FLIGHT`] are written at once;
-    /// each user's read and write stay in order. Returns the updates the store refused (by
-    /// position in `updates`), which are not applied.
+    /// Records each user's update of a batch of `partition` whose last entry is `at` (their
+    /// events in stream order, folded). Returns the updates the store refused (by position
+    /// in `updates`), which are not recorded; any other failure is an error, to be retried.
     pub async fn apply_profile_updates(
         &self,
+        partition: u32,
+        at: StreamPosition,
         updates: &BTreeMap<String, ProfileUpdate>,
     ) -> Result<Vec<Refusal>, StoreError> {
-        // Each user's update on its own: one the store refuses (whatever no validation
-        // foresaw) is reported, not fatal; any other failure is an error, to be retried.
-        let users: Vec<(&String, &ProfileUpdate)> = updates.iter().collect();
-        let mut outcomes = Vec::with_capacity(users.len());
-        for (chunk, group) in users.chunks(PROFILE_WRITES_IN_FLIGHT).enumerate() {
-            let writes = group.iter().enumerate().map(|(i, (user, update))| {
-                let index = chunk * PROFILE_WRITES_IN_FLIGHT + i;
-                async move {
-                    match self.apply_profile_update(user, update).await {
-                        Ok(()) => Ok(None),
-                        Err(StoreError::Mongo(e)) if crate::refusal::is_refusal(&e) => {
-                            Ok(Some(Refusal { index, detail: crate::refusal::describe(&e) }))
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
-            });
-            outcomes.extend(futures::future::join_all(writes).await);
+        let changes = self.db.collection::<Document>(PROFILE_CHANGES);
+        let docs: Vec<Document> =
+            updates.iter().map(|(user, update)| change_document(user, partition, at, update)).collect();
+        match crate::insert_new(&changes, docs.clone()).await {
+            Ok(_) => return Ok(Vec::new()),
+            Err(StoreError::Mongo(e)) if crate::refusal::is_refusal(&e) => {}
+            Err(e) => return Err(e),
         }
+        // Something in the batch is refused: find which, one by one (the rest may be in).
         let mut refused = Vec::new();
-        for outcome in outcomes {
-            refused.extend(outcome?);
+        for (index, doc) in docs.into_iter().enumerate() {
+            match changes.insert_one(doc).await {
+                Ok(_) => {}
+                Err(e) if crate::is_duplicate(&e) => {}
+                Err(e) if crate::refusal::is_refusal(&e) => {
+                    refused.push(Refusal { index, detail: crate::refusal::describe(&e) })
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(refused)
     }
 
-    async fn apply_profile_update(&self, user: &str, update: &ProfileUpdate) -> Result<(), StoreError> {
-        let profiles = self.db.collection::<Document>(PROFILES);
-        let mut set = Document::new();
-        for (name, value) in &update.set {
-            set.insert(format!("properties.{}", encode_key(name)), bson_of_json(value));
-        }
-        if !update.set_once.is_empty() {
-            let existing =
-                profiles.find_one(doc! { "_id": user }).projection(doc! { "properties": 1 }).await?;
-            let present = existing.as_ref().and_then(|d| d.get_document("properties").ok());
-            for (name, value) in &update.set_once {
-                let key = encode_key(name);
-                // `unset` runs before `set_once` in the update's meaning.
-                let absent = update.unset.contains(name) || !present.is_some_and(|p| p.contains_key(&key));
-                if absent {
-                    set.insert(format!("properties.{key}"), bson_of_json(value));
-                }
-            }
-        }
-        let mut unset = Document::new();
-        for name in update.unset.iter().filter(|n| !update.set.contains_key(*n)) {
-            let path = format!("properties.{}", encode_key(name));
-            if !set.contains_key(&path) {
-                unset.insert(path, Bson::String(String::new()));
-            }
-        }
-        let mut change = Document::new();
-        if !set.is_empty() {
-            change.insert("$set", set);
-        }
-        if !unset.is_empty() {
-            change.insert("$unset", unset);
-        }
-        if change.is_empty() {
-            return Ok(());
-        }
-        profiles.update_one(doc! { "_id": user }, change).upsert(true).await?;
-        Ok(())
-    }
-
     /// A user's profile properties (keys decoded), or `None` when the user has none.
     pub async fn profile(&self, distinct_id: &str) -> Result<Option<Map<String, Value>>, StoreError> {
-        let found = self
+        let legacy = self
             .db
             .collection::<Document>(PROFILES)
             .find_one(doc! { "_id": distinct_id })
             .projection(doc! { "properties": 1 })
             .await?;
-        Ok(found.map(|d| match d.get("properties").map(json_of_bson) {
+        let changes: Vec<Document> = self
+            .db
+            .collection::<Document>(PROFILE_CHANGES)
+            .find(doc! { "u": distinct_id })
+            .await?
+            .try_collect()
+            .await?;
+        if legacy.is_none() && changes.is_empty() {
+            return Ok(None);
+        }
+        let mut profile = match legacy.as_ref().and_then(|d| d.get("properties")).map(json_of_bson) {
             Some(Value::Object(properties)) => properties,
             _ => Map::new(),
-        }))
+        };
+        for update in in_stream_order(changes).iter().map(|(_, update)| update) {
+            profile = update.apply(&profile);
+        }
+        Ok(Some(profile))
     }
+
+    /// Folds each user's profile changes in `partition` into one, where a user has more
+    /// than one: an insert per user, then the deletion of what the folds replace. Run off
+    /// the hot path (it reads the partition's changes whole).
+    pub async fn compact_profile_changes(&self, partition: u32) -> Result<ProfileCompaction, StoreError> {
+        let changes = self.db.collection::<Document>(PROFILE_CHANGES);
+        let mut by_user: BTreeMap<String, Vec<Document>> = BTreeMap::new();
+        let mut cursor = changes.find(doc! { "p": i64::from(partition) }).await?;
+        while let Some(change) = cursor.try_next().await? {
+            let user = change.get_str("u").unwrap_or_default().to_string();
+            by_user.entry(user).or_default().push(change);
+        }
+        let mut done = ProfileCompaction::default();
+        let mut folds = Vec::new();
+        let mut replaced = Vec::new();
+        for (user, docs) in by_user.into_iter().filter(|(_, docs)| docs.len() > 1) {
+            let ordered = in_stream_order(docs);
+            let Some(at) = ordered.last().map(|(key, _)| key.0.clone()) else { continue };
+            let mut fold = ProfileUpdate::default();
+            for (_, update) in &ordered {
+                fold.then_update(update);
+            }
+            let mut d = change_document(&user, partition, StreamPosition::default(), &fold);
+            let id = format!("{user}|{at}|c");
+            d.insert("_id", &id);
+            d.insert("at", at);
+            d.insert("c", 1i64);
+            folds.push(d);
+            // (A fold of the same changes may be there already, from a run that stopped
+            // before its deletions: it stays, as this one's duplicate.)
+            replaced.extend(ordered.into_iter().filter_map(|((_, _, old), _)| old).filter(|old| *old != id));
+            done.users += 1;
+        }
+        for chunk in folds.chunks(DELETE_CHUNK) {
+            crate::insert_new(&changes, chunk.to_vec()).await?;
+        }
+        for chunk in replaced.chunks(DELETE_CHUNK) {
+            changes.delete_many(doc! { "_id": { "$in": chunk } }).await?;
+        }
+        done.replaced = replaced.len();
+        Ok(done)
+    }
+}
+
+/// The document of one user's update in a batch of `partition` ending at `at`.
+fn change_document(user: &str, partition: u32, at: StreamPosition, update: &ProfileUpdate) -> Document {
+    let encoded = |m: &Map<String, Value>| -> Document {
+        m.iter().map(|(name, value)| (encode_key(name), bson_of_json(value))).collect()
+    };
+    let at = at.to_key();
+    doc! {
+        "_id": format!("{user}|{at}"),
+        "u": user,
+        "p": i64::from(partition),
+        "at": at,
+        "unset": update.unset.iter().map(|n| encode_key(n)).collect::<Vec<_>>(),
+        "set": encoded(&update.set),
+        "set_once": encoded(&update.set_once),
+    }
+}
+
+/// Where a change applies, `(at, c, _id)`: in stream order, a fold after the changes it
+/// replaces; `_id` is kept only for changes a fold may replace (folds included).
+type ChangeOrder = (String, i64, Option<String>);
+
+/// `changes` of one user as updates in the order they apply.
+fn in_stream_order(changes: Vec<Document>) -> Vec<(ChangeOrder, ProfileUpdate)> {
+    let mut out: Vec<(ChangeOrder, ProfileUpdate)> = changes
+        .into_iter()
+        .map(|d| {
+            let decoded = |name: &str| -> Map<String, Value> {
+                d.get_document(name)
+                    .map(|m| m.iter().map(|(k, v)| (decode_key(k), json_of_bson(v))).collect())
+                    .unwrap_or_default()
+            };
+            let update = ProfileUpdate {
+                unset: d
+                    .get_array("unset")
+                    .map(|a| a.iter().filter_map(Bson::as_str).map(decode_key).collect())
+                    .unwrap_or_default(),
+                set: decoded("set"),
+                set_once: decoded("set_once"),
+            };
+            let order = (
+                d.get_str("at").unwrap_or_default().to_string(),
+                crate::log::int(d.get("c")) as i64,
+                d.get_str("_id").ok().map(str::to_string),
+            );
+            (order, update)
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.0.0, a.0.1).cmp(&(&b.0.0, b.0.1)));
+    out
 }

@@ -57,7 +57,7 @@ impl Store {
         // batches merged), scanned whole on FerretDB; MongoDB serves the time ranges of
         // queries and retention (`hi`) and compaction's small blocks (`p`, `n`) from indexes.
         let existing = self.db.list_collection_names().await?;
-        for name in [EVENT_BLOCKS, EVENT_BLOCK_INDEX] {
+        for name in [EVENT_BLOCKS, EVENT_BLOCK_INDEX, crate::profiles::PROFILE_CHANGES] {
             if !existing.iter().any(|c| c == name) {
                 match self.db.create_collection(name).await {
                     Ok(()) => {}
@@ -68,11 +68,14 @@ impl Store {
             }
         }
         ensure_indexes(&collection(EVENT_BLOCK_INDEX), &[doc! { "hi": 1 }, doc! { "p": 1, "n": 1 }]).await?;
+        // Profile changes are read by user (one profile) and by partition (folding them).
+        ensure_indexes(&collection(crate::profiles::PROFILE_CHANGES), &[doc! { "u": 1 }, doc! { "p": 1 }])
+            .await?;
         Ok(SchemaReport { ttl_index })
     }
 
     /// Deletes, by whole UTC days, raw events older than `retention` (where there is no TTL
-    /// index), event blocks whose newest event is, and the user claims of their periods.
+    /// index), event blocks whose newest event is, and the user lists of their periods.
     /// Rollup periods past their own retention (minutes after 14 days, hours after 400;
     /// days are kept) are left out by the rollup log's compaction ([`crate::compaction`]).
     pub async fn delete_expired(
@@ -96,7 +99,7 @@ impl Store {
                 .deleted_count;
         }
         deleted += self.delete_expired_blocks(cutoff).await?;
-        // User claims of periods past retention go by whole collections, one per day.
+        // User lists of periods past retention go by whole collections, one per day.
         let oldest_kept = crate::rollups::bucket_users_collection(now_ms - retention.as_millis());
         for name in self.db.list_collection_names().await? {
             if name.starts_with(crate::rollups::BUCKET_USERS_PREFIX) && name < oldest_kept {

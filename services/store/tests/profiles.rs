@@ -2,9 +2,12 @@
 //! `$unset` in stream order, property names the store cannot hold as keys, and replays of
 //! an already applied run leaving the profile as it was.
 
+use futures::TryStreamExt;
 use pulse_core::buffer::BufferedEvent;
 use pulse_core::profile::{ProfileUpdate, profile_updates};
+use pulse_core::rollup::StreamPosition;
 use pulse_store::Store;
+use pulse_store::profiles::PROFILE_CHANGES;
 use pulse_testkit::{FerretDb, unique_name};
 use serde_json::{Map, Value, json};
 
@@ -20,8 +23,10 @@ fn event(user: &str, properties: Value) -> BufferedEvent {
     }
 }
 
-async fn apply(store: &Store, events: &[BufferedEvent]) {
-    store.apply_profile_updates(&profile_updates(events)).await.expect("profile updates applied");
+/// Applies `events` as a batch of partition 0 whose last entry is at `at` (ms).
+async fn apply(store: &Store, at: u64, events: &[BufferedEvent]) {
+    let at = StreamPosition { millis: at, sequence: 0 };
+    store.apply_profile_updates(0, at, &profile_updates(events)).await.expect("profile updates applied");
 }
 
 async fn profile(store: &Store, user: &str) -> Value {
@@ -45,23 +50,24 @@ async fn updates_apply_in_stream_order_and_replays_change_nothing() {
         event("u-1", json!({ "$unset": ["referrer"] })),
         event("u-3", json!({ "plan": "an event property, not a profile change" })),
     ];
-    apply(&store, &events[..2]).await;
+    apply(&store, 1, &events[..2]).await;
     assert_eq!(profile(&store, "u-2").await, json!({ "source": "ads" }));
-    apply(&store, &events[2..]).await;
+    apply(&store, 4, &events[2..]).await;
     let u1 = json!({ "plan": "pro", "a.b": 1, "$browser": "x", "first_plan": "free" });
     assert_eq!(profile(&store, "u-1").await, u1);
     assert_eq!(store.profile("u-3").await.expect("read"), None, "no profile without a profile change");
 
     // A crash after the writes and before the acknowledgement: the whole run again, in
     // the same order, with different batch boundaries.
-    apply(&store, &events[..1]).await;
-    apply(&store, &events[1..]).await;
+    apply(&store, 0, &events[..1]).await;
+    apply(&store, 4, &events[1..]).await;
     assert_eq!(profile(&store, "u-1").await, u1, "replayed: unchanged");
     assert_eq!(profile(&store, "u-2").await, json!({ "source": "ads" }));
 
     // Later updates keep applying; set_once after an unset writes.
-    apply(&store, &[event("u-2", json!({ "$unset": ["source"], "$set_once": { "source": "email" } }))]).await;
-    apply(&store, &[event("u-2", json!({ "$set_once": { "source": "social" } }))]).await;
+    apply(&store, 5, &[event("u-2", json!({ "$unset": ["source"], "$set_once": { "source": "email" } }))])
+        .await;
+    apply(&store, 6, &[event("u-2", json!({ "$set_once": { "source": "social" } }))]).await;
     assert_eq!(profile(&store, "u-2").await, json!({ "source": "email" }));
 }
 
@@ -89,18 +95,66 @@ async fn the_store_agrees_with_the_pure_fold() {
             event(&format!("u-{}", next(4)), properties)
         })
         .collect();
-    let mut start = 0;
-    while start < events.len() {
-        let end = (start + 1 + next(7) as usize).min(events.len());
-        apply(&store, &events[start..end]).await;
-        start = end;
-    }
-    for user in ["u-0", "u-1", "u-2", "u-3"] {
-        let expected = events.iter().filter(|e| e.distinct_id == user).fold(Map::new(), |p, e| {
+    let expected = |upto: usize, user: &str| {
+        let folded = events[..upto].iter().filter(|e| e.distinct_id == user).fold(Map::new(), |p, e| {
             let mut single = ProfileUpdate::default();
             single.then(e);
             single.apply(&p)
         });
-        assert_eq!(profile(&store, user).await, Value::Object(expected), "{user}");
+        Value::Object(folded)
+    };
+    let changes = store.database().collection::<mongodb::bson::Document>(PROFILE_CHANGES);
+    let mut start = 0;
+    while start < events.len() {
+        let end = (start + 1 + next(7) as usize).min(events.len());
+        apply(&store, end as u64, &events[start..end]).await;
+        start = end;
+        // Folded now and then, as the processor does between batches.
+        if start > 60 && start < 70 {
+            let before = changes.count_documents(mongodb::bson::doc! {}).await.expect("count");
+            let done = store.compact_profile_changes(0).await.expect("fold");
+            let after = changes.count_documents(mongodb::bson::doc! {}).await.expect("count");
+            assert!(done.users > 0 && after < before, "{done:?}: {before} -> {after} documents");
+            assert_eq!(store.compact_profile_changes(0).await.expect("again").users, 0, "folded already");
+            for user in ["u-0", "u-1", "u-2", "u-3"] {
+                assert_eq!(profile(&store, user).await, expected(start, user), "{user} after the fold");
+            }
+        }
     }
+    for user in ["u-0", "u-1", "u-2", "u-3"] {
+        assert_eq!(profile(&store, user).await, expected(events.len(), user), "{user}");
+    }
+    // A fold that stopped before deleting what it replaced, then ran again.
+    let folded: Vec<mongodb::bson::Document> =
+        changes.find(mongodb::bson::doc! {}).await.expect("find").try_collect().await.expect("read");
+    store.compact_profile_changes(0).await.expect("fold");
+    for change in folded.into_iter().filter(|d| !d.contains_key("c")) {
+        // The changes the fold deleted come back; those it kept are there already.
+        let _ = changes.insert_one(change).await;
+    }
+    store.compact_profile_changes(0).await.expect("fold again");
+    for user in ["u-0", "u-1", "u-2", "u-3"] {
+        assert_eq!(profile(&store, user).await, expected(events.len(), user), "{user} after a repeated fold");
+    }
+}
+
+#[tokio::test]
+async fn a_change_the_store_refuses_is_reported_and_the_others_are_kept() {
+    let ferret = FerretDb::start().await.expect("ferretdb");
+    let store = Store::connect(&ferret.uri(), &unique_name("profiles")).await.expect("store");
+    let events = [
+        event("u-1", json!({ "$set": { "plan": "pro" } })),
+        // A NUL in a key: no store can hold it.
+        event("u-2", json!({ "$set": { "meta": { "a\u{0}b": 1 } } })),
+        event("u-3", json!({ "$set_once": { "source": "ads" } })),
+    ];
+    let updates = profile_updates(&events);
+    let at = StreamPosition { millis: 7, sequence: 0 };
+    let refused = store.apply_profile_updates(0, at, &updates).await.expect("no error, a refusal");
+    let users: Vec<&String> = updates.keys().collect();
+    assert_eq!(refused.iter().map(|r| users[r.index].as_str()).collect::<Vec<_>>(), ["u-2"]);
+    assert!(!refused[0].detail.is_empty(), "it says what the store said");
+    assert_eq!(profile(&store, "u-1").await, json!({ "plan": "pro" }));
+    assert_eq!(profile(&store, "u-3").await, json!({ "source": "ads" }));
+    assert_eq!(store.profile("u-2").await.expect("read"), None);
 }

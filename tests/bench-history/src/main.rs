@@ -206,8 +206,8 @@ async fn run(args: &Args) -> Result<(), LoaderError> {
             started.elapsed().as_secs_f64(),
         );
     }
-    // A processor compacts its partitions' rollup logs every 10 minutes: the state after
-    // days of traffic has them compacted.
+    // A processor compacts its partitions' rollup logs and folds their profile changes every
+    // 10 minutes: the state after days of traffic has them compacted.
     let now = jiff::Timestamp::now().as_millisecond();
     for partition in 0..ctx.partitions {
         let compacting = Instant::now();
@@ -218,6 +218,18 @@ async fn run(args: &Args) -> Result<(), LoaderError> {
                 compacting.elapsed().as_secs_f64()
             ),
             Err(e) => eprintln!("partition {partition}: rollup log not compacted ({e}); the processor will"),
+        }
+        let folding = Instant::now();
+        match ctx.store.compact_profile_changes(partition).await {
+            Ok(done) => eprintln!(
+                "partition {partition}: profile changes of {} users folded ({} changes, {:.1} s)",
+                done.users,
+                done.replaced,
+                folding.elapsed().as_secs_f64()
+            ),
+            Err(e) => {
+                eprintln!("partition {partition}: profile changes not folded ({e}); the processor will")
+            }
         }
     }
     renewer.abort();
