@@ -26,8 +26,11 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const MAX_READ_ENTRIES: usize = 1000;
 /// How often a partition's small event blocks are merged.
 const COMPACT_EVERY: Duration = Duration::from_secs(60);
-/// How often a partition's rollup log is compacted (it grows by a record per batch).
+/// How often a partition's rollup log is compacted (it grows by a record per batch)...
 const LOG_COMPACT_EVERY: Duration = Duration::from_secs(600);
+/// ...or sooner, once its writer committed this many records since: every start of a
+/// writer passes over the log (on FerretDB), so busy partitions keep theirs short.
+const LOG_COMPACT_RECORDS: u64 = 256;
 
 /// Processes `partition` until `stop` says so or the lease is lost, then gives the lease up.
 pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Receiver<bool>) {
@@ -48,6 +51,7 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
     }
     let mut last_compaction = Instant::now();
     let mut last_log_compaction = Instant::now();
+    let mut records_at_log_compaction = 0;
     while !(*stop.borrow() || *lost.borrow()) {
         match step(&ctx, &stream, lease, &mut read_size, &mut state).await {
             Ok(0) => {
@@ -75,8 +79,10 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
             last_compaction = Instant::now();
             compact(&ctx, partition).await;
         }
-        if last_log_compaction.elapsed() >= LOG_COMPACT_EVERY {
+        let records = state.records_committed - records_at_log_compaction;
+        if last_log_compaction.elapsed() >= LOG_COMPACT_EVERY || records >= LOG_COMPACT_RECORDS {
             last_log_compaction = Instant::now();
+            records_at_log_compaction = state.records_committed;
             compact_log(&ctx, partition).await;
         }
     }
@@ -182,6 +188,8 @@ pub struct WriterState {
     pub poison: PoisonWatch,
     /// The partition's rollup log as last read or written; read again after an error.
     log: Option<LogState>,
+    /// Records of the log this tenure committed.
+    pub records_committed: u64,
 }
 
 impl WriterState {
@@ -191,6 +199,7 @@ impl WriterState {
             memory: WriterMemory::for_one_of(partitions),
             poison: PoisonWatch::default(),
             log: None,
+            records_committed: 0,
         }
     }
 
@@ -205,7 +214,9 @@ impl WriterState {
         if let Some(log) = &self.log {
             return Ok(log.clone());
         }
+        let reading = Instant::now();
         let log = ctx.store.log_state(partition).await?;
+        tracing::debug!(partition, ms = reading.elapsed().as_millis() as u64, "rollup log read");
         self.log = Some(log.clone());
         Ok(log)
     }
@@ -301,7 +312,8 @@ pub async fn store_entries<'e>(
     match &stored {
         Ok(_) => {
             state.log =
-                Some(LogState { tail: LogTail { record: plan.attempt.record, last: range.1 }, open: None })
+                Some(LogState { tail: LogTail { record: plan.attempt.record, last: range.1 }, open: None });
+            state.records_committed += 1;
         }
         Err(_) => state.forget(),
     }
@@ -384,7 +396,13 @@ async fn write_record<'e>(
     crate::failed::set_aside(ctx, &undecodable).await?;
     // Events whose name the store refuses in a rollup update path are set aside before
     // anything of them is written: raw events, blocks and rollups then agree.
+    let probing = Instant::now();
     let refused = crate::failed::refused_names(ctx, &writes, &origins).await?;
+    tracing::debug!(
+        partition = lease.partition,
+        ms = probing.elapsed().as_millis() as u64,
+        "event names probed"
+    );
     if !refused.is_empty() {
         let failed: Vec<FailedEvent> = refused.iter().map(|(_, f)| f.clone()).collect();
         if !poison.confirmed(&failed) {

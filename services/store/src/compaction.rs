@@ -1,25 +1,33 @@
 //! Compaction of the rollup log: a partition's committed records, but its newest, merged
-//! into one version of its shares, so that the log stays small (the writer's start and the
-//! query API's reads pass over it) and rollup retention drops expired periods.
+//! into versions of its shares, so that the log stays small (a writer's start and the query
+//! API's reads pass over it) and rollup retention drops expired periods.
 //!
-//! Version `b` of partition `p` sums its records up to `b`: one document per UTC day of the
-//! periods' starts, `c|p<p>|<b>|<yyyymmdd>`, then a marker `c|p<p>|<b>|~` saying the version
-//! is whole. Readers take the newest whole version and the records after it
-//! ([`Store::live_records`]); only then are the older version and the merged records deleted.
-//! A version is a function of the records it sums, so two compactions at once write the same
-//! documents, and one interrupted anywhere leaves the log readable as before.
+//! Versions live apart from the log, in `rollup_versions`, so that reading where the log
+//! ends never passes over history. A partition's shares are one document per UTC day of
+//! the periods' starts, `c|p<p>|<yyyymmdd>|<b>`, where `b` is the compaction that wrote it;
+//! a marker `~|p<p>|<b>` says compaction `b` is whole. Readers take, per day, the document
+//! with the greatest `b` not past the newest marker, and the records after that marker
+//! ([`Store::live_records`]). A compaction rewrites only the days its records touch (and
+//! days whose minute or hour periods just expired), so its cost follows the traffic since
+//! the last one, not the history; only after its marker are the older documents of those
+//! days and the merged records deleted. A version is a function of what it merges, so two
+//! compactions at once write the same documents, and one interrupted anywhere leaves the
+//! sums readable as before.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use pulse_core::config::RollupInterval;
 use pulse_core::rollup::{PeriodKey, counts_users};
 
-use crate::log::{ROLLUP_LOG, int};
+use crate::log::{ROLLUP_DELTAS, ROLLUP_LOG, int};
 use crate::read::period_key;
 use crate::recount::{BucketTotals, document_of_totals, totals_of};
 use crate::{Store, StoreError, is_duplicate};
+
+/// The collection of compacted versions of the rollup log.
+pub const ROLLUP_VERSIONS: &str = "rollup_versions";
 
 /// How long minute and hour periods are kept (day periods are kept for good).
 const MINUTE_DAYS: i64 = 14;
@@ -35,20 +43,45 @@ pub struct Compaction {
     /// The version written (0: none).
     pub version: u64,
     pub records_merged: usize,
+    /// Days whose documents it wrote again.
+    pub days_written: usize,
     pub periods_dropped: usize,
 }
 
+/// A version document's place: partition, UTC day (`yyyymmdd`), compaction.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct DayVersion {
+    partition: u32,
+    day: String,
+    version: u64,
+}
+
+impl DayVersion {
+    fn id(&self) -> String {
+        format!("c|p{}|{}|{:012}", self.partition, self.day, self.version)
+    }
+
+    /// Parses [`Self::id`].
+    fn of(id: &str) -> Option<Self> {
+        let mut parts = id.strip_prefix("c|p")?.split('|');
+        let partition = parts.next()?.parse().ok()?;
+        let day = parts.next()?.to_string();
+        let version = parts.next()?.parse().ok()?;
+        Some(DayVersion { partition, day, version })
+    }
+}
+
 impl Store {
-    /// Every partition's newest whole version (the `upto` of its marker).
+    /// Every partition's newest whole version (the `upto` of its newest marker).
     async fn versions(&self, partition: Option<u32>) -> Result<HashMap<u32, u64>, StoreError> {
         let (from, to) = match partition {
-            Some(p) => (format!("c|p{p}|"), format!("c|p{p}|~")),
-            None => ("c|".to_string(), "c}".to_string()),
+            Some(p) => (format!("~|p{p}|"), format!("~|p{p}|~")),
+            None => ("~|".to_string(), "~}".to_string()),
         };
         let filter = doc! { "_id": { "$gte": from, "$lt": to }, "done": true };
         let markers: Vec<Document> = self
             .db
-            .collection::<Document>(ROLLUP_LOG)
+            .collection::<Document>(ROLLUP_VERSIONS)
             .find(filter)
             .projection(doc! { "p": 1, "upto": 1 })
             .await?
@@ -63,99 +96,239 @@ impl Store {
         Ok(versions)
     }
 
+    /// The document of each (partition, day) that readers take: the greatest compaction
+    /// not past the partition's newest marker (`versions`).
+    async fn current_days(
+        &self,
+        versions: &HashMap<u32, u64>,
+        partition: Option<u32>,
+    ) -> Result<BTreeMap<(u32, String), DayVersion>, StoreError> {
+        let filter = match partition {
+            Some(p) => doc! { "_id": { "$gte": format!("c|p{p}|"), "$lt": format!("c|p{p}|~") } },
+            None => doc! { "_id": { "$gte": "c|", "$lt": "c}" } },
+        };
+        let mut cursor = self
+            .db
+            .collection::<Document>(ROLLUP_VERSIONS)
+            .find(filter)
+            .projection(doc! { "_id": 1 })
+            .await?;
+        let mut current: BTreeMap<(u32, String), DayVersion> = BTreeMap::new();
+        while let Some(d) = cursor.try_next().await? {
+            let Some(v) = d.get_str("_id").ok().and_then(DayVersion::of) else { continue };
+            if versions.get(&v.partition).is_none_or(|newest| v.version > *newest) {
+                continue; // written by a compaction that did not finish
+            }
+            let key = (v.partition, v.day.clone());
+            if current.get(&key).is_none_or(|c| c.version < v.version) {
+                current.insert(key, v);
+            }
+        }
+        Ok(current)
+    }
+
     /// The documents whose sum is the rollups, among those `filter` selects: each partition's
-    /// newest whole version and its records after it.
+    /// current day versions and its records after its newest marker.
     pub(crate) async fn live_records(&self, filter: Document) -> Result<Vec<Document>, StoreError> {
         let versions = self.versions(None).await?;
-        let log = self.db.collection::<Document>(ROLLUP_LOG);
+        let current = self.current_days(&versions, None).await?;
         let mut out = Vec::new();
-        for (from, to) in [("c|", "c}"), ("d|", "d}")] {
-            let mut f = filter.clone();
-            f.insert("_id", doc! { "$gte": from, "$lt": to });
-            let mut cursor = log.find(f).await?;
-            while let Some(d) = cursor.try_next().await? {
-                let version = versions.get(&(int(d.get("p")) as u32)).copied();
-                let live = match d.get("upto") {
-                    Some(_) => !d.get_bool("done").unwrap_or(false) && version == Some(int(d.get("upto"))),
-                    None => version.is_none_or(|v| int(d.get("k")) > v),
-                };
-                if live {
-                    out.push(d);
-                }
+        let mut f = filter.clone();
+        f.insert("_id", doc! { "$gte": "c|", "$lt": "c}" });
+        let mut cursor = self.db.collection::<Document>(ROLLUP_VERSIONS).find(f).await?;
+        while let Some(d) = cursor.try_next().await? {
+            let Some(v) = d.get_str("_id").ok().and_then(DayVersion::of) else { continue };
+            if current.get(&(v.partition, v.day.clone())) == Some(&v) {
+                out.push(d);
+            }
+        }
+        let committed = self.committed(None).await?;
+        let mut f = filter;
+        f.insert("_id", doc! { "$gte": "d|", "$lt": "d}" });
+        let mut cursor = self.db.collection::<Document>(ROLLUP_DELTAS).find(f).await?;
+        while let Some(d) = cursor.try_next().await? {
+            let (partition, record) = (int(d.get("p")) as u32, int(d.get("k")));
+            let version = versions.get(&partition).copied();
+            if version.is_none_or(|v| record > v) && committed.contains(&(partition, record)) {
+                out.push(d);
             }
         }
         Ok(out)
     }
 
-    /// Merges the partition's records, all but the newest, into a new version, dropping
-    /// minute periods older than 14 days and hour periods older than 400 days (`now_ms`).
+    /// The committed records (partition, record) of one partition's log or of all.
+    async fn committed(&self, partition: Option<u32>) -> Result<BTreeSet<(u32, u64)>, StoreError> {
+        let (from, to) = match partition {
+            Some(p) => (format!("d|p{p}|"), format!("d|p{p}|~")),
+            None => ("d|".to_string(), "d}".to_string()),
+        };
+        let mut cursor = self
+            .db
+            .collection::<Document>(ROLLUP_LOG)
+            .find(doc! { "_id": { "$gte": from, "$lt": to } })
+            .projection(doc! { "p": 1, "k": 1 })
+            .await?;
+        let mut out = BTreeSet::new();
+        while let Some(d) = cursor.try_next().await? {
+            out.insert((int(d.get("p")) as u32, int(d.get("k"))));
+        }
+        Ok(out)
+    }
+
+    /// Merges the partition's records, all but the newest, into its day versions: rewrites
+    /// the days they touch, and the days whose minute periods are older than 14 days or hour
+    /// periods older than 400 days (`now_ms`), which it leaves out.
     pub async fn compact_rollup_log(&self, partition: u32, now_ms: i64) -> Result<Compaction, StoreError> {
         let log = self.db.collection::<Document>(ROLLUP_LOG);
-        let old = self.versions(Some(partition)).await?.get(&partition).copied().unwrap_or(0);
+        let versions = self.db.collection::<Document>(ROLLUP_VERSIONS);
+        let old_versions = self.versions(Some(partition)).await?;
+        let old = old_versions.get(&partition).copied().unwrap_or(0);
         let prefix = format!("d|p{partition}|");
-        let mut records: Vec<Document> = log
-            .find(doc! { "_id": { "$gt": format!("{prefix}{old:012}"), "$lt": format!("{prefix}~") } })
+        let mut committed: Vec<u64> =
+            self.committed(Some(partition)).await?.into_iter().map(|(_, k)| k).filter(|k| *k > old).collect();
+        // The newest stays a record: it tells a starting writer where the log ends.
+        committed.pop();
+        if committed.len() < MIN_RECORDS {
+            return Ok(Compaction::default());
+        }
+        let upto = committed.last().copied().unwrap_or(0);
+        let deltas = self.db.collection::<Document>(ROLLUP_DELTAS);
+        let range = doc! { "$gt": format!("{prefix}{old:012}"), "$lte": format!("{prefix}{upto:012}") };
+        let mut records: Vec<Document> = deltas.find(doc! { "_id": range }).await?.try_collect().await?;
+        records.sort_by_key(|d| int(d.get("k")));
+        if records.len() != committed.len() {
+            return Err(StoreError::Encode(format!(
+                "partition {partition}'s rollup log commits {} records after {old} but holds the content of {}",
+                committed.len(),
+                records.len()
+            )));
+        }
+        let version = records.last().map(|d| int(d.get("k"))).unwrap_or(0);
+        // The days to write: those the records touch, and those holding expired periods.
+        let mut days: BTreeSet<String> = BTreeSet::new();
+        for record in &records {
+            for period in record.get_array("periods").into_iter().flatten().filter_map(|p| p.as_document()) {
+                days.extend(period_key(period).map(|key| day_of(key.start)));
+            }
+        }
+        let current = self.current_days(&old_versions, Some(partition)).await?;
+        let flags: Vec<Document> = versions
+            .find(doc! { "p": i64::from(partition), "expiring": { "$exists": true } })
+            .projection(doc! { "_id": 1, "expiring": 1 })
             .await?
             .try_collect()
             .await?;
-        records.sort_by_key(|d| int(d.get("k")));
-        // The newest stays a record: it tells a starting writer where the log ends.
-        records.pop();
-        if records.len() < MIN_RECORDS {
-            return Ok(Compaction::default());
+        for d in flags {
+            let Some(v) = d.get_str("_id").ok().and_then(DayVersion::of) else { continue };
+            let expires = d.get_i64("expiring").unwrap_or(i64::MAX);
+            if current.get(&(partition, v.day.clone())) == Some(&v) && expires <= now_ms {
+                days.insert(v.day);
+            }
         }
-        let version = records.last().map(|d| int(d.get("k"))).unwrap_or(0);
         let mut sources = records.clone();
-        if old > 0 {
-            let from = format!("c|p{partition}|{old:012}|");
-            let mut cursor = log.find(doc! { "_id": { "$gte": &from, "$lt": format!("{from}~") } }).await?;
+        let ids: Vec<String> = days
+            .iter()
+            .filter_map(|day| current.get(&(partition, day.clone())))
+            .map(DayVersion::id)
+            .collect();
+        if !ids.is_empty() {
+            let mut cursor = versions.find(doc! { "_id": { "$in": &ids } }).await?;
             while let Some(d) = cursor.try_next().await? {
                 sources.push(d);
             }
         }
-        let (days, dropped) = merge(&sources, now_ms);
+        let (mut merged, dropped) = merge(&sources, now_ms);
         let docs: Vec<Document> = days
-            .into_iter()
-            .map(|(day, periods)| {
+            .iter()
+            .map(|day| {
+                // A day left without periods is written empty: it replaces the older one.
+                let periods = merged.remove(day).unwrap_or_default();
                 let pids: Vec<Bson> =
                     periods.iter().filter_map(|p| p.get_str("id").ok()).map(Bson::from).collect();
-                doc! {
-                    "_id": format!("c|p{partition}|{version:012}|{day}"),
+                let mut d = doc! {
+                    "_id": DayVersion { partition, day: day.clone(), version }.id(),
                     "p": i64::from(partition),
-                    "upto": version as i64,
+                    "day": day,
+                    "b": version as i64,
                     "pids": pids,
-                    "periods": periods,
+                };
+                if let Some(expiring) = expiring_at(&periods) {
+                    d.insert("expiring", expiring);
                 }
+                d.insert("periods", periods);
+                d
             })
             .collect();
         if !docs.is_empty() {
-            crate::insert_new(&log, docs).await?;
+            crate::insert_new(&versions, docs).await?;
         }
         let marker = doc! {
-            "_id": format!("c|p{partition}|{version:012}|~"),
+            "_id": format!("~|p{partition}|{version:012}"),
             "p": i64::from(partition),
             "upto": version as i64,
             "done": true,
             "at": DateTime::now(),
         };
-        match log.insert_one(marker).await {
+        match versions.insert_one(marker).await {
             Ok(_) => {}
             Err(e) if is_duplicate(&e) => {}
             Err(e) => return Err(e.into()),
         }
-        // Readers now take the new version: the documents it replaces can go.
-        log.delete_many(doc! { "_id": { "$gte": &prefix, "$lte": format!("{prefix}{version:012}") } })
-            .await?;
+        // Readers now take the new version: what it replaces can go (the contents first, so
+        // that a commit never outlives its content).
+        let merged = doc! { "_id": { "$gte": &prefix, "$lte": format!("{prefix}{version:012}") } };
+        deltas.delete_many(merged.clone()).await?;
+        log.delete_many(merged).await?;
         // The ballots of merged records are spent: a starting writer reads only those of the
         // record after the log's end.
         let ballots = format!("b|p{partition}|");
         log.delete_many(doc! { "_id": { "$gte": &ballots, "$lt": format!("{ballots}{version:012}~") } })
             .await?;
-        let versions = format!("c|p{partition}|");
-        log.delete_many(doc! { "_id": { "$gte": &versions, "$lt": format!("{versions}{version:012}") } })
+        let replaced: Vec<String> = days
+            .iter()
+            .filter_map(|day| current.get(&(partition, day.clone())))
+            .filter(|v| v.version < version)
+            .map(DayVersion::id)
+            .collect();
+        if !replaced.is_empty() {
+            versions.delete_many(doc! { "_id": { "$in": replaced } }).await?;
+        }
+        let markers = format!("~|p{partition}|");
+        versions
+            .delete_many(doc! { "_id": { "$gte": &markers, "$lt": format!("{markers}{version:012}") } })
             .await?;
-        Ok(Compaction { version, records_merged: records.len(), periods_dropped: dropped })
+        Ok(Compaction {
+            version,
+            records_merged: records.len(),
+            days_written: days.len(),
+            periods_dropped: dropped,
+        })
     }
+}
+
+/// The UTC day (`yyyymmdd`) of a period starting at `start` (epoch ms).
+fn day_of(start: i64) -> String {
+    crate::rollups::bucket_users_collection(start)
+        .trim_start_matches(crate::rollups::BUCKET_USERS_PREFIX)
+        .to_string()
+}
+
+/// How long each interval's periods are kept, in ms (`None`: for good).
+fn kept_for(interval: RollupInterval) -> Option<i64> {
+    match interval {
+        RollupInterval::Minute => Some(MINUTE_DAYS * DAY_MS),
+        RollupInterval::Hour => Some(HOUR_DAYS * DAY_MS),
+        RollupInterval::Day => None,
+    }
+}
+
+/// When the first of `periods` expires (epoch ms), if any does.
+fn expiring_at(periods: &[Document]) -> Option<i64> {
+    periods
+        .iter()
+        .filter_map(period_key)
+        .filter_map(|key| kept_for(key.interval).map(|kept| key.start + kept))
+        .min()
 }
 
 /// The periods of `sources` summed, by UTC day of their start (`yyyymmdd`), without the
@@ -174,11 +347,7 @@ fn merge(sources: &[Document], now_ms: i64) -> (BTreeMap<String, Vec<Document>>,
             }
         }
     }
-    let kept_from = |interval| match interval {
-        RollupInterval::Minute => now_ms - MINUTE_DAYS * DAY_MS,
-        RollupInterval::Hour => now_ms - HOUR_DAYS * DAY_MS,
-        RollupInterval::Day => i64::MIN,
-    };
+    let kept_from = |interval| kept_for(interval).map_or(i64::MIN, |kept| now_ms - kept);
     let mut days: BTreeMap<String, Vec<Document>> = BTreeMap::new();
     let mut dropped = 0;
     for (key, buckets) in sums {
@@ -190,10 +359,7 @@ fn merge(sources: &[Document], now_ms: i64) -> (BTreeMap<String, Vec<Document>>,
         for (name, totals) in &buckets {
             ev.insert(name, document_of_totals(totals));
         }
-        let day = crate::rollups::bucket_users_collection(key.start)
-            .trim_start_matches(crate::rollups::BUCKET_USERS_PREFIX)
-            .to_string();
-        days.entry(day).or_default().push(doc! {
+        days.entry(day_of(key.start)).or_default().push(doc! {
             "id": key.id(),
             "i": pulse_core::rollup::interval_name(key.interval),
             "s": key.start,

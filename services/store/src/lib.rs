@@ -51,6 +51,8 @@ pub use schema::SchemaReport;
 pub mod collections {
     pub const EVENTS: &str = "events";
     pub const ROLLUP_LOG: &str = crate::log::ROLLUP_LOG;
+    pub const ROLLUP_VERSIONS: &str = crate::compaction::ROLLUP_VERSIONS;
+    pub const ROLLUP_DELTAS: &str = crate::log::ROLLUP_DELTAS;
     /// No longer written or read: dropped by a rebuild.
     pub const LEGACY: [&str; 3] = ["rollups", "rollup_users", "user_periods"];
     pub const EVENT_BLOCKS: &str = "event_blocks";

@@ -9,7 +9,9 @@
 //!    tries is told the record is taken;
 //! 2. the batch's raw events, event blocks and user lists ([`crate::rollups`]);
 //! 3. a seal, the next ballot, says the attempt wrote all of that;
-//! 4. the delta `d|p<p>|<k>`: the batch's contribution to every bucket it touches.
+//! 4. the delta `d|p<p>|<k>`: the batch's contribution to every bucket it touches, whose
+//!    content goes to `rollup_deltas` first and which a small document of the same `_id`
+//!    in the log commits (the content of a record that is not committed is not read).
 //!
 //! A writer that finds a record begun and not committed (its holder died, or is paused)
 //! takes the next ballot as a redo and does the whole batch again, looking up what the
@@ -26,6 +28,10 @@ use crate::{Store, StoreError, is_duplicate};
 
 /// The log of every partition.
 pub const ROLLUP_LOG: &str = "rollup_log";
+
+/// The contents of the log's records (their period documents), apart from the small
+/// documents of the log itself, so that reading where the log ends passes over little.
+pub const ROLLUP_DELTAS: &str = "rollup_deltas";
 
 /// Where a partition's log ends: its newest committed record and that record's last entry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -157,17 +163,25 @@ impl Store {
         periods: Vec<Document>,
     ) -> Result<(), StoreError> {
         let ids: Vec<Bson> = periods.iter().filter_map(|p| p.get_str("id").ok()).map(Bson::from).collect();
-        let d = doc! {
+        let content = doc! {
+            "_id": delta_id(partition, record),
+            "p": i64::from(partition),
+            "k": record as i64,
+            "last": last.to_key(),
+            "pids": ids,
+            "periods": periods,
+        };
+        // The content first: it counts only once the small commit document names it.
+        crate::insert_new(&self.db.collection::<Document>(ROLLUP_DELTAS), vec![content]).await?;
+        let commit = doc! {
             "_id": delta_id(partition, record),
             "p": i64::from(partition),
             "k": record as i64,
             "first": first.to_key(),
             "last": last.to_key(),
-            "pids": ids,
-            "periods": periods,
             "at": DateTime::now(),
         };
-        match self.db.collection::<Document>(ROLLUP_LOG).insert_one(d).await {
+        match self.db.collection::<Document>(ROLLUP_LOG).insert_one(commit).await {
             Ok(_) => Ok(()),
             Err(e) if is_duplicate(&e) => Ok(()),
             Err(e) => Err(e.into()),

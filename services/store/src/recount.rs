@@ -176,6 +176,8 @@ impl Store {
     ) -> Result<usize, StoreError> {
         let (shares, users) = self.recount_shares_and_users(rollups).await?;
         self.db.collection::<Document>(ROLLUP_LOG).delete_many(doc! {}).await?;
+        self.db.collection::<Document>(crate::compaction::ROLLUP_VERSIONS).delete_many(doc! {}).await?;
+        self.db.collection::<Document>(crate::log::ROLLUP_DELTAS).delete_many(doc! {}).await?;
         for name in self.db.list_collection_names().await? {
             // Collections of earlier versions (nothing reads them any more) and the user lists.
             if name.starts_with(BUCKET_USERS_PREFIX) || LEGACY.contains(&name.as_str()) {

@@ -407,8 +407,8 @@ async fn compaction_keeps_every_sum_and_drops_expired_minutes() {
     // A compaction interrupted before its marker changes nothing readers see.
     f.store
         .database()
-        .collection::<mongodb::bson::Document>("rollup_log")
-        .insert_one(mongodb::bson::doc! { "_id": "c|p0|000000000099|20260101", "p": 0_i64, "upto": 99_i64,
+        .collection::<mongodb::bson::Document>("rollup_versions")
+        .insert_one(mongodb::bson::doc! { "_id": "c|p0|20260101|000000000099", "p": 0_i64, "b": 99_i64,
         "periods": [{ "id": "day|x", "i": "day", "s": t0, "ev": { "view": { "n": 1000_i64 } } }] })
         .await
         .expect("a version without its marker");
@@ -440,4 +440,39 @@ async fn compaction_keeps_every_sum_and_drops_expired_minutes() {
     for (id, want) in recount.iter().filter(|(id, _)| !id.starts_with("minute|")) {
         assert!(stored.get(id).is_some_and(|got| got.agrees_with(want)), "bucket {id}");
     }
+}
+
+#[tokio::test]
+async fn compaction_rewrites_only_the_days_its_records_touch() {
+    let ferret = FerretDb::start().await.expect("ferretdb");
+    let f = Fixture::new(&ferret, Tenure::Kept).await;
+    let t0 = 1_790_000_000_000i64;
+    // Three days of history, then a batch on the middle day only.
+    let events: Vec<BufferedEvent> = (0..48)
+        .map(|i| {
+            let day = if i < 40 { i % 3 } else { 1 };
+            event(&format!("e{i}"), &format!("u{}", i % 5), "view", t0 + day * 86_400_000 + i, 1.0)
+        })
+        .collect();
+    let entries: Vec<(StreamPosition, &BufferedEvent)> =
+        events.iter().enumerate().map(|(i, e)| (pos(i as u64), e)).collect();
+    let lease = PartitionLease { partition: 0, fence: 1 };
+    for batch in entries[..40].chunks(10) {
+        f.process(lease, batch).await.expect("batch");
+    }
+    f.process(lease, &entries[40..44]).await.expect("a batch on one day");
+    // Every record but the newest (entries 40..44) merges. Versions are by UTC day of the
+    // periods' starts: an event day in Berlin touches its UTC day (minutes, hours) and the
+    // one before (its day period starts at 22:00 or 23:00 UTC), so three days touch four.
+    let done = f.store.compact_rollup_log(0, t0).await.expect("compaction");
+    assert_eq!((done.records_merged, done.days_written), (4, 4), "{done:?}");
+    f.process(lease, &entries[44..46]).await.expect("a batch on one day");
+    f.process(lease, &entries[46..]).await.expect("a batch on one day");
+    let done = f.store.compact_rollup_log(0, t0).await.expect("compaction");
+    assert_eq!((done.records_merged, done.days_written), (2, 2), "only the middle day's two: {done:?}");
+    f.assert_exact().await;
+    f.process(lease, &entries[..4]).await.expect("nothing new");
+    let done = f.store.compact_rollup_log(0, t0).await.expect("nothing to merge");
+    assert_eq!(done.records_merged, 0, "{done:?}");
+    f.assert_exact().await;
 }
