@@ -226,6 +226,14 @@ impl StreamPosition {
         format!("{:020}-{:020}", self.millis, self.sequence)
     }
 
+    /// The position just before this one (no stream entry lies between them).
+    pub fn predecessor(self) -> Self {
+        match self.sequence.checked_sub(1) {
+            Some(sequence) => StreamPosition { millis: self.millis, sequence },
+            None => StreamPosition { millis: self.millis.saturating_sub(1), sequence: u64::MAX },
+        }
+    }
+
     /// Parses [`Self::to_key`]'s form.
     pub fn from_key(key: &str) -> Option<Self> {
         Self::parse(key)

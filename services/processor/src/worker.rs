@@ -8,8 +8,8 @@ use pulse_core::buffer::BufferedEvent;
 use pulse_core::rollup::{StreamPosition, periods_of};
 use pulse_store::rollups::period_doc_id;
 use pulse_store::{
-    Ballot, BatchRollups, EventWrite, FailedEvent, LogState, LogTail, PartitionLease, RecordAttempt,
-    StoreError, WriterMemory,
+    Ballot, BatchRollups, EventWrite, FailedEvent, LogState, LogTail, OpenRecord, PartitionLease,
+    RecordAttempt, StoreError, WriterMemory,
 };
 use tokio::sync::watch;
 
@@ -30,7 +30,7 @@ const COMPACT_EVERY: Duration = Duration::from_secs(60);
 const LOG_COMPACT_EVERY: Duration = Duration::from_secs(600);
 /// ...or sooner, once its writer committed this many records since: every start of a
 /// writer passes over the log (on FerretDB), so busy partitions keep theirs short.
-const LOG_COMPACT_RECORDS: u64 = 256;
+const LOG_COMPACT_RECORDS: u64 = 4096;
 
 /// Processes `partition` until `stop` says so or the lease is lost, then gives the lease up.
 pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Receiver<bool>) {
@@ -172,12 +172,60 @@ pub async fn finish_open_record(
     let mut conn = ctx.conn.clone();
     let entries = stream.range(&mut conn, open.first, open.last).await?;
     if entries.first().map(|e| e.position) != Some(open.first) {
-        // Committed and acknowledged meanwhile by the writer that began it.
+        // Committed and acknowledged meanwhile by the writer that began it, or gone from
+        // the buffer: the log read again tells which.
         state.forget();
+        let log = state.log(ctx, lease.partition).await?;
+        if log.open.as_ref().is_some_and(|o| o.record == open.record && o.ballot == open.ballot) {
+            let remaining = entries.first().map(|e| e.position);
+            abandon_open_record(ctx, lease, open, remaining, state).await?;
+        }
         return Err(StoreError::Moved(format!("record {} of the rollup log", open.record)).into());
     }
     process(ctx, stream, lease, &entries, true, state).await?;
     Ok(entries.len())
+}
+
+/// Ends a record whose first entries are gone from the buffer (a stream trimmed by hand,
+/// or Redis restarted without them) with an empty delta up to the entries still there, so
+/// the partition moves on instead of waiting for entries that will not come back. Its
+/// events that the writer which began it stored raw are in no rollup: the error says so,
+/// and a rebuild recounts them.
+async fn abandon_open_record(
+    ctx: &Context,
+    lease: PartitionLease,
+    open: &OpenRecord,
+    remaining: Option<StreamPosition>,
+    state: &mut WriterState,
+) -> Result<(), ProcessorError> {
+    let (partition, record) = (lease.partition, open.record);
+    let age = jiff::Timestamp::now().as_millisecond() - open.at;
+    if age < STEAL_AFTER.as_millis() as i64 {
+        return Ok(()); // give the writer that began it its time first
+    }
+    let tenure = format!("{}#{}", ctx.owner, lease.fence);
+    let range = (open.first, open.last);
+    let taken = |ballot| StoreError::Moved(format!("ballot {ballot} of record {record} of the rollup log"));
+    // The next two ballots: the writer that began the record can no longer seal it.
+    for (ballot, step) in [(open.ballot + 1, Ballot::Begin), (open.ballot + 2, Ballot::Seal)] {
+        if !ctx.store.take_ballot(partition, record, ballot, step, range, &tenure).await? {
+            return Err(taken(ballot).into());
+        }
+    }
+    let last = remaining.map(StreamPosition::predecessor).unwrap_or(open.last);
+    ctx.store.commit_record(partition, record, (open.first, last), Vec::new()).await?;
+    state.forget();
+    ctx.metrics.errors.get_or_create(&ErrorLabel { kind: "entries_lost" }).inc();
+    tracing::error!(
+        partition,
+        record,
+        first = %open.first.to_key(),
+        last = %last.to_key(),
+        "entries of an unfinished batch are gone from the buffer (trimmed, or lost by Redis): \
+         the partition moves on; events of theirs already stored raw are in no rollup until \
+         `pulse-processor rebuild`"
+    );
+    Ok(())
 }
 
 /// What one partition's writer carries from batch to batch while it holds the lease.

@@ -5,11 +5,14 @@
 //! Collections of a tenant's database:
 //! - `events`: raw events, `_id` = event id, the source of truth;
 //! - `rollup_log`: each partition's pre-aggregates as a dense sequence of records, one per
-//!   batch, each holding the batch's share of every bucket it touches (`ev.<event>`: events
+//!   batch: its ballots and commits, small documents ([`log`]); `rollup_deltas`: each
+//!   record's content, the batch's share of every bucket it touches (`ev.<event>`: events
 //!   `n`, unique users `u`, numeric stats `num`); a bucket is the sum of its records
-//!   ([`log`], [`rollups`]);
-//! - `bucket_users_<yyyymmdd>`: which users each hour and day bucket starting that day
-//!   counted, one claim each ([`rollups`]);
+//!   ([`rollups`]); `rollup_versions`: the records compaction merged, one document per
+//!   partition and UTC day ([`compaction`]);
+//! - `bucket_users_<yyyymmdd>`: the users each record counted first in each hour and day
+//!   bucket starting that day, one list per (record, period) ([`rollups`]);
+//! - `profile_changes`: per batch and user, the user's profile update ([`profiles`]);
 //! - `event_blocks` and `event_block_index`: the raw events again, deflated in blocks of a
 //!   batch each with the stream entry of every event, for reads of many events and for a
 //!   writer to find which users its rollups counted ([`blocks`]);
@@ -18,7 +21,8 @@
 //!
 //! Stores written by earlier versions may also hold `rollups` (period documents updated in
 //! place), `rollup_users` and `user_periods` (per-user markers), no longer written or
-//! read; a rebuild drops them.
+//! read; a rebuild drops them. `profiles` (one document per user, updated in place) is
+//! still read, as the state a user's profile changes apply to.
 //!
 //! Exactness without transactions: see docs/exactness.md and [`rollups`].
 
