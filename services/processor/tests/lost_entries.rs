@@ -15,6 +15,9 @@ use support::{Pipeline, events};
 
 const DRAIN: Duration = Duration::from_secs(120);
 
+/// Stream entries as XRANGE returns them: id, then field-value pairs.
+type RawEntries = Vec<(String, Vec<(String, Vec<u8>)>)>;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_whose_unfinished_batch_lost_its_entries_moves_on() {
     let redis = RedisServer::start().await.expect("redis");
@@ -35,7 +38,7 @@ async fn a_partition_whose_unfinished_batch_lost_its_entries_moves_on() {
     let lost = events("lost", 30, 5, 2);
     ingest.send(&lost).await;
     let key = stream_key(&pipeline.tenant, 0);
-    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> =
+    let entries: RawEntries =
         redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query_async(&mut conn).await.expect("xrange");
     let ids: Vec<&str> = entries.iter().map(|(id, _)| id.as_str()).collect();
     let position = |id: &str| StreamPosition::parse(id).expect("a stream id");
