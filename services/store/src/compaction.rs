@@ -4,10 +4,11 @@
 //!
 //! Versions live apart from the log, in `rollup_versions`, so that reading where the log
 //! ends never passes over history. A partition's shares are one document per UTC day of
-//! the periods' starts, `c|p<p>|<yyyymmdd>|<b>`, where `b` is the compaction that wrote it;
-//! a marker `~|p<p>|<b>` says compaction `b` is whole. Readers take, per day, the document
-//! with the greatest `b` not past the newest marker, and the records after that marker
-//! ([`Store::live_records`]). A compaction rewrites only the days its records touch (and
+//! the periods' starts, `c|p<p>|<yyyymmdd>|<b>`, where `b` is the compaction that wrote it.
+//! A marker `~|p<p>|<b>` in the log (small, unlike the versions) says compaction `b` is
+//! whole and lists, per day, the compaction whose document is current (its manifest).
+//! Readers take the documents the newest marker lists and the records after it
+//! ([`Store::live_records`]), reading the versions once and only for those documents. A compaction rewrites only the days its records touch (and
 //! days whose minute or hour periods just expired), so its cost follows the traffic since
 //! the last one, not the history; only after its marker are the older documents of those
 //! days and the merged records deleted. A version is a function of what it merges, so two
@@ -60,85 +61,69 @@ impl DayVersion {
     fn id(&self) -> String {
         format!("c|p{}|{}|{:012}", self.partition, self.day, self.version)
     }
+}
 
-    /// Parses [`Self::id`].
-    fn of(id: &str) -> Option<Self> {
-        let mut parts = id.strip_prefix("c|p")?.split('|');
-        let partition = parts.next()?.parse().ok()?;
-        let day = parts.next()?.to_string();
-        let version = parts.next()?.parse().ok()?;
-        Some(DayVersion { partition, day, version })
+/// A partition's newest whole compaction, as its marker in the log says: the compaction,
+/// and per UTC day the compaction whose document readers take for it, and when its first
+/// minute or hour period expires.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Manifest {
+    version: u64,
+    days: BTreeMap<String, u64>,
+    expiring: BTreeMap<String, i64>,
+}
+
+impl Manifest {
+    fn of(marker: &Document) -> Self {
+        let days = marker
+            .get_document("days")
+            .map(|d| d.iter().map(|(day, b)| (day.clone(), int(Some(b)))).collect())
+            .unwrap_or_default();
+        let expiring = marker
+            .get_document("expiring")
+            .map(|d| d.iter().filter_map(|(day, at)| at.as_i64().map(|at| (day.clone(), at))).collect())
+            .unwrap_or_default();
+        Manifest { version: int(marker.get("upto")), days, expiring }
+    }
+
+    /// The ids of the day documents readers take.
+    fn documents(&self, partition: u32) -> impl Iterator<Item = String> + '_ {
+        self.days.iter().map(move |(day, b)| DayVersion { partition, day: day.clone(), version: *b }.id())
     }
 }
 
 impl Store {
-    /// Every partition's newest whole version (the `upto` of its newest marker).
-    async fn versions(&self, partition: Option<u32>) -> Result<HashMap<u32, u64>, StoreError> {
+    /// Every partition's newest whole compaction (from the markers in the log, which is
+    /// small: no pass over the versions).
+    async fn manifests(&self, partition: Option<u32>) -> Result<HashMap<u32, Manifest>, StoreError> {
         let (from, to) = match partition {
             Some(p) => (format!("~|p{p}|"), format!("~|p{p}|~")),
             None => ("~|".to_string(), "~}".to_string()),
         };
         let filter = doc! { "_id": { "$gte": from, "$lt": to }, "done": true };
-        let markers: Vec<Document> = self
-            .db
-            .collection::<Document>(ROLLUP_VERSIONS)
-            .find(filter)
-            .projection(doc! { "p": 1, "upto": 1 })
-            .await?
-            .try_collect()
-            .await?;
-        let mut versions = HashMap::new();
-        for m in markers {
-            let (p, upto) = (int(m.get("p")) as u32, int(m.get("upto")));
-            let v = versions.entry(p).or_insert(upto);
-            *v = (*v).max(upto);
-        }
-        Ok(versions)
-    }
-
-    /// The document of each (partition, day) that readers take: the greatest compaction
-    /// not past the partition's newest marker (`versions`).
-    async fn current_days(
-        &self,
-        versions: &HashMap<u32, u64>,
-        partition: Option<u32>,
-    ) -> Result<BTreeMap<(u32, String), DayVersion>, StoreError> {
-        let filter = match partition {
-            Some(p) => doc! { "_id": { "$gte": format!("c|p{p}|"), "$lt": format!("c|p{p}|~") } },
-            None => doc! { "_id": { "$gte": "c|", "$lt": "c}" } },
-        };
-        let mut cursor = self
-            .db
-            .collection::<Document>(ROLLUP_VERSIONS)
-            .find(filter)
-            .projection(doc! { "_id": 1 })
-            .await?;
-        let mut current: BTreeMap<(u32, String), DayVersion> = BTreeMap::new();
-        while let Some(d) = cursor.try_next().await? {
-            let Some(v) = d.get_str("_id").ok().and_then(DayVersion::of) else { continue };
-            if versions.get(&v.partition).is_none_or(|newest| v.version > *newest) {
-                continue; // written by a compaction that did not finish
-            }
-            let key = (v.partition, v.day.clone());
-            if current.get(&key).is_none_or(|c| c.version < v.version) {
-                current.insert(key, v);
+        let mut cursor = self.db.collection::<Document>(ROLLUP_LOG).find(filter).await?;
+        let mut out: HashMap<u32, Manifest> = HashMap::new();
+        while let Some(m) = cursor.try_next().await? {
+            let manifest = Manifest::of(&m);
+            let p = int(m.get("p")) as u32;
+            if out.get(&p).is_none_or(|known| known.version < manifest.version) {
+                out.insert(p, manifest);
             }
         }
-        Ok(current)
+        Ok(out)
     }
 
     /// The documents whose sum is the rollups, among those `filter` selects: each partition's
-    /// current day versions and its records after its newest marker.
+    /// current day versions and its records after its newest compaction.
     pub(crate) async fn live_records(&self, filter: Document) -> Result<Vec<Document>, StoreError> {
-        let versions = self.versions(None).await?;
-        let current = self.current_days(&versions, None).await?;
+        let manifests = self.manifests(None).await?;
         let mut out = Vec::new();
-        let mut f = filter.clone();
-        f.insert("_id", doc! { "$gte": "c|", "$lt": "c}" });
-        let mut cursor = self.db.collection::<Document>(ROLLUP_VERSIONS).find(f).await?;
-        while let Some(d) = cursor.try_next().await? {
-            let Some(v) = d.get_str("_id").ok().and_then(DayVersion::of) else { continue };
-            if current.get(&(v.partition, v.day.clone())) == Some(&v) {
+        let current: Vec<String> = manifests.iter().flat_map(|(p, m)| m.documents(*p)).collect();
+        if !current.is_empty() {
+            let mut f = filter.clone();
+            f.insert("_id", doc! { "$in": current });
+            let mut cursor = self.db.collection::<Document>(ROLLUP_VERSIONS).find(f).await?;
+            while let Some(d) = cursor.try_next().await? {
                 out.push(d);
             }
         }
@@ -148,7 +133,7 @@ impl Store {
         let mut cursor = self.db.collection::<Document>(ROLLUP_DELTAS).find(f).await?;
         while let Some(d) = cursor.try_next().await? {
             let (partition, record) = (int(d.get("p")) as u32, int(d.get("k")));
-            let version = versions.get(&partition).copied();
+            let version = manifests.get(&partition).map(|m| m.version);
             if version.is_none_or(|v| record > v) && committed.contains(&(partition, record)) {
                 out.push(d);
             }
@@ -181,11 +166,15 @@ impl Store {
     pub async fn compact_rollup_log(&self, partition: u32, now_ms: i64) -> Result<Compaction, StoreError> {
         let log = self.db.collection::<Document>(ROLLUP_LOG);
         let versions = self.db.collection::<Document>(ROLLUP_VERSIONS);
-        let old_versions = self.versions(Some(partition)).await?;
-        let old = old_versions.get(&partition).copied().unwrap_or(0);
+        let old = self.manifests(Some(partition)).await?.remove(&partition).unwrap_or_default();
         let prefix = format!("d|p{partition}|");
-        let mut committed: Vec<u64> =
-            self.committed(Some(partition)).await?.into_iter().map(|(_, k)| k).filter(|k| *k > old).collect();
+        let mut committed: Vec<u64> = self
+            .committed(Some(partition))
+            .await?
+            .into_iter()
+            .map(|(_, k)| k)
+            .filter(|k| *k > old.version)
+            .collect();
         // The newest stays a record: it tells a starting writer where the log ends.
         committed.pop();
         if committed.len() < MIN_RECORDS {
@@ -193,17 +182,19 @@ impl Store {
         }
         let upto = committed.last().copied().unwrap_or(0);
         let deltas = self.db.collection::<Document>(ROLLUP_DELTAS);
-        let range = doc! { "$gt": format!("{prefix}{old:012}"), "$lte": format!("{prefix}{upto:012}") };
+        let range =
+            doc! { "$gt": format!("{prefix}{:012}", old.version), "$lte": format!("{prefix}{upto:012}") };
         let mut records: Vec<Document> = deltas.find(doc! { "_id": range }).await?.try_collect().await?;
         records.sort_by_key(|d| int(d.get("k")));
         if records.len() != committed.len() {
             return Err(StoreError::Encode(format!(
-                "partition {partition}'s rollup log commits {} records after {old} but holds the content of {}",
+                "partition {partition}'s rollup log commits {} records after {} but holds the content of {}",
                 committed.len(),
+                old.version,
                 records.len()
             )));
         }
-        let version = records.last().map(|d| int(d.get("k"))).unwrap_or(0);
+        let version = upto;
         // The days to write: those the records touch, and those holding expired periods.
         let mut days: BTreeSet<String> = BTreeSet::new();
         for record in &records {
@@ -211,65 +202,60 @@ impl Store {
                 days.extend(period_key(period).map(|key| day_of(key.start)));
             }
         }
-        let current = self.current_days(&old_versions, Some(partition)).await?;
-        let flags: Vec<Document> = versions
-            .find(doc! { "p": i64::from(partition), "expiring": { "$exists": true } })
-            .projection(doc! { "_id": 1, "expiring": 1 })
-            .await?
-            .try_collect()
-            .await?;
-        for d in flags {
-            let Some(v) = d.get_str("_id").ok().and_then(DayVersion::of) else { continue };
-            let expires = d.get_i64("expiring").unwrap_or(i64::MAX);
-            if current.get(&(partition, v.day.clone())) == Some(&v) && expires <= now_ms {
-                days.insert(v.day);
-            }
-        }
+        days.extend(old.expiring.iter().filter(|(_, at)| **at <= now_ms).map(|(day, _)| day.clone()));
         let mut sources = records.clone();
-        let ids: Vec<String> = days
+        let replaced: Vec<String> = days
             .iter()
-            .filter_map(|day| current.get(&(partition, day.clone())))
-            .map(DayVersion::id)
+            .filter_map(|day| {
+                old.days.get(day).map(|b| DayVersion { partition, day: day.clone(), version: *b })
+            })
+            .map(|v| v.id())
             .collect();
-        if !ids.is_empty() {
-            let mut cursor = versions.find(doc! { "_id": { "$in": &ids } }).await?;
+        if !replaced.is_empty() {
+            let mut cursor = versions.find(doc! { "_id": { "$in": &replaced } }).await?;
             while let Some(d) = cursor.try_next().await? {
                 sources.push(d);
             }
         }
         let (mut merged, dropped) = merge(&sources, now_ms);
-        let docs: Vec<Document> = days
-            .iter()
-            .map(|day| {
-                // A day left without periods is written empty: it replaces the older one.
-                let periods = merged.remove(day).unwrap_or_default();
-                let pids: Vec<Bson> =
-                    periods.iter().filter_map(|p| p.get_str("id").ok()).map(Bson::from).collect();
-                let mut d = doc! {
-                    "_id": DayVersion { partition, day: day.clone(), version }.id(),
-                    "p": i64::from(partition),
-                    "day": day,
-                    "b": version as i64,
-                    "pids": pids,
-                };
-                if let Some(expiring) = expiring_at(&periods) {
-                    d.insert("expiring", expiring);
-                }
-                d.insert("periods", periods);
-                d
-            })
-            .collect();
+        let mut manifest = Manifest { version, days: old.days.clone(), expiring: old.expiring.clone() };
+        let mut docs = Vec::with_capacity(days.len());
+        for day in &days {
+            // A day left without periods is written empty: it replaces the older one.
+            let periods = merged.remove(day).unwrap_or_default();
+            let pids: Vec<Bson> =
+                periods.iter().filter_map(|p| p.get_str("id").ok()).map(Bson::from).collect();
+            manifest.days.insert(day.clone(), version);
+            match expiring_at(&periods) {
+                Some(at) => manifest.expiring.insert(day.clone(), at),
+                None => manifest.expiring.remove(day),
+            };
+            docs.push(doc! {
+                "_id": DayVersion { partition, day: day.clone(), version }.id(),
+                "p": i64::from(partition),
+                "day": day,
+                "b": version as i64,
+                "pids": pids,
+                "periods": periods,
+            });
+        }
         if !docs.is_empty() {
             crate::insert_new(&versions, docs).await?;
         }
+        let days_doc: Document =
+            manifest.days.iter().map(|(d, b)| (d.clone(), Bson::Int64(*b as i64))).collect();
+        let expiring_doc: Document =
+            manifest.expiring.iter().map(|(d, at)| (d.clone(), Bson::Int64(*at))).collect();
         let marker = doc! {
             "_id": format!("~|p{partition}|{version:012}"),
             "p": i64::from(partition),
             "upto": version as i64,
             "done": true,
+            "days": days_doc,
+            "expiring": expiring_doc,
             "at": DateTime::now(),
         };
-        match versions.insert_one(marker).await {
+        match log.insert_one(marker).await {
             Ok(_) => {}
             Err(e) if is_duplicate(&e) => {}
             Err(e) => return Err(e.into()),
@@ -284,18 +270,11 @@ impl Store {
         let ballots = format!("b|p{partition}|");
         log.delete_many(doc! { "_id": { "$gte": &ballots, "$lt": format!("{ballots}{version:012}~") } })
             .await?;
-        let replaced: Vec<String> = days
-            .iter()
-            .filter_map(|day| current.get(&(partition, day.clone())))
-            .filter(|v| v.version < version)
-            .map(DayVersion::id)
-            .collect();
         if !replaced.is_empty() {
             versions.delete_many(doc! { "_id": { "$in": replaced } }).await?;
         }
         let markers = format!("~|p{partition}|");
-        versions
-            .delete_many(doc! { "_id": { "$gte": &markers, "$lt": format!("{markers}{version:012}") } })
+        log.delete_many(doc! { "_id": { "$gte": &markers, "$lt": format!("{markers}{version:012}") } })
             .await?;
         Ok(Compaction {
             version,

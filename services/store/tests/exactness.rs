@@ -448,7 +448,7 @@ async fn compaction_rewrites_only_the_days_its_records_touch() {
     let f = Fixture::new(&ferret, Tenure::Kept).await;
     let t0 = 1_790_000_000_000i64;
     // Three days of history, then a batch on the middle day only.
-    let events: Vec<BufferedEvent> = (0..48)
+    let events: Vec<BufferedEvent> = (0..52)
         .map(|i| {
             let day = if i < 40 { i % 3 } else { 1 };
             event(&format!("e{i}"), &format!("u{}", i % 5), "view", t0 + day * 86_400_000 + i, 1.0)
@@ -467,7 +467,7 @@ async fn compaction_rewrites_only_the_days_its_records_touch() {
     let done = f.store.compact_rollup_log(0, t0).await.expect("compaction");
     assert_eq!((done.records_merged, done.days_written), (4, 4), "{done:?}");
     f.process(lease, &entries[44..46]).await.expect("a batch on one day");
-    f.process(lease, &entries[46..]).await.expect("a batch on one day");
+    f.process(lease, &entries[46..48]).await.expect("a batch on one day");
     let done = f.store.compact_rollup_log(0, t0).await.expect("compaction");
     assert_eq!((done.records_merged, done.days_written), (2, 2), "only the middle day's two: {done:?}");
     f.assert_exact().await;
@@ -475,4 +475,27 @@ async fn compaction_rewrites_only_the_days_its_records_touch() {
     let done = f.store.compact_rollup_log(0, t0).await.expect("nothing to merge");
     assert_eq!(done.records_merged, 0, "{done:?}");
     f.assert_exact().await;
+    // Seventeen days on, the minutes of every day have expired (the last day's a day after
+    // the first's): the days that hold some are written again without them, whether records
+    // touch them or not.
+    f.process(lease, &entries[48..50]).await.expect("a batch on one day");
+    f.process(lease, &entries[50..]).await.expect("a batch on one day");
+    let later = t0 + 17 * 86_400_000;
+    let done = f.store.compact_rollup_log(0, later).await.expect("compaction");
+    assert_eq!((done.records_merged, done.days_written), (2, 3), "the three days with minutes: {done:?}");
+    assert!(done.periods_dropped > 0, "{done:?}");
+    let stored = f.store.stored_rollups().await.expect("stored");
+    let recount = f.store.recount(&f.rollups()).await.expect("recount");
+    let newest_minute = entries[50..].iter().map(|(_, e)| {
+        let start = pulse_core::rollup::bucket_start(e.timestamp, RollupInterval::Minute, &f.tz);
+        pulse_core::rollup::PeriodKey { interval: RollupInterval::Minute, start }.bucket(&e.event).id()
+    });
+    let newest_minute: Vec<String> = newest_minute.collect();
+    assert!(
+        stored.keys().filter(|k| k.starts_with("minute|")).all(|k| newest_minute.contains(k)),
+        "{stored:?}"
+    );
+    for (id, want) in recount.iter().filter(|(id, _)| !id.starts_with("minute|")) {
+        assert_eq!(stored.get(id), Some(want), "{id}");
+    }
 }
