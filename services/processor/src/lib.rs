@@ -97,7 +97,29 @@ pub struct Context {
     pub store_turns: tokio::sync::Semaphore,
     /// Event names the store took as rollup bucket names.
     pub known_names: failed::KnownNames,
+    /// Every partition's rollup log as read for writers that start together (one pass over
+    /// the log instead of one per partition), and when.
+    start_logs: tokio::sync::Mutex<
+        Option<(std::time::Instant, std::collections::HashMap<u32, pulse_store::LogState>)>,
+    >,
     ready: AtomicBool,
+}
+
+/// How long a read of every partition's log serves writers that start.
+const START_LOGS_FRESH: Duration = Duration::from_secs(5);
+
+impl Context {
+    /// `partition`'s rollup log for a writer that starts: from one read of every
+    /// partition's log shared by the writers starting within a few seconds. (Stale at
+    /// worst, which costs a retry: a record is taken by inserting its ballot.)
+    pub async fn start_log(&self, partition: u32) -> Result<pulse_store::LogState, pulse_store::StoreError> {
+        let mut logs = self.start_logs.lock().await;
+        let fresh = logs.as_ref().is_some_and(|(at, _)| at.elapsed() < START_LOGS_FRESH);
+        if !fresh {
+            *logs = Some((std::time::Instant::now(), self.store.log_states().await?));
+        }
+        Ok(logs.as_ref().and_then(|(_, all)| all.get(&partition).cloned()).unwrap_or_default())
+    }
 }
 
 /// How many batches one processor writes to the store at once. A store applies writes to
@@ -177,6 +199,7 @@ pub async fn connect(config_path: &Path, owner: String) -> Result<Arc<Context>, 
         influx: config.influx.map(|config| influx::Sink { config, funnels: config_funnels }),
         store_turns: tokio::sync::Semaphore::new(STORE_TURNS),
         known_names: failed::KnownNames::default(),
+        start_logs: tokio::sync::Mutex::new(None),
         ready: AtomicBool::new(false),
     }))
 }

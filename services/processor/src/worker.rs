@@ -238,6 +238,9 @@ pub struct WriterState {
     log: Option<LogState>,
     /// Records of the log this tenure committed.
     pub records_committed: u64,
+    /// Whether this tenure read the log already (its first read is shared with the
+    /// writers starting with it).
+    log_read: bool,
 }
 
 impl WriterState {
@@ -248,6 +251,7 @@ impl WriterState {
             poison: PoisonWatch::default(),
             log: None,
             records_committed: 0,
+            log_read: false,
         }
     }
 
@@ -263,7 +267,11 @@ impl WriterState {
             return Ok(log.clone());
         }
         let reading = Instant::now();
-        let log = ctx.store.log_state(partition).await?;
+        let log = match self.log_read {
+            true => ctx.store.log_state(partition).await?,
+            false => ctx.start_log(partition).await?,
+        };
+        self.log_read = true;
         tracing::debug!(partition, ms = reading.elapsed().as_millis() as u64, "rollup log read");
         self.log = Some(log.clone());
         Ok(log)

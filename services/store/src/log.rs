@@ -88,38 +88,31 @@ impl Store {
     /// if any. Reads the log (on FerretDB a pass over it): done when a writer starts and
     /// after a failed write, not per batch.
     pub async fn log_state(&self, partition: u32) -> Result<LogState, StoreError> {
-        let log = self.db.collection::<Document>(ROLLUP_LOG);
-        let prefix = format!("d|p{partition}|");
-        let newest = log
-            .find_one(doc! { "_id": { "$gte": &prefix, "$lt": format!("{prefix}~") } })
-            .sort(doc! { "_id": -1 })
-            .projection(doc! { "k": 1, "last": 1 })
+        let range = |kind: &str| doc! { "_id": { "$gte": format!("{kind}|p{partition}|"), "$lt": format!("{kind}|p{partition}|~") } };
+        let docs = self.log_documents(doc! { "$or": [range("b"), range("d")] }).await?;
+        Ok(log_state_of(docs)?.remove(&partition).unwrap_or_default())
+    }
+
+    /// Every partition's log, in one pass (a processor's writers start together).
+    pub async fn log_states(&self) -> Result<std::collections::HashMap<u32, LogState>, StoreError> {
+        log_state_of(self.log_documents(doc! { "_id": { "$gte": "b|", "$lt": "d}" } }).await?)
+    }
+
+    /// The ballots and commits of the log that `filter` selects (one pass over it).
+    async fn log_documents(&self, filter: Document) -> Result<Vec<Document>, StoreError> {
+        let mut cursor = self
+            .db
+            .collection::<Document>(ROLLUP_LOG)
+            .find(filter)
+            .projection(
+                doc! { "p": 1, "k": 1, "first": 1, "last": 1, "ballot": 1, "sealed": 1, "by": 1, "at": 1 },
+            )
             .await?;
-        let tail = match newest {
-            Some(d) => LogTail { record: int(d.get("k")), last: position(&d, "last")? },
-            None => LogTail::default(),
-        };
-        let next = tail.record + 1;
-        let prefix = format!("b|p{partition}|{next:012}|");
-        let mut ballots: Vec<Document> = log
-            .find(doc! { "_id": { "$gte": &prefix, "$lt": format!("{prefix}~") } })
-            .await?
-            .try_collect()
-            .await?;
-        ballots.sort_by_key(|d| int(d.get("ballot")));
-        let open = match ballots.last() {
-            Some(d) => Some(OpenRecord {
-                record: next,
-                first: position(d, "first")?,
-                last: position(d, "last")?,
-                ballot: int(d.get("ballot")) as u32,
-                sealed: d.get_bool("sealed").unwrap_or(false),
-                by: d.get_str("by").unwrap_or_default().to_string(),
-                at: d.get_datetime("at").map(|t| t.timestamp_millis()).unwrap_or(0),
-            }),
-            None => None,
-        };
-        Ok(LogState { tail, open })
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await? {
+            out.push(d);
+        }
+        Ok(out)
     }
 
     /// Takes `ballot` of record `record` for the entries `first..=last`: true if this
@@ -193,6 +186,55 @@ impl Store {
     pub(crate) async fn deltas(&self, filter: Document) -> Result<Vec<Document>, StoreError> {
         self.live_records(filter).await
     }
+}
+
+/// Each partition's log from its ballots (`b|`) and commits (`d|`): the newest commit, and
+/// the newest ballot of the record after it, if any.
+fn log_state_of(
+    docs: impl IntoIterator<Item = Document>,
+) -> Result<std::collections::HashMap<u32, LogState>, StoreError> {
+    let mut commits: std::collections::HashMap<u32, Document> = std::collections::HashMap::new();
+    let mut ballots: Vec<Document> = Vec::new();
+    for d in docs {
+        let id = d.get_str("_id").unwrap_or_default();
+        if id.starts_with("d|") {
+            let p = int(d.get("p")) as u32;
+            if commits.get(&p).is_none_or(|c| int(c.get("k")) < int(d.get("k"))) {
+                commits.insert(p, d);
+            }
+        } else if id.starts_with("b|") {
+            ballots.push(d);
+        }
+    }
+    let mut out = std::collections::HashMap::new();
+    for (p, d) in &commits {
+        out.insert(
+            *p,
+            LogState { tail: LogTail { record: int(d.get("k")), last: position(d, "last")? }, open: None },
+        );
+    }
+    for d in ballots {
+        let p = int(d.get("p")) as u32;
+        let state = out.entry(p).or_insert_with(LogState::default);
+        let next = state.tail.record + 1;
+        if int(d.get("k")) != next {
+            continue; // a spent ballot of a committed record
+        }
+        let ballot = int(d.get("ballot")) as u32;
+        if state.open.as_ref().is_some_and(|o| o.ballot >= ballot) {
+            continue;
+        }
+        state.open = Some(OpenRecord {
+            record: next,
+            first: position(&d, "first")?,
+            last: position(&d, "last")?,
+            ballot,
+            sealed: d.get_bool("sealed").unwrap_or(false),
+            by: d.get_str("by").unwrap_or_default().to_string(),
+            at: d.get_datetime("at").map(|t| t.timestamp_millis()).unwrap_or(0),
+        });
+    }
+    Ok(out)
 }
 
 fn position(d: &Document, field: &str) -> Result<StreamPosition, StoreError> {
