@@ -109,14 +109,21 @@ pub struct Context {
 const START_LOGS_FRESH: Duration = Duration::from_secs(5);
 
 impl Context {
-    /// `partition`'s rollup log for a writer that starts: from one read of every
-    /// partition's log shared by the writers starting within a few seconds. (Stale at
-    /// worst, which costs a retry: a record is taken by inserting its ballot.)
-    pub async fn start_log(&self, partition: u32) -> Result<pulse_store::LogState, pulse_store::StoreError> {
+    /// `partition`'s rollup log for a writer whose lease was taken at `acquired`: from one
+    /// read of every partition's log, shared by the writers starting within a few seconds,
+    /// but never one made before the lease was taken (a rebuild, or another holder, may
+    /// have written the log until then). Stale at worst as any read is, which costs a
+    /// retry: a record is taken by inserting its ballot.
+    pub async fn start_log(
+        &self,
+        partition: u32,
+        acquired: std::time::Instant,
+    ) -> Result<pulse_store::LogState, pulse_store::StoreError> {
         let mut logs = self.start_logs.lock().await;
-        let fresh = logs.as_ref().is_some_and(|(at, _)| at.elapsed() < START_LOGS_FRESH);
-        if !fresh {
-            *logs = Some((std::time::Instant::now(), self.store.log_states().await?));
+        let usable = logs.as_ref().is_some_and(|(at, _)| *at >= acquired && at.elapsed() < START_LOGS_FRESH);
+        if !usable {
+            let at = std::time::Instant::now();
+            *logs = Some((at, self.store.log_states().await?));
         }
         Ok(logs.as_ref().and_then(|(_, all)| all.get(&partition).cloned()).unwrap_or_default())
     }

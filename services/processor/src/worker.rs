@@ -241,6 +241,8 @@ pub struct WriterState {
     /// Whether this tenure read the log already (its first read is shared with the
     /// writers starting with it).
     log_read: bool,
+    /// When the tenure began.
+    acquired: Instant,
 }
 
 impl WriterState {
@@ -252,6 +254,7 @@ impl WriterState {
             log: None,
             records_committed: 0,
             log_read: false,
+            acquired: Instant::now(),
         }
     }
 
@@ -269,7 +272,7 @@ impl WriterState {
         let reading = Instant::now();
         let log = match self.log_read {
             true => ctx.store.log_state(partition).await?,
-            false => ctx.start_log(partition).await?,
+            false => ctx.start_log(partition, self.acquired).await?,
         };
         self.log_read = true;
         tracing::debug!(partition, ms = reading.elapsed().as_millis() as u64, "rollup log read");
