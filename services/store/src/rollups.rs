@@ -234,7 +234,9 @@ impl Store {
 
     /// Reads into `memory` the users the partition's records before `record` counted in
     /// each of `periods` (their user lists; those of `record` itself are an earlier
-    /// attempt's, which this one writes again). One read per day collection.
+    /// attempt's, which this one writes again), and in every other period of the same UTC
+    /// days: one read per day collection, which a store without indexes pays in full
+    /// anyway, so a backfill reads each day once and not once per batch.
     async fn learn_users(
         &self,
         partition: u32,
@@ -248,7 +250,7 @@ impl Store {
         }
         for (name, ids) in by_collection {
             let mut users: HashMap<String, Vec<(String, String)>> = HashMap::new();
-            let filter = doc! { "p": i64::from(partition), "i": { "$in": &ids } };
+            let filter = doc! { "p": i64::from(partition) };
             let mut cursor = self
                 .db
                 .collection::<Document>(&name)
@@ -256,11 +258,12 @@ impl Store {
                 .projection(doc! { "i": 1, "k": 1, "ev": 1 })
                 .await?;
             while let Some(list) = cursor.try_next().await? {
+                let Ok(id) = list.get_str("i") else { continue };
+                let known = users.entry(id.to_string()).or_default();
                 if crate::log::int(list.get("k")) >= record {
                     continue;
                 }
-                let (Ok(id), Ok(ev)) = (list.get_str("i"), list.get_document("ev")) else { continue };
-                let known = users.entry(id.to_string()).or_default();
+                let Ok(ev) = list.get_document("ev") else { continue };
                 for (event, names) in ev {
                     let Bson::Array(names) = names else { continue };
                     known.extend(
@@ -269,8 +272,14 @@ impl Store {
                 }
             }
             for id in ids {
-                let pairs = users.remove(&id).unwrap_or_default();
-                memory.learned(&id, pairs.iter().map(|(e, u)| (e.as_str(), u.as_str())));
+                users.entry(id).or_default();
+            }
+            for (id, pairs) in users {
+                // A period it knows already holds at least as much (records up to the one
+                // before this): kept as it is.
+                if !memory.knows(&id) {
+                    memory.learned(&id, pairs.iter().map(|(e, u)| (e.as_str(), u.as_str())));
+                }
             }
         }
         Ok(())
