@@ -203,7 +203,8 @@ impl Store {
             }
         }
         days.extend(old.expiring.iter().filter(|(_, at)| **at <= now_ms).map(|(day, _)| day.clone()));
-        let mut sources = records.clone();
+        let records_merged = records.len();
+        let mut sources = records;
         let replaced: Vec<String> = days
             .iter()
             .filter_map(|day| {
@@ -276,12 +277,7 @@ impl Store {
         let markers = format!("~|p{partition}|");
         log.delete_many(doc! { "_id": { "$gte": &markers, "$lt": format!("{markers}{version:012}") } })
             .await?;
-        Ok(Compaction {
-            version,
-            records_merged: records.len(),
-            days_written: days.len(),
-            periods_dropped: dropped,
-        })
+        Ok(Compaction { version, records_merged, days_written: days.len(), periods_dropped: dropped })
     }
 }
 

@@ -180,12 +180,6 @@ impl Store {
             Err(e) => Err(e.into()),
         }
     }
-
-    /// The documents whose sum is the rollups, among those `filter` selects (all for an
-    /// empty one): records, and versions that compaction merged them into.
-    pub(crate) async fn deltas(&self, filter: Document) -> Result<Vec<Document>, StoreError> {
-        self.live_records(filter).await
-    }
 }
 
 /// Each partition's log from its ballots (`b|`) and commits (`d|`): the newest commit, and

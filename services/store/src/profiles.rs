@@ -137,7 +137,7 @@ impl Store {
             folds.push(d);
             // (A fold of the same changes may be there already, from a run that stopped
             // before its deletions: it stays, as this one's duplicate.)
-            replaced.extend(ordered.into_iter().filter_map(|((_, _, old), _)| old).filter(|old| *old != id));
+            replaced.extend(ordered.into_iter().map(|((_, _, old), _)| old).filter(|old| *old != id));
             done.users += 1;
         }
         for chunk in folds.chunks(DELETE_CHUNK) {
@@ -169,8 +169,8 @@ fn change_document(user: &str, partition: u32, at: StreamPosition, update: &Prof
 }
 
 /// Where a change applies, `(at, c, _id)`: in stream order, a fold after the changes it
-/// replaces; `_id` is kept only for changes a fold may replace (folds included).
-type ChangeOrder = (String, i64, Option<String>);
+/// replaces; `_id` names the document a fold replaces.
+type ChangeOrder = (String, i64, String);
 
 /// `changes` of one user as updates in the order they apply.
 fn in_stream_order(changes: Vec<Document>) -> Vec<(ChangeOrder, ProfileUpdate)> {
@@ -193,7 +193,7 @@ fn in_stream_order(changes: Vec<Document>) -> Vec<(ChangeOrder, ProfileUpdate)> 
             let order = (
                 d.get_str("at").unwrap_or_default().to_string(),
                 crate::log::int(d.get("c")) as i64,
-                d.get_str("_id").ok().map(str::to_string),
+                d.get_str("_id").unwrap_or_default().to_string(),
             );
             (order, update)
         })

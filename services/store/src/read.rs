@@ -52,7 +52,7 @@ impl Store {
         keep: impl Fn(&PeriodKey) -> bool,
     ) -> Result<Vec<PeriodShare>, StoreError> {
         let mut shares: BTreeMap<(PeriodKey, u32), PeriodShare> = BTreeMap::new();
-        for delta in self.deltas(filter).await? {
+        for delta in self.live_records(filter).await? {
             let partition = crate::log::int(delta.get("p")) as u32;
             let last = delta.get_str("last").unwrap_or_default();
             for period in delta.get_array("periods").into_iter().flatten().filter_map(|p| p.as_document()) {
