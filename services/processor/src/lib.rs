@@ -65,6 +65,7 @@ impl ProcessorError {
             }
             ProcessorError::Redis(_) => "redis",
             ProcessorError::Store(StoreError::Moved(_)) => "moved",
+            ProcessorError::Store(e) if e.damaged_catalogue() => "store_catalogue",
             ProcessorError::Store(_) | ProcessorError::StoreTimeout(_) => "store",
             ProcessorError::Serve(_) => "http",
             ProcessorError::Rebuild(_) => "rebuild",

@@ -68,7 +68,18 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
                 state.forget();
                 ctx.metrics.errors.get_or_create(&ErrorLabel { kind: e.kind() }).inc();
                 let wait = backoff.next();
-                tracing::warn!(partition, error = %e, retry_in = ?wait, "batch failed; retrying");
+                if matches!(&e, ProcessorError::Store(s) if s.damaged_catalogue()) {
+                    tracing::error!(
+                        partition,
+                        error = %e,
+                        retry_in = ?wait,
+                        "FerretDB cannot create a collection its backend already has a table for (it stopped while \
+                         creating it); the events wait in Redis until the repair in docs/operations.md, \
+                         'A collection FerretDB cannot create', is run"
+                    );
+                } else {
+                    tracing::warn!(partition, error = %e, retry_in = ?wait, "batch failed; retrying");
+                }
                 tokio::time::sleep(wait).await;
                 if let Err(e) = stream.ensure_group(&mut conn).await {
                     tracing::debug!(partition, error = %e, "consumer group not ensured");

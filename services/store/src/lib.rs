@@ -95,6 +95,14 @@ pub enum StoreError {
     TooManyEvents { limit: usize },
 }
 
+impl StoreError {
+    /// Whether this fault lasts until an operator repairs the store
+    /// ([`refusal::damaged_catalogue`]), so that retrying alone will not end it.
+    pub fn damaged_catalogue(&self) -> bool {
+        matches!(self, StoreError::Mongo(e) if refusal::damaged_catalogue(e))
+    }
+}
+
 /// A tenant's database.
 #[derive(Clone)]
 pub struct Store {

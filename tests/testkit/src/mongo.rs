@@ -9,6 +9,9 @@ use crate::{Binary, Error, Result, ServerProcess, WorkDir};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The repair of FerretDB's catalogue that docs/operations.md prescribes before a restart.
+const ORPHAN_TABLES_REPAIR: &str = include_str!("../../../docs/ferretdb-orphan-tables.sql");
+
 /// The storage FerretDB runs on in the tests, picked by `PULSE_TEST_BACKEND` so that every
 /// test that starts a [`FerretDb`] runs on either one unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -123,11 +126,43 @@ impl FerretDb {
         self.process.kill();
     }
 
-    /// Starts FerretDB again on the same port and data (after [`Self::kill`]).
+    /// Starts FerretDB again on the same port and data (after [`Self::kill`]). On PostgreSQL
+    /// it first runs the repair an operator runs before restarting a crashed FerretDB
+    /// (docs/ferretdb-orphan-tables.sql): killed while creating a collection, FerretDB 1.x
+    /// leaves a table its catalogue lacks and can never create that collection again.
     pub async fn restart(&mut self) -> Result<()> {
         self.process.kill();
+        if self.postgres.is_some() {
+            let said = self.psql(ORPHAN_TABLES_REPAIR)?;
+            if !said.is_empty() {
+                eprintln!("FerretDB's catalogue repaired before its restart: {said}");
+            }
+        }
         self.process = spawn(&self.dir, self.port, &self.handler)?;
         self.wait_ready().await
+    }
+
+    /// Runs `sql` on the PostgreSQL cluster behind FerretDB (on that backend) and returns its
+    /// output, unaligned and without headers, followed by its notices and warnings.
+    pub fn psql(&self, sql: &str) -> Result<String> {
+        let url =
+            self.postgresql_url().ok_or_else(|| Error::client("psql", "FerretDB is not on PostgreSQL"))?;
+        let output = Command::new(Binary::Psql.path()?)
+            .args(["--no-psqlrc", "--quiet", "--tuples-only", "--no-align", "-v", "ON_ERROR_STOP=1"])
+            .args(["--dbname", &url, "--command", sql])
+            .output()
+            .map_err(|e| Error::io("running psql", e))?;
+        let (stdout, stderr) =
+            (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        if !output.status.success() {
+            return Err(Error::client(format!("psql {}", output.status), stderr.trim()));
+        }
+        Ok([stdout.trim(), stderr.trim()]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join("\n"))
     }
 
     async fn wait_ready(&mut self) -> Result<()> {

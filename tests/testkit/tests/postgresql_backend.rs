@@ -8,22 +8,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{Document, doc};
-use pulse_testkit::{Backend, Binary, FerretDb, unique_name};
+use pulse_testkit::{Backend, FerretDb, unique_name};
 
 const PID_FILE: &str = "PULSE_TESTKIT_PID_FILE";
 
 /// Runs one SQL statement on the cluster behind `ferret` and returns its unaligned output.
 fn psql(ferret: &FerretDb, sql: &str) -> Result<String, String> {
-    let url = ferret.postgresql_url().ok_or("FerretDB is not on PostgreSQL")?;
-    let output = Command::new(Binary::Psql.path().map_err(|e| e.to_string())?)
-        .args(["--no-psqlrc", "--tuples-only", "--no-align", "--dbname", &url, "--command", sql])
-        .output()
-        .map_err(|e| format!("running psql: {e}"))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
-    } else {
-        Err(format!("psql {}: {}", output.status, String::from_utf8_lossy(&output.stderr)))
-    }
+    ferret.psql(sql).map_err(|e| e.to_string())
 }
 
 /// The postmaster's pid and data dir, read from the server itself.
