@@ -11,7 +11,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
-pub use append::{APPEND_SCRIPT, append_entry};
+pub use append::{APPEND_BELOW_MARK_SCRIPT, APPEND_SCRIPT, append_entry};
 pub use changes::{
     Changes, newest_rollup_change, publish_changes, publish_rollup_changes, read_changes,
     read_rollup_changes, rollup_changes_key,

@@ -293,17 +293,11 @@ impl Ingest {
                 }
             }
         }
-        if self.buffer.backlog().saturating_add(count) > self.high_water_mark {
-            return Err(RequestError::new(
-                RequestErrorCode::BacklogFull,
-                "the pipeline's unprocessed backlog is at its high-water mark; retry after Retry-After seconds",
-            )
-            .retry_after(1));
-        }
         let entries = self.entries(&events).map_err(|e| {
             RequestError::new(RequestErrorCode::InvalidBody, format!("cannot encode the events: {e}"))
         })?;
-        self.buffer.append(entries).await.map_err(|e| buffer_error(&e))?;
+        // The mark is checked by the append itself, atomically (see Buffer::append).
+        self.buffer.append(entries, self.high_water_mark).await.map_err(|e| buffer_error(&e))?;
         self.metrics.events_accepted.inc_by(count);
         Ok(())
     }
@@ -344,7 +338,13 @@ fn unavailable(reason: &str) -> RequestError {
 }
 
 fn buffer_error(e: &BufferError) -> RequestError {
-    unavailable(&e.to_string())
+    match e {
+        BufferError::Full { .. } => {
+            RequestError::new(RequestErrorCode::BacklogFull, format!("{e}; retry after Retry-After seconds"))
+                .retry_after(1)
+        }
+        _ => unavailable(&e.to_string()),
+    }
 }
 
 /// `{"batch": [...]}` or a bare array, each event kept as its raw JSON text.

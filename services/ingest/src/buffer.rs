@@ -27,6 +27,65 @@ pub enum BufferError {
     Timeout(Duration),
     #[error("{0}")]
     NotDurable(String),
+    /// Not a fault: the backlog plus the request's events would pass the high-water mark.
+    #[error(
+        "the unprocessed backlog ({backlog} events) plus this request would pass the high-water mark of {mark}"
+    )]
+    Full { backlog: u64, mark: u64 },
+}
+
+/// What the append script did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Appended {
+    /// Every entry of the script is in its stream; the backlog it summed is now `backlog`.
+    Yes { backlog: u64 },
+    /// Nothing was appended: the summed `backlog` plus the entries would pass the mark.
+    Full { backlog: u64 },
+}
+
+impl Appended {
+    fn of(reply: &Value) -> Result<Self, BufferError> {
+        let unexpected = || BufferError::Unreachable(format!("the append script answered {reply:?}"));
+        let Value::Array(items) = reply else { return Err(unexpected()) };
+        match items.as_slice() {
+            [Value::Int(done), Value::Int(backlog)] => {
+                let backlog = u64::try_from(*backlog).unwrap_or(0);
+                Ok(if *done == 1 { Appended::Yes { backlog } } else { Appended::Full { backlog } })
+            }
+            _ => Err(unexpected()),
+        }
+    }
+}
+
+/// The entries one append script takes, and the backlog keys it sums.
+struct AppendGroup<'a> {
+    counted: Vec<String>,
+    /// Per entry, the index of its partition's backlog key in `counted`.
+    slots: Vec<usize>,
+    entries: Vec<&'a PartitionEntry>,
+    mark: u64,
+}
+
+enum ScriptArg<'a> {
+    Number(u64),
+    Bytes(&'a [u8]),
+}
+
+impl<'a> AppendGroup<'a> {
+    /// ARGV of [`pulse_buffer::APPEND_BELOW_MARK_SCRIPT`].
+    fn args(&self) -> Vec<ScriptArg<'a>> {
+        let mut args = vec![
+            ScriptArg::Number(self.counted.len() as u64),
+            ScriptArg::Number(self.mark),
+            ScriptArg::Bytes(ENTRY_FIELD.as_bytes()),
+        ];
+        for (entry, slot) in self.entries.iter().zip(&self.slots) {
+            args.push(ScriptArg::Number(*slot as u64 + 1));
+            args.push(ScriptArg::Bytes(&entry.payload));
+            args.push(ScriptArg::Number(entry.events));
+        }
+        args
+    }
 }
 
 /// One partition's part of a request: its stream entry and how many events it holds.
@@ -61,6 +120,8 @@ pub struct Buffer {
     /// Why the buffer is not ready, for /readyz and 503 messages.
     not_ready_reason: RwLock<String>,
     backlog: AtomicU64,
+    /// Each partition's backlog, as of the last check (a cluster's appends check against it).
+    partition_backlogs: Vec<AtomicU64>,
     /// Fast mode warned that Redis has no append-only file (warn once per change).
     warned_without_aof: AtomicBool,
     /// Strict writes refused for weak settings so far: a monitor check that started
@@ -75,10 +136,11 @@ impl Buffer {
     pub fn start(settings: BufferSettings, metrics: Arc<Metrics>) -> Result<Arc<Self>, redis::RedisError> {
         let buffer = Arc::new(Buffer {
             connection: RwLock::new(None),
-            script: redis::Script::new(pulse_buffer::APPEND_SCRIPT),
+            script: redis::Script::new(pulse_buffer::APPEND_BELOW_MARK_SCRIPT),
             ready: AtomicBool::new(false),
             not_ready_reason: RwLock::new("not connected to Redis yet".to_string()),
             backlog: AtomicU64::new(0),
+            partition_backlogs: (0..settings.partitions).map(|_| AtomicU64::new(0)).collect(),
             warned_without_aof: AtomicBool::new(false),
             refusals: AtomicU64::new(0),
             metrics,
@@ -107,22 +169,29 @@ impl Buffer {
         self.backlog.load(Ordering::Acquire)
     }
 
-    /// Appends each partition's entry, concurrently (the connection pipelines them), and
-    /// returns once Redis confirmed every one. On any failure nothing may be acknowledged;
-    /// entries that did land are harmless duplicates when the client retries.
-    pub async fn append(&self, entries: Vec<PartitionEntry>) -> Result<(), BufferError> {
+    /// Appends the request's entries if the tenant's backlog plus their events stays within
+    /// `mark`, checked and appended in one script so parallel requests cannot pass the mark
+    /// together. On a single Redis one script sums every partition's backlog and appends
+    /// every entry, or none. On a Redis Cluster a script can only touch one partition (one
+    /// hash slot): each entry is checked against its own partition's exact count plus the
+    /// other partitions' counts as last read (every 250 ms), so concurrent requests on
+    /// different partitions may pass the mark by what those partitions took since.
+    ///
+    /// On any failure nothing may be acknowledged; entries that did land are harmless
+    /// duplicates when the client retries.
+    pub async fn append(&self, entries: Vec<PartitionEntry>, mark: u64) -> Result<(), BufferError> {
         let Some(connection) = self.connection() else {
             return Err(BufferError::Unreachable(self.not_ready_reason()));
         };
         let started = Instant::now();
-        let strict = self.settings.durability == Durability::Strict;
-        let writes = entries.iter().map(|entry| {
+        let groups = self.groups(&entries, mark);
+        let writes = groups.iter().map(|group| {
             let connection = connection.clone();
             async move {
-                if strict {
-                    self.append_verified(connection, entry).await
+                if self.settings.durability == Durability::Strict {
+                    self.append_verified(connection, group).await
                 } else {
-                    self.append_fast(connection, entry).await
+                    self.append_fast(connection, group).await
                 }
             }
         });
@@ -130,74 +199,140 @@ impl Buffer {
             .await
             .map_err(|_| BufferError::Timeout(self.settings.timeout))?;
         self.metrics.redis_seconds.observe(started.elapsed().as_secs_f64());
-        for result in results {
-            if let Err(e) = result {
-                if let BufferError::NotDurable(reason) = &e {
-                    // Refuse at once what follows, until the monitor sees the settings restored.
-                    self.refusals.fetch_add(1, Ordering::AcqRel);
-                    self.set_not_ready(reason.clone());
+        let mut first_error = None;
+        for (group, result) in groups.iter().zip(results) {
+            match result {
+                Ok(Appended::Yes { backlog }) => self.note_appended(group, backlog),
+                Ok(Appended::Full { backlog }) => {
+                    first_error.get_or_insert(BufferError::Full { backlog, mark });
                 }
-                return Err(e);
+                Err(e) => {
+                    if let BufferError::NotDurable(reason) = &e {
+                        // Refuse at once what follows, until the monitor sees the settings restored.
+                        self.refusals.fetch_add(1, Ordering::AcqRel);
+                        self.set_not_ready(reason.clone());
+                    }
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        let added: u64 = entries.iter().map(|e| e.events).sum();
-        self.backlog.fetch_add(added, Ordering::AcqRel);
-        Ok(())
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// The scripts a request's entries take: one for all of them on a single Redis, one
+    /// per entry on a cluster.
+    fn groups<'a>(&self, entries: &'a [PartitionEntry], mark: u64) -> Vec<AppendGroup<'a>> {
+        let tenant = &self.settings.tenant;
+        if !self.settings.cluster {
+            return vec![AppendGroup {
+                counted: (0..self.settings.partitions).map(|p| backlog_key(tenant, p)).collect(),
+                slots: entries.iter().map(|e| e.partition as usize).collect(),
+                entries: entries.iter().collect(),
+                mark,
+            }];
+        }
+        let known = self.partition_backlogs();
+        let total: u64 = known.iter().sum();
+        entries
+            .iter()
+            .map(|entry| {
+                let own = known.get(entry.partition as usize).copied().unwrap_or(0);
+                AppendGroup {
+                    counted: vec![backlog_key(tenant, entry.partition)],
+                    slots: vec![0],
+                    entries: vec![entry],
+                    mark: mark.saturating_sub(total.saturating_sub(own)),
+                }
+            })
+            .collect()
+    }
+
+    fn note_appended(&self, group: &AppendGroup<'_>, backlog: u64) {
+        for entry in &group.entries {
+            if let Some(count) = self.partition_backlogs.get(entry.partition as usize) {
+                count.fetch_add(entry.events, Ordering::AcqRel);
+            }
+        }
+        if self.settings.cluster {
+            let added: u64 = group.entries.iter().map(|e| e.events).sum();
+            self.backlog.fetch_add(added, Ordering::AcqRel);
+        } else {
+            self.backlog.store(backlog, Ordering::Release);
+        }
+    }
+
+    fn partition_backlogs(&self) -> Vec<u64> {
+        self.partition_backlogs.iter().map(|c| c.load(Ordering::Acquire)).collect()
     }
 
     /// Fast mode: the append script, one round trip.
     async fn append_fast(
         &self,
         mut connection: Connection,
-        entry: &PartitionEntry,
-    ) -> Result<(), BufferError> {
+        group: &AppendGroup<'_>,
+    ) -> Result<Appended, BufferError> {
         let tenant = &self.settings.tenant;
         let mut invocation = self.script.prepare_invoke();
-        invocation
-            .key(stream_key(tenant, entry.partition))
-            .key(backlog_key(tenant, entry.partition))
-            .arg(ENTRY_FIELD)
-            .arg(entry.payload.as_slice())
-            .arg(entry.events);
-        invocation
-            .invoke_async::<String>(&mut connection)
+        for key in &group.counted {
+            invocation.key(key);
+        }
+        for entry in &group.entries {
+            invocation.key(stream_key(tenant, entry.partition));
+        }
+        for arg in group.args() {
+            match arg {
+                ScriptArg::Number(n) => invocation.arg(n),
+                ScriptArg::Bytes(b) => invocation.arg(b),
+            };
+        }
+        let reply: Value = invocation
+            .invoke_async(&mut connection)
             .await
-            .map(drop)
-            .map_err(|e| BufferError::Unreachable(e.to_string()))
+            .map_err(|e| BufferError::Unreachable(e.to_string()))?;
+        Appended::of(&reply)
     }
 
-    /// Strict mode: the append and a read of the persistence settings in one MULTI/EXEC.
-    /// EXEC runs them with nothing in between, so the entry was written under the settings
-    /// read, and Redis with `appendfsync always` fsyncs it before answering. A periodic
-    /// check alone would acknowledge writes made between a weakening and the next check.
-    /// (Scripts cannot run CONFIG; MULTI can.) When the settings are weaker the entry is in
-    /// the stream but not acknowledged: a retry with the same event ids is deduplicated.
+    /// Strict mode: the append script and a read of the persistence settings in one
+    /// MULTI/EXEC. EXEC runs them with nothing in between, so the entries were written
+    /// under the settings read, and Redis with `appendfsync always` fsyncs them before
+    /// answering. A periodic check alone would acknowledge writes made between a weakening
+    /// and the next check. (Scripts cannot run CONFIG; MULTI can.) When the settings are
+    /// weaker the entries are in the stream but not acknowledged: a retry with the same
+    /// event ids is deduplicated.
     async fn append_verified(
         &self,
         mut connection: Connection,
-        entry: &PartitionEntry,
-    ) -> Result<(), BufferError> {
+        group: &AppendGroup<'_>,
+    ) -> Result<Appended, BufferError> {
         let tenant = &self.settings.tenant;
         let mut pipe = redis::pipe();
         pipe.atomic();
         for (name, _) in STRICT_SETTINGS {
             pipe.cmd("CONFIG").arg("GET").arg(name);
         }
-        pipe.cmd("XADD")
-            .arg(stream_key(tenant, entry.partition))
-            .arg("*")
-            .arg(ENTRY_FIELD)
-            .arg(entry.payload.as_slice())
-            .ignore()
-            .cmd("INCRBY")
-            .arg(backlog_key(tenant, entry.partition))
-            .arg(entry.events)
-            .ignore();
+        let eval = pipe
+            .cmd("EVAL")
+            .arg(pulse_buffer::APPEND_BELOW_MARK_SCRIPT)
+            .arg(group.counted.len() + group.entries.len())
+            .arg(&group.counted);
+        for entry in &group.entries {
+            eval.arg(stream_key(tenant, entry.partition));
+        }
+        for arg in group.args() {
+            match arg {
+                ScriptArg::Number(n) => eval.arg(n),
+                ScriptArg::Bytes(b) => eval.arg(b),
+            };
+        }
         let replies: Vec<Value> =
             pipe.query_async(&mut connection).await.map_err(|e| BufferError::Unreachable(e.to_string()))?;
+        let Some((appended, config)) = replies.split_last() else {
+            return Err(BufferError::Unreachable("EXEC answered nothing".to_string()));
+        };
         let settings: Vec<(String, String)> =
-            replies.iter().flat_map(|reply| config_pairs(reply, "append")).collect();
-        strict_settings_hold(&settings).map_err(BufferError::NotDurable)
+            config.iter().flat_map(|reply| config_pairs(reply, "append")).collect();
+        strict_settings_hold(&settings).map_err(BufferError::NotDurable)?;
+        Appended::of(appended)
     }
 
     /// Takes `events` tokens from the tenant's shared rate-limit bucket.
@@ -294,8 +429,12 @@ impl Buffer {
             .await
             .map_err(|_| format!("Redis did not answer within {:?}", self.settings.timeout))?;
         let mut total = 0u64;
-        for result in results {
-            total += result.map_err(|e| format!("Redis is unreachable: {e}"))?.unwrap_or(0);
+        for (partition, result) in results.into_iter().enumerate() {
+            let count = result.map_err(|e| format!("Redis is unreachable: {e}"))?.unwrap_or(0);
+            if let Some(known) = self.partition_backlogs.get(partition) {
+                known.store(count, Ordering::Release);
+            }
+            total += count;
         }
         self.backlog.store(total, Ordering::Release);
         self.metrics.backlog_events.set(i64::try_from(total).unwrap_or(i64::MAX));

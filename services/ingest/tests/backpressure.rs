@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use pulse_core::buffer::{backlog_key, stream_key};
-use pulse_testkit::RedisServer;
+use pulse_testkit::{AppendFsync, RedisOptions, RedisServer};
 use serde_json::Value;
 use support::{Pipeline, TestIngest, batch, event};
 
@@ -49,6 +49,52 @@ async fn a_full_backlog_answers_429_and_accepts_again_once_drained() {
         assert!(tokio::time::Instant::now() < deadline, "ingest never accepted again after the drain");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Sends 40 batches of 10 events (over every partition) at once to a backlog whose mark is
+/// 120, and checks that the mark held: the check and the append are one step in Redis.
+async fn parallel_batches_never_pass_the_mark(redis: &RedisServer, durability: &'static str) {
+    const MARK: u64 = 120;
+    const BATCH: usize = 10;
+    let pipeline = Pipeline { high_water_mark: MARK, durability, ..Pipeline::default() };
+    let ingest = std::sync::Arc::new(TestIngest::start(&redis.url(), pipeline).await);
+    let sends = (0..40).map(|b| {
+        let ingest = std::sync::Arc::clone(&ingest);
+        tokio::spawn(async move { ingest.post("/v1/batch", batch(&events(&format!("p{b}"), BATCH))).await })
+    });
+    let mut accepted = 0u64;
+    let mut refused = 0u64;
+    for reply in futures::future::join_all(sends).await {
+        let reply = reply.expect("the request task ran");
+        match reply.status {
+            202 => accepted += 1,
+            429 => {
+                assert_eq!(reply.code(), "backlog_full", "{}", reply.text);
+                assert_eq!(reply.retry_after.as_deref(), Some("1"));
+                refused += 1;
+            }
+            other => panic!("{durability}: status {other}: {}", reply.text),
+        }
+    }
+    let buffered = ingest.buffered().await.len() as u64;
+    assert_eq!(buffered, accepted * BATCH as u64, "{durability}: every accepted batch whole, no refused one");
+    assert!(buffered <= MARK, "{durability}: {buffered} events buffered with a mark of {MARK}");
+    assert_eq!(accepted, MARK / BATCH as u64, "{durability}: the backlog filled up to the mark");
+    assert_eq!(refused, 40 - accepted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_batches_never_pass_the_high_water_mark() {
+    let redis = RedisServer::start().await.expect("redis");
+    parallel_batches_never_pass_the_mark(&redis, "fast").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_strict_batches_never_pass_the_high_water_mark() {
+    let redis = RedisServer::start_with(RedisOptions { append_only: Some(AppendFsync::Always) })
+        .await
+        .expect("redis");
+    parallel_batches_never_pass_the_mark(&redis, "strict").await;
 }
 
 fn rate_limited(events_per_second: u32, burst: u32) -> String {
