@@ -130,12 +130,17 @@ pub(crate) async fn post_event(
 }
 
 /// Send many events. Valid events are accepted even when others are refused; the answer
-/// lists each refused event by its index.
+/// lists each refused event by its index. This is also Segment's batch path: a request
+/// with HTTP Basic auth or no Authorization header, or with a Bearer key and a Segment
+/// batch (a top-level `sentAt`, `writeKey`, `context`, `integrations` or `metadata`, or a
+/// first message with a Segment `type` and no `distinct_id`), is answered as
+/// `/compat/segment/v1/batch` answers it (200).
 #[utoipa::path(
     post, path = "/v1/batch",
     request_body(content = crate::openapi::BatchInput, content_type = "application/json", description = "`{\"batch\": [event, ...]}`; gzip with Content-Encoding: gzip"),
     responses(
         (status = 202, description = "Valid events durably buffered; refused ones listed in `errors`", body = Accepted),
+        (status = 200, description = "A Segment batch (see above): valid messages durably buffered (`success: true`)", body = crate::compat::CompatAccepted),
         (status = 400, description = "Invalid JSON, not a batch, empty, or no valid event (then `errors` lists each)", body = crate::error::ErrorResponse),
         (status = 401, description = "Missing or wrong write key", body = crate::error::ErrorResponse),
         (status = 413, description = "Body, batch or burst too large", body = crate::error::ErrorResponse),
@@ -151,8 +156,16 @@ pub(crate) async fn post_batch(
     body: Body,
 ) -> Response {
     let started = Instant::now();
+    // `/v1/batch` is Segment's path too: its SDKs send Basic auth or none (the key in the
+    // body), and a Segment batch sent with a Bearer key is told by its payload.
+    if crate::compat::segment::uses_segment_auth(&headers) {
+        return crate::compat::segment_batch(State(ingest), headers, body).await;
+    }
     let response = match ingest.accept_batch(&headers, body).await {
-        Ok(accepted) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
+        Ok(Batch::Native(accepted)) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
+        Ok(Batch::Segment(bytes)) => {
+            return crate::compat::segment_batch_read(&ingest, &headers, bytes, started).await;
+        }
         Err(e) => ingest.refuse(e),
     };
     ingest
@@ -161,6 +174,14 @@ pub(crate) async fn post_batch(
         .get_or_create(&Endpoint { endpoint: "batch" })
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// What a request to `/v1/batch` with a Bearer key turned out to be.
+enum Batch {
+    /// Pulse's batch, accepted.
+    Native(Accepted),
+    /// Segment's batch (its body, read and inflated), for the Segment handler.
+    Segment(axum::body::Bytes),
 }
 
 async fn readyz(State(ingest): State<Arc<Ingest>>) -> Response {
@@ -201,11 +222,21 @@ impl Ingest {
         Ok(Accepted { accepted: 1, rejected: 0, errors: Vec::new() })
     }
 
-    async fn accept_batch(&self, headers: &HeaderMap, body: Body) -> Result<Accepted, RequestError> {
+    async fn accept_batch(&self, headers: &HeaderMap, body: Body) -> Result<Batch, RequestError> {
+        use crate::compat::segment::{is_batch_field, is_message};
         self.authorize(headers)?;
         let bytes = crate::body::read(headers, body, self.max_body_bytes).await?;
         let text = crate::body::utf8(&bytes)?;
-        let raw_events = parse_batch(text)?;
+        let raw_events = match parse_batch(text) {
+            Ok(events) if !events.first().is_some_and(|e| is_message(e.get())) => events,
+            Err(e)
+                if !(e.code == RequestErrorCode::InvalidBody
+                    && e.field.as_deref().is_some_and(is_batch_field)) =>
+            {
+                return Err(e);
+            }
+            _ => return Ok(Batch::Segment(bytes.clone())),
+        };
         if raw_events.is_empty() {
             return Err(
                 RequestError::new(RequestErrorCode::EmptyBatch, "the batch holds no events").field("batch")
@@ -239,7 +270,7 @@ impl Ingest {
         }
         let accepted = valid.len();
         self.store(valid).await?;
-        Ok(Accepted { accepted, rejected: errors.len(), errors })
+        Ok(Batch::Native(Accepted { accepted, rejected: errors.len(), errors }))
     }
 
     fn authorize(&self, headers: &HeaderMap) -> Result<(), RequestError> {

@@ -94,9 +94,35 @@ impl RequestErrorCode {
     }
 }
 
-/// The body of every refused request.
+/// The body of every refused request. The compat endpoints add, beside `error`, the
+/// top-level fields the real Segment and PostHog APIs answer with, which their SDKs read
+/// to report the error (an SDK that finds none may take a refusal for a network fault and
+/// retry it).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorResponse {
+    /// Compat endpoints only: `error.code` again, at the top level as Segment's and
+    /// PostHog's APIs put it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, required = false)]
+    pub code: Option<RequestErrorCode>,
+    /// Compat endpoints only: `error.message` again, at the top level as Segment's API
+    /// puts it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, required = false)]
+    pub message: Option<String>,
+    /// PostHog endpoints only: PostHog's error class (`authentication_error`,
+    /// `validation_error`, `throttled_error` or `server_error`).
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, required = false)]
+    pub kind: Option<&'static str>,
+    /// PostHog endpoints only: the message, where PostHog's SDKs read it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, required = false)]
+    pub detail: Option<String>,
+    /// PostHog endpoints only: the offending field (PostHog's `attr`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, required = false)]
+    pub attr: Option<String>,
     pub error: ErrorDetail,
     /// Per-event errors, when the refusal is about the events of a request; absent when
     /// there are none.
@@ -118,6 +144,18 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// Whose error body a refusal takes: Pulse's own, or that of the API an SDK was written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dialect {
+    #[default]
+    Native,
+    /// `code` and `message` at the top level too, as Segment's tracking API answers.
+    Segment,
+    /// `type`, `code`, `detail` and `attr` at the top level too, as PostHog's capture answers
+    /// (and `message`, for clients written against Segment's shape).
+    PostHog,
+}
+
 /// A refused request, ready to become a response.
 #[derive(Debug, Clone)]
 pub struct RequestError {
@@ -126,6 +164,7 @@ pub struct RequestError {
     pub message: String,
     pub retry_after_secs: Option<u64>,
     pub event_errors: Vec<crate::api::IndexedEventError>,
+    pub dialect: Dialect,
 }
 
 impl RequestError {
@@ -136,7 +175,14 @@ impl RequestError {
             message: message.into(),
             retry_after_secs: None,
             event_errors: Vec::new(),
+            dialect: Dialect::Native,
         }
+    }
+
+    /// The body shape of the API the client was written for.
+    pub fn dialect(mut self, dialect: Dialect) -> Self {
+        self.dialect = dialect;
+        self
     }
 
     pub fn field(mut self, field: impl Into<String>) -> Self {
@@ -153,7 +199,14 @@ impl RequestError {
 impl IntoResponse for RequestError {
     fn into_response(self) -> Response {
         let status = self.code.status();
+        let compat = self.dialect != Dialect::Native;
+        let posthog = self.dialect == Dialect::PostHog;
         let body = ErrorResponse {
+            code: compat.then_some(self.code),
+            message: compat.then(|| self.message.clone()),
+            kind: posthog.then(|| posthog_type(status)),
+            detail: posthog.then(|| self.message.clone()),
+            attr: if posthog { self.field.clone() } else { None },
             error: ErrorDetail { code: self.code, field: self.field, message: self.message },
             errors: self.event_errors,
         };
@@ -162,8 +215,19 @@ impl IntoResponse for RequestError {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            let scheme = if self.dialect == Dialect::Segment { "Basic" } else { "Bearer" };
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(scheme));
         }
         response
+    }
+}
+
+/// PostHog's class of an error with `status`.
+fn posthog_type(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::UNAUTHORIZED => "authentication_error",
+        StatusCode::TOO_MANY_REQUESTS => "throttled_error",
+        s if s.is_server_error() => "server_error",
+        _ => "validation_error",
     }
 }

@@ -66,7 +66,8 @@ pub struct SegmentBatchInput {
         crate::api::post_batch,
         crate::compat::segment_batch,
         crate::compat::segment_single,
-        crate::compat::posthog_capture
+        crate::compat::posthog_capture,
+        crate::compat::posthog_flags
     ),
     components(schemas(
         EventInput,

@@ -1,13 +1,16 @@
-//! Drop-in ingest for the SDKs teams already use: Segment's HTTP Tracking API under
-//! `/compat/segment` and PostHog's capture API under `/compat/posthog`, so an app moves to
-//! Pulse by changing only the SDK's host.
+//! Drop-in ingest for the SDKs teams already use: Segment's HTTP Tracking API and PostHog's
+//! capture API at their own paths at the ingest root (`/v1/track`, `/batch/`, ...), so an
+//! app moves to Pulse by giving its SDK only the ingest URL and the write key. The same
+//! endpoints stay under `/compat/segment` and `/compat/posthog`. `/v1/batch` is both
+//! Pulse's and Segment's: `api::post_batch` tells them apart (see docs/api.md).
 //!
 //! Each format is parsed and mapped to the native event (the mapping is in `segment.rs`
 //! and `posthog.rs`, and in docs/compat.md); from there a message takes exactly the path of
 //! a `/v1/batch` event: the same validation and limits, the same partitioning by
 //! `distinct_id`, the same dedup key (`event_id` = the SDK's message id) and the same
-//! durable append. Refusals use the native error body, with the SDK's field names and the
-//! statuses the SDKs retry on (429 and 5xx) or give up on (other 4xx).
+//! durable append. Refusals use the native error body plus the top-level fields of the
+//! real API's (see `error::Dialect`), with the SDK's field names and the statuses the SDKs
+//! retry on (429 and 5xx) or give up on (other 4xx).
 
 pub mod clock;
 pub mod posthog;
@@ -23,7 +26,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use pulse_core::buffer::BufferedEvent;
 use pulse_core::event::EventError;
 use pulse_core::json::JsonError;
@@ -31,17 +34,38 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::api::{IndexedEventError, Ingest, new_event_id, now_ms};
-use crate::error::{RequestError, RequestErrorCode};
+use crate::error::{Dialect, RequestError, RequestErrorCode};
 use crate::metrics::{Endpoint, Reason};
 
-/// The compat routes, merged into ingest's router.
+/// The compat routes, merged into ingest's router: Segment's and PostHog's paths at the
+/// root and under their `/compat/...` prefix. The root `/v1/batch` is routed by `api`.
 pub fn routes() -> Router<Arc<Ingest>> {
     let mut router = Router::new()
         .route("/compat/segment/v1/batch", post(segment_batch))
         .route("/compat/segment/v1/import", post(segment_batch))
-        .route("/compat/segment/v1/{kind}", post(segment_single));
-    for path in posthog::PATHS {
-        router = router.route(path, post(posthog_capture)).route(&format!("{path}/"), post(posthog_capture));
+        .route("/compat/segment/v1/{kind}", post(segment_single))
+        .route("/v1/import", post(segment_batch));
+    for (name, kind) in segment::ROOT_ENDPOINTS {
+        router = router.route(
+            &format!("/v1/{name}"),
+            post(move |State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body| async move {
+                let started = Instant::now();
+                let answer = segment_request(&ingest, &headers, body, Some(kind)).await;
+                respond(&ingest, Dialect::Segment, started, answer)
+            }),
+        );
+    }
+    for prefix in ["", "/compat/posthog"] {
+        for path in posthog::PATHS {
+            router = router
+                .route(&format!("{prefix}{path}"), post(posthog_capture))
+                .route(&format!("{prefix}{path}/"), post(posthog_capture));
+        }
+        for path in posthog::FLAG_PATHS {
+            router = router
+                .route(&format!("{prefix}{path}"), get(posthog_flags).post(posthog_flags))
+                .route(&format!("{prefix}{path}/"), get(posthog_flags).post(posthog_flags));
+        }
     }
     router
 }
@@ -213,6 +237,11 @@ async fn accept(
 /// (`?compression=gzip-js`).
 async fn read_json(ingest: &Ingest, headers: &HeaderMap, body: Body) -> Result<Value, RequestError> {
     let bytes = crate::body::read(headers, body, ingest.max_body_bytes).await?;
+    parse_json(ingest, bytes)
+}
+
+/// A body read by `body::read` as JSON.
+fn parse_json(ingest: &Ingest, bytes: Bytes) -> Result<Value, RequestError> {
     let bytes = if bytes.starts_with(&[0x1f, 0x8b]) { gunzip(&bytes, ingest.max_body_bytes)? } else { bytes };
     let text = crate::body::utf8(&bytes)?;
     pulse_core::json::parse(text).map_err(|e| match e {
@@ -259,16 +288,18 @@ fn authorize(ingest: &Ingest, key: Option<&str>, field: &str, how: &str) -> Resu
     }
 }
 
+/// The answer to a compat request: 200 (what the SDKs take as success) or the refusal in
+/// the body shape of `dialect`'s API.
 fn respond(
     ingest: &Ingest,
-    endpoint: &'static str,
+    dialect: Dialect,
     started: Instant,
-    ok_status: StatusCode,
     answer: Result<CompatAccepted, RequestError>,
 ) -> Response {
+    let endpoint = if dialect == Dialect::PostHog { "posthog" } else { "segment" };
     let response = match answer {
-        Ok(accepted) => (ok_status, Json(accepted)).into_response(),
-        Err(e) => ingest.refuse(e),
+        Ok(accepted) => (StatusCode::OK, Json(accepted)).into_response(),
+        Err(e) => ingest.refuse(e.dialect(dialect)),
     };
     ingest
         .metrics
@@ -299,7 +330,24 @@ fn respond(
 pub async fn segment_batch(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     let answer = segment_request(&ingest, &headers, body, None).await;
-    respond(&ingest, "segment", started, StatusCode::OK, answer)
+    respond(&ingest, Dialect::Segment, started, answer)
+}
+
+/// A Segment batch posted to the root `/v1/batch` that `api` read as Pulse's own first and
+/// found to be Segment's.
+pub(crate) async fn segment_batch_read(
+    ingest: &Ingest,
+    headers: &HeaderMap,
+    bytes: Bytes,
+    started: Instant,
+) -> Response {
+    let answer = async {
+        // The native handler has checked the Bearer key already.
+        let keyed = segment::write_key_of(headers)?.is_some();
+        segment_json(ingest, keyed, parse_json(ingest, bytes)?, None).await
+    }
+    .await;
+    respond(ingest, Dialect::Segment, started, answer)
 }
 
 /// One Segment call, its type given by the path: track, identify, page, screen, group or
@@ -334,7 +382,7 @@ pub async fn segment_single(
             format!("no Segment endpoint /v1/{kind}; the endpoints are {}", segment::ENDPOINTS),
         )),
     };
-    respond(&ingest, "segment", started, StatusCode::OK, answer)
+    respond(&ingest, Dialect::Segment, started, answer)
 }
 
 async fn segment_request(
@@ -348,14 +396,25 @@ async fn segment_request(
         authorize(ingest, header_key.as_deref(), "Authorization", "")?;
     }
     let json = read_json(ingest, headers, body).await?;
+    segment_json(ingest, header_key.is_some(), json, single).await
+}
+
+/// A Segment request's JSON, its key checked already when it came in a header (`keyed`),
+/// else read from the body.
+async fn segment_json(
+    ingest: &Ingest,
+    keyed: bool,
+    json: Value,
+    single: Option<segment::MessageType>,
+) -> Result<CompatAccepted, RequestError> {
     let received_at = now_ms();
     let request = segment::Request::parse(json, single)?;
-    if header_key.is_none() {
+    if !keyed {
         authorize(
             ingest,
             request.write_key.as_deref(),
             "Authorization",
-            "as the user name of HTTP Basic auth (`Authorization: Basic base64(<write key>:)`), as the SDKs do",
+            "as the user name of HTTP Basic auth (`Authorization: Basic base64(<write key>:)`), as Segment's SDKs do, or as `writeKey` in the body; Pulse's own /v1/batch takes `Authorization: Bearer <write key>`",
         )?;
     }
     let messages = request.map(received_at);
@@ -398,7 +457,33 @@ pub async fn posthog_capture(State(ingest): State<Arc<Ingest>>, headers: HeaderM
     }
     .await;
     // PostHog's SDKs take only 200 as success.
-    respond(&ingest, "posthog", started, StatusCode::OK, answer)
+    respond(&ingest, Dialect::PostHog, started, answer)
+}
+
+/// PostHog's feature-flag probes (`/decide/`, `/flags/`), which posthog-js sends on load
+/// and the server SDKs when asked for a flag: Pulse has no feature flags, so every flag
+/// is off. The answer says so rather than failing, so the SDK keeps capturing.
+#[utoipa::path(
+    post, path = "/decide/",
+    responses(
+        (status = 200, description = "No feature flags: `featureFlags` is empty and `pulse` says why", body = Object),
+    )
+)]
+pub async fn posthog_flags() -> Response {
+    Json(serde_json::json!({
+        "featureFlags": {},
+        "featureFlagPayloads": {},
+        "flags": {},
+        "errorsWhileComputingFlags": false,
+        "quotaLimited": [],
+        "sessionRecording": false,
+        "supportedCompression": ["gzip", "gzip-js"],
+        "autocapture_opt_out": true,
+        "capturePerformance": false,
+        "siteApps": [],
+        "pulse": "Pulse ingests events only: it has no feature flags, session recording or surveys, so every flag is off",
+    }))
+    .into_response()
 }
 
 #[cfg(test)]

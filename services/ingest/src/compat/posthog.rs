@@ -8,16 +8,14 @@ use serde_json::{Map, Value};
 use super::{Mapped, WireNames, clock, event_error, type_name};
 use crate::error::{RequestError, RequestErrorCode};
 
-/// The capture endpoints, each also with a trailing slash: `/batch/` is what the Python
-/// SDK posts to; `/e/`, `/i/v0/e/`, `/capture/` and `/track/` take what posthog-js and
-/// the other SDKs send (one event, an array, or a batch).
-pub const PATHS: [&str; 5] = [
-    "/compat/posthog/batch",
-    "/compat/posthog/capture",
-    "/compat/posthog/e",
-    "/compat/posthog/i/v0/e",
-    "/compat/posthog/track",
-];
+/// The capture endpoints, at the root and under `/compat/posthog`, each also with a
+/// trailing slash: `/batch/` is what the Python and Node SDKs post to; `/e/`, `/i/v0/e/`,
+/// `/capture/` and `/track/` take what posthog-js and the other SDKs send (one event, an
+/// array, or a batch).
+pub const PATHS: [&str; 5] = ["/batch", "/capture", "/e", "/i/v0/e", "/track"];
+
+/// The feature-flag probes the SDKs send (`/decide/?v=3`, newer ones `/flags/?v=2`).
+pub const FLAG_PATHS: [&str; 2] = ["/decide", "/flags"];
 
 /// One request: `{"api_key", "batch": [...], "sent_at"}`, a bare array of events, or one
 /// event.

@@ -14,6 +14,51 @@ use crate::error::{RequestError, RequestErrorCode};
 pub const ENDPOINTS: &str =
     "/v1/batch, /v1/import, /v1/track, /v1/identify, /v1/page, /v1/screen, /v1/group, /v1/alias";
 
+/// The single-call endpoints at the root, `/v1/<name>` (and under `/compat/segment`, where
+/// `/v1/{kind}` takes the same names).
+pub const ROOT_ENDPOINTS: [(&str, MessageType); 12] = [
+    ("track", MessageType::Track),
+    ("identify", MessageType::Identify),
+    ("page", MessageType::Page),
+    ("screen", MessageType::Screen),
+    ("group", MessageType::Group),
+    ("alias", MessageType::Alias),
+    ("t", MessageType::Track),
+    ("i", MessageType::Identify),
+    ("p", MessageType::Page),
+    ("s", MessageType::Screen),
+    ("g", MessageType::Group),
+    ("a", MessageType::Alias),
+];
+
+/// Whether a request to the root `/v1/batch` comes from a Segment SDK by its auth: HTTP
+/// Basic (every Segment server SDK), or no Authorization header at all (analytics.js puts
+/// `writeKey` in the body). Pulse's own clients send `Authorization: Bearer`.
+pub fn uses_segment_auth(headers: &HeaderMap) -> bool {
+    match headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()) {
+        None => true,
+        Some(value) => value.len() > 6 && value[..6].eq_ignore_ascii_case(b"basic "),
+    }
+}
+
+/// Whether a batch sent with Pulse's Bearer auth is Segment's by its payload: a top-level
+/// field only Segment's batch has (`unknown`, as the native parser refused it) ...
+pub fn is_batch_field(unknown: &str) -> bool {
+    matches!(unknown, "sentAt" | "writeKey" | "context" | "integrations" | "metadata")
+}
+
+/// ... or a first message that names a Segment call in `type` and has no `distinct_id`.
+pub fn is_message(raw: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Probe<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Option<std::borrow::Cow<'a, str>>,
+        distinct_id: Option<serde::de::IgnoredAny>,
+    }
+    serde_json::from_str::<Probe<'_>>(raw)
+        .is_ok_and(|p| p.distinct_id.is_none() && p.kind.is_some_and(|k| MessageType::parse(&k).is_some()))
+}
+
 /// The kinds of Segment call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageType {
@@ -200,6 +245,16 @@ pub fn map_message(
         }
     };
 
+    let own_context = object(&mut m, "context")?;
+    let context = if batch_context.is_empty() {
+        own_context
+    } else {
+        let mut context = batch_context.clone();
+        context.extend(own_context);
+        context
+    };
+    let mut traits_in_context = false;
+
     let (event, mut properties) = match kind {
         MessageType::Track => (m.remove("event").unwrap_or(Value::Null), object(&mut m, "properties")?),
         MessageType::Page | MessageType::Screen => {
@@ -214,7 +269,8 @@ pub fn map_message(
             (Value::from(name), properties)
         }
         MessageType::Identify => {
-            let traits = object(&mut m, "traits")?;
+            let (traits, in_context) = traits_of(&mut m, &context)?;
+            traits_in_context = in_context;
             let mut properties = Map::new();
             if !traits.is_empty() {
                 properties.insert("$set".into(), Value::Object(traits));
@@ -225,7 +281,8 @@ pub fn map_message(
             let group = id(&m, "groupId")?.ok_or_else(|| {
                 event_error(ErrorCode::MissingField, "groupId", "a group call needs groupId")
             })?;
-            let traits = object(&mut m, "traits")?;
+            let (traits, in_context) = traits_of(&mut m, &context)?;
+            traits_in_context = in_context;
             let mut properties = Map::new();
             properties.insert("$group_id".into(), Value::from(group));
             if !traits.is_empty() {
@@ -245,14 +302,6 @@ pub fn map_message(
     if let (Some(_), Some(anonymous)) = (&user_id, &anonymous_id) {
         properties.insert("$anonymous_id".into(), Value::from(anonymous.clone()));
     }
-    let own_context = object(&mut m, "context")?;
-    let context = if batch_context.is_empty() {
-        own_context
-    } else {
-        let mut context = batch_context.clone();
-        context.extend(own_context);
-        context
-    };
     if !context.is_empty() {
         properties.insert("$context".into(), Value::Object(context));
     }
@@ -290,7 +339,15 @@ pub fn map_message(
     event_obj.insert("properties".into(), Value::Object(properties));
     let nested: &'static [(&'static str, &'static str)] = match kind {
         MessageType::Track | MessageType::Page | MessageType::Screen => &[("properties.$context", "context")],
+        MessageType::Identify if traits_in_context => {
+            &[("properties.$set", "context.traits"), ("properties.$context", "context")]
+        }
         MessageType::Identify => &[("properties.$set", "traits"), ("properties.$context", "context")],
+        MessageType::Group if traits_in_context => &[
+            ("properties.$group_traits", "context.traits"),
+            ("properties.$group_id", "groupId"),
+            ("properties.$context", "context"),
+        ],
         MessageType::Group => &[
             ("properties.$group_traits", "traits"),
             ("properties.$group_id", "groupId"),
@@ -302,6 +359,28 @@ pub fn map_message(
     };
     let names = WireNames { nested, distinct_id: id_field, event_id: "messageId", timestamp: time_field };
     Ok(Mapped { event: event_obj, names })
+}
+
+/// The traits of an identify or group call: top-level `traits` when the message has it
+/// (not null), else `context.traits`, which some Segment-protocol SDKs send instead. The
+/// two are never merged: a message with `traits` says what it sets. Returns whether they
+/// came from the context.
+fn traits_of(
+    m: &mut Map<String, Value>,
+    context: &Map<String, Value>,
+) -> Result<(Map<String, Value>, bool), EventError> {
+    if m.get("traits").is_some_and(|t| !t.is_null()) {
+        return Ok((object(m, "traits")?, false));
+    }
+    match context.get("traits") {
+        None | Some(Value::Null) => Ok((Map::new(), false)),
+        Some(Value::Object(traits)) => Ok((traits.clone(), true)),
+        Some(other) => Err(event_error(
+            ErrorCode::InvalidType,
+            "context.traits",
+            format!("must be a JSON object, not {}", type_name(other)),
+        )),
+    }
 }
 
 /// A string id field: `None` when absent, null or empty.
@@ -474,5 +553,65 @@ mod tests {
         assert_eq!(with("Basic !!!").expect_err("refused").code, RequestErrorCode::Unauthorized);
         assert_eq!(with("Digest x").expect_err("refused").code, RequestErrorCode::Unauthorized);
         assert_eq!(write_key_of(&HeaderMap::new()).expect("ok"), None);
+    }
+    #[test]
+    fn identify_and_group_take_context_traits_when_traits_is_absent() {
+        let identify = map(json!({
+            "type": "identify", "userId": "u1", "context": { "traits": { "email": "a@x", "plan": "pro" } }
+        }))
+        .expect("mapped");
+        assert_eq!(identify["properties"]["$set"], json!({ "email": "a@x", "plan": "pro" }));
+        let group = map(json!({
+            "type": "group", "userId": "u1", "groupId": "g1", "traits": null, "context": { "traits": { "seats": 3 } }
+        }))
+        .expect("mapped");
+        assert_eq!(group["properties"]["$group_traits"], json!({ "seats": 3 }));
+        // Top-level traits win whole: the two are not merged.
+        let both = map(json!({
+            "type": "identify", "userId": "u1", "traits": { "plan": "team" },
+            "context": { "traits": { "email": "a@x", "plan": "pro" } }
+        }))
+        .expect("mapped");
+        assert_eq!(both["properties"]["$set"], json!({ "plan": "team" }));
+        // The batch's context counts too.
+        let batch_context = json!({ "traits": { "email": "b@x" } });
+        let from_batch = map_message(
+            json!({ "type": "identify", "userId": "u1" }),
+            None,
+            None,
+            batch_context.as_object().expect("object"),
+            NOW,
+        )
+        .expect("mapped");
+        assert_eq!(from_batch.event["properties"]["$set"], json!({ "email": "b@x" }));
+        assert_eq!(from_batch.names.wire("properties.$set.email"), "context.traits.email");
+        assert_eq!(
+            refused(json!({ "type": "identify", "userId": "u1", "context": { "traits": [1] } })),
+            (ErrorCode::InvalidType, "context.traits".into())
+        );
+        // A track call's context.traits stay in the context only.
+        let track = map(
+            json!({ "type": "track", "event": "e", "userId": "u1", "context": { "traits": { "a": 1 } } }),
+        )
+        .expect("mapped");
+        assert!(track["properties"].get("$set").is_none());
+    }
+
+    #[test]
+    fn segment_batches_are_told_from_native_ones_by_auth_and_payload() {
+        use axum::http::HeaderValue;
+        let mut headers = HeaderMap::new();
+        assert!(uses_segment_auth(&headers), "no Authorization: the key is in the body");
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic d2s6"));
+        assert!(uses_segment_auth(&headers));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer wk"));
+        assert!(!uses_segment_auth(&headers));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("wk"));
+        assert!(!uses_segment_auth(&headers), "a malformed header gets Pulse's own refusal");
+        assert!(is_message(r#"{"type":"track","event":"e","userId":"u"}"#));
+        assert!(!is_message(r#"{"type":"track","event":"e","distinct_id":"u"}"#));
+        assert!(!is_message(r#"{"event":"e","distinct_id":"u"}"#));
+        assert!(!is_message(r#"{"type":"purchase","event":"e","userId":"u"}"#));
+        assert!(is_batch_field("sentAt") && !is_batch_field("events"));
     }
 }
