@@ -199,7 +199,7 @@ impl Store {
         let mut days: BTreeSet<String> = BTreeSet::new();
         for record in &records {
             for period in record.get_array("periods").into_iter().flatten().filter_map(|p| p.as_document()) {
-                days.extend(period_key(period).map(|key| day_of(key.start)));
+                days.extend(period_key(period).map(|key| crate::rollups::utc_day(key.start)));
             }
         }
         days.extend(old.expiring.iter().filter(|(_, at)| **at <= now_ms).map(|(day, _)| day.clone()));
@@ -281,13 +281,6 @@ impl Store {
     }
 }
 
-/// The UTC day (`yyyymmdd`) of a period starting at `start` (epoch ms).
-fn day_of(start: i64) -> String {
-    crate::rollups::bucket_users_collection(start)
-        .trim_start_matches(crate::rollups::BUCKET_USERS_PREFIX)
-        .to_string()
-}
-
 /// How long each interval's periods are kept, in ms (`None`: for good).
 fn kept_for(interval: RollupInterval) -> Option<i64> {
     match interval {
@@ -334,7 +327,7 @@ fn merge(sources: &[Document], now_ms: i64) -> (BTreeMap<String, Vec<Document>>,
         for (name, totals) in &buckets {
             ev.insert(name, document_of_totals(totals));
         }
-        days.entry(day_of(key.start)).or_default().push(doc! {
+        days.entry(crate::rollups::utc_day(key.start)).or_default().push(doc! {
             "id": key.id(),
             "i": pulse_core::rollup::interval_name(key.interval),
             "s": key.start,

@@ -10,8 +10,8 @@
 //!   `n`, unique users `u`, numeric stats `num`); a bucket is the sum of its records
 //!   ([`rollups`]); `rollup_versions`: the records compaction merged, one document per
 //!   partition and UTC day ([`compaction`]);
-//! - `bucket_users_<yyyymmdd>`: the users each record counted first in each hour and day
-//!   bucket starting that day, one list per (record, period) ([`rollups`]);
+//! - `bucket_users_<yyyymmdd>_p<n>`: the users each record of partition `n` counted first in
+//!   each hour and day bucket starting that day, one list per record ([`rollups`]);
 //! - `profile_changes`: per batch and user, the user's profile update ([`profiles`]);
 //! - `event_blocks` and `event_block_index`: the raw events again, deflated in blocks of a
 //!   batch each with the stream entry of every event, for reads of many events and for a

@@ -15,7 +15,7 @@ use crate::collections::{EVENTS, LEGACY};
 use crate::documents::json_of_bson;
 use crate::log::ROLLUP_LOG;
 use crate::rollups::BatchRollups;
-use crate::rollups::{BUCKET_USERS_PREFIX, bucket_users_collection, user_lists};
+use crate::rollups::{BUCKET_USERS_PREFIX, DayUsers, bucket_users_collection, user_lists};
 use crate::{Store, StoreError};
 
 /// A bucket's numbers.
@@ -185,22 +185,22 @@ impl Store {
             }
         }
         // The user lists first: a record's lists are written before it is committed.
-        let mut lists: BTreeMap<(i64, PeriodKey), BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+        let mut lists: BTreeMap<(u32, String), DayUsers> = BTreeMap::new();
         for ((key, user), partition) in users {
+            let period = key.period();
             lists
-                .entry((partition, key.period()))
+                .entry((partition as u32, bucket_users_collection(period.start, partition as u32)))
+                .or_default()
+                .entry(period.id())
                 .or_default()
                 .entry(encode_key(&key.event))
                 .or_default()
                 .insert(user);
         }
-        for ((partition, period), users) in &lists {
-            let docs = user_lists(period, *partition as u32, 1, users);
-            for chunk in docs.chunks(100) {
-                self.db
-                    .collection::<Document>(&bucket_users_collection(period.start))
-                    .insert_many(chunk.to_vec())
-                    .await?;
+        for ((partition, collection), users) in &lists {
+            let docs = user_lists(*partition, 1, users);
+            for chunk in docs.chunks(20) {
+                self.db.collection::<Document>(collection).insert_many(chunk.to_vec()).await?;
             }
         }
         let mut periods: BTreeMap<i64, BTreeMap<PeriodKey, Document>> = BTreeMap::new();

@@ -13,15 +13,16 @@
 //! Unique users: a record counts the users new to each bucket, those no earlier record of
 //! the partition counted (a user's events all go to one partition, so partitions count
 //! disjoint users and a bucket's users are the sum over them). It writes them down as the
-//! record's user lists, one document per (period, record): `<interval>|<start>|p<n>|<k>|<c>`,
-//! `{p, i, k, ev: {<event>: [users]}}`, inserted before the seal. The writer knows the users
-//! counted up to the record before its own ([`WriterMemory`]), and reads the lists of a
-//! period it does not know (those of earlier records only: every earlier record is
-//! committed, and a redo's own lists are what it is about to write). So every attempt of a
-//! record computes the same lists, and a duplicate key means an earlier attempt wrote it.
-//! Lists are kept in one collection per UTC day of the period's start
-//! ([`bucket_users_collection`]), which retention drops whole. A batch costs one insert
-//! per period it touches, however many users it counts.
+//! record's user lists: per UTC day of the periods it touches, one document (or a few, past
+//! 10,000 entries) `{_id: <k>|<chunk>, p, k, periods: {<period id>: {<event>: [users]}}}`,
+//! inserted before the seal. The writer knows the users counted up to the record before its
+//! own ([`WriterMemory`]), and reads the lists of a period it does not know (those of
+//! earlier records only: every earlier record is committed, and a redo's own lists are what
+//! it is about to write). So every attempt of a record computes the same lists, and a
+//! duplicate key means an earlier attempt wrote it. Lists are kept in one collection per
+//! partition and UTC day of the period's start ([`bucket_users_collection`]), which
+//! retention drops whole. A batch costs one insert per day it touches, however many periods
+//! and users it counts: a backfill over ten days writes ten small documents.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -60,56 +61,68 @@ pub struct RecordAttempt {
     pub redo: bool,
 }
 
-/// The prefix of the collections of user claims.
+/// The prefix of the collections of user lists.
 pub const BUCKET_USERS_PREFIX: &str = "bucket_users_";
 
-/// The collection holding the user claims of buckets whose period starts on the UTC day of
-/// `start` (epoch ms): `bucket_users_<yyyymmdd>`.
-pub fn bucket_users_collection(start: i64) -> String {
-    let day = jiff::Timestamp::from_millisecond(start.max(0))
+/// The UTC day (`yyyymmdd`) of `start` (epoch ms).
+pub fn utc_day(start: i64) -> String {
+    jiff::Timestamp::from_millisecond(start.max(0))
         .map(|t| t.strftime("%Y%m%d").to_string())
-        .unwrap_or_else(|_| "00000000".to_string());
-    format!("{BUCKET_USERS_PREFIX}{day}")
+        .unwrap_or_else(|_| "00000000".to_string())
 }
 
-/// Users per user-list document (a record's list of a period is cut in chunks this long,
-/// in a fixed order, so that every attempt of the record writes the same documents).
-const USERS_PER_LIST: usize = 5_000;
-
-/// A user list's id: `<interval>|<start>|p<partition>|<record:012>|<chunk:04>`.
-pub fn user_list_id(period: &PeriodKey, partition: u32, record: u64, chunk: usize) -> String {
-    format!("{}|p{partition}|{record:012}|{chunk:04}", period.id())
+/// The collection of `partition`'s user lists of the periods that start on the UTC day of
+/// `start` (epoch ms): `bucket_users_<yyyymmdd>_p<partition>`. One per partition, so that a
+/// writer's read of a day (a scan on a store without indexes) reads only its own lists.
+pub fn bucket_users_collection(start: i64, partition: u32) -> String {
+    format!("{BUCKET_USERS_PREFIX}{}_p{partition}", utc_day(start))
 }
 
-/// A record's user-list documents for one period: `users` maps each event name (encoded
-/// as in rollups) to the users the record counts first, in a fixed order.
-pub fn user_lists(
-    period: &PeriodKey,
-    partition: u32,
-    record: u64,
-    users: &BTreeMap<String, BTreeSet<String>>,
-) -> Vec<Document> {
-    let pairs: Vec<(&String, &String)> =
-        users.iter().flat_map(|(event, users)| users.iter().map(move |u| (event, u))).collect();
-    pairs
-        .chunks(USERS_PER_LIST)
+/// (Period, event, user) entries per user-list document: a record's lists of one day are
+/// cut in documents this long, in a fixed order, so that every attempt of the record writes
+/// the same documents.
+const ENTRIES_PER_LIST: usize = 10_000;
+
+/// The users a record counts first in the periods of one UTC day: by period id, then by
+/// event name (encoded as in rollups).
+pub type DayUsers = BTreeMap<String, BTreeMap<String, BTreeSet<String>>>;
+
+/// A user list's id in its day's collection: `<record:012>|<chunk:04>`.
+pub fn user_list_id(record: u64, chunk: usize) -> String {
+    format!("{record:012}|{chunk:04}")
+}
+
+/// A record's user-list documents for one UTC day of one partition:
+/// `{_id, p, k, periods: {<period id>: {<event>: [users]}}}`.
+pub fn user_lists(partition: u32, record: u64, users: &DayUsers) -> Vec<Document> {
+    let entries: Vec<(&String, &String, &String)> = users
+        .iter()
+        .flat_map(|(period, events)| {
+            events.iter().flat_map(move |(event, users)| users.iter().map(move |u| (period, event, u)))
+        })
+        .collect();
+    entries
+        .chunks(ENTRIES_PER_LIST)
         .enumerate()
-        .map(|(chunk, pairs)| {
-            let mut ev = Document::new();
-            for (event, user) in pairs {
-                match ev.get_array_mut(event.as_str()) {
+        .map(|(chunk, entries)| {
+            let mut periods = Document::new();
+            for (period, event, user) in entries {
+                if !periods.contains_key(period.as_str()) {
+                    periods.insert(period.as_str(), Document::new());
+                }
+                let Ok(events) = periods.get_document_mut(period.as_str()) else { continue };
+                match events.get_array_mut(event.as_str()) {
                     Ok(list) => list.push(Bson::String(user.to_string())),
                     Err(_) => {
-                        ev.insert(event.as_str(), vec![Bson::String(user.to_string())]);
+                        events.insert(event.as_str(), vec![Bson::String(user.to_string())]);
                     }
                 }
             }
             doc! {
-                "_id": user_list_id(period, partition, record, chunk),
+                "_id": user_list_id(record, chunk),
                 "p": i64::from(partition),
-                "i": period.id(),
                 "k": record as i64,
-                "ev": ev,
+                "periods": periods,
             }
         })
         .collect()
@@ -166,7 +179,7 @@ impl Store {
         // The users each period's buckets count first, and their lists by day collection.
         let mut new_users: HashMap<(PeriodKey, String), i64> = HashMap::new();
         let mut counted = Vec::new();
-        let mut lists: BTreeMap<String, Vec<Document>> = BTreeMap::new();
+        let mut lists: BTreeMap<String, DayUsers> = BTreeMap::new();
         for period in &with_users {
             let id = period.id();
             let mut users: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -185,15 +198,11 @@ impl Store {
                 users.insert(event, new);
             }
             if !users.is_empty() {
-                lists.entry(bucket_users_collection(period.start)).or_default().extend(user_lists(
-                    period,
-                    lease.partition,
-                    attempt.record,
-                    &users,
-                ));
+                lists.entry(bucket_users_collection(period.start, lease.partition)).or_default().insert(id, users);
             }
         }
-        for (name, docs) in lists {
+        for (name, users) in lists {
+            let docs = user_lists(lease.partition, attempt.record, &users);
             // A duplicate is the same list, written by an earlier attempt of the record.
             crate::insert_new(&self.db.collection::<Document>(&name), docs).await?;
         }
@@ -235,8 +244,8 @@ impl Store {
     /// Reads into `memory` the users the partition's records before `record` counted in
     /// each of `periods` (their user lists; those of `record` itself are an earlier
     /// attempt's, which this one writes again), and in every other period of the same UTC
-    /// days: one read per day collection, which a store without indexes pays in full
-    /// anyway, so a backfill reads each day once and not once per batch.
+    /// days: one read per day of the partition's lists, which a store without indexes pays
+    /// in full anyway, so a backfill reads each day once and not once per batch.
     async fn learn_users(
         &self,
         partition: u32,
@@ -246,34 +255,40 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut by_collection: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for period in periods {
-            by_collection.entry(bucket_users_collection(period.start)).or_default().push(period.id());
+            by_collection.entry(bucket_users_collection(period.start, partition)).or_default().push(period.id());
         }
         for (name, ids) in by_collection {
+            let reading = std::time::Instant::now();
             let mut users: HashMap<String, Vec<(String, String)>> = HashMap::new();
-            let filter = doc! { "p": i64::from(partition) };
             let mut cursor = self
                 .db
                 .collection::<Document>(&name)
-                .find(filter)
-                .projection(doc! { "i": 1, "k": 1, "ev": 1 })
+                .find(doc! { "k": { "$lt": record as i64 } })
+                .projection(doc! { "k": 1, "periods": 1 })
                 .await?;
+            let mut lists = 0;
             while let Some(list) = cursor.try_next().await? {
-                let Ok(id) = list.get_str("i") else { continue };
-                let known = users.entry(id.to_string()).or_default();
+                lists += 1;
+                // The filter may not be applied by every store: checked again.
                 if crate::log::int(list.get("k")) >= record {
                     continue;
                 }
-                let Ok(ev) = list.get_document("ev") else { continue };
-                for (event, names) in ev {
-                    let Bson::Array(names) = names else { continue };
-                    known.extend(
-                        names.iter().filter_map(Bson::as_str).map(|u| (event.clone(), u.to_string())),
-                    );
+                let Ok(periods) = list.get_document("periods") else { continue };
+                for (id, events) in periods {
+                    let known = users.entry(id.clone()).or_default();
+                    let Bson::Document(events) = events else { continue };
+                    for (event, names) in events {
+                        let Bson::Array(names) = names else { continue };
+                        known.extend(
+                            names.iter().filter_map(Bson::as_str).map(|u| (event.clone(), u.to_string())),
+                        );
+                    }
                 }
             }
             for id in ids {
                 users.entry(id).or_default();
             }
+            let pairs: usize = users.values().map(Vec::len).sum();
             for (id, pairs) in users {
                 // A period it knows already holds at least as much (records up to the one
                 // before this): kept as it is.
@@ -281,6 +296,13 @@ impl Store {
                     memory.learned(&id, pairs.iter().map(|(e, u)| (e.as_str(), u.as_str())));
                 }
             }
+            tracing::debug!(
+                collection = %name,
+                lists,
+                pairs,
+                ms = reading.elapsed().as_millis() as u64,
+                "user lists read"
+            );
         }
         Ok(())
     }
@@ -342,5 +364,47 @@ impl Store {
         self.commit_record(partition, attempt.record, range, delta.periods.clone()).await?;
         delta.remember(memory);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_days_lists_are_cut_in_the_same_documents_every_time_and_hold_every_user() {
+        let mut users = DayUsers::new();
+        for hour in 0..25 {
+            let events = users.entry(format!("hour|{}", hour * 3_600_000)).or_default();
+            for event in ["signed up", "paid"] {
+                events.insert(event.to_string(), (0..500).map(|u| format!("user-{u}")).collect());
+            }
+        }
+        let lists = user_lists(3, 42, &users);
+        assert_eq!(lists.len(), 3, "25,000 entries in documents of {ENTRIES_PER_LIST}");
+        assert_eq!(lists, user_lists(3, 42, &users), "every attempt writes the same documents");
+        let ids: Vec<&str> = lists.iter().map(|d| d.get_str("_id").unwrap_or_default()).collect();
+        assert_eq!(ids, ["000000000042|0000", "000000000042|0001", "000000000042|0002"]);
+        let mut read = DayUsers::new();
+        for list in &lists {
+            assert_eq!((list.get_i64("p"), list.get_i64("k")), (Ok(3), Ok(42)));
+            for (period, events) in list.get_document("periods").expect("periods") {
+                for (event, names) in events.as_document().expect("events") {
+                    let names = names.as_array().expect("users").iter().filter_map(Bson::as_str);
+                    let known = read.entry(period.clone()).or_default().entry(event.clone()).or_default();
+                    known.extend(names.map(str::to_string));
+                }
+            }
+        }
+        assert_eq!(read, users);
+    }
+
+    #[test]
+    fn a_partitions_lists_of_a_day_sort_after_the_day_that_retention_keeps() {
+        let day = 1_796_515_200_000; // 2026-12-06T00:00:00Z
+        assert_eq!(bucket_users_collection(day + 3_600_000, 7), "bucket_users_20261206_p7");
+        let oldest_kept = format!("{BUCKET_USERS_PREFIX}{}", utc_day(day));
+        assert!(bucket_users_collection(day, 0) >= oldest_kept);
+        assert!(bucket_users_collection(day - 1, 12) < oldest_kept);
     }
 }

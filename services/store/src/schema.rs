@@ -99,8 +99,13 @@ impl Store {
                 .deleted_count;
         }
         deleted += self.delete_expired_blocks(cutoff).await?;
-        // User lists of periods past retention go by whole collections, one per day.
-        let oldest_kept = crate::rollups::bucket_users_collection(now_ms - retention.as_millis());
+        // User lists of periods past retention go by whole collections, one per partition
+        // and day (`bucket_users_<yyyymmdd>_p<n>`: a day's names sort after the day alone).
+        let oldest_kept = format!(
+            "{}{}",
+            crate::rollups::BUCKET_USERS_PREFIX,
+            crate::rollups::utc_day(now_ms - retention.as_millis())
+        );
         for name in self.db.list_collection_names().await? {
             if name.starts_with(crate::rollups::BUCKET_USERS_PREFIX) && name < oldest_kept {
                 self.db.collection::<mongodb::bson::Document>(&name).drop().await?;
