@@ -14,6 +14,7 @@ all: test
 env:
 	@$(call timed,env,bash tests/env/build-stack.sh)
 	@$(call timed,python sdks,bash tests/env/python-sdks.sh)
+	@$(call timed,node sdks,bash tests/env/node-sdks.sh)
 	@$(call timed,chdb,bash tests/env/python-chdb.sh)
 	@$(call timed,schemathesis,bash tests/env/python-schemathesis.sh)
 	@$(call timed,influxdb,bash tests/env/influxdb.sh)

@@ -1,6 +1,7 @@
-"""Sends the calls of a plan (JSON on stdin) with the official PostHog Python SDK, pointed
-at Pulse by its host only, then flushes. Prints {"sent": [...], "errors": [...]}: each
-call's uuid and timestamp as the SDK sent them and every error the SDK gave up on.
+"""Sends the calls of a plan (JSON on stdin) with the official PostHog Python SDK, configured
+with the ingest URL and the project key only (plus the plan's `settings`, e.g. a batch size),
+then flushes. Prints {"sent": [...], "errors": [...]}: each call's uuid and timestamp as the
+SDK sent them and every error the SDK gave up on, with its HTTP status.
 Driven by services/ingest/tests/compat_sdks.rs."""
 
 import json
@@ -14,10 +15,10 @@ errors = []
 client = Posthog(
     plan["key"],
     host=plan["host"],
-    gzip=plan.get("gzip", False),
-    flush_at=plan.get("batch_size", 100),
-    max_queue_size=100_000,
-    on_error=lambda error, batch: errors.append(f"{error} ({len(batch)} events)"),
+    on_error=lambda error, batch: errors.append(
+        {"status": getattr(error, "status", None), "message": f"{error} ({len(batch)} events)"}
+    ),
+    **plan.get("settings", {}),
 )
 
 sent = []

@@ -1,7 +1,8 @@
-"""Sends the calls of a plan (JSON on stdin) with the official Segment Python SDK, pointed
-at Pulse by its host only, then flushes. Prints {"sent": [...], "errors": [...]}: each
-call's message as the SDK built it (messageId, timestamp) and every error the SDK gave up
-on. Driven by services/ingest/tests/compat_sdks.rs."""
+"""Sends the calls of a plan (JSON on stdin) with the official Segment Python SDK, configured
+with the ingest URL and the write key only (plus the plan's `settings`, e.g. a batch size),
+then flushes. Prints {"sent": [...], "errors": [...]}: each call's message as the SDK built
+it (messageId, timestamp) and every error the SDK gave up on, with its HTTP status.
+Driven by services/ingest/tests/compat_sdks.rs."""
 
 import json
 import sys
@@ -14,10 +15,10 @@ errors = []
 client = Client(
     write_key=plan["key"],
     host=plan["host"],
-    gzip=plan.get("gzip", False),
-    upload_size=plan.get("batch_size", 100),
-    max_queue_size=100_000,
-    on_error=lambda error, batch: errors.append(f"{error} ({len(batch)} messages)"),
+    on_error=lambda error, batch: errors.append(
+        {"status": getattr(error, "status", None), "message": f"{error} ({len(batch)} messages)"}
+    ),
+    **plan.get("settings", {}),
 )
 
 sent = []

@@ -245,3 +245,54 @@ pub fn event(id: &str, user: &str) -> Value {
 pub fn batch(events: &[Value]) -> String {
     serde_json::json!({ "batch": events }).to_string()
 }
+
+/// Starts an HTTP proxy in front of ingest at `target` that passes every request and answer
+/// through unchanged but for the `Retry-After` header, which it drops: ingest always sends
+/// one, and the SDK tests also need what an SDK does without it. Returns the proxy's URL.
+pub async fn proxy_without_retry_after(target: &str) -> String {
+    use axum::body::Body;
+    use axum::extract::Request;
+    use axum::http::{StatusCode, header};
+    use axum::response::Response;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+    let url = format!("http://{}", listener.local_addr().expect("proxy address"));
+    let target = target.to_string();
+    let client = reqwest::Client::new();
+    let forward = move |request: Request| {
+        let (client, target) = (client.clone(), target.clone());
+        async move {
+            let (parts, body) = request.into_parts();
+            let Ok(body) = axum::body::to_bytes(body, 64 << 20).await else {
+                return Response::builder()
+                    .status(StatusCode::BAD_GATEWAY)
+                    .body(Body::empty())
+                    .expect("response");
+            };
+            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let mut upstream = client.request(parts.method, format!("{target}{path}")).body(body);
+            for (name, value) in &parts.headers {
+                if name != header::HOST && name != header::CONTENT_LENGTH {
+                    upstream = upstream.header(name, value);
+                }
+            }
+            let Ok(answer) = upstream.send().await else {
+                return Response::builder()
+                    .status(StatusCode::BAD_GATEWAY)
+                    .body(Body::empty())
+                    .expect("response");
+            };
+            let mut response = Response::builder().status(answer.status());
+            for (name, value) in answer.headers() {
+                if ![header::RETRY_AFTER, header::CONTENT_LENGTH, header::TRANSFER_ENCODING].contains(name) {
+                    response = response.header(name, value);
+                }
+            }
+            let bytes = answer.bytes().await.unwrap_or_default();
+            response.body(Body::from(bytes)).expect("response")
+        }
+    };
+    let app = axum::Router::new().fallback(forward);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
