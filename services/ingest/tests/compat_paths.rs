@@ -68,16 +68,17 @@ async fn segment_and_pulse_share_v1_batch_by_auth_and_payload() {
         ("/v1/group", json!({ "userId": "u-4", "messageId": "group", "groupId": "g" })),
         ("/v1/alias", json!({ "userId": "u-4", "messageId": "alias", "previousId": "a-4" })),
         ("/v1/t", json!({ "event": "e", "userId": "u-4", "messageId": "t" })),
+        ("/v1/b", json!({ "batch": [track("b", "u-4")] })),
         ("/compat/segment/v1/track", json!({ "event": "e", "userId": "u-4", "messageId": "compat" })),
     ];
     for (path, body) in calls {
         assert_segment_ok(path, &ingest.post_with(path, body.to_string(), &auth).await);
     }
     let stored = ids(&ingest).await;
-    for id in ["track", "identify", "page", "screen", "group", "alias", "t", "compat"] {
+    for id in ["track", "identify", "page", "screen", "group", "alias", "t", "b", "compat"] {
         assert!(stored.iter().any(|s| s == id), "{id} is buffered: {stored:?}");
     }
-    assert_eq!(stored.len(), 13);
+    assert_eq!(stored.len(), 14);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

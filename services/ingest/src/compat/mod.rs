@@ -43,8 +43,11 @@ pub fn routes() -> Router<Arc<Ingest>> {
     let mut router = Router::new()
         .route("/compat/segment/v1/batch", post(segment_batch))
         .route("/compat/segment/v1/import", post(segment_batch))
+        // analytics.js in batching mode posts its batches to `/v1/b`.
+        .route("/compat/segment/v1/b", post(segment_batch))
         .route("/compat/segment/v1/{kind}", post(segment_single))
-        .route("/v1/import", post(segment_batch));
+        .route("/v1/import", post(segment_batch))
+        .route("/v1/b", post(segment_batch));
     for (name, kind) in segment::ROOT_ENDPOINTS {
         router = router.route(
             &format!("/v1/{name}"),

@@ -12,7 +12,7 @@ use crate::error::{RequestError, RequestErrorCode};
 
 /// The endpoints, for the message of a 404.
 pub const ENDPOINTS: &str =
-    "/v1/batch, /v1/import, /v1/track, /v1/identify, /v1/page, /v1/screen, /v1/group, /v1/alias";
+    "/v1/batch, /v1/b, /v1/import, /v1/track, /v1/identify, /v1/page, /v1/screen, /v1/group, /v1/alias";
 
 /// The single-call endpoints at the root, `/v1/<name>` (and under `/compat/segment`, where
 /// `/v1/{kind}` takes the same names).
