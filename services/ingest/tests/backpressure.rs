@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use pulse_core::buffer::{backlog_key, stream_key};
-use pulse_testkit::{AppendFsync, RedisOptions, RedisServer};
+use pulse_testkit::{AppendFsync, RedisCluster, RedisOptions, RedisServer};
 use serde_json::Value;
 use support::{Pipeline, TestIngest, batch, event};
 
@@ -95,6 +95,33 @@ async fn parallel_strict_batches_never_pass_the_high_water_mark() {
         .await
         .expect("redis");
     parallel_batches_never_pass_the_mark(&redis, "strict").await;
+}
+
+/// On a Redis Cluster a script reaches one partition: each partition's part of a request is
+/// checked against its own count plus the rest of the backlog and of the request, so a
+/// batch spread over every partition is refused whole when it would pass the mark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_backlog_answers_429_on_a_redis_cluster() {
+    let cluster = RedisCluster::start().await.expect("redis cluster");
+    let seed = cluster.urls()[0].clone();
+    let pipeline = Pipeline { partitions: 8, cluster: true, high_water_mark: 100, ..Pipeline::default() };
+    let ingest = TestIngest::start(&seed, pipeline).await;
+    assert_eq!(ingest.post("/v1/batch", batch(&events("a", 40))).await.status, 202);
+    assert_eq!(ingest.post("/v1/batch", batch(&events("b", 40))).await.status, 202);
+    let refused = ingest.post("/v1/batch", batch(&events("c", 40))).await;
+    assert_eq!((refused.status, refused.code()), (429, "backlog_full"), "{}", refused.text);
+    let mut conn = cluster.connection().await.expect("cluster connection");
+    let mut backlog = 0u64;
+    for p in 0..ingest.partitions {
+        let count: Option<u64> = redis::cmd("GET")
+            .arg(backlog_key(&ingest.tenant, p))
+            .query_async(&mut conn)
+            .await
+            .expect("GET the backlog");
+        backlog += count.unwrap_or(0);
+    }
+    assert_eq!(backlog, 80, "no partition took a part of the refused batch");
+    assert_eq!(ingest.post("/v1/batch", batch(&events("d", 20))).await.status, 202, "up to the mark");
 }
 
 fn rate_limited(events_per_second: u32, burst: u32) -> String {

@@ -7,13 +7,17 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use pulse_buffer::Connection;
-use pulse_core::buffer::{ENTRY_FIELD, backlog_key, stream_key};
+use pulse_core::buffer::{backlog_key, stream_key};
 use pulse_core::config::Durability;
 use redis::Value;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 
 use crate::metrics::Metrics;
+
+mod script;
+
 use crate::persistence::{STRICT_SETTINGS, all_equal, aof_settled, config_pairs, strict_settings_hold};
+use script::{AppendGroup, Appended, ScriptArg};
 
 /// How often the backlog and Redis's health are checked.
 const MONITOR_INTERVAL: Duration = Duration::from_millis(250);
@@ -32,60 +36,6 @@ pub enum BufferError {
         "the unprocessed backlog ({backlog} events) plus this request would pass the high-water mark of {mark}"
     )]
     Full { backlog: u64, mark: u64 },
-}
-
-/// What the append script did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Appended {
-    /// Every entry of the script is in its stream; the backlog it summed is now `backlog`.
-    Yes { backlog: u64 },
-    /// Nothing was appended: the summed `backlog` plus the entries would pass the mark.
-    Full { backlog: u64 },
-}
-
-impl Appended {
-    fn of(reply: &Value) -> Result<Self, BufferError> {
-        let unexpected = || BufferError::Unreachable(format!("the append script answered {reply:?}"));
-        let Value::Array(items) = reply else { return Err(unexpected()) };
-        match items.as_slice() {
-            [Value::Int(done), Value::Int(backlog)] => {
-                let backlog = u64::try_from(*backlog).unwrap_or(0);
-                Ok(if *done == 1 { Appended::Yes { backlog } } else { Appended::Full { backlog } })
-            }
-            _ => Err(unexpected()),
-        }
-    }
-}
-
-/// The entries one append script takes, and the backlog keys it sums.
-struct AppendGroup<'a> {
-    counted: Vec<String>,
-    /// Per entry, the index of its partition's backlog key in `counted`.
-    slots: Vec<usize>,
-    entries: Vec<&'a PartitionEntry>,
-    mark: u64,
-}
-
-enum ScriptArg<'a> {
-    Number(u64),
-    Bytes(&'a [u8]),
-}
-
-impl<'a> AppendGroup<'a> {
-    /// ARGV of [`pulse_buffer::APPEND_BELOW_MARK_SCRIPT`].
-    fn args(&self) -> Vec<ScriptArg<'a>> {
-        let mut args = vec![
-            ScriptArg::Number(self.counted.len() as u64),
-            ScriptArg::Number(self.mark),
-            ScriptArg::Bytes(ENTRY_FIELD.as_bytes()),
-        ];
-        for (entry, slot) in self.entries.iter().zip(&self.slots) {
-            args.push(ScriptArg::Number(*slot as u64 + 1));
-            args.push(ScriptArg::Bytes(&entry.payload));
-            args.push(ScriptArg::Number(entry.events));
-        }
-        args
-    }
 }
 
 /// One partition's part of a request: its stream entry and how many events it holds.
@@ -174,8 +124,9 @@ impl Buffer {
     /// together. On a single Redis one script sums every partition's backlog and appends
     /// every entry, or none. On a Redis Cluster a script can only touch one partition (one
     /// hash slot): each entry is checked against its own partition's exact count plus the
-    /// other partitions' counts as last read (every 250 ms), so concurrent requests on
-    /// different partitions may pass the mark by what those partitions took since.
+    /// other partitions' counts as last read (every 250 ms, and this pod's own appends at
+    /// once) and the request's events for them, so concurrent requests on different
+    /// partitions may pass the mark by what those partitions took since.
     ///
     /// On any failure nothing may be acknowledged; entries that did land are harmless
     /// duplicates when the client retries.
@@ -233,15 +184,18 @@ impl Buffer {
         }
         let known = self.partition_backlogs();
         let total: u64 = known.iter().sum();
+        let request: u64 = entries.iter().map(|e| e.events).sum();
         entries
             .iter()
             .map(|entry| {
                 let own = known.get(entry.partition as usize).copied().unwrap_or(0);
+                // What the other partitions hold, and the request's events for them.
+                let elsewhere = total.saturating_sub(own) + (request - entry.events);
                 AppendGroup {
                     counted: vec![backlog_key(tenant, entry.partition)],
                     slots: vec![0],
                     entries: vec![entry],
-                    mark: mark.saturating_sub(total.saturating_sub(own)),
+                    mark: mark.saturating_sub(elsewhere),
                 }
             })
             .collect()
