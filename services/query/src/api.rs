@@ -2,7 +2,7 @@
 //! discovery, each with the pipeline's read key. Bodies and answers are JSON; every
 //! refusal is a JSON error with a code, a message and the fields at fault.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -242,8 +242,10 @@ async fn cohorts(
     .await
 }
 
-/// Event names and counts from the day rollups: whole days (in the pipeline's time zone)
-/// that start inside `[from, to)`.
+/// Event names and counts over `[from, to)`, from the coarsest rollups the pipeline keeps:
+/// the day or, without days, the hour periods (in the pipeline's time zone) that start
+/// inside the range; from the raw events when it keeps only minute rollups or none (minute
+/// periods expire after days, raw events only with the pipeline's retention).
 async fn event_names(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -258,12 +260,10 @@ async fn event_names(
         if from >= to {
             return Err(QueryError::invalid("to", "the range [from, to) is empty"));
         }
-        // A pass over the rollups in the store: a raw read's turn.
-        let _turn = api.raw_queries.admit().await?;
-        let names = api.store.event_names(from, to).await?;
+        let (counts, answered_from) = api.event_counts(from, to).await?;
         let result: Vec<EventName> =
-            names.into_iter().map(|(event, count)| EventName { event, count }).collect();
-        Ok(Answer { answered_from: Source::Preaggregated, result })
+            counts.into_iter().map(|(event, count)| EventName { event, count }).collect();
+        Ok(Answer { answered_from, result })
     })
     .await
 }
@@ -325,6 +325,39 @@ impl Api {
             .await
         })
         .await
+    }
+
+    /// Every event name's count over `[from, to)` (see [`event_names`]), and where it came
+    /// from.
+    async fn event_counts(&self, from: i64, to: i64) -> Result<(BTreeMap<String, u64>, Source), QueryError> {
+        let rollups =
+            [RollupInterval::Day, RollupInterval::Hour].into_iter().find(|i| self.intervals.contains(i));
+        if let Some(interval) = rollups
+            && self.view.is_loaded()
+        {
+            return Ok((self.view.event_counts(interval, from, to), Source::Preaggregated));
+        }
+        // A pass over the rollups or the events in the store: a raw read's turn.
+        let _turn = self.raw_queries.admit().await?;
+        match rollups {
+            Some(RollupInterval::Day) => Ok((self.store.event_names(from, to).await?, Source::Preaggregated)),
+            Some(interval) => {
+                let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+                for (bucket, totals) in self.store.buckets_since(interval, from).await? {
+                    if bucket.start < to {
+                        *counts.entry(bucket.event).or_default() += totals.events;
+                    }
+                }
+                Ok((counts, Source::Preaggregated))
+            }
+            None => {
+                let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+                for event in self.store.events_between(None, from, to, self.limits.max_events).await? {
+                    *counts.entry(event.event).or_default() += 1;
+                }
+                Ok((counts, Source::Raw))
+            }
+        }
     }
 
     /// The users of `cohort`, or `None` (everyone) without one.

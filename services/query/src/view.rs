@@ -74,6 +74,19 @@ impl RollupView {
         series
     }
 
+    /// Every event's count over the periods of `interval` starting in `[from, to)`, summed
+    /// over partitions.
+    pub fn event_counts(&self, interval: RollupInterval, from: i64, to: i64) -> BTreeMap<String, u64> {
+        let shares = self.shares.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        for share in shares.range((rank(interval), from, 0)..(rank(interval), to, 0)).map(|(_, s)| s) {
+            for (event, totals) in &share.buckets {
+                *counts.entry(event.clone()).or_default() += totals.events;
+            }
+        }
+        counts
+    }
+
     /// Keeps each share unless the one held has a later watermark.
     fn merge(&self, read: Vec<PeriodShare>) {
         let mut shares = self.shares.write().unwrap_or_else(|poisoned| poisoned.into_inner());

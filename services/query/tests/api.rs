@@ -3,7 +3,7 @@
 //! engine's on the same events; ad-hoc answers are cached; keys and tenants are kept apart;
 //! bad queries get clear errors.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -74,6 +74,7 @@ struct Tenant {
     store: Store,
     changes: pulse_buffer::Connection,
     tenant: String,
+    intervals: Vec<RollupInterval>,
     _dir: tempfile::TempDir,
 }
 
@@ -84,6 +85,19 @@ impl Tenant {
         events: &[BufferedEvent],
         max_events: usize,
         max_view_memory: u64,
+    ) -> Tenant {
+        let intervals = [RollupInterval::Hour, RollupInterval::Day];
+        Tenant::start_with(redis, ferret, events, max_events, max_view_memory, &intervals).await
+    }
+
+    /// A pipeline that keeps the rollups of `intervals`.
+    async fn start_with(
+        redis: &RedisServer,
+        ferret: &FerretDb,
+        events: &[BufferedEvent],
+        max_events: usize,
+        max_view_memory: u64,
+        intervals: &[RollupInterval],
     ) -> Tenant {
         let tenant = unique_name("q");
         let database = format!("pulse_{}", tenant.replace('-', "_"));
@@ -99,12 +113,13 @@ impl Tenant {
              buffer:\n  redisUrlFile: {redis}\n  partitions: {PARTITIONS}\n  highWaterMark: 1000000\n\
              storage:\n  mongodbUriFile: {mongo}\n  database: {database}\n  retention: 3650d\n\
              keys:\n  writeKeyFile: {write}\n  readKeyFile: {read}\n\
-             rollups:\n  intervals: [hour, day]\n  numericProperties: [revenue]\n\
+             rollups:\n  intervals: {intervals}\n  numericProperties: [revenue]\n\
              funnels:\n- name: checkout\n  steps: [{{event: a}}, {{event: b}}, {{event: c}}]\n  window: 1d\n",
             redis = file("redis-url", &redis.url()).display(),
             mongo = file("mongodb-uri", &ferret.uri()).display(),
             write = file("write-key", &write_key).display(),
             read = file("read-key", &read_key).display(),
+            intervals = serde_json::to_string(intervals).expect("intervals"),
         );
         let config = file("pipeline.yaml", &config);
 
@@ -114,7 +129,7 @@ impl Tenant {
         let changes = pulse_buffer::Connection::open(&redis.url(), false, std::time::Duration::from_secs(5))
             .await
             .expect("redis");
-        store_as_the_processor_does(&store, &changes, &tenant, events).await;
+        store_as_the_processor_does(&store, &changes, &tenant, events, intervals).await;
 
         let settings = Settings { max_events, max_view_memory, ..Settings::new(config) };
         let store = store.clone();
@@ -142,6 +157,7 @@ impl Tenant {
             store,
             changes,
             tenant,
+            intervals: intervals.to_vec(),
             _dir: dir,
         }
     }
@@ -183,16 +199,15 @@ async fn store_as_the_processor_does(
     changes: &pulse_buffer::Connection,
     tenant: &str,
     events: &[BufferedEvent],
+    intervals: &[RollupInterval],
 ) {
     let mut by_partition: HashMap<u32, Vec<&BufferedEvent>> = HashMap::new();
     for e in events {
         by_partition.entry(partition_of(&e.distinct_id, PARTITIONS)).or_default().push(e);
     }
     let tz = time_zone(TZ).expect("tz");
-    // As the config says: minute buckets of events spread over days would only be slow.
-    let intervals = [RollupInterval::Hour, RollupInterval::Day];
     let numeric = vec!["revenue".parse().expect("path")];
-    let rollups = BatchRollups { intervals: &intervals, numeric: &numeric, tz: &tz };
+    let rollups = BatchRollups { intervals, numeric: &numeric, tz: &tz };
     // Stream positions only grow, from one call to the next too: the rollup log counts an
     // entry once, and takes none at or before its end.
     let base = jiff::Timestamp::now().as_millisecond() as u64;
@@ -210,7 +225,7 @@ async fn store_as_the_processor_does(
             let blocks =
                 store.write_event_blocks(partition, position, position, &first).await.expect("blocks");
             store.apply_rollups(lease, position, &first, &rollups, &mut memory).await.expect("rollups");
-            let changed: Vec<String> = periods_of(first.iter().map(|(_, e)| *e), &intervals, &tz)
+            let changed: Vec<String> = periods_of(first.iter().map(|(_, e)| *e), intervals, &tz)
                 .iter()
                 .map(|p| period_doc_id(p, partition))
                 .collect();
@@ -301,7 +316,7 @@ async fn preaggregated_trends_equal_the_raw_event_engine() {
     };
     let (_, before) = t.post("/v1/trends", &body).await;
     assert_eq!(total(&before), 0.0, "{before}");
-    store_as_the_processor_does(&t.store, &t.changes, &t.tenant, &fresh).await;
+    store_as_the_processor_does(&t.store, &t.changes, &t.tenant, &fresh, &t.intervals).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let (_, answer) = t.post("/v1/trends", &body).await;
@@ -414,7 +429,7 @@ async fn ad_hoc_and_declared_funnels_and_retention_equal_the_engine_and_are_cach
     let (_, before) = t.get(&path).await;
     assert_eq!(before["answeredFrom"], "preaggregated", "{before}");
     assert_eq!(entered(&before), Some(0), "{before}");
-    store_as_the_processor_does(&t.store, &t.changes, &t.tenant, &late).await;
+    store_as_the_processor_does(&t.store, &t.changes, &t.tenant, &late, &t.intervals).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let (_, answer) = t.get(&path).await;
@@ -458,6 +473,31 @@ async fn keys_and_tenants_are_kept_apart() {
     assert_eq!(cohort["result"]["users"], 0, "another tenant's events are invisible");
     let (_, cohort) = b.post("/v1/cohorts", &body).await;
     assert_eq!(cohort["result"]["users"], 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_names_are_counted_whatever_rollup_intervals_the_pipeline_keeps() {
+    let (redis, ferret) =
+        (RedisServer::start().await.expect("redis"), FerretDb::start().await.expect("ferretdb"));
+    let events = generated("n", 10, 120);
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    for e in &events {
+        *want.entry(e.event.clone()).or_default() += 1;
+    }
+    // Hours without days (a valid config), minutes only (their periods expire after days:
+    // the raw events answer), and days.
+    for intervals in [&[RollupInterval::Hour][..], &[RollupInterval::Minute], &[RollupInterval::Day]] {
+        let t = Tenant::start_with(&redis, &ferret, &events, 1_000, VIEWS, intervals).await;
+        let (status, names) = t.get(&format!("/v1/events?from={}&to={}", T0 - DAY, T0 + 5 * DAY)).await;
+        assert_eq!(status, 200, "{intervals:?}: {names}");
+        let got: BTreeMap<String, u64> = names["result"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|n| (n["event"].as_str().unwrap_or_default().to_string(), n["count"].as_u64().unwrap_or(0)))
+            .collect();
+        assert_eq!(got, want, "{intervals:?}: {names}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
