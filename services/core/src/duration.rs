@@ -15,8 +15,8 @@ pub const DURATION_PATTERN: &str = "^[1-9][0-9]{0,5}(s|m|h|d|w)$";
 /// A duration written as a number (1 to 999999) and a unit: `s`econds, `m`inutes, `h`ours,
 /// `d`ays (24 h) or `w`eeks (7 d). Calendar units (months, years) are deliberately absent:
 /// their length varies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(into = "String")]
 pub struct DurationSpec {
     amount: u32,
     unit: Unit,
@@ -136,6 +136,26 @@ impl TryFrom<String> for DurationSpec {
     }
 }
 
+/// From a string only; anything else (a number of milliseconds, say) is refused with what a
+/// duration looks like, which serde's "expected a string" would not say.
+impl<'de> Deserialize<'de> for DurationSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DurationText;
+        impl serde::de::Visitor<'_> for DurationText {
+            type Value = DurationSpec;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a duration string such as "1m", "2h" or "7d""#)
+            }
+
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<DurationSpec, E> {
+                s.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(DurationText)
+    }
+}
+
 impl From<DurationSpec> for String {
     fn from(d: DurationSpec) -> Self {
         d.to_string()
@@ -194,6 +214,8 @@ mod tests {
         assert_eq!(d.as_secs(), 14 * 86_400);
         let err = serde_json::from_str::<DurationSpec>("\"14 days\"").expect_err("invalid");
         assert!(err.to_string().contains("invalid duration"), "{err}");
+        let err = serde_json::from_str::<DurationSpec>("60000").expect_err("a number");
+        assert!(err.to_string().contains(r#"expected a duration string such as "1m""#), "{err}");
     }
 
     proptest! {

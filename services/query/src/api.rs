@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -39,7 +38,7 @@ pub use crate::model::{
     FunnelRequest, RetentionRequest, Source, TrendRequest,
 };
 use crate::preaggregated::{self, Rollups};
-use crate::request::{MAX_BODY_BYTES, authorize, check_times, json_body};
+use crate::request::{JsonBody, MAX_BODY_BYTES, QueryParams, authorize, check_times};
 use crate::source;
 use crate::view::RollupView;
 
@@ -111,10 +110,10 @@ pub fn router(api: Arc<Api>) -> axum::Router {
 async fn trends(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(body): JsonBody<TrendRequest>,
 ) -> Response {
     respond(&api, "trends", &headers, async {
-        let req: TrendRequest = json_body(&headers, body)?;
+        let req = body?;
         check_times(&[("from", Some(req.query.from)), ("to", Some(req.query.to))])?;
         req.query.validate(&api.limits)?;
         check_cohort(req.cohort.as_ref())?;
@@ -156,10 +155,10 @@ async fn trends(
 async fn funnels(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(body): JsonBody<FunnelRequest>,
 ) -> Response {
     respond(&api, "funnels", &headers, async {
-        let req: FunnelRequest = json_body(&headers, body)?;
+        let req = body?;
         api.funnel(req.definition, req.query, req.cohort, "definition").await
     })
     .await
@@ -169,12 +168,11 @@ async fn declared_funnel(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
     name: Result<Path<String>, PathRejection>,
-    params: Result<Query<DeclaredFunnelParams>, QueryRejection>,
+    QueryParams(params): QueryParams<DeclaredFunnelParams>,
 ) -> Response {
     respond(&api, "declared_funnel", &headers, async {
         let Path(name) = name.map_err(|e| QueryError::invalid("name", e.body_text()))?;
-        let Query(params) =
-            params.map_err(|e| QueryError::new(QueryErrorCode::InvalidBody, e.body_text()))?;
+        let params = params?;
         let Some(declared) = api.funnels.iter().find(|f| f.name == name) else {
             return Err(QueryError::new(
                 QueryErrorCode::UnknownFunnel,
@@ -194,10 +192,10 @@ async fn declared_funnel(
 async fn retention(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(body): JsonBody<RetentionRequest>,
 ) -> Response {
     respond(&api, "retention", &headers, async {
-        let req: RetentionRequest = json_body(&headers, body)?;
+        let req = body?;
         check_times(&[("from", Some(req.query.from)), ("to", Some(req.query.to))])?;
         req.query.validate(&api.limits)?;
         check_cohort(req.cohort.as_ref())?;
@@ -222,10 +220,10 @@ async fn retention(
 async fn cohorts(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(body): JsonBody<CohortRequest>,
 ) -> Response {
     respond(&api, "cohorts", &headers, async {
-        let req: CohortRequest = json_body(&headers, body)?;
+        let req = body?;
         check_cohort(Some(&req.cohort))?;
         let (a, r) = (Arc::clone(&api), req.clone());
         api.cached("cohorts", &req, async move {
@@ -249,11 +247,10 @@ async fn cohorts(
 async fn event_names(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
-    params: Result<Query<EventNamesParams>, QueryRejection>,
+    QueryParams(params): QueryParams<EventNamesParams>,
 ) -> Response {
     respond(&api, "events", &headers, async {
-        let Query(params) =
-            params.map_err(|e| QueryError::new(QueryErrorCode::InvalidBody, e.body_text()))?;
+        let params = params?;
         check_times(&[("from", params.from), ("to", params.to)])?;
         let to = params.to.unwrap_or_else(|| jiff::Timestamp::now().as_millisecond() + DAY_MS);
         let from = params.from.unwrap_or_else(|| to.saturating_sub(31 * DAY_MS));

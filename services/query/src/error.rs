@@ -16,9 +16,10 @@ pub enum QueryErrorCode {
     /// No `Authorization: Bearer <read key>` header, or not this pipeline's read key; a
     /// write key cannot read (401).
     Unauthorized,
-    /// The body is not JSON of the endpoint's shape (400).
+    /// The body is not JSON, or not an object (400).
     InvalidBody,
-    /// The query is wrong; `fields` says where (400).
+    /// The query is wrong: a field or query parameter missing, of the wrong type or value,
+    /// a time in epoch seconds, an empty range; `fields` says where (400).
     InvalidQuery,
     /// No declared funnel of that name (404).
     UnknownFunnel,

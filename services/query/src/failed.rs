@@ -5,16 +5,16 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{Api, respond};
-use crate::error::{QueryError, QueryErrorCode};
+use crate::error::QueryError;
 use crate::model::{Answer, Source};
+use crate::request::QueryParams;
 
 /// Failed events listed when the request sets no limit.
 const DEFAULT_LIMIT: u32 = 100;
@@ -70,11 +70,10 @@ pub struct FailedEventItem {
 pub(crate) async fn failed_events(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
-    params: Result<Query<FailedEventsParams>, QueryRejection>,
+    QueryParams(params): QueryParams<FailedEventsParams>,
 ) -> Response {
     respond(&api, "failed-events", &headers, async {
-        let Query(params) =
-            params.map_err(|e| QueryError::new(QueryErrorCode::InvalidBody, e.body_text()))?;
+        let params = params?;
         let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
             return Err(QueryError::invalid("limit", format!("1 to {MAX_LIMIT}, not {limit}")));

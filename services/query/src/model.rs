@@ -10,6 +10,9 @@ use pulse_core::funnel::FunnelDefinition;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::error::QueryError;
+use crate::request::{RequestBody, refusal_of};
+
 /// Where an answer came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -64,6 +67,12 @@ pub struct TrendRequest {
     pub cohort: Option<CohortFilter>,
 }
 
+impl RequestBody for TrendRequest {
+    fn flattened_refusal(body: &serde_json::Value) -> Option<QueryError> {
+        refusal_of::<TrendQuery>(body)
+    }
+}
+
 /// `POST /v1/funnels`: an ad-hoc funnel.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -76,6 +85,12 @@ pub struct FunnelRequest {
     /// Only these users.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cohort: Option<CohortFilter>,
+}
+
+impl RequestBody for FunnelRequest {
+    fn flattened_refusal(body: &serde_json::Value) -> Option<QueryError> {
+        refusal_of::<FunnelQuery>(body)
+    }
 }
 
 /// `GET /v1/funnels/{name}`: the range of a declared funnel.
@@ -102,6 +117,12 @@ pub struct RetentionRequest {
     pub cohort: Option<CohortFilter>,
 }
 
+impl RequestBody for RetentionRequest {
+    fn flattened_refusal(body: &serde_json::Value) -> Option<QueryError> {
+        refusal_of::<RetentionQuery>(body)
+    }
+}
+
 /// `POST /v1/cohorts`: who is in a cohort.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -111,6 +132,12 @@ pub struct CohortRequest {
     /// How many member ids to list (default 1000); `users` always counts them all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+}
+
+impl RequestBody for CohortRequest {
+    fn flattened_refusal(body: &serde_json::Value) -> Option<QueryError> {
+        refusal_of::<CohortFilter>(body).or_else(|| refusal_of::<CohortDefinition>(body))
+    }
 }
 
 /// A cohort's members.

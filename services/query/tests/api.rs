@@ -537,6 +537,36 @@ async fn bad_queries_get_clear_errors() {
             None,
         ),
         ("/v1/cohorts", json!({ "conditions": [] }), 400, "invalid_query", Some("cohort.conditions")),
+        // A duration as a number of milliseconds: named, with what a duration looks like.
+        (
+            "/v1/funnels",
+            json!({ "definition": { "steps": [{ "event": "a" }, { "event": "b" }], "window": 60000 }, "from": T0, "to": T0 + DAY }),
+            400,
+            "invalid_query",
+            Some("definition.window"),
+        ),
+        (
+            "/v1/trends",
+            json!({ "event": { "event": "a" }, "measure": { "kind": "count" }, "interval": "day", "from": "yesterday", "to": T0 }),
+            400,
+            "invalid_query",
+            Some("from"),
+        ),
+        (
+            "/v1/retention",
+            json!({ "start": { "event": "a" }, "return": { "event": "b" }, "period": "day", "periods": 3, "from": T0 }),
+            400,
+            "invalid_query",
+            Some("to"),
+        ),
+        // Epoch seconds, which would answer zeros as milliseconds.
+        (
+            "/v1/trends",
+            json!({ "event": { "event": "a" }, "measure": { "kind": "count" }, "interval": "day", "from": T0 / 1000, "to": (T0 + DAY) / 1000 }),
+            400,
+            "invalid_query",
+            Some("from"),
+        ),
     ];
     for (path, body, status, code, field) in cases {
         let (got, answer) = t.post(path, &body).await;
@@ -555,8 +585,27 @@ async fn bad_queries_get_clear_errors() {
     }
     let (status, answer) = t.get(&format!("/v1/funnels/nope?from={T0}&to={}", T0 + DAY)).await;
     assert_eq!((status, answer["error"]["code"].as_str()), (404, Some("unknown_funnel")));
-    let (status, answer) = t.get("/v1/funnels/checkout?from=yesterday").await;
-    assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("invalid_body")));
+    // Query parameters: missing, malformed and in epoch seconds, each named.
+    for (query, field, reason) in [
+        (format!("to={T0}"), "from", "required"),
+        (format!("from=yesterday&to={T0}"), "from", "invalid digit"),
+        (format!("from={T0}&to={}&trend=fortnight", T0 + DAY), "trend", "fortnight"),
+        (format!("from={}&to={}", T0 / 1000, (T0 + DAY) / 1000), "from", "epoch seconds"),
+    ] {
+        let (status, answer) = t.get(&format!("/v1/funnels/checkout?{query}")).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (400, Some("invalid_query")),
+            "{query}: {answer}"
+        );
+        assert_eq!(answer["error"]["fields"][0]["field"], field, "{query}: {answer}");
+        let said = answer["error"]["fields"][0]["reason"].as_str().unwrap_or_default();
+        assert!(said.contains(reason), "{query}: {answer}");
+    }
+    let (status, answer) = t.get("/v1/events?from=soon").await;
+    assert_eq!((status, answer["error"]["fields"][0]["field"].as_str()), (400, Some("from")), "{answer}");
+    let (status, answer) = t.get("/v1/failed-events?limit=many").await;
+    assert_eq!((status, answer["error"]["fields"][0]["field"].as_str()), (400, Some("limit")), "{answer}");
 
     let (status, doc) = t.get("/openapi.json").await;
     assert_eq!(status, 200);
