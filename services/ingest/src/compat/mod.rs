@@ -315,7 +315,8 @@ fn respond(
 /// Segment's batch endpoint (what every Segment SDK posts to): `{"batch": [message, ...],
 /// "sentAt", "context", "writeKey"}`. The write key comes by HTTP Basic (as the SDKs send
 /// it), Bearer, or `writeKey` in the body. See docs/compat.md for the mapping to native
-/// events.
+/// events. Also at the ingest root, where Segment's SDKs post given only the ingest URL:
+/// `/v1/batch` (shared with Pulse's own batch, see there), `/v1/b` and `/v1/import`.
 #[utoipa::path(
     post, path = "/compat/segment/v1/batch",
     request_body(content = crate::openapi::SegmentBatchInput, content_type = "application/json", description = "Segment's batch; gzip with Content-Encoding: gzip"),
@@ -354,7 +355,7 @@ pub(crate) async fn segment_batch_read(
 }
 
 /// One Segment call, its type given by the path: track, identify, page, screen, group or
-/// alias (or t, i, p, s, g, a).
+/// alias (or t, i, p, s, g, a). Also at the ingest root: `/v1/track`, `/v1/identify`, ...
 #[utoipa::path(
     post, path = "/compat/segment/v1/{kind}",
     params(("kind" = String, Path, description = "track, identify, page, screen, group or alias")),
@@ -426,7 +427,7 @@ async fn segment_json(
 }
 
 /// PostHog's capture API: the same handler serves `/batch`, `/capture`, `/e`, `/i/v0/e` and
-/// `/track` (each also with a trailing slash). The body is `{"api_key", "batch": [...],
+/// `/track` (each also with a trailing slash), at the ingest root and under `/compat/posthog`. The body is `{"api_key", "batch": [...],
 /// "sent_at"}`, an array of events, or one event; gzip with or without Content-Encoding.
 #[utoipa::path(
     post, path = "/compat/posthog/batch/",
@@ -463,9 +464,10 @@ pub async fn posthog_capture(State(ingest): State<Arc<Ingest>>, headers: HeaderM
     respond(&ingest, Dialect::PostHog, started, answer)
 }
 
-/// PostHog's feature-flag probes (`/decide/`, `/flags/`), which posthog-js sends on load
-/// and the server SDKs when asked for a flag: Pulse has no feature flags, so every flag
-/// is off. The answer says so rather than failing, so the SDK keeps capturing.
+/// PostHog's feature-flag probes (`/decide/`, `/flags/`, GET or POST, at the root and under
+/// `/compat/posthog`), which posthog-js sends on load and the server SDKs when asked for a
+/// flag: Pulse has no feature flags, so every flag is off. The answer says so rather than
+/// failing, so the SDK keeps capturing.
 #[utoipa::path(
     post, path = "/decide/",
     responses(
