@@ -47,7 +47,7 @@ pub use documents::{bson_of_json, json_of_bson};
 pub use events::{EventWrite, InsertOutcome, Refusal, StoredFlags};
 pub use failed::{FailedEvent, FailureReason};
 pub use log::{Ballot, LogState, LogTail, OpenRecord};
-pub use memory::WriterMemory;
+pub use memory::{UserKey, WriterMemory};
 pub use rollups::{BatchRollups, PartitionLease, RecordAttempt, RecordDelta};
 pub use schema::SchemaReport;
 
@@ -89,6 +89,10 @@ pub enum StoreError {
         "the store refused {events} event document(s); after repeated refusals they are set aside as failed events"
     )]
     Refused { events: usize, detail: String },
+    /// A document that Pulse wrote and cannot read back (changed by hand, or by a newer
+    /// release).
+    #[error("the store holds a malformed document: {0}")]
+    Malformed(String),
     #[error("an event block could not be read: {0}")]
     Block(String),
     #[error("the query reads more than {limit} events: narrow the range or add filters")]

@@ -8,18 +8,37 @@
 //! Memory is bounded: past [`WriterMemory::capacity`] (period, user) pairs, the periods
 //! least recently used are forgotten first, whole.
 //!
-//! Users are kept as 128-bit keyed hashes (two independent SipHash keys), not strings:
-//! 16 bytes per (bucket, user). Two different users of one bucket share a hash with
-//! probability about n^2 / 2^129, below 1e-25 for a million users.
+//! Users are kept as [`UserKey`]s, 128 bits of a hash, not strings: 16 bytes per (bucket,
+//! user), as the user lists store them.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, RandomState};
 
-/// Kept (period, user) pairs per processor, shared evenly by its partitions' writers: 17
-/// bytes each in hash tables of up to twice their size, 185 MB resident when all are full
-/// (the `full_memory_size` test below): the day and hour buckets of a million daily users
-/// with two event names each (the `a_day_of_a_million_users...` test).
-pub const PROCESS_CAPACITY: usize = 4_000_000;
+use sha2::{Digest, Sha256};
+
+/// A user as the memory and the user lists know it: the first 128 bits of the SHA-256 of
+/// the distinct id. Stable across processes and releases (the lists are read by later
+/// writers); two different users of one bucket share a key with probability about
+/// n^2 / 2^129, below 1e-25 for a million users, and no one can make two ids collide on
+/// purpose (that takes about 2^64 hashes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserKey(pub u128);
+
+impl UserKey {
+    /// The key of `distinct_id`.
+    pub fn of(distinct_id: &str) -> Self {
+        let digest = Sha256::digest(distinct_id.as_bytes());
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&digest[..16]);
+        UserKey(u128::from_be_bytes(first))
+    }
+}
+
+/// Kept (period, user) pairs per processor, shared evenly by its partitions' writers: 16
+/// bytes each in sorted arrays (a quarter more in hash sets until folded), about 195 MB
+/// resident when all are full (the `full_memory_size` test below). That holds the day and
+/// hour buckets of ten days of a million events a day (100,000 users), which a backfill
+/// spread over those days touches in every batch; see docs/operations.md.
+pub const PROCESS_CAPACITY: usize = 8_000_000;
 
 /// A period as the writer knows it.
 #[derive(Default)]
@@ -27,7 +46,47 @@ struct Period {
     /// The batch that last used it: the least recently used are forgotten first.
     used: u64,
     /// Per event name (encoded), the users counted in its bucket.
-    users: HashMap<String, HashSet<u128>>,
+    users: HashMap<String, Users>,
+}
+
+/// The users counted in one bucket: a sorted array (16 bytes a user: what a read of the
+/// user lists brings, most of a backfill's memory) and a hash set of those added since,
+/// folded into the array once it holds a quarter as many.
+#[derive(Default)]
+struct Users {
+    sorted: Vec<u128>,
+    added: HashSet<u128>,
+}
+
+impl Users {
+    /// Added users kept apart at least up to this many before a fold.
+    const FOLD_AFTER: usize = 1_024;
+
+    fn learned(mut keys: Vec<u128>) -> Self {
+        keys.sort_unstable();
+        keys.dedup();
+        Users { sorted: keys, added: HashSet::new() }
+    }
+
+    fn contains(&self, key: u128) -> bool {
+        self.added.contains(&key) || self.sorted.binary_search(&key).is_ok()
+    }
+
+    fn insert(&mut self, key: u128) {
+        if self.contains(key) {
+            return;
+        }
+        self.added.insert(key);
+        if self.added.len() > Self::FOLD_AFTER.max(self.sorted.len() / 4) {
+            self.sorted.extend(self.added.drain());
+            self.sorted.sort_unstable();
+            self.added.shrink_to(Self::FOLD_AFTER);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.sorted.len() + self.added.len()
+    }
 }
 
 /// One writer's memory of one partition, for the time it holds the partition's lease.
@@ -39,7 +98,6 @@ pub struct WriterMemory {
     /// Records begun.
     batch: u64,
     periods: HashMap<String, Period>,
-    hashers: (RandomState, RandomState),
 }
 
 impl Default for WriterMemory {
@@ -52,14 +110,7 @@ impl Default for WriterMemory {
 impl WriterMemory {
     /// A memory that holds at most about `capacity` (period, user) pairs.
     pub fn with_capacity(capacity: usize) -> Self {
-        WriterMemory {
-            capacity,
-            remembered: 0,
-            upto: None,
-            batch: 0,
-            periods: HashMap::new(),
-            hashers: (RandomState::new(), RandomState::new()),
-        }
+        WriterMemory { capacity, remembered: 0, upto: None, batch: 0, periods: HashMap::new() }
     }
 
     /// The memory of one of a processor's writers for `partitions` partitions: its share of
@@ -76,11 +127,6 @@ impl WriterMemory {
     /// How many (period, user) pairs it holds now (a period without users counts as one).
     pub fn remembered(&self) -> usize {
         self.remembered
-    }
-
-    fn user_key(&self, user: &str) -> u128 {
-        let (a, b) = &self.hashers;
-        (u128::from(a.hash_one(user)) << 64) | u128::from(b.hash_one(user))
     }
 
     /// Begins (an attempt at) `record` of the log: what it knows holds only if it knows the
@@ -113,42 +159,48 @@ impl WriterMemory {
     }
 
     /// Learns a period whole: `counted` holds every (event, user) it counted.
-    pub(crate) fn learned<'u>(
+    pub(crate) fn learned<'e>(
         &mut self,
         period: &str,
-        counted: impl IntoIterator<Item = (&'u str, &'u str)>,
+        counted: impl IntoIterator<Item = (&'e str, UserKey)>,
     ) {
         if let Some(old) = self.periods.remove(period) {
             self.remembered -= size(&old);
         }
-        let known = Period { used: self.batch, users: HashMap::new() };
+        let mut by_event: HashMap<&str, Vec<u128>> = HashMap::new();
+        for (event, user) in counted {
+            by_event.entry(event).or_default().push(user.0);
+        }
+        let users =
+            by_event.into_iter().map(|(event, keys)| (event.to_string(), Users::learned(keys))).collect();
+        let known = Period { used: self.batch, users };
         self.remembered += size(&known);
         self.periods.insert(period.to_string(), known);
-        self.applied(period, counted);
     }
 
     /// Whether `user` is counted in `event`'s bucket of a known `period`.
-    pub(crate) fn counted(&self, period: &str, event: &str, user: &str) -> bool {
-        self.periods
-            .get(period)
-            .and_then(|p| p.users.get(event))
-            .is_some_and(|users| users.contains(&self.user_key(user)))
+    pub(crate) fn counted(&self, period: &str, event: &str, user: UserKey) -> bool {
+        self.periods.get(period).and_then(|p| p.users.get(event)).is_some_and(|users| users.contains(user.0))
     }
 
     /// Adds users now counted in a known `period`'s buckets, by event name (a period it
     /// does not know stays unknown: it is read whole when next used).
-    pub(crate) fn applied<'u>(
+    pub(crate) fn applied<'e>(
         &mut self,
         period: &str,
-        counted: impl IntoIterator<Item = (&'u str, &'u str)>,
+        counted: impl IntoIterator<Item = (&'e str, UserKey)>,
     ) {
-        let keys: Vec<(&str, u128)> = counted.into_iter().map(|(e, u)| (e, self.user_key(u))).collect();
         let batch = self.batch;
         let Some(known) = self.periods.get_mut(period) else { return };
         let before = size(known);
         known.used = batch;
-        for (event, key) in keys {
-            known.users.entry(event.to_string()).or_default().insert(key);
+        for (event, key) in counted {
+            match known.users.get_mut(event) {
+                Some(users) => users.insert(key.0),
+                None => {
+                    known.users.insert(event.to_string(), Users::learned(vec![key.0]));
+                }
+            }
         }
         self.remembered = self.remembered - before + size(known);
     }
@@ -176,23 +228,48 @@ impl WriterMemory {
 
 /// What a known period counts against the capacity.
 fn size(period: &Period) -> usize {
-    1 + period.users.values().map(HashSet::len).sum::<usize>()
+    1 + period.users.values().map(Users::len).sum::<usize>()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn u(user: &str) -> UserKey {
+        UserKey::of(user)
+    }
+
+    #[test]
+    fn a_users_key_is_stable_and_tells_users_apart() {
+        // SHA-256("ann") begins 4991 5e0d: the keys that lists written by one release hold must
+        // mean the same users to the next.
+        assert_eq!(u("ann").0 >> 96, 0x4991_5e0d);
+        assert_ne!(u("ann"), u("Ann"));
+        assert_ne!(u(""), u(" "));
+    }
+
+    #[test]
+    fn a_buckets_users_stay_exact_across_folds() {
+        let mut users = Users::learned(vec![9, 3, 3, 7]);
+        assert_eq!(users.len(), 3, "learned users are kept once");
+        for key in (0..5_000u128).chain(0..5_000) {
+            users.insert(key * 2);
+        }
+        assert_eq!(users.len(), 5_000 + 3, "each user once, the 5,000 even keys inserted twice");
+        assert!(users.sorted.len() >= Users::FOLD_AFTER, "added users were folded into the array");
+        assert!((0..5_000u128).all(|k| users.contains(k * 2)) && users.contains(9) && !users.contains(11));
+    }
+
     #[test]
     fn knows_users_per_period_and_event() {
         let mut m = WriterMemory::with_capacity(100);
         m.begin_record(1);
-        m.learned("day|1", [("buy", "ann"), ("view", "bob")]);
-        assert!(m.counted("day|1", "buy", "ann"));
-        assert!(!m.counted("day|1", "view", "ann"));
-        assert!(!m.counted("day|2", "buy", "ann"));
-        m.applied("day|1", [("buy", "ann"), ("buy", "cat")]);
-        assert!(m.counted("day|1", "buy", "cat"));
+        m.learned("day|1", [("buy", u("ann")), ("view", u("bob"))]);
+        assert!(m.counted("day|1", "buy", u("ann")));
+        assert!(!m.counted("day|1", "view", u("ann")));
+        assert!(!m.counted("day|2", "buy", u("ann")));
+        m.applied("day|1", [("buy", u("ann")), ("buy", u("cat"))]);
+        assert!(m.counted("day|1", "buy", u("cat")));
         // One period plus three (event, user) pairs.
         assert_eq!(m.remembered(), 4);
     }
@@ -201,20 +278,20 @@ mod tests {
     fn a_period_it_does_not_know_stays_unknown() {
         let mut m = WriterMemory::with_capacity(100);
         m.begin_record(1);
-        m.applied("day|1", [("buy", "ann")]);
+        m.applied("day|1", [("buy", u("ann"))]);
         assert!(!m.knows("day|1"), "users added to an unknown period would make it look whole");
         m.learned("day|1", []);
-        assert!(m.knows("day|1") && !m.counted("day|1", "buy", "ann"));
+        assert!(m.knows("day|1") && !m.counted("day|1", "buy", u("ann")));
     }
 
     #[test]
     fn it_forgets_everything_unless_the_record_follows_the_last_it_knows() {
         let mut m = WriterMemory::with_capacity(100);
         m.begin_record(5);
-        m.learned("day|1", [("buy", "ann")]);
+        m.learned("day|1", [("buy", u("ann"))]);
         // A failed attempt at 5, then a redo of 5: still what the records up to 4 counted.
         m.begin_record(5);
-        assert!(m.counted("day|1", "buy", "ann"));
+        assert!(m.counted("day|1", "buy", u("ann")));
         m.committed(5);
         m.begin_record(6);
         assert!(m.knows("day|1"));
@@ -230,13 +307,13 @@ mod tests {
         let users: Vec<String> = (0..3).map(|i| format!("u{i}")).collect();
         for (record, period) in (1..).zip(["a", "b", "c"]) {
             m.begin_record(record);
-            m.learned(period, users.iter().map(|u| ("e", u.as_str())));
+            m.learned(period, users.iter().map(|name| ("e", u(name))));
             m.committed(record);
         }
         // 12 > 10 once "c" came: "a" (least recently used) went, which brought it to 8 <= 9.
         assert_eq!(m.remembered(), 8);
         assert!(!m.knows("a"));
-        assert!(m.counted("b", "e", "u0") && m.counted("c", "e", "u2"));
+        assert!(m.counted("b", "e", u("u0")) && m.counted("c", "e", u("u2")));
     }
 
     #[test]
@@ -253,14 +330,14 @@ mod tests {
                 }
             }
             let users: Vec<String> = (0..1_000).map(|i| format!("user-{:07}", b * 1_000 + i)).collect();
-            let counted: Vec<(&str, &str)> =
-                users.iter().flat_map(|u| [("view", u.as_str()), ("buy", u.as_str())]).collect();
+            let counted: Vec<(&str, UserKey)> =
+                users.iter().flat_map(|name| [("view", u(name)), ("buy", u(name))]).collect();
             m.applied("day|0", counted.iter().copied());
-            m.applied(&hour, users.iter().map(|u| ("view", u.as_str())));
+            m.applied(&hour, users.iter().map(|name| ("view", u(name))));
             m.committed(b + 1);
             assert!(m.remembered() <= m.capacity(), "{} pairs after batch {b}", m.remembered());
         }
-        assert!(m.counted("day|0", "buy", "user-0000000"));
+        assert!(m.counted("day|0", "buy", u("user-0000000")));
     }
 
     /// Prints the resident memory of a full memory (no assertion):
@@ -277,13 +354,14 @@ mod tests {
         let before = rss();
         let mut m = WriterMemory::default();
         // Two days of distinct users, up to the capacity.
-        for (day, users) in [(0u64, 2_000_000), (1, 1_990_000)] {
+        let half = PROCESS_CAPACITY as u32 / 2;
+        for (day, users) in [(0u64, half), (1, half - 10_000)] {
             let id = format!("day|{day}");
             m.begin_record(day + 1);
             m.learned(&id, []);
             for chunk in (0..users).collect::<Vec<u32>>().chunks(10_000) {
                 let names: Vec<String> = chunk.iter().map(|i| format!("user-{i:07}")).collect();
-                m.applied(&id, names.iter().map(|u| ("view", u.as_str())));
+                m.applied(&id, names.iter().map(|name| ("view", u(name))));
             }
             m.committed(day + 1);
         }

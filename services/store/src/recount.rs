@@ -16,7 +16,7 @@ use crate::documents::json_of_bson;
 use crate::log::ROLLUP_LOG;
 use crate::rollups::BatchRollups;
 use crate::rollups::{BUCKET_USERS_PREFIX, DayUsers, bucket_users_collection, user_lists};
-use crate::{Store, StoreError};
+use crate::{Store, StoreError, UserKey};
 
 /// A bucket's numbers.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -195,7 +195,7 @@ impl Store {
                 .or_default()
                 .entry(encode_key(&key.event))
                 .or_default()
-                .insert(user);
+                .insert(UserKey::of(&user));
         }
         for ((partition, collection), users) in &lists {
             let docs = user_lists(*partition, 1, users);
