@@ -22,14 +22,30 @@ struct Worker {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// Runs until `shutdown` flips, then stops every worker after its current batch.
-pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
+/// How long the leases of abandoned batches and the member entry may take to give up at
+/// the end of a shutdown: Redis may not answer, and they expire by themselves.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs until `shutdown` flips, then stops every worker after its current batch, waiting
+/// at most until `drain_by` (a Redis or a store that does not answer must not hold the
+/// process past its grace period): a batch still running then is abandoned, as a crash
+/// would leave it, and redone by the partition's next holder (docs/exactness.md).
+pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>, drain: Duration) {
     let members = format!("pulse:{{{}}}:processors", ctx.tenant);
     let mut workers: HashMap<u32, Worker> = HashMap::new();
     let mut last_retention: Option<Instant> = None;
+    // Each step that talks to Redis or the store gives way to the stop signal: a tick
+    // against a Redis that does not answer takes seconds per command.
+    let stopping = |mut shutdown: watch::Receiver<bool>| async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
     while !*shutdown.borrow() {
         workers.retain(|_, w| !w.task.is_finished());
-        match tick(&ctx, &members, &mut workers).await {
+        let ticked = tokio::select! {
+            ticked = tick(&ctx, &members, &mut workers) => ticked,
+            () = stopping(shutdown.clone()) => break,
+        };
+        match ticked {
             Ok(()) => ctx.set_ready(true),
             Err(e) => {
                 ctx.set_ready(false);
@@ -41,7 +57,11 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
         if workers.contains_key(&0) && last_retention.is_none_or(|t| t.elapsed() > RETENTION_EVERY) {
             last_retention = Some(Instant::now());
             let now = jiff::Timestamp::now().as_millisecond();
-            match ctx.store.delete_expired(now, ctx.retention, ctx.ttl_index).await {
+            let deleted = tokio::select! {
+                deleted = ctx.store.delete_expired(now, ctx.retention, ctx.ttl_index) => deleted,
+                () = stopping(shutdown.clone()) => break,
+            };
+            match deleted {
                 Ok(n) if n > 0 => tracing::info!(deleted = n, "expired data deleted"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "retention delete failed; retrying later"),
@@ -52,16 +72,45 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => {}
         }
     }
+    ctx.set_ready(false);
+    let drain_by = tokio::time::Instant::now() + drain;
     tracing::info!(partitions = workers.len(), "stopping: finishing current batches");
     for w in workers.values() {
         let _ = w.stop.send(true);
     }
-    for (_, w) in workers.drain() {
-        let _ = w.task.await;
+    let mut abandoned = Vec::new();
+    for (partition, mut w) in workers.drain() {
+        if tokio::time::timeout_at(drain_by, &mut w.task).await.is_err() {
+            w.task.abort();
+            abandoned.push(partition);
+        }
     }
     let mut conn = ctx.conn.clone();
-    let _: redis::RedisResult<()> =
-        redis::cmd("ZREM").arg(&members).arg(&ctx.owner).query_async(&mut conn).await;
+    if !abandoned.is_empty() {
+        abandoned.sort_unstable();
+        tracing::warn!(
+            partitions = ?abandoned,
+            waited = ?drain,
+            "stopping: batches still running (Redis or the store does not answer) are abandoned; \
+             the partitions' next holders redo them"
+        );
+        let (tenant, owner) = (ctx.tenant.as_str(), ctx.owner.as_str());
+        let releases = abandoned.iter().map(|&partition| {
+            let mut conn = conn.clone();
+            async move { PartitionLeaseKeys::new(tenant, partition).release(&mut conn, owner).await }
+        });
+        if tokio::time::timeout(GOODBYE_TIMEOUT, futures::future::join_all(releases)).await.is_err() {
+            tracing::warn!(
+                "the abandoned partitions' leases could not be given up; they expire by themselves"
+            );
+        }
+    }
+    let mut leave = redis::cmd("ZREM");
+    leave.arg(&members).arg(&ctx.owner);
+    if !matches!(tokio::time::timeout(GOODBYE_TIMEOUT, leave.query_async::<()>(&mut conn)).await, Ok(Ok(())))
+    {
+        tracing::warn!("could not leave the processor list; this process's entry expires by itself");
+    }
 }
 
 async fn tick(

@@ -212,8 +212,19 @@ pub async fn connect(config_path: &Path, owner: String) -> Result<Arc<Context>, 
     }))
 }
 
+/// How long the processor takes at most to stop once asked: under the 30 s the operator
+/// gives its pods (`terminationGracePeriodSeconds`) before they are killed, as ingest's and
+/// query's default `--shutdown-grace-secs`.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+
+/// What the end of a shutdown keeps, after the current batches had their time, for giving
+/// leases up (2 s), leaving the processor list (2 s) and closing the HTTP server (1 s).
+const SHUTDOWN_GOODBYE: Duration = Duration::from_secs(5);
+
 /// Processes partitions and serves health and metrics on `listener` until `shutdown`
-/// resolves; then finishes the current batches, releases the leases and returns.
+/// resolves; then finishes the current batches, releases the leases and returns, within
+/// [`SHUTDOWN_GRACE`] whatever Redis and the store do (a batch that cannot finish in time
+/// is abandoned, as a crash would leave it, and redone by the partition's next holder).
 pub async fn run(
     ctx: Arc<Context>,
     listener: tokio::net::TcpListener,
@@ -241,8 +252,19 @@ pub async fn run(
     if ctx.influx.is_some() {
         tokio::spawn(influx::run(Arc::clone(&ctx), stop_rx.clone()));
     }
-    coordinator::run(ctx, stop_rx).await;
-    server.await.map_err(|e| ProcessorError::Serve(std::io::Error::other(e)))?.map_err(ProcessorError::Serve)
+    let drain = SHUTDOWN_GRACE.saturating_sub(SHUTDOWN_GOODBYE);
+    coordinator::run(ctx, stop_rx, drain).await;
+    // Health and metrics requests end quickly; a client that holds its connection open
+    // does not hold the process.
+    match tokio::time::timeout(Duration::from_secs(1), server).await {
+        Ok(served) => served
+            .map_err(|e| ProcessorError::Serve(std::io::Error::other(e)))?
+            .map_err(ProcessorError::Serve),
+        Err(_) => {
+            tracing::warn!("HTTP connections still open at the end of the shutdown grace; closing them");
+            Ok(())
+        }
+    }
 }
 
 async fn readyz(State(ctx): State<Arc<Context>>) -> impl IntoResponse {

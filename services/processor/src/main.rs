@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use pulse_processor::settings::{Args, Command, LogFormat};
+use tokio::sync::watch;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -22,14 +23,29 @@ async fn main() -> ExitCode {
     };
     pulse_processor::lease::set_lease_ttl(Duration::from_millis(args.lease_ttl_ms));
     let owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7());
-    let ctx = match pulse_processor::connect(&config, owner).await {
+    let command = args.command.unwrap_or(Command::Run);
+    // The service stops on SIGTERM from the start on, also while it waits for Redis and the
+    // store; the one-off commands keep the signal's default (they stop at once).
+    let stop = matches!(command, Command::Run).then(shutdown_signal);
+    let connecting = pulse_processor::connect(&config, owner);
+    let connected = match stop.clone() {
+        Some(stop) => tokio::select! {
+            connected = connecting => connected,
+            () = stopped(stop) => {
+                tracing::info!("stopped before Redis and the store answered");
+                return ExitCode::SUCCESS;
+            }
+        },
+        None => connecting.await,
+    };
+    let ctx = match connected {
         Ok(ctx) => ctx,
         Err(e) => {
             eprintln!("pulse-processor: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match args.command.unwrap_or(Command::Run) {
+    match command {
         Command::Run => {
             let listener = match tokio::net::TcpListener::bind(args.listen).await {
                 Ok(l) => l,
@@ -38,7 +54,8 @@ async fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match pulse_processor::run(ctx, listener, shutdown_signal()).await {
+            let stop = stop.unwrap_or_else(shutdown_signal);
+            match pulse_processor::run(ctx, listener, stopped(stop)).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("pulse-processor: {e}");
@@ -85,17 +102,30 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Flips once SIGTERM or Ctrl-C arrived, from the moment this is called (a signal before the
+/// handler is installed would kill the process the default way, without a goodbye).
+fn shutdown_signal() -> watch::Receiver<bool> {
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let terminate = async {
+            match terminate {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            () = terminate => {},
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        () = terminate => {},
-    }
+        let _ = stop_tx.send(true);
+    });
+    stop_rx
+}
+
+/// Resolves when `stop` flips.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }

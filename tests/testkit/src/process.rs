@@ -125,6 +125,25 @@ impl ServerProcess {
         self.stop_with(libc::SIGTERM, grace);
     }
 
+    /// Sends `SIGTERM` and waits up to `within` for the server to exit: its exit status if it
+    /// did, `None` if it is still running then (it is left running; dropping it kills it).
+    /// For tests of a server's own shutdown, where [`Self::terminate`] would hide a hang.
+    pub fn sigterm_and_wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        send_signal(child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends `signal` (the server's own "stop" signal, e.g. `SIGINT` for PostgreSQL's fast
     /// shutdown) and waits up to `grace` before killing it.
     pub(crate) fn stop_with(&mut self, signal: libc::c_int, grace: Duration) {

@@ -69,6 +69,18 @@ impl RedisServer {
         self.process.kill();
     }
 
+    /// Freezes Redis with `SIGSTOP`: connections are still accepted by the kernel but nothing
+    /// answers, as with a Redis whose node vanished behind its Service address or a network
+    /// partition (a killed Redis refuses connections at once instead).
+    pub fn pause(&mut self) {
+        self.process.pause();
+    }
+
+    /// Lets a Redis frozen by [`Self::pause`] answer again.
+    pub fn resume(&mut self) {
+        self.process.resume();
+    }
+
     /// Starts Redis again on the same port and data dir (after [`Self::kill`]), so what the
     /// append-only file holds is loaded back.
     pub async fn restart(&mut self) -> Result<()> {
