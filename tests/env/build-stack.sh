@@ -22,6 +22,8 @@ ETCD_VERSION="v3.6.16"
 FERRETDB_VERSION="v1.24.2"
 HELM_VERSION="v3.22.0"
 KWOK_VERSION="v0.8.0"
+# Prometheus publishes its Go module as v0.<minor>.<patch> for release 3.<minor>.<patch>.
+PROMETHEUS_VERSION="v0.316.0"
 
 export CGO_ENABLED=0
 export GOFLAGS="-mod=mod -buildvcs=false"
@@ -156,6 +158,35 @@ build_kwok() {
   link kwok "$KWOK_VERSION"
 }
 
+# Prometheus and promtool, to prove the dashboards' queries and the alert rules. Built with
+# remove_all_sd: only static, file and HTTP discovery, none of the cloud SDKs (the tests write
+# static scrape configs); without the builtinassets tag the web UI is not embedded either,
+# so the server answers its HTTP API and /metrics but serves no UI pages.
+build_prometheus() {
+  local names=(prometheus promtool)
+  local missing=()
+  for n in "${names[@]}"; do cached "$n" "$PROMETHEUS_VERSION" || missing+=("$n"); done
+  if ((${#missing[@]})); then
+    log "prometheus $PROMETHEUS_VERSION: building ${missing[*]} (cold: about 5 min on 2 cores)"
+    local dir
+    dir=$(wrapper_module prometheus "$PROMETHEUS_VERSION" "require github.com/prometheus/prometheus $PROMETHEUS_VERSION")
+    # v0.316.0 is release 3.16.0
+    local mm="${PROMETHEUS_VERSION#v0.}"
+    local release="3.$((10#${mm%%.*} - 300)).${mm#*.}"
+    local ld="-X github.com/prometheus/common/version.Version=$release"
+    ld+=" -X github.com/prometheus/common/version.Revision=$PROMETHEUS_VERSION"
+    ld+=" -X github.com/prometheus/common/version.Branch=module"
+    ld+=" -X github.com/prometheus/common/version.BuildUser=pulse-local-stack"
+    for n in "${missing[@]}"; do
+      mkdir -p "$TOOLS/$n-$PROMETHEUS_VERSION"
+      log "  building $n"
+      GOFLAGS="$GOFLAGS -tags=remove_all_sd" go_build_progress "$dir" \
+        "$TOOLS/$n-$PROMETHEUS_VERSION/$n" "github.com/prometheus/prometheus/cmd/$n" "$ld"
+    done
+  fi
+  for n in "${names[@]}"; do link "$n" "$PROMETHEUS_VERSION"; done
+}
+
 install_redis() {
   if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
     return
@@ -201,7 +232,7 @@ install_postgresql() {
 }
 
 components=("$@")
-[[ ${#components[@]} -gt 0 ]] || components=(redis postgresql etcd ferretdb kubernetes kwok helm)
+[[ ${#components[@]} -gt 0 ]] || components=(redis postgresql etcd ferretdb kubernetes kwok helm prometheus)
 for c in "${components[@]}"; do
   case "$c" in
     redis) install_redis ;;
@@ -211,7 +242,8 @@ for c in "${components[@]}"; do
     kubernetes) build_kubernetes ;;
     kwok) build_kwok ;;
     helm) build_helm ;;
-    *) echo "unknown component: $c (known: redis postgresql etcd ferretdb kubernetes kwok helm)" >&2; exit 2 ;;
+    prometheus) build_prometheus ;;
+    *) echo "unknown component: $c (known: redis postgresql etcd ferretdb kubernetes kwok helm prometheus)" >&2; exit 2 ;;
   esac
 done
 log "stack ready in $BIN"
