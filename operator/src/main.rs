@@ -28,6 +28,8 @@ use tokio::sync::watch;
 
 /// How long a pipeline's triggers are gathered before one reconcile.
 const DEBOUNCE: Duration = Duration::from_millis(500);
+/// The longest giving the leader Lease up may take at exit.
+const LEASE_RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// pulse-operator: AnalyticsPipeline and Funnel resources into running, autoscaled,
 /// monitored pipelines.
@@ -182,8 +184,13 @@ async fn run(args: Args) -> Result<(), String> {
     }
     metrics.leader.set(0);
     let lost_leadership = lost.as_ref().is_some_and(|h| h.is_finished());
-    if let Some(elector) = elector {
-        elector.release().await;
+    // Giving the Lease up lets another replica lead at once instead of after the Lease's
+    // duration; an API server that does not answer must not hold the exit past the pod's
+    // grace period (the chart gives 10 s beyond the shutdown grace).
+    if let Some(elector) = elector
+        && tokio::time::timeout(LEASE_RELEASE_TIMEOUT, elector.release()).await.is_err()
+    {
+        tracing::warn!("the leader Lease could not be given up in time; it expires by itself");
     }
     if lost_leadership {
         return Err("lost the leader Lease".into());
