@@ -412,6 +412,13 @@ fn check_cohort(cohort: Option<&CohortFilter>) -> Result<(), QueryError> {
     match cohort {
         Some(c) => {
             check_times(&[("cohort.now", c.now)])?;
+            for (i, condition) in c.definition.conditions.iter().enumerate() {
+                if let cohort::CohortCondition::Performed { from, to, .. } = condition {
+                    let (f, t) =
+                        (format!("cohort.conditions[{i}].from"), format!("cohort.conditions[{i}].to"));
+                    check_times(&[(f.as_str(), *from), (t.as_str(), *to)])?;
+                }
+            }
             c.definition.validate().map_err(|e| QueryError::from(e).under("cohort"))
         }
         None => Ok(()),

@@ -561,6 +561,13 @@ async fn bad_queries_get_clear_errors() {
         ),
         // Epoch seconds, which would answer zeros as milliseconds.
         (
+            "/v1/cohorts",
+            json!({ "conditions": [{ "type": "performed", "event": { "event": "a" }, "from": T0 / 1000, "to": (T0 + DAY) / 1000 }] }),
+            400,
+            "invalid_query",
+            Some("cohort.conditions[0].from"),
+        ),
+        (
             "/v1/trends",
             json!({ "event": { "event": "a" }, "measure": { "kind": "count" }, "interval": "day", "from": T0 / 1000, "to": (T0 + DAY) / 1000 }),
             400,
