@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Runs a step and prints how long it took: $(call timed,label,command)
 timed = start=$$SECONDS; $(2); echo "[make] $(1) took $$((SECONDS - start))s"
 
-.PHONY: all env lint fmt crds test test-only bench-ingest bench-processor bench-history bench-compat bench-query demo chart-test
+.PHONY: all env lint fmt crds rules-test test test-only bench-ingest bench-processor bench-history bench-compat bench-query demo chart-test
 
 all: test
 
@@ -41,6 +41,12 @@ PULSE_TEST_BACKENDS ?= sqlite postgresql
 # schemathesis, which is about the HTTP API.
 PROCESSOR_STORE_TESTS := $(filter-out schemathesis,$(basename $(notdir $(wildcard services/processor/tests/*.rs))))
 
+## rules-test: check the alerting rules and run their unit tests with promtool (part of `make test`)
+PROMTOOL ?= $(or $(PULSE_BIN_DIR),$(or $(PULSE_CACHE),$(HOME)/.cache/pulse)/bin)/promtool
+rules-test:
+	@$(call timed,promtool check rules,$(PROMTOOL) check rules charts/pulse/rules/pulse-rules.yaml)
+	@$(call timed,promtool test rules,$(PROMTOOL) test rules tests/prometheus/pulse-rules.test.yaml)
+
 ## test-only: run every test (the stack must be built) on FerretDB's SQLite backend, then the
 ## store and processor tests (fault tests included) again on its PostgreSQL backend; for a quick
 ## local run pick one pass: PULSE_TEST_BACKENDS=sqlite (or postgresql) make test-only
@@ -48,6 +54,7 @@ test-only:
 	@[[ -n "$(strip $(PULSE_TEST_BACKENDS))" ]] || { echo "PULSE_TEST_BACKENDS is empty (known: sqlite postgresql)" >&2; exit 2; }
 	@for b in $(PULSE_TEST_BACKENDS); do case "$$b" in sqlite|postgresql) ;; \
 	  *) echo "PULSE_TEST_BACKENDS: unknown backend '$$b' (known: sqlite postgresql)" >&2; exit 2 ;; esac; done
+	@$(MAKE) --no-print-directory rules-test
 	@if [[ " $(PULSE_TEST_BACKENDS) " == *" sqlite "* ]]; then \
 	  $(call timed,tests (sqlite),PULSE_TEST_BACKEND=sqlite $(CARGO) test --workspace --locked); fi
 	@if [[ " $(PULSE_TEST_BACKENDS) " == *" postgresql "* ]]; then \

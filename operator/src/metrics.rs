@@ -23,6 +23,12 @@ pub struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PipelineLabels {
+    pub namespace: String,
+    pub pipeline: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FunnelLabels {
     pub namespace: String,
     pub pipeline: String,
@@ -38,6 +44,9 @@ pub struct Metrics {
     pub duration: Family<ControllerLabels, Histogram>,
     pub leader: Gauge,
     pub funnel_conversion: Family<FunnelLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// 1 while a pipeline's status says Ready, 0 while not; no series while it is paused
+    /// or after it is deleted (for the PulsePipelineNotReady alert).
+    pub pipeline_ready: Family<PipelineLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -69,7 +78,34 @@ impl Metrics {
             "Converted over entered of each Funnel's status summary",
             funnel_conversion.clone(),
         );
-        Metrics { registry: Arc::new(registry), reconciles, errors, duration, leader, funnel_conversion }
+        let pipeline_ready = Family::default();
+        registry.register(
+            "pipeline_ready",
+            "1 while the AnalyticsPipeline's Ready condition is True, 0 while it is not (absent while paused)",
+            pipeline_ready.clone(),
+        );
+        Metrics {
+            registry: Arc::new(registry),
+            reconciles,
+            errors,
+            duration,
+            leader,
+            funnel_conversion,
+            pipeline_ready,
+        }
+    }
+
+    /// Records whether a pipeline is Ready; `None` (paused, deleted) removes its series.
+    pub fn set_pipeline_ready(&self, namespace: &str, pipeline: &str, ready: Option<bool>) {
+        let labels = PipelineLabels { namespace: namespace.to_string(), pipeline: pipeline.to_string() };
+        match ready {
+            Some(ready) => {
+                self.pipeline_ready.get_or_create(&labels).set(i64::from(ready));
+            }
+            None => {
+                self.pipeline_ready.remove(&labels);
+            }
+        }
     }
 
     /// Counts one reconcile of `controller` that took `elapsed`, failed with `error`.
@@ -109,5 +145,16 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_pipelines_readiness_is_one_or_zero_and_gone_once_paused() {
+        let m = Metrics::new();
+        m.set_pipeline_ready("shop", "web", Some(false));
+        assert!(m.encode().contains("pulse_operator_pipeline_ready{namespace=\"shop\",pipeline=\"web\"} 0"));
+        m.set_pipeline_ready("shop", "web", Some(true));
+        assert!(m.encode().contains("pulse_operator_pipeline_ready{namespace=\"shop\",pipeline=\"web\"} 1"));
+        m.set_pipeline_ready("shop", "web", None);
+        assert!(!m.encode().contains("pipeline=\"web\""));
     }
 }

@@ -158,6 +158,23 @@ async fn what_the_chart_renders_is_accepted_by_the_api_server() {
         .await
         .expect("create CRD");
     kubectl(stack, &["wait", "--for=condition=Established", "crd/servicemonitors.monitoring.coreos.com"]);
+    // And a PrometheusRule.
+    let prometheus_rule: CustomResourceDefinition = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "prometheusrules.monitoring.coreos.com" },
+        "spec": {
+            "group": "monitoring.coreos.com",
+            "names": { "kind": "PrometheusRule", "plural": "prometheusrules", "singular": "prometheusrule" },
+            "scope": "Namespaced",
+            "versions": [{ "name": "v1", "served": true, "storage": true, "schema": { "openAPIV3Schema": {
+                "type": "object", "x-kubernetes-preserve-unknown-fields": true } } }]
+        }
+    }))
+    .expect("crd");
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .create(&PostParams::default(), &prometheus_rule)
+        .await
+        .expect("create CRD");
+    kubectl(stack, &["wait", "--for=condition=Established", "crd/prometheusrules.monitoring.coreos.com"]);
 
     let release_ns = namespace(&client, "release").await;
     let (team_a, team_b) = (namespace(&client, "team-a").await, namespace(&client, "team-b").await);
@@ -196,6 +213,7 @@ async fn what_the_chart_renders_is_accepted_by_the_api_server() {
             "Deployment",
             "NetworkPolicy",
             "PodDisruptionBudget",
+            "PrometheusRule",
             "Role",
             "RoleBinding",
             "RoleBinding",
@@ -211,6 +229,16 @@ async fn what_the_chart_renders_is_accepted_by_the_api_server() {
         out.contains("servicemonitor.monitoring.coreos.com/everything-pulse serverside-applied"),
         "{out}"
     );
+    assert!(
+        out.contains("prometheusrule.monitoring.coreos.com/everything-pulse serverside-applied"),
+        "{out}"
+    );
+    // The PrometheusRule carries every alert of the plain rules file.
+    let rules =
+        std::fs::read_to_string(repo().join("charts/pulse/rules/pulse-rules.yaml")).expect("rules file");
+    for alert in rules.lines().filter_map(|l| l.trim().strip_prefix("- alert: ")) {
+        assert!(all.contains(&format!("alert: {alert}")), "{alert} is not in the PrometheusRule");
+    }
 }
 
 /// The admin kubeconfig, impersonating `service_account` (namespace/name).

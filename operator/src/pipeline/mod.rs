@@ -46,7 +46,10 @@ pub async fn reconcile(pipeline: Arc<AnalyticsPipeline>, ctx: Arc<Context>) -> R
     let result = finalizer(&api, FINALIZER, pipeline.clone(), |event| async {
         match event {
             finalizer::Event::Apply(p) => reconcile_pipeline(&p, &ctx).await,
-            finalizer::Event::Cleanup(p) => cleanup::cleanup(&p, &ctx).await,
+            finalizer::Event::Cleanup(p) => {
+                ctx.metrics.set_pipeline_ready(&namespace, &p.name_any(), None);
+                cleanup::cleanup(&p, &ctx).await
+            }
         }
     })
     .await
@@ -94,6 +97,8 @@ async fn write_status(
     pipeline: &AnalyticsPipeline,
     status: &AnalyticsPipelineStatus,
 ) -> Result<(), Error> {
+    let ready = (!pipeline.spec.paused).then(|| status::is_ready(status));
+    ctx.metrics.set_pipeline_ready(&pipeline.namespace().unwrap_or_default(), &pipeline.name_any(), ready);
     if pipeline.status.as_ref() == Some(status) {
         return Ok(());
     }
