@@ -13,6 +13,10 @@ pub enum Binary {
     Kwok,
     Ferretdb,
     Helm,
+    /// Prometheus's server, to scrape the services and run dashboard queries.
+    Prometheus,
+    /// Prometheus's rule checker and unit-test runner.
+    Promtool,
     RedisServer,
     Influxd,
     /// PostgreSQL's server, for FerretDB's PostgreSQL backend.
@@ -37,6 +41,8 @@ impl Binary {
             Binary::Kwok => "kwok",
             Binary::Ferretdb => "ferretdb",
             Binary::Helm => "helm",
+            Binary::Prometheus => "prometheus",
+            Binary::Promtool => "promtool",
             Binary::RedisServer => "redis-server",
             Binary::Influxd => "influxd",
             Binary::Postgres => "postgres",

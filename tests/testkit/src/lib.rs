@@ -9,6 +9,8 @@
 //! - [`FerretDb`]: FerretDB, the MongoDB-wire server of the tests, on SQLite or on a
 //!   throwaway PostgreSQL cluster ([`Backend`], picked by `PULSE_TEST_BACKEND`).
 //! - [`InfluxDb`]: influxd 1.x from the OS packages, for the processor's InfluxDB sink.
+//! - [`Prometheus`]: Prometheus scraping the processes a test runs, from a generated config,
+//!   with its query API for PromQL.
 //! - [`KubeStack`]: etcd and kube-apiserver with generated certificates and RBAC, optionally
 //!   kube-controller-manager, kube-scheduler and kwok so Deployments become Available.
 //!
@@ -23,6 +25,7 @@ mod mongo;
 mod ports;
 mod postgres;
 mod process;
+mod prometheus;
 mod redis;
 mod slow_client;
 mod workdir;
@@ -34,6 +37,7 @@ pub use kube::{KubeOptions, KubeStack};
 pub use mongo::{Backend, FerretDb};
 pub use ports::free_port;
 pub use process::ServerProcess;
+pub use prometheus::{Prometheus, ScrapeJob};
 pub use redis::{AppendFsync, RedisCluster, RedisOptions, RedisServer};
 pub use slow_client::{SlowEnd, Trickle, trickle};
 pub use workdir::WorkDir;
