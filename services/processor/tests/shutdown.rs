@@ -4,7 +4,9 @@
 //!
 //! Redis is taken away in the two ways it goes: killed (connections are refused at once)
 //! and frozen (connections are accepted and nothing answers, as when Redis's node vanished
-//! behind its Service address). The store is frozen while a batch writes to it.
+//! behind its Service address). The store is frozen while every partition has a batch to
+//! write: batches take turns for the store, so before the drain deadline a processor with
+//! many partitions was still waiting out their turns after 30 s.
 
 mod support;
 
@@ -57,8 +59,9 @@ async fn stops_within_grace(outage: Outage) {
         Outage::RedisFrozen => redis.pause(),
         Outage::StoreFrozen => {
             ferret.process_mut().pause();
-            // Batches to write: the workers are inside a store write when stopped.
-            ingest.send(&events("t", 200, 20, 2)).await;
+            // A batch to write on every partition (a thousand users): each worker is in a
+            // store write, or waiting its turn for one, when stopped.
+            ingest.send(&events("t", 1000, 1000, 2)).await;
         }
     }
     // Long enough for lease renewals (or the batch's writes) to hang or fail.
