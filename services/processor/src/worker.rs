@@ -22,6 +22,8 @@ use crate::{Context, ProcessorError};
 const IDLE_MIN: Duration = Duration::from_millis(10);
 const IDLE_MAX: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long giving a lease up may take before the writer leaves it to expire.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
 /// The most entries one read asks for.
 const MAX_READ_ENTRIES: usize = 1000;
 /// How often a partition's small event blocks are merged.
@@ -52,11 +54,21 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
     let mut last_compaction = Instant::now();
     let mut last_log_compaction = Instant::now();
     let mut records_at_log_compaction = 0;
-    while !(*stop.borrow() || *lost.borrow()) {
+    let ending = || *stop.borrow() || *lost.borrow();
+    // Waits that end early when the process stops or the lease is lost.
+    let (mut stopping, mut losing) = (stop.clone(), lost.clone());
+    let mut pause = async |wait: Duration| {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stopping.wait_for(|s| *s) => {}
+            _ = losing.wait_for(|l| *l) => {}
+        }
+    };
+    while !ending() {
         match step(&ctx, &stream, lease, &mut read_size, &mut state).await {
             Ok(0) => {
                 backoff.reset();
-                tokio::time::sleep(idle).await;
+                pause(idle).await;
                 idle = (idle * 2).min(IDLE_MAX);
             }
             Ok(_) => {
@@ -80,7 +92,10 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
                 } else {
                     tracing::warn!(partition, error = %e, retry_in = ?wait, "batch failed; retrying");
                 }
-                tokio::time::sleep(wait).await;
+                pause(wait).await;
+                if ending() {
+                    break;
+                }
                 if let Err(e) = stream.ensure_group(&mut conn).await {
                     tracing::debug!(partition, error = %e, "consumer group not ensured");
                 }
@@ -98,8 +113,13 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
         }
     }
     renewer.abort();
-    if let Err(e) = keys.release(&mut conn, &ctx.owner).await {
-        tracing::warn!(partition, error = %e, "could not release the lease; it expires by itself");
+    // Bounded: with Redis gone, the lease expires by itself and the process must still stop.
+    match tokio::time::timeout(RELEASE_WAIT, keys.release(&mut conn, &ctx.owner)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(partition, error = %e, "could not release the lease; it expires by itself")
+        }
+        Err(_) => tracing::warn!(partition, "Redis did not answer the lease release; it expires by itself"),
     }
     tracing::info!(partition, "partition released");
 }
