@@ -29,12 +29,23 @@ fn grain(interval: RollupInterval) -> (&'static str, &'static str, u32) {
     }
 }
 
+/// The panel time range of a panel whose points are a day apart. The sink stamps a day's
+/// point with the day's start, so under the dashboard's 6 h range such a panel is empty
+/// from 06:00 on; it shows the week instead (the sink rewrites funnel days over a week).
+const DAILY_PANEL_RANGE: &str = "7d";
+
+/// The panel's own time range (`timeFrom`) for a grain: only daily panels need one.
+fn time_from(group: &str) -> Option<&'static str> {
+    (group == "1d").then_some(DAILY_PANEL_RANGE)
+}
+
 fn panel(
     id: u32,
     title: &str,
     influx: &InfluxSpec,
     queries: &[(String, String)],
     unit: &str,
+    time_from: Option<&str>,
     (x, y): (u32, u32),
 ) -> Value {
     let targets: Vec<Value> = queries
@@ -51,7 +62,7 @@ fn panel(
             })
         })
         .collect();
-    json!({
+    let mut panel = json!({
         "id": id,
         "title": title,
         "type": "timeseries",
@@ -59,7 +70,11 @@ fn panel(
         "gridPos": { "x": x, "y": y, "w": 12, "h": 8 },
         "fieldConfig": { "defaults": { "unit": unit }, "overrides": [] },
         "targets": targets,
-    })
+    });
+    if let Some(range) = time_from {
+        panel["timeFrom"] = json!(range);
+    }
+    panel
 }
 
 /// The business panels, from panel id `first_id` and grid row `y` on; none without the sink.
@@ -89,6 +104,7 @@ pub fn business_panels(view: &ValidPipeline, first_id: u32, y: u32) -> Vec<Value
                 influx,
                 &[("$tag_event".into(), query.clone())],
                 "ops",
+                time_from(group),
                 pos,
             )
         });
@@ -102,7 +118,7 @@ pub fn business_panels(view: &ValidPipeline, first_id: u32, y: u32) -> Vec<Value
         );
         let title = format!("Unique users per {name} by event");
         place(&mut panels, &|id, pos| {
-            panel(id, &title, influx, &[("$tag_event".into(), query.clone())], "short", pos)
+            panel(id, &title, influx, &[("$tag_event".into(), query.clone())], "short", time_from(group), pos)
         });
     }
     if !view.config.funnels.is_empty() {
@@ -121,7 +137,15 @@ pub fn business_panels(view: &ValidPipeline, first_id: u32, y: u32) -> Vec<Value
             })
             .collect();
         place(&mut panels, &|id, pos| {
-            panel(id, "Funnel conversion per day", influx, &queries, "percentunit", pos)
+            panel(
+                id,
+                "Funnel conversion per day",
+                influx,
+                &queries,
+                "percentunit",
+                Some(DAILY_PANEL_RANGE),
+                pos,
+            )
         });
     }
     panels
@@ -175,6 +199,23 @@ mod tests {
         let ids: std::collections::BTreeSet<u64> =
             json["panels"].as_array().expect("panels").iter().filter_map(|p| p["id"].as_u64()).collect();
         assert_eq!(ids.len(), titles.len(), "panel ids are unique");
+    }
+
+    #[test]
+    fn daily_panels_show_the_week_and_finer_ones_the_dashboards_range() {
+        let view = fixtures::valid(&fixtures::acme_with_influx());
+        let json = dashboard_json(&view);
+        let time_from = |title: &str| {
+            json["panels"]
+                .as_array()
+                .expect("panels")
+                .iter()
+                .find(|p| p["title"] == title)
+                .map(|p| p["timeFrom"].clone())
+        };
+        assert_eq!(time_from("Funnel conversion per day"), Some(json!("7d")));
+        assert_eq!(time_from("Events per second by name"), Some(Value::Null));
+        assert_eq!(time_from("Unique users per hour by event"), Some(Value::Null));
     }
 
     #[test]
