@@ -98,6 +98,9 @@ pub struct WriterMemory {
     /// Records begun.
     batch: u64,
     periods: HashMap<String, Period>,
+    /// Days whose user lists it read whole: a period of theirs it does not hold counted no
+    /// user (every record it follows wrote its lists before it was committed).
+    days: HashSet<String>,
 }
 
 impl Default for WriterMemory {
@@ -110,7 +113,14 @@ impl Default for WriterMemory {
 impl WriterMemory {
     /// A memory that holds at most about `capacity` (period, user) pairs.
     pub fn with_capacity(capacity: usize) -> Self {
-        WriterMemory { capacity, remembered: 0, upto: None, batch: 0, periods: HashMap::new() }
+        WriterMemory {
+            capacity,
+            remembered: 0,
+            upto: None,
+            batch: 0,
+            periods: HashMap::new(),
+            days: HashSet::new(),
+        }
     }
 
     /// The memory of one of a processor's writers for `partitions` partitions: its share of
@@ -149,6 +159,7 @@ impl WriterMemory {
     /// Forgets everything, as a writer that just started.
     pub fn forget(&mut self) {
         self.periods.clear();
+        self.days.clear();
         self.remembered = 0;
         self.upto = None;
     }
@@ -156,6 +167,26 @@ impl WriterMemory {
     /// Whether it knows every user the records it follows counted in `period`.
     pub(crate) fn knows(&self, period: &str) -> bool {
         self.periods.contains_key(period)
+    }
+
+    /// Whether it knows `period`, which starts on UTC day `day`: a period it holds, or one of
+    /// a day it read whole, which it then holds (empty) from now on. A new hour of today
+    /// then costs no read of today's lists.
+    pub(crate) fn knows_in(&mut self, period: &str, day: &str) -> bool {
+        if self.periods.contains_key(period) {
+            return true;
+        }
+        if !self.days.contains(day) {
+            return false;
+        }
+        self.learned(period, []);
+        true
+    }
+
+    /// Says it read every user list of `day` (and learned each of its periods it did not
+    /// hold already).
+    pub(crate) fn learned_day(&mut self, day: &str) {
+        self.days.insert(day.to_string());
     }
 
     /// Learns a period whole: `counted` holds every (event, user) it counted.
@@ -215,6 +246,8 @@ impl WriterMemory {
             self.periods.iter().map(|(id, p)| (p.used, id.clone())).collect();
         by_use.sort_unstable();
         let target = self.capacity / 10 * 9;
+        // A day missing a period is no longer known whole.
+        self.days.clear();
         for (_, id) in by_use {
             if self.remembered <= target {
                 break;
@@ -258,6 +291,25 @@ mod tests {
         assert_eq!(users.len(), 5_000 + 3, "each user once, the 5,000 even keys inserted twice");
         assert!(users.sorted.len() >= Users::FOLD_AFTER, "added users were folded into the array");
         assert!((0..5_000u128).all(|k| users.contains(k * 2)) && users.contains(9) && !users.contains(11));
+    }
+
+    #[test]
+    fn a_period_of_a_day_read_whole_is_known_empty_until_a_trim() {
+        let mut m = WriterMemory::with_capacity(3);
+        m.begin_record(1);
+        m.learned("hour|1", [("buy", u("ann"))]);
+        assert!(!m.knows_in("hour|2", "d1"), "a day not read");
+        m.learned_day("d1");
+        assert!(m.knows_in("hour|2", "d1") && !m.counted("hour|2", "buy", u("ann")));
+        m.applied("hour|2", [("buy", u("bob")), ("buy", u("cat"))]);
+        assert!(m.counted("hour|2", "buy", u("bob")), "held from its first use on");
+        m.committed(1);
+        // 5 pairs > 3: trimmed, and the day is no longer known whole.
+        m.begin_record(2);
+        assert!(!m.knows_in("hour|3", "d1"));
+        m.learned_day("d1");
+        m.begin_record(4);
+        assert!(!m.knows_in("hour|3", "d1"), "forgotten with the rest when record 3 is not its own");
     }
 
     #[test]

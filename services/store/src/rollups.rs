@@ -76,7 +76,11 @@ pub fn utc_day(start: i64) -> String {
 /// `start` (epoch ms): `bucket_users_<yyyymmdd>_p<partition>`. One per partition, so that a
 /// writer's read of a day (a scan on a store without indexes) reads only its own lists.
 pub fn bucket_users_collection(start: i64, partition: u32) -> String {
-    format!("{BUCKET_USERS_PREFIX}{}_p{partition}", utc_day(start))
+    day_collection(&utc_day(start), partition)
+}
+
+fn day_collection(day: &str, partition: u32) -> String {
+    format!("{BUCKET_USERS_PREFIX}{day}_p{partition}")
 }
 
 /// (Period, event, user) entries per user-list document: a record's lists of one day are
@@ -216,7 +220,8 @@ impl Store {
         memory.begin_record(attempt.record);
         let with_users: Vec<PeriodKey> =
             periods.keys().filter(|p| counts_users(p.interval)).copied().collect();
-        let unknown: Vec<PeriodKey> = with_users.iter().filter(|p| !memory.knows(&p.id())).copied().collect();
+        let unknown: Vec<PeriodKey> =
+            with_users.iter().filter(|p| !memory.knows_in(&p.id(), &utc_day(p.start))).copied().collect();
         if !unknown.is_empty() {
             self.learn_users(lease.partition, attempt.record, &unknown, memory).await?;
         }
@@ -300,14 +305,12 @@ impl Store {
         periods: &[PeriodKey],
         memory: &mut WriterMemory,
     ) -> Result<(), StoreError> {
-        let mut by_collection: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut by_day: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for period in periods {
-            by_collection
-                .entry(bucket_users_collection(period.start, partition))
-                .or_default()
-                .push(period.id());
+            by_day.entry(utc_day(period.start)).or_default().push(period.id());
         }
-        for (name, ids) in by_collection {
+        for (day, ids) in by_day {
+            let name = day_collection(&day, partition);
             let reading = std::time::Instant::now();
             let mut users: HashMap<String, Vec<(String, UserKey)>> = HashMap::new();
             let mut cursor = self
@@ -338,6 +341,7 @@ impl Store {
                     memory.learned(&id, pairs.iter().map(|(e, u)| (e.as_str(), *u)));
                 }
             }
+            memory.learned_day(&day);
             tracing::debug!(
                 collection = %name,
                 lists,
