@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use clap::Parser;
-use pulse_testkit::{AppendFsync, FerretDb, KubeOptions, KubeStack, RedisOptions, RedisServer};
+use pulse_testkit::{
+    AppendFsync, FerretDb, KubeOptions, KubeStack, Prometheus, RedisOptions, RedisServer, ScrapeJob,
+};
 use serde_json::json;
 use services::{Cluster, Service};
 
@@ -132,6 +134,20 @@ async fn run(args: &Args, started: Instant) -> Result<(), String> {
     let mut query = Service::start(&bin, "pulse-query", &config.file, &dir).await?;
     step.done(&format!("ingest {}, query {}", ingest.url, query.url));
 
+    let step = Step::start(
+        "starting Prometheus: scraping the operator and the three services, with Pulse's alert rules",
+    );
+    let address = |s: &Service| s.url.trim_start_matches("http://").to_string();
+    let jobs = [
+        ScrapeJob::new("operator", [address(&operator)]),
+        ScrapeJob::new("ingest", [address(&ingest)]),
+        ScrapeJob::new("processor", [address(&processor)]),
+        ScrapeJob::new("query", [address(&query)]),
+    ];
+    let rules = repo.join("charts/pulse/rules/pulse-rules.yaml");
+    let prometheus = Prometheus::start(&jobs, &[rules.as_path()]).await.map_err(|e| e.to_string())?;
+    step.done(&format!("Prometheus at {} (its HTTP API; this build has no web UI)", prometheus.url()));
+
     let now = jiff::Timestamp::now().as_millisecond();
     let events = traffic::generate(args.users as usize, now, &format!("{now}"));
     let step = Step::start(&format!(
@@ -200,7 +216,8 @@ async fn run(args: &Args, started: Instant) -> Result<(), String> {
         "(answered from: checkout {}, retention {}, trend {})\n",
         checkout["answeredFrom"], retention["answeredFrom"], trend["answeredFrom"]
     );
-    print_try_it(&stack, &config, &ingest.url, &query.url, &dir, from, now);
+    println!("{}", alert_status(&prometheus).await);
+    print_try_it(&stack, &config, &ingest.url, &query.url, &prometheus.url(), &dir, (from, now));
     println!("Ready after {:.0} s.", started.elapsed().as_secs_f64());
 
     if !args.exit {
@@ -229,6 +246,7 @@ async fn run(args: &Args, started: Instant) -> Result<(), String> {
                     "\n$ kubectl get funnels -n demo   # a minute later: the operator's summaries\n{table}"
                 );
             }
+            println!("{}", alert_status(&prometheus).await);
             std::future::pending::<()>().await
         };
         tokio::select! {
@@ -244,14 +262,41 @@ async fn run(args: &Args, started: Instant) -> Result<(), String> {
     Ok(())
 }
 
+/// One status line: the alerts firing and pending in the demo's Prometheus, or none.
+async fn alert_status(prometheus: &Prometheus) -> String {
+    let alerts = match prometheus.alerts().await {
+        Ok(a) => a,
+        Err(e) => return format!("Alerts: Prometheus did not answer: {e}"),
+    };
+    let of = |state: &str| -> Vec<String> {
+        alerts
+            .iter()
+            .filter(|a| a["state"] == state)
+            .map(|a| {
+                format!(
+                    "{} ({})",
+                    a["labels"]["alertname"].as_str().unwrap_or("?"),
+                    a["labels"]["tenant"].as_str().unwrap_or("-")
+                )
+            })
+            .collect()
+    };
+    let (firing, pending) = (of("firing"), of("pending"));
+    if firing.is_empty() && pending.is_empty() {
+        "Alerts: none firing (Pulse's rules, evaluated every second)".to_string()
+    } else {
+        format!("Alerts: firing {firing:?}, pending {pending:?}")
+    }
+}
+
 fn print_try_it(
     stack: &KubeStack,
     config: &services::Materialised,
     ingest: &str,
     query: &str,
+    prometheus: &str,
     dir: &Path,
-    from: i64,
-    now: i64,
+    (from, now): (i64, i64),
 ) {
     println!("Try it (while the demo runs):");
     println!("  export KUBECONFIG={}", stack.kubeconfig().display());
@@ -270,6 +315,10 @@ fn print_try_it(
     println!(
         "  curl -s -X POST {query}/v1/trends -H \"Authorization: Bearer $READ_KEY\" -H 'Content-Type: application/json' \\\n    -d '{{\"event\":{{\"event\":\"order_paid\"}},\"measure\":{{\"kind\":\"sum\",\"property\":\"revenue\"}},\"interval\":\"day\",\"from\":{from},\"to\":{now}}}'"
     );
+    println!(
+        "  curl -s {prometheus}/api/v1/query --data-urlencode 'query=sum(rate(pulse_ingest_events_accepted_total[1m]))'   # Prometheus"
+    );
+    println!("  curl -s {prometheus}/api/v1/alerts   # Pulse's alerts (charts/pulse/rules/pulse-rules.yaml)");
     println!("  Config, secrets and logs: {}\n", dir.display());
 }
 
