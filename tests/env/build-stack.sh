@@ -24,6 +24,7 @@ HELM_VERSION="v3.22.0"
 KWOK_VERSION="v0.8.0"
 # Prometheus publishes its Go module as v0.<minor>.<patch> for release 3.<minor>.<patch>.
 PROMETHEUS_VERSION="v0.316.0"
+KUBE_STATE_METRICS_VERSION="v2.20.0"
 
 export CGO_ENABLED=0
 export GOFLAGS="-mod=mod -buildvcs=false"
@@ -187,6 +188,21 @@ build_prometheus() {
   for n in "${names[@]}"; do link "$n" "$PROMETHEUS_VERSION"; done
 }
 
+# kube-state-metrics: the Deployment and Pod series (replicas, container restarts) that the
+# dashboards' Replicas panel and the crash-loop alert read, from the local control plane.
+build_kube_state_metrics() {
+  local v="$KUBE_STATE_METRICS_VERSION"
+  if ! cached kube-state-metrics "$v"; then
+    log "kube-state-metrics $v: building (cold: about 2 min)"
+    local dir
+    dir=$(wrapper_module kube-state-metrics "$v" "require k8s.io/kube-state-metrics/v2 $v")
+    mkdir -p "$TOOLS/kube-state-metrics-$v"
+    go_build_progress "$dir" "$TOOLS/kube-state-metrics-$v/kube-state-metrics" k8s.io/kube-state-metrics/v2 \
+      "-X github.com/prometheus/common/version.Version=${v#v} -X github.com/prometheus/common/version.Revision=$v -X github.com/prometheus/common/version.Branch=module"
+  fi
+  link kube-state-metrics "$v"
+}
+
 install_redis() {
   if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
     return
@@ -232,7 +248,7 @@ install_postgresql() {
 }
 
 components=("$@")
-[[ ${#components[@]} -gt 0 ]] || components=(redis postgresql etcd ferretdb kubernetes kwok helm prometheus)
+[[ ${#components[@]} -gt 0 ]] || components=(redis postgresql etcd ferretdb kubernetes kwok helm prometheus kube-state-metrics)
 for c in "${components[@]}"; do
   case "$c" in
     redis) install_redis ;;
@@ -243,7 +259,8 @@ for c in "${components[@]}"; do
     kwok) build_kwok ;;
     helm) build_helm ;;
     prometheus) build_prometheus ;;
-    *) echo "unknown component: $c (known: redis postgresql etcd ferretdb kubernetes kwok helm prometheus)" >&2; exit 2 ;;
+    kube-state-metrics) build_kube_state_metrics ;;
+    *) echo "unknown component: $c (known: redis postgresql etcd ferretdb kubernetes kwok helm prometheus kube-state-metrics)" >&2; exit 2 ;;
   esac
 done
 log "stack ready in $BIN"

@@ -17,6 +17,8 @@ pub enum Binary {
     Prometheus,
     /// Prometheus's rule checker and unit-test runner.
     Promtool,
+    /// Deployment and Pod series of a control plane, for Prometheus.
+    KubeStateMetrics,
     RedisServer,
     Influxd,
     /// PostgreSQL's server, for FerretDB's PostgreSQL backend.
@@ -43,6 +45,7 @@ impl Binary {
             Binary::Helm => "helm",
             Binary::Prometheus => "prometheus",
             Binary::Promtool => "promtool",
+            Binary::KubeStateMetrics => "kube-state-metrics",
             Binary::RedisServer => "redis-server",
             Binary::Influxd => "influxd",
             Binary::Postgres => "postgres",

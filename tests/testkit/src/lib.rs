@@ -10,7 +10,8 @@
 //!   throwaway PostgreSQL cluster ([`Backend`], picked by `PULSE_TEST_BACKEND`).
 //! - [`InfluxDb`]: influxd 1.x from the OS packages, for the processor's InfluxDB sink.
 //! - [`Prometheus`]: Prometheus scraping the processes a test runs, from a generated config,
-//!   with its query API for PromQL.
+//!   with its query API for PromQL; [`KubeStateMetrics`] for a control plane's Deployment and
+//!   Pod series.
 //! - [`KubeStack`]: etcd and kube-apiserver with generated certificates and RBAC, optionally
 //!   kube-controller-manager, kube-scheduler and kwok so Deployments become Available.
 //!
@@ -21,6 +22,7 @@ mod binaries;
 mod error;
 mod influx;
 mod kube;
+mod kube_state_metrics;
 mod mongo;
 mod ports;
 mod postgres;
@@ -34,6 +36,7 @@ pub use binaries::{Binary, bin_dir};
 pub use error::{Error, Result};
 pub use influx::InfluxDb;
 pub use kube::{KubeOptions, KubeStack};
+pub use kube_state_metrics::KubeStateMetrics;
 pub use mongo::{Backend, FerretDb};
 pub use ports::free_port;
 pub use process::ServerProcess;
