@@ -315,6 +315,23 @@ async fn every_panel_of_the_generated_dashboard_returns_data_from_a_running_pipe
         NOT_PROVABLE.iter().map(|(t, _)| t).collect::<Vec<_>>()
     );
 
+    // The crash-loop alert (charts/pulse/rules) reads the processor's container restarts
+    // from kube-state-metrics: its selector matches the pods the operator's Deployment made.
+    let rules = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/pulse/rules/pulse-rules.yaml"),
+    )
+    .expect("rules file");
+    let selector = r#"kube_pod_container_status_restarts_total{container="processor"}"#;
+    assert!(rules.contains(selector), "the crash-loop alert no longer reads {selector}");
+    let restarts = prometheus
+        .query(&format!(
+            r#"kube_pod_container_status_restarts_total{{namespace="{}",container="processor"}}"#,
+            s.ns
+        ))
+        .await
+        .expect("query restarts");
+    assert!(!restarts.is_empty(), "no series for {selector} in {}", s.ns);
+
     // A misspelt metric name fails, naming the panel.
     let mut broken = panels.iter().find(|p| p["title"] == "Ingest rate").expect("Ingest rate").clone();
     let expr =
