@@ -19,8 +19,11 @@ pub enum QueryErrorCode {
     /// The body is not JSON, or not an object (400).
     InvalidBody,
     /// The query is wrong: a field or query parameter missing, of the wrong type or value,
-    /// a time in epoch seconds, an empty range; `fields` says where (400).
+    /// an empty range; `fields` says where (400).
     InvalidQuery,
+    /// A time that is epoch seconds given by mistake (10^9 to 10^11, which as milliseconds
+    /// is 1970 to 1973): well-formed, but it would answer zeros; `fields` says where (422).
+    EpochSeconds,
     /// No declared funnel of that name (404).
     UnknownFunnel,
     /// The query would read more events than the limit (422): narrow it.
@@ -56,6 +59,7 @@ impl QueryErrorCode {
         match self {
             QueryErrorCode::Unauthorized => "unauthorized",
             QueryErrorCode::InvalidBody => "invalid_body",
+            QueryErrorCode::EpochSeconds => "epoch_seconds",
             QueryErrorCode::InvalidQuery => "invalid_query",
             QueryErrorCode::UnknownFunnel => "unknown_funnel",
             QueryErrorCode::TooManyEvents => "too_many_events",
@@ -77,7 +81,8 @@ impl QueryErrorCode {
             QueryErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             QueryErrorCode::InvalidBody | QueryErrorCode::InvalidQuery => StatusCode::BAD_REQUEST,
             QueryErrorCode::UnknownFunnel | QueryErrorCode::NotFound => StatusCode::NOT_FOUND,
-            QueryErrorCode::TooManyEvents
+            QueryErrorCode::EpochSeconds
+            | QueryErrorCode::TooManyEvents
             | QueryErrorCode::TooManyPeriods
             | QueryErrorCode::TooManyBreakdownValues => StatusCode::UNPROCESSABLE_ENTITY,
             QueryErrorCode::StoreUnavailable | QueryErrorCode::Overloaded | QueryErrorCode::NotReady => {

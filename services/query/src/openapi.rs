@@ -223,6 +223,8 @@ fn constrain(schemas: &mut serde_json::Map<String, Value>) {
     for schema in ["CohortRequest", "CohortFilter"] {
         set(schema, "/properties/now", time.clone());
     }
+    set("CohortCondition", "/oneOf/0/properties/from", time.clone());
+    set("CohortCondition", "/oneOf/0/properties/to", time.clone());
     // What the CRD states as a set (`x-kubernetes-list-type`), JSON Schema states this way.
     set("FunnelDefinition", "/properties/holdConstant", json!({ "uniqueItems": true }));
     // Exclusions void chains between ordered steps: an unordered funnel has none.

@@ -40,10 +40,13 @@ pub fn check_times(times: &[(&str, Option<i64>)]) -> Result<(), QueryError> {
             ));
         }
         if SECONDS_LOOK.contains(&t) {
-            return Err(QueryError::invalid(
+            let mut refusal = QueryError::invalid(
                 *field,
                 format!("{t} looks like epoch seconds; times are epoch milliseconds (e.g. {}000)", t),
-            ));
+            );
+            // Well-formed (the document allows any time of years 1 to 9999), so not a 400.
+            refusal.code = QueryErrorCode::EpochSeconds;
+            return Err(refusal);
         }
     }
     Ok(())
@@ -308,7 +311,7 @@ mod tests {
     fn epoch_seconds_are_refused_by_field() {
         let (code, field, reason) =
             refusal(check_times(&[("from", Some(0)), ("to", Some(1_774_569_600))]).expect_err("seconds"));
-        assert_eq!((code, field.as_str()), (QueryErrorCode::InvalidQuery, "to"));
+        assert_eq!((code, field.as_str()), (QueryErrorCode::EpochSeconds, "to"));
         assert!(reason.contains("epoch seconds") && reason.contains("1774569600000"), "{reason}");
         assert!(check_times(&[("from", Some(0)), ("to", Some(1_774_569_600_000))]).is_ok());
     }

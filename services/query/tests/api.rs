@@ -563,15 +563,15 @@ async fn bad_queries_get_clear_errors() {
         (
             "/v1/cohorts",
             json!({ "conditions": [{ "type": "performed", "event": { "event": "a" }, "from": T0 / 1000, "to": (T0 + DAY) / 1000 }] }),
-            400,
-            "invalid_query",
+            422,
+            "epoch_seconds",
             Some("cohort.conditions[0].from"),
         ),
         (
             "/v1/trends",
             json!({ "event": { "event": "a" }, "measure": { "kind": "count" }, "interval": "day", "from": T0 / 1000, "to": (T0 + DAY) / 1000 }),
-            400,
-            "invalid_query",
+            422,
+            "epoch_seconds",
             Some("from"),
         ),
     ];
@@ -600,11 +600,11 @@ async fn bad_queries_get_clear_errors() {
         (format!("from={}&to={}", T0 / 1000, (T0 + DAY) / 1000), "from", "epoch seconds"),
     ] {
         let (status, answer) = t.get(&format!("/v1/funnels/checkout?{query}")).await;
-        assert_eq!(
-            (status, answer["error"]["code"].as_str()),
-            (400, Some("invalid_query")),
-            "{query}: {answer}"
-        );
+        let expected = match reason {
+            "epoch seconds" => (422, Some("epoch_seconds")),
+            _ => (400, Some("invalid_query")),
+        };
+        assert_eq!((status, answer["error"]["code"].as_str()), expected, "{query}: {answer}");
         assert_eq!(answer["error"]["fields"][0]["field"], field, "{query}: {answer}");
         let said = answer["error"]["fields"][0]["reason"].as_str().unwrap_or_default();
         assert!(said.contains(reason), "{query}: {answer}");

@@ -469,7 +469,7 @@ pub async fn posthog_capture(State(ingest): State<Arc<Ingest>>, headers: HeaderM
 /// flag: Pulse has no feature flags, so every flag is off. The answer says so rather than
 /// failing, so the SDK keeps capturing.
 #[utoipa::path(
-    post, path = "/decide/",
+    method(get, post), path = "/decide/",
     responses(
         (status = 200, description = "No feature flags: `featureFlags` is empty and `pulse` says why", body = Object),
     )
