@@ -547,6 +547,7 @@ async fn store_batch<'e>(
     {
         return Err(taken(ballot).into());
     }
+    let balloted = started.elapsed();
     // A redo looks up what earlier attempts of the record stored.
     let redelivered = redelivered || plan.attempt.redo;
     let outcome = ctx.store.insert_events_or_refuse(writes, redelivered).await?;
@@ -602,7 +603,8 @@ async fn store_batch<'e>(
     tracing::debug!(
         partition = lease.partition,
         events = writes.len(),
-        insert_ms = inserted.as_millis() as u64,
+        ballot_ms = balloted.as_millis() as u64,
+        insert_ms = (inserted - balloted).as_millis() as u64,
         blocks_ms = (blocked - inserted).as_millis() as u64,
         claims_ms = (claimed - blocked).as_millis() as u64,
         profiles_ms = (profiled - claimed).as_millis() as u64,

@@ -42,10 +42,12 @@ async fn events_are_stored_once_and_rollups_equal_a_recount_also_after_a_rebuild
 
     // Blocks dropped (as if stored before blocks existed): the rebuild writes them again.
     let store = pipeline.store().await;
-    for collection in ["event_blocks", "event_block_index"] {
+    let mut collections = store.database().list_collection_names().await.expect("collections");
+    collections.retain(|c| c.starts_with("event_block"));
+    for collection in collections {
         store
             .database()
-            .collection::<mongodb::bson::Document>(collection)
+            .collection::<mongodb::bson::Document>(&collection)
             .delete_many(mongodb::bson::doc! {})
             .await
             .expect("drop blocks");

@@ -1,8 +1,12 @@
 //! Event blocks: a compact, deflated, columnar copy of the raw events, so that reading a
 //! million events reads a thousand documents instead of a million.
 //!
-//! - `event_blocks`: `{_id, data: Binary}`, the events of one partition's batch and one UTC
-//!   day (see [`codec`] for the encoding);
+//! - `event_blocks_<yyyymmdd>`: `{_id, data: Binary}`, the events of one partition's batch
+//!   and one UTC day (see [`codec`] for the encoding), one collection per day of the events:
+//!   FerretDB 1.24 serves no read or delete by `_id` from an index (it scans the
+//!   collection), so a day's collection bounds what compaction and reads of a time range
+//!   pass over by the days they touch, not by the history kept, and retention drops whole
+//!   days;
 //! - `event_block_index`: one small document per block with the same `_id`: partition `p`,
 //!   event times `lo`/`hi` (epoch ms), distinct event `names`, events `n`, compressed
 //!   `bytes`, the UTC `day` (its start, epoch ms) and the stream positions `first`/`last`.
@@ -26,17 +30,18 @@ use pulse_core::buffer::BufferedEvent;
 use pulse_core::rollup::StreamPosition;
 use tokio::sync::mpsc;
 
-use crate::collections::{EVENT_BLOCK_INDEX, EVENT_BLOCKS, EVENTS};
+use crate::collections::{EVENT_BLOCK_INDEX, EVENT_BLOCKS_PREFIX, EVENTS, LEGACY_EVENT_BLOCKS};
 use crate::recount::event_of_document;
 use crate::{Store, StoreError, is_duplicate};
 
 const DAY_MS: i64 = 86_400_000;
 /// A block's encoding is at most this (before deflate), far below the 16 MB document limit.
 const MAX_ENCODED_BYTES: usize = 8 << 20;
-/// Deletes in flight at once.
-const DELETES_IN_FLIGHT: usize = 8;
-/// Up to this many blocks are read by `_id` one by one, more with one find.
-const LOOKUPS_MAX: usize = 16;
+/// Ids per delete (each delete is one pass over a day's blocks on FerretDB).
+const DELETE_CHUNK: usize = 1_000;
+/// Up to this many blocks of a day are read by `_id` one by one, more with one find: on
+/// FerretDB 1.24 either passes over the day's blocks, so one find for all is cheapest.
+const LOOKUPS_MAX: usize = 1;
 /// Blocks being decoded at once.
 const DECODES_IN_FLIGHT: usize = 4;
 /// Blocks per cursor batch, and blocks read ahead of the decoding (about 25 KB each).
@@ -124,9 +129,9 @@ impl Store {
         }
     }
 
-    /// Several blocks' events, by block id; blocks that are gone are absent. Many blocks
+    /// Several blocks' events, by block id; blocks that are gone are absent. A day's blocks
     /// are read with one find, far faster than one [`Self::read_event_block`] each on
-    /// FerretDB 1.24 (0.7 ms against 5 to 18 ms a block).
+    /// FerretDB 1.24, where each of those passes over the day's blocks.
     pub async fn read_event_blocks(
         &self,
         ids: &[String],
@@ -136,8 +141,8 @@ impl Store {
 
     /// As [`Self::read_event_blocks`], a block at a time as each is decoded (in no
     /// particular order), so that memory holds a few blocks, not all: for reading many.
-    /// On FerretDB 1.24 every call for more than 16 blocks scans the whole collection,
-    /// so one call for all the ids is much faster than one per chunk of them.
+    /// On FerretDB 1.24 every call scans the collections of the days its blocks are in, so
+    /// one call for all the ids is much faster than one per chunk of them.
     pub fn stream_event_blocks(
         &self,
         ids: Vec<String>,
@@ -309,6 +314,8 @@ impl Store {
         let new: HashSet<&String> = written.iter().collect();
         let stale: Vec<String> = old.into_iter().filter(|id| !new.contains(id)).collect();
         self.delete_blocks(&stale).await?;
+        // Every block is now in its day's collection.
+        self.db.collection::<Document>(LEGACY_EVENT_BLOCKS).drop().await?;
         Ok(written)
     }
 
@@ -327,8 +334,17 @@ impl Store {
         Ok(found.is_some())
     }
 
+    /// Deletes the blocks whose newest event is older than `cutoff` (a UTC day's start):
+    /// whole days' collections are dropped, then the entries and any copies left in the
+    /// collection of an older version deleted.
     pub(crate) async fn delete_expired_blocks(&self, cutoff: i64) -> Result<u64, StoreError> {
         let expired = self.block_ids(doc! { "hi": { "$lt": cutoff } }).await?;
+        let oldest_kept = day_collection(day_of(cutoff));
+        for name in self.db.list_collection_names().await? {
+            if name.starts_with(EVENT_BLOCKS_PREFIX) && name < oldest_kept {
+                self.db.collection::<Document>(&name).drop().await?;
+            }
+        }
         self.delete_blocks(&expired).await?;
         Ok(expired.len() as u64)
     }
@@ -420,7 +436,8 @@ impl Store {
             let data = deflate(&encoded)?;
             let bytes = data.len() as i64;
             let binary = Binary { subtype: BinarySubtype::Generic, bytes: data };
-            insert_once(self.db.collection(EVENT_BLOCKS), doc! { "_id": &id, "data": binary }).await?;
+            insert_once(self.db.collection(&block_collection(&id)), doc! { "_id": &id, "data": binary })
+                .await?;
             let mut names: Vec<&str> = block.events.iter().map(|(_, e)| e.event.as_str()).collect();
             names.sort_unstable();
             names.dedup();
@@ -463,34 +480,61 @@ impl Store {
         rx
     }
 
-    /// [`Self::spawn_read`]'s work; returns early when the receiver is gone.
+    /// [`Self::spawn_read`]'s work, a day's collection at a time; returns early when the
+    /// receiver is gone. Blocks a day lacks are looked for where an older version kept
+    /// them all, while that collection exists.
     async fn read_blocks(
         &self,
         ids: Vec<String>,
         keep: Keep,
         out: &mpsc::Sender<Result<Block, StoreError>>,
     ) -> Result<(), StoreError> {
-        let blocks = self.db.collection::<Document>(EVENT_BLOCKS);
+        let mut missing = Vec::new();
+        for (collection, ids) in by_collection(ids) {
+            let Some(found) = self.read_blocks_in(&collection, &ids, &keep, out).await? else {
+                return Ok(());
+            };
+            missing.extend(ids.into_iter().filter(|id| !found.contains(id)));
+        }
+        if !missing.is_empty() && self.holds_legacy_blocks().await? {
+            self.read_blocks_in(LEGACY_EVENT_BLOCKS, &missing, &keep, out).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the blocks `ids` that `collection` holds; returns their ids, or None when the
+    /// receiver is gone.
+    async fn read_blocks_in(
+        &self,
+        collection: &str,
+        ids: &[String],
+        keep: &Keep,
+        out: &mpsc::Sender<Result<Block, StoreError>>,
+    ) -> Result<Option<HashSet<String>>, StoreError> {
+        let blocks = self.db.collection::<Document>(collection);
+        let mut found = HashSet::new();
         let mut decoding = FuturesUnordered::new();
         if ids.len() <= LOOKUPS_MAX {
-            // A few blocks: by `_id` each, the lookup every server serves from its index.
+            // By `_id`, the lookup MongoDB serves from its index.
             let lookups: Vec<_> =
                 ids.iter().map(|id| blocks.find_one(doc! { "_id": id }).into_future()).collect();
             for d in futures::future::try_join_all(lookups).await?.into_iter().flatten() {
-                decoding.push(decode_task(d, Arc::clone(&keep)));
+                decoding.push(decode_task(d, Arc::clone(keep)));
             }
             while let Some(block) = decoding.next().await {
-                if out.send(Ok(joined(block)?)).await.is_err() {
-                    return Ok(());
+                let block = joined(block)?;
+                found.insert(block.id.clone());
+                if out.send(Ok(block)).await.is_err() {
+                    return Ok(None);
                 }
             }
-            return Ok(());
+            return Ok(Some(found));
         }
         // Many blocks: one find. MongoDB serves `$in` on `_id` from its index; FerretDB 1.24
-        // scans the collection, which streams at about 0.7 ms a block there, while a lookup
-        // by `_id` costs 5 to 15 ms. A task drains the cursor ahead of the decoding, so the
-        // server prepares the next batch while this one is decoded.
-        let mut cursor = blocks.find(doc! { "_id": { "$in": &ids } }).batch_size(CURSOR_BATCH).await?;
+        // scans the collection (a day's blocks), at about 0.7 ms a block, as it does for a
+        // lookup of one `_id`. A task drains the cursor ahead of the
+        // decoding, so the server prepares the next batch while this one is decoded.
+        let mut cursor = blocks.find(doc! { "_id": { "$in": ids } }).batch_size(CURSOR_BATCH).await?;
         let (tx, mut rx) = mpsc::channel(READ_AHEAD);
         let reader = tokio::spawn(async move {
             loop {
@@ -512,16 +556,24 @@ impl Store {
         loop {
             while more && decoding.len() < DECODES_IN_FLIGHT {
                 match rx.recv().await.transpose()? {
-                    Some(d) => decoding.push(decode_task(d, Arc::clone(&keep))),
+                    Some(d) => decoding.push(decode_task(d, Arc::clone(keep))),
                     None => more = false,
                 }
             }
             let Some(block) = decoding.next().await else { break };
-            if out.send(Ok(joined(block)?)).await.is_err() {
-                break;
+            let block = joined(block)?;
+            found.insert(block.id.clone());
+            if out.send(Ok(block)).await.is_err() {
+                return Ok(None);
             }
         }
-        Ok(())
+        Ok(Some(found))
+    }
+
+    /// Whether the single collection of blocks an older version wrote is still there (until
+    /// `pulse-processor rebuild` rewrites its blocks by day and drops it).
+    async fn holds_legacy_blocks(&self) -> Result<bool, StoreError> {
+        Ok(self.db.list_collection_names().await?.iter().any(|name| name == LEGACY_EVENT_BLOCKS))
     }
 
     async fn block_ids(&self, filter: Document) -> Result<Vec<String>, StoreError> {
@@ -539,15 +591,22 @@ impl Store {
     }
 
     /// Deletes blocks, then their entries (a crash in between leaves entries without
-    /// blocks, which readers skip and the next call deletes).
+    /// blocks, which readers skip and the next call deletes). One delete per day and
+    /// thousand ids: FerretDB scans a collection for every delete, by `_id` too, so one
+    /// pass over a day's blocks deletes them all.
     async fn delete_blocks(&self, ids: &[String]) -> Result<(), StoreError> {
-        // One delete per `_id`: the only filter FerretDB serves without a scan.
-        let blocks = self.db.collection::<Document>(EVENT_BLOCKS);
-        let deletes: Vec<_> =
-            ids.iter().map(|id| blocks.delete_one(doc! { "_id": id }).into_future()).collect();
-        futures::stream::iter(deletes).buffer_unordered(DELETES_IN_FLIGHT).try_collect::<Vec<_>>().await?;
+        let legacy = self.holds_legacy_blocks().await?;
+        for (collection, ids) in by_collection(ids.to_vec()) {
+            for chunk in ids.chunks(DELETE_CHUNK) {
+                let filter = doc! { "_id": { "$in": chunk } };
+                self.db.collection::<Document>(&collection).delete_many(filter.clone()).await?;
+                if legacy {
+                    self.db.collection::<Document>(LEGACY_EVENT_BLOCKS).delete_many(filter).await?;
+                }
+            }
+        }
         let index = self.db.collection::<Document>(EVENT_BLOCK_INDEX);
-        for chunk in ids.chunks(1_000) {
+        for chunk in ids.chunks(DELETE_CHUNK) {
             index.delete_many(doc! { "_id": { "$in": chunk } }).await?;
         }
         Ok(())
@@ -660,6 +719,27 @@ fn day_label(day: i64) -> String {
         Ok(t) => t.strftime("%Y-%m-%d").to_string(),
         Err(_) => format!("d{day}"),
     }
+}
+
+/// The collection of the blocks of UTC day `day`: `event_blocks_20261124`.
+fn day_collection(day: i64) -> String {
+    format!("{EVENT_BLOCKS_PREFIX}{}", day_label(day).replace('-', ""))
+}
+
+/// The collection of block `id` (`<p>|<first>|<last>|<day label>[a|b...][|suffix]`): its
+/// day's, named as [`day_collection`] names it.
+pub fn block_collection(id: &str) -> String {
+    let label = id.split('|').nth(3).unwrap_or_default().trim_end_matches(['a', 'b']);
+    format!("{EVENT_BLOCKS_PREFIX}{}", label.replace('-', ""))
+}
+
+/// Block ids grouped by their collection.
+fn by_collection(ids: Vec<String>) -> BTreeMap<String, Vec<String>> {
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for id in ids {
+        groups.entry(block_collection(&id)).or_default().push(id);
+    }
+    groups
 }
 
 fn block_ref_of(d: &Document) -> Result<BlockRef, StoreError> {

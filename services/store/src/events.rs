@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use futures::TryStreamExt;
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use pulse_core::buffer::BufferedEvent;
 use pulse_core::rollup::StreamPosition;
@@ -9,6 +10,9 @@ use pulse_core::rollup::StreamPosition;
 use crate::collections::EVENTS;
 use crate::documents::document_of_json;
 use crate::{Store, StoreError};
+
+/// Event ids looked up per find when a redelivered batch meets ids already stored.
+const LOOKUP_CHUNK: usize = 1_000;
 
 /// One event to store, with the stream entry it came from.
 pub struct EventWrite<'a> {
@@ -126,21 +130,23 @@ impl Store {
         }
         // Those ids exist: this entry stored them only if their source is this entry.
         let ids: Vec<&str> = already.iter().map(|&i| writes[i].event.event_id.as_str()).collect();
-        // One lookup by `_id` each, concurrently: `$in` is not index-backed everywhere, and
-        // duplicates are few.
-        let lookups = ids.iter().map(|id| {
-            let events = events.clone();
-            async move { events.find_one(doc! { "_id": *id }).projection(doc! { "src_p": 1, "src": 1 }).await }
-        });
+        // One find per thousand ids: FerretDB 1.24 serves no lookup by `_id` from an index
+        // (each scans the collection), so one pass finds them all; MongoDB uses its index.
         let mut sources: HashMap<String, (i64, String)> = HashMap::new();
-        for d in futures::future::try_join_all(lookups).await?.into_iter().flatten() {
-            let id = d.get_str("_id").unwrap_or_default().to_string();
-            let src_p = match d.get("src_p") {
-                Some(Bson::Int64(p)) => *p,
-                Some(Bson::Int32(p)) => i64::from(*p),
-                _ => -1,
-            };
-            sources.insert(id, (src_p, d.get_str("src").unwrap_or_default().to_string()));
+        for chunk in ids.chunks(LOOKUP_CHUNK) {
+            let mut cursor = events
+                .find(doc! { "_id": { "$in": chunk } })
+                .projection(doc! { "src_p": 1, "src": 1 })
+                .await?;
+            while let Some(d) = cursor.try_next().await? {
+                let id = d.get_str("_id").unwrap_or_default().to_string();
+                let src_p = match d.get("src_p") {
+                    Some(Bson::Int64(p)) => *p,
+                    Some(Bson::Int32(p)) => i64::from(*p),
+                    _ => -1,
+                };
+                sources.insert(id, (src_p, d.get_str("src").unwrap_or_default().to_string()));
+            }
         }
         for i in already {
             let w = &writes[i];

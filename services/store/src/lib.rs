@@ -59,7 +59,11 @@ pub mod collections {
     pub const ROLLUP_DELTAS: &str = crate::log::ROLLUP_DELTAS;
     /// No longer written or read: dropped by a rebuild.
     pub const LEGACY: [&str; 3] = ["rollups", "rollup_users", "user_periods"];
-    pub const EVENT_BLOCKS: &str = "event_blocks";
+    /// Event blocks, one collection per UTC day of their events: `event_blocks_<yyyymmdd>`.
+    pub const EVENT_BLOCKS_PREFIX: &str = "event_blocks_";
+    /// Where an older version kept every block: still read and cleaned until a rebuild
+    /// drops it.
+    pub const LEGACY_EVENT_BLOCKS: &str = "event_blocks";
     pub const EVENT_BLOCK_INDEX: &str = "event_block_index";
     /// Acknowledged events the store refused, kept aside ([`crate::failed`]).
     pub const FAILED_EVENTS: &str = "failed_events";

@@ -6,7 +6,7 @@ use mongodb::bson::doc;
 use mongodb::options::IndexOptions;
 use pulse_core::duration::DurationSpec;
 
-use crate::collections::{EVENT_BLOCK_INDEX, EVENT_BLOCKS, EVENTS};
+use crate::collections::{EVENT_BLOCK_INDEX, EVENTS};
 use crate::{Store, StoreError};
 
 /// What [`Store::ensure_schema`] found.
@@ -53,11 +53,12 @@ impl Store {
         // Rollups are read by `_id` (ranges of it for time ranges, see BucketKey::id) and
         // written often: no secondary index to maintain.
         let collection = |name| self.db.collection::<mongodb::bson::Document>(name);
-        // Blocks are read by `_id`. Their index entries are few (one per batch, small
-        // batches merged), scanned whole on FerretDB; MongoDB serves the time ranges of
-        // queries and retention (`hi`) and compaction's small blocks (`p`, `n`) from indexes.
+        // Blocks are read by `_id`, from their day's collection (created by its first
+        // block). Their index entries are few (one per batch, small batches merged),
+        // scanned whole on FerretDB; MongoDB serves the time ranges of queries and
+        // retention (`hi`) and compaction's small blocks (`p`, `n`) from indexes.
         let existing = self.db.list_collection_names().await?;
-        for name in [EVENT_BLOCKS, EVENT_BLOCK_INDEX, crate::profiles::PROFILE_CHANGES] {
+        for name in [EVENT_BLOCK_INDEX, crate::profiles::PROFILE_CHANGES] {
             if !existing.iter().any(|c| c == name) {
                 match self.db.create_collection(name).await {
                     Ok(()) => {}

@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use pulse_core::buffer::BufferedEvent;
 use pulse_core::duration::DurationSpec;
 use pulse_core::rollup::StreamPosition;
-use pulse_store::collections::{EVENT_BLOCK_INDEX, EVENT_BLOCKS};
+use pulse_store::blocks::block_collection;
+use pulse_store::collections::{EVENT_BLOCK_INDEX, EVENT_BLOCKS_PREFIX, LEGACY_EVENT_BLOCKS};
 use pulse_store::recount::event_of_document;
 use pulse_store::{EventWrite, Store, StoreError};
 use pulse_testkit::{Backend, FerretDb, unique_name};
@@ -78,6 +79,17 @@ fn by_id(events: Vec<BufferedEvent>) -> BTreeMap<String, BufferedEvent> {
     map
 }
 
+/// The blocks in every day's collection.
+async fn block_count(store: &Store) -> u64 {
+    let mut total = 0;
+    for name in store.database().list_collection_names().await.expect("collections") {
+        if name.starts_with(EVENT_BLOCKS_PREFIX) {
+            total += count(store, &name).await;
+        }
+    }
+    total
+}
+
 async fn count(store: &Store, collection: &str) -> u64 {
     store
         .database()
@@ -139,8 +151,8 @@ async fn events_read_from_blocks_equal_the_raw_events_odd_properties_included() 
     assert_eq!(raw["odd-3"].properties["big"], json!(u64::MAX as f64), "as the raw document has it");
     assert_eq!(raw["odd-2"].properties["$dollar"]["x.y"]["$z"], json!(2));
     assert!(store.read_event_block("0003|nope").await.expect("read").is_none());
-    // Many at once (one find past 16 ids), the missing ones absent.
-    let mut asked: Vec<String> = (0..20).map(|i| format!("0003|nope-{i}")).collect();
+    // Many at once (one find past 16 ids of a day), the missing ones absent.
+    let mut asked: Vec<String> = (0..20).map(|i| format!("0003|a|b|2026-11-20|nope-{i}")).collect();
     asked.extend(ids.iter().cloned());
     let mut many = store.read_event_blocks(&asked).await.expect("read many");
     many.sort_by(|a, b| a.0.cmp(&b.0));
@@ -158,8 +170,11 @@ async fn events_read_from_blocks_equal_the_raw_events_odd_properties_included() 
 
     // A redelivered batch writes the same blocks again: nothing new.
     assert_eq!(write(&store, 3, 10, &events).await, ids);
-    assert_eq!(count(&store, EVENT_BLOCKS).await, 3);
+    assert_eq!(block_count(&store).await, 3);
     assert_eq!(count(&store, EVENT_BLOCK_INDEX).await, 3);
+    // Each in its day's collection.
+    let days: std::collections::BTreeSet<String> = ids.iter().map(|id| block_collection(id)).collect();
+    assert_eq!(days.len(), 3, "{days:?}");
 }
 
 #[tokio::test]
@@ -223,7 +238,7 @@ async fn retention_deletes_expired_blocks_and_readers_skip_entries_whose_block_i
     // A retention interrupted between a block and its entry: the entry stays, readers skip it.
     store
         .database()
-        .collection::<mongodb::bson::Document>(EVENT_BLOCKS)
+        .collection::<mongodb::bson::Document>(&block_collection(&recent_ids[0]))
         .delete_one(mongodb::bson::doc! { "_id": &recent_ids[0] })
         .await
         .expect("delete one block");
@@ -232,6 +247,9 @@ async fn retention_deletes_expired_blocks_and_readers_skip_entries_whose_block_i
 
     store.delete_expired(now, DurationSpec::days(30), false).await.expect("retention");
     assert!(store.read_event_block(&old_ids[0]).await.expect("read").is_none());
+    let collections = store.database().list_collection_names().await.expect("collections");
+    assert!(!collections.contains(&block_collection(&old_ids[0])), "an expired day's collection is dropped");
+    assert!(collections.contains(&block_collection(&recent_ids[1])), "a kept day's collection stays");
     let refs: Vec<String> = store
         .event_block_refs(None, i64::MIN, i64::MAX)
         .await
@@ -282,7 +300,7 @@ async fn compaction_merges_a_days_small_blocks_into_one_and_reads_stay_the_same(
     }
     // 1 merged + 3 of day two on partition 0, 1 on partition 1.
     assert_eq!(count(&store, EVENT_BLOCK_INDEX).await, 5);
-    assert_eq!(count(&store, EVENT_BLOCKS).await, 5);
+    assert_eq!(block_count(&store).await, 5);
     let after = by_id(store.events_between(None, i64::MIN / 2, i64::MAX / 2, 1_000).await.expect("events"));
     assert_eq!(after, before);
     assert!(store.compact_event_blocks(0).await.expect("compact again").is_empty(), "nothing left to merge");
@@ -313,4 +331,37 @@ async fn rebuilt_blocks_hold_exactly_the_raw_events() {
     let got = by_id(store.events_between(None, i64::MIN / 2, i64::MAX / 2, 10_000).await.expect("events"));
     assert_eq!(got, raw_events(&store).await);
     assert_eq!(got.len(), 2_500);
+}
+
+#[tokio::test]
+async fn blocks_an_older_version_kept_in_one_collection_are_read_until_a_rebuild_moves_them() {
+    use futures::TryStreamExt;
+    let ferret = FerretDb::start().await.expect("ferretdb");
+    let store = store(&ferret).await;
+    let events: Vec<BufferedEvent> =
+        (0..40).map(|i| event(&format!("l{i}"), "view", T0 + i * (DAY / 10), json!({ "i": i }))).collect();
+    let ids = write(&store, 0, 0, &events).await;
+    assert_eq!(ids.len(), 4, "four days");
+    // As an older version stored them: every block in one collection.
+    let db = store.database();
+    let legacy = db.collection::<mongodb::bson::Document>(LEGACY_EVENT_BLOCKS);
+    for id in &ids {
+        let day = db.collection::<mongodb::bson::Document>(&block_collection(id));
+        let blocks: Vec<mongodb::bson::Document> =
+            day.find(mongodb::bson::doc! {}).await.expect("find").try_collect().await.expect("read");
+        legacy.insert_many(blocks).await.expect("move");
+        day.drop().await.expect("drop");
+    }
+    assert_eq!(block_count(&store).await, 0);
+
+    let read = by_id(store.events_between(None, i64::MIN / 2, i64::MAX / 2, 100).await.expect("events"));
+    assert_eq!(read, by_id(events.clone()), "read from the older collection");
+    assert_eq!(store.read_event_blocks(&ids).await.expect("by id").len(), 4);
+
+    store.rebuild_event_blocks().await.expect("rebuild");
+    let collections = db.list_collection_names().await.expect("collections");
+    assert!(!collections.iter().any(|c| c == LEGACY_EVENT_BLOCKS), "the rebuild drops it: {collections:?}");
+    assert_eq!(block_count(&store).await, 4);
+    let rebuilt = by_id(store.events_between(None, i64::MIN / 2, i64::MAX / 2, 100).await.expect("events"));
+    assert_eq!(rebuilt, by_id(events));
 }

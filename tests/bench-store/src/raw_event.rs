@@ -7,6 +7,9 @@ use mongodb::bson::{DateTime, Document, doc};
 const EVENT_MIX: [(&str, u64); 5] =
     [("page_viewed", 60), ("button_clicked", 20), ("login", 10), ("signup", 5), ("purchase", 5)];
 
+const PLANS: [&str; 4] = ["free", "pro", "team", "enterprise"];
+const PATHS: [&str; 6] = ["/", "/pricing", "/docs/getting-started", "/blog", "/signup", "/settings"];
+
 /// Distinct users the events spread over, as the processor benchmark's load.
 const USERS: u64 = 10_000;
 
@@ -32,7 +35,13 @@ impl RawEvents {
             "distinct_id": format!("user-{:05}", (mixed >> 8) % USERS),
             "ts": at,
             "received_at": at,
-            "properties": { "revenue": ((mixed >> 24) % 100_000) as f64 / 100.0, "plan": "pro" },
+            // pulse-loadgen's properties: its plans, paths, revenue range and variants.
+            "properties": {
+                "plan": PLANS[((mixed >> 40) % PLANS.len() as u64) as usize],
+                "path": PATHS[((mixed >> 44) % PATHS.len() as u64) as usize],
+                "revenue": ((mixed >> 24) % 20_000) as f64 / 100.0,
+                "variant": if (mixed >> 50) & 1 == 0 { "a" } else { "b" },
+            },
             "src_p": 0_i64,
             // The stream position key: two zero-padded 20-digit numbers, as StreamPosition::to_key.
             "src": format!("{:020}-{index:020}", self.now_ms),
@@ -64,7 +73,7 @@ mod tests {
         assert_eq!(d.get_i64("src_p").ok(), Some(0));
         assert_eq!(d.get_str("src").map(str::len).ok(), Some(41));
         let properties = d.get_document("properties").ok();
-        assert!(properties.is_some_and(|p| p.get_f64("revenue").is_ok() && p.get_str("plan") == Ok("pro")));
+        assert!(properties.is_some_and(|p| p.get_f64("revenue").is_ok() && p.get_str("plan").is_ok()));
     }
 
     #[test]
