@@ -4,8 +4,8 @@
 # processor's own batch function (store_entries: raw events, event blocks, rollups,
 # profiles); at 1, 3 and D days (cumulative loads) this measures, on a real processor:
 #   - its drain rate of a Redis backlog sent through ingest, next to a plain insert_many of
-#     raw-event documents shaped as the backlog's (pulse-bench-store, fresh collection with
-#     the ts index, the better of two batch shapes);
+#     raw-event documents shaped as the backlog's (pulse-bench-store, fresh collection, no
+#     secondary index as the processor's on FerretDB, the better of two batch shapes);
 #   - rollup freshness p99 at a steady half of that rate, and at the 833 events/s peak;
 #   - a backfill: events with timestamps spread over the whole history, default rollups;
 #   - the store's size on disk.
@@ -140,7 +140,7 @@ for stage in $STAGES; do
   #    history: the figure the processor is held against).
   phase_start=$SECONDS
   INSERT_EPS[$stage]="$(raw_insert "raw$stage")"
-  log "plain insert_many: ${INSERT_EPS[$stage]} docs/s (the better of the two; $RAW_DOCS documents, index on ts)"
+  log "plain insert_many: ${INSERT_EPS[$stage]} docs/s (the better of the two; $RAW_DOCS documents, no secondary index)"
   phase "insert_many"
 
   # 4. Drain: a backlog of EVENTS events through ingest, then the processor drains it.

@@ -23,14 +23,26 @@ impl Store {
     pub async fn ensure_schema(&self, retention: DurationSpec) -> Result<SchemaReport, StoreError> {
         let events = self.db.collection::<mongodb::bson::Document>(EVENTS);
         // Raw events are written once and read only whole (rebuild, recount): queries read
-        // the event blocks. So no secondary index but the retention one: each costs every
-        // insert (on FerretDB 1.24 the two (event, ts) and (distinct_id, ts) indexes cost
-        // about a third of the insert rate, and no find used them).
+        // the event blocks. So no secondary index but the TTL one where the server has TTL
+        // indexes: each costs every insert. Where it has none (FerretDB), no index on `ts`
+        // either: FerretDB serves no range filter from an index, so the daily retention pass
+        // reads the whole collection anyway, and the index cost every insert about a third
+        // of its rate with events' times spread over a minute (timestamps in any order
+        // land anywhere in it).
         let ttl_index = match existing_ts_index(&events).await? {
             // Decided on an earlier run: keep it (creating an index that exists, with other
             // options, is an error, and crashes FerretDB 1.24's connection).
-            Some(has_ttl) => has_ttl,
-            None => {
+            Some(TsIndex::Ttl) => true,
+            found => {
+                if let Some(TsIndex::Plain(name)) = found {
+                    // Made by an earlier version where the server has no TTL indexes.
+                    match events.drop_index(name).await {
+                        Ok(()) => {
+                            tracing::info!("dropped the plain index on the raw events' ts: it served no read")
+                        }
+                        Err(e) => tracing::warn!(error = %e, "the plain index on the raw events' ts stays"),
+                    }
+                }
                 let ttl = IndexModel::builder()
                     .keys(doc! { "ts": 1 })
                     .options(
@@ -43,8 +55,7 @@ impl Store {
                 match events.create_index(ttl).await {
                     Ok(_) => true,
                     Err(e) => {
-                        tracing::info!(error = %e, "no TTL index on this server; expired events are deleted periodically");
-                        ensure_indexes(&events, &[doc! { "ts": 1 }]).await?;
+                        tracing::info!(error = %e, "no TTL index on this server; expired events are deleted once a day");
                         false
                     }
                 }
@@ -121,10 +132,19 @@ fn namespace_exists(e: &mongodb::error::Error) -> bool {
     matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 48)
 }
 
-/// Whether `events` already has an index on `ts` alone, and if so whether it is a TTL one.
+/// An index on the raw events' `ts` alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TsIndex {
+    /// It expires documents: the server keeps retention.
+    Ttl,
+    /// An earlier version's, where the server has no TTL indexes (its name).
+    Plain(String),
+}
+
+/// The index `events` has on `ts` alone, if any.
 async fn existing_ts_index(
     events: &mongodb::Collection<mongodb::bson::Document>,
-) -> Result<Option<bool>, StoreError> {
+) -> Result<Option<TsIndex>, StoreError> {
     use futures::TryStreamExt;
     let mut indexes = match events.list_indexes().await {
         Ok(cursor) => cursor,
@@ -133,8 +153,11 @@ async fn existing_ts_index(
     };
     while let Some(index) = indexes.try_next().await? {
         if index.keys == doc! { "ts": 1 } {
-            let ttl = index.options.as_ref().and_then(|o| o.expire_after).is_some();
-            return Ok(Some(ttl));
+            let options = index.options.unwrap_or_default();
+            return Ok(Some(match options.expire_after {
+                Some(_) => TsIndex::Ttl,
+                None => TsIndex::Plain(options.name.unwrap_or_else(|| "ts_1".to_string())),
+            }));
         }
     }
     Ok(None)

@@ -380,6 +380,28 @@ async fn ensure_schema_is_idempotent() {
 }
 
 #[tokio::test]
+async fn the_plain_ts_index_of_an_earlier_version_is_dropped_where_the_server_has_no_ttl() {
+    let ferret = FerretDb::start().await.expect("ferretdb");
+    let client = ferret.client().await.expect("client");
+    let store = Store::new(client.database(&unique_name("tenant")));
+    let events = store.database().collection::<mongodb::bson::Document>("events");
+    events
+        .create_index(mongodb::IndexModel::builder().keys(mongodb::bson::doc! { "ts": 1 }).build())
+        .await
+        .expect("an earlier version's index");
+    let report = store.ensure_schema(pulse_core::duration::DurationSpec::days(30)).await.expect("schema");
+    let names = events.list_index_names().await.expect("indexes");
+    if report.ttl_index {
+        assert!(names.contains(&"ts_ttl".to_string()) || names.contains(&"ts_1".to_string()), "{names:?}");
+    } else {
+        assert_eq!(names, ["_id_"], "FerretDB keeps no index on ts: it serves no read there");
+    }
+    // Again: nothing left to drop, nothing created.
+    store.ensure_schema(pulse_core::duration::DurationSpec::days(30)).await.expect("schema again");
+    store.ping().await.expect("the server still answers");
+}
+
+#[tokio::test]
 async fn compaction_keeps_every_sum_and_drops_expired_minutes() {
     let ferret = FerretDb::start().await.expect("ferretdb");
     let f = Fixture::new(&ferret, Tenure::Kept).await;

@@ -42,8 +42,8 @@ struct Args {
     /// insert_many calls in flight at once.
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
-    /// Create the secondary index of Pulse's raw events collection first ({ts}, as on a
-    /// server without TTL indexes), so every insert maintains it too.
+    /// Create an index on `ts` first (as the TTL index Pulse keeps on MongoDB, or the plain
+    /// one earlier versions kept on FerretDB), so every insert maintains it too.
     #[arg(long)]
     indexes: bool,
     /// Insert copies of the first `--docs` documents of this collection (e.g. the

@@ -13,7 +13,7 @@ const PATHS: [&str; 6] = ["/", "/pricing", "/docs/getting-started", "/blog", "/s
 /// Distinct users the events spread over, as the processor benchmark's load.
 const USERS: u64 = 10_000;
 
-/// Generates the documents of one run: ids unique across runs, timestamps at `now_ms`.
+/// Generates the documents of one run: ids unique across runs, received at `now_ms`.
 pub struct RawEvents {
     run_id: String,
     now_ms: i64,
@@ -28,13 +28,16 @@ impl RawEvents {
     pub fn document(&self, index: u64) -> Document {
         // A cheap, deterministic scramble so users and revenue do not follow the index.
         let mixed = index.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
-        let at = DateTime::from_millis(self.now_ms);
+        // Times over the minute before `now_ms`, as a backlog's events have (the order of
+        // times matters to an index on them).
+        let at = DateTime::from_millis(self.now_ms - ((mixed >> 12) % 60_000) as i64);
+        let received = DateTime::from_millis(self.now_ms);
         doc! {
             "_id": format!("{}-{index:012}", self.run_id),
             "event": event_name(mixed % 100),
             "distinct_id": format!("user-{:05}", (mixed >> 8) % USERS),
             "ts": at,
-            "received_at": at,
+            "received_at": received,
             // pulse-loadgen's properties: its plans, paths, revenue range and variants.
             "properties": {
                 "plan": PLANS[((mixed >> 40) % PLANS.len() as u64) as usize],
