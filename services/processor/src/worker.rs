@@ -26,10 +26,17 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const RELEASE_WAIT: Duration = Duration::from_secs(2);
 /// The most entries one read asks for.
 const MAX_READ_ENTRIES: usize = 1000;
-/// How often a partition's small event blocks are merged.
+/// How often a partition's small event blocks are merged, when its writer finds nothing
+/// to read (merging passes over a day's blocks, which a backlog's batches must not wait
+/// behind)...
 const COMPACT_EVERY: Duration = Duration::from_secs(60);
-/// How often a partition's rollup log is compacted (it grows by a record per batch)...
+/// ...or at the latest, busy or not.
+const COMPACT_LATEST: Duration = Duration::from_secs(600);
+/// How often a partition's rollup log is compacted (it grows by a record per batch), when
+/// its writer finds nothing to read...
 const LOG_COMPACT_EVERY: Duration = Duration::from_secs(600);
+/// ...or at the latest, busy or not...
+const LOG_COMPACT_LATEST: Duration = Duration::from_secs(1800);
 /// ...or sooner, once its writer committed this many records since: every start of a
 /// writer passes over the log (on FerretDB), so busy partitions keep theirs short.
 const LOG_COMPACT_RECORDS: u64 = 4096;
@@ -55,20 +62,16 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
     let mut last_log_compaction = Instant::now();
     let mut records_at_log_compaction = 0;
     let ending = || *stop.borrow() || *lost.borrow();
-    // Waits that end early when the process stops or the lease is lost.
+    // Waits and compactions end early when the process stops or the lease is lost (an
+    // interrupted compaction leaves everything readable as before).
     let (mut stopping, mut losing) = (stop.clone(), lost.clone());
-    let mut pause = async |wait: Duration| {
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stopping.wait_for(|s| *s) => {}
-            _ = losing.wait_for(|l| *l) => {}
-        }
-    };
     while !ending() {
+        let mut caught_up = false;
         match step(&ctx, &stream, lease, &mut read_size, &mut state).await {
             Ok(0) => {
                 backoff.reset();
-                pause(idle).await;
+                caught_up = true;
+                unless_ending(tokio::time::sleep(idle), &mut stopping, &mut losing).await;
                 idle = (idle * 2).min(IDLE_MAX);
             }
             Ok(_) => {
@@ -92,7 +95,7 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
                 } else {
                     tracing::warn!(partition, error = %e, retry_in = ?wait, "batch failed; retrying");
                 }
-                pause(wait).await;
+                unless_ending(tokio::time::sleep(wait), &mut stopping, &mut losing).await;
                 if ending() {
                     break;
                 }
@@ -101,15 +104,18 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
                 }
             }
         }
-        if last_compaction.elapsed() >= COMPACT_EVERY {
+        if due(last_compaction.elapsed(), caught_up, COMPACT_EVERY, COMPACT_LATEST) && !ending() {
             last_compaction = Instant::now();
-            compact(&ctx, partition).await;
+            unless_ending(compact(&ctx, partition), &mut stopping, &mut losing).await;
         }
         let records = state.records_committed - records_at_log_compaction;
-        if last_log_compaction.elapsed() >= LOG_COMPACT_EVERY || records >= LOG_COMPACT_RECORDS {
+        if (due(last_log_compaction.elapsed(), caught_up, LOG_COMPACT_EVERY, LOG_COMPACT_LATEST)
+            || records >= LOG_COMPACT_RECORDS)
+            && !ending()
+        {
             last_log_compaction = Instant::now();
             records_at_log_compaction = state.records_committed;
-            compact_log(&ctx, partition).await;
+            unless_ending(compact_log(&ctx, partition), &mut stopping, &mut losing).await;
         }
     }
     renewer.abort();
@@ -122,6 +128,25 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
         Err(_) => tracing::warn!(partition, "Redis did not answer the lease release; it expires by itself"),
     }
     tracing::info!(partition, "partition released");
+}
+
+/// Whether a periodic task last run `since` ago is due: after `every` once the writer has
+/// caught up with its stream, after `latest` in any case.
+fn due(since: Duration, caught_up: bool, every: Duration, latest: Duration) -> bool {
+    since >= latest || (caught_up && since >= every)
+}
+
+/// Runs `work` until it ends, the process stops or the lease is lost.
+async fn unless_ending(
+    work: impl std::future::Future<Output = ()>,
+    stopping: &mut watch::Receiver<bool>,
+    losing: &mut watch::Receiver<bool>,
+) {
+    tokio::select! {
+        _ = work => {}
+        _ = stopping.wait_for(|s| *s) => {}
+        _ = losing.wait_for(|l| *l) => {}
+    }
 }
 
 /// Reads one batch (pending entries first) and processes it. Returns its entry count.
@@ -733,4 +758,18 @@ impl Backoff {
 /// How many events an entry holds (none when undecodable).
 fn events_in(entry: &Entry) -> u64 {
     entry.events.as_ref().map(|v| v.len() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compactions_wait_for_a_caught_up_writer_but_not_forever() {
+        let (every, latest) = (Duration::from_secs(60), Duration::from_secs(600));
+        assert!(!due(Duration::from_secs(59), true, every, latest), "not yet");
+        assert!(due(Duration::from_secs(60), true, every, latest), "caught up: due");
+        assert!(!due(Duration::from_secs(300), false, every, latest), "a backlog waits first");
+        assert!(due(Duration::from_secs(600), false, every, latest), "but not past the latest");
+    }
 }

@@ -242,14 +242,28 @@ async fn run(args: &Args) -> Result<(), LoaderError> {
 /// for a holder that stopped without releasing it.
 async fn acquire_leases(ctx: &Context, owner: &str) -> Result<Vec<PartitionLease>, LoaderError> {
     let mut conn = ctx.conn.clone();
-    let mut leases = Vec::new();
+    let mut leases: Vec<PartitionLease> = Vec::new();
     for partition in 0..ctx.partitions {
         let keys = PartitionLeaseKeys::new(&ctx.tenant, partition);
         let deadline = Instant::now() + LEASE_WAIT;
         let fence = loop {
             match keys.acquire(&mut conn, owner).await {
                 Ok(Some(fence)) => break fence,
-                Ok(None) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(500)).await,
+                Ok(None) if Instant::now() < deadline => {
+                    // The leases taken already must outlive this wait (the renewals start
+                    // once all are taken).
+                    for held in &leases {
+                        let keys = PartitionLeaseKeys::new(&ctx.tenant, held.partition);
+                        if !keys
+                            .renew(&mut conn, owner)
+                            .await
+                            .map_err(|source| LoaderError::Lease { partition: held.partition, source })?
+                        {
+                            return Err(LoaderError::LeaseLost);
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await
+                }
                 Ok(None) => return Err(LoaderError::LeaseHeld(partition)),
                 Err(source) => return Err(LoaderError::Lease { partition, source }),
             }
