@@ -12,9 +12,11 @@
 //! redelivery adds updates whose application in stream order leaves the profile as the
 //! run once would (the property tests in `pulse_core::profile`).
 //!
-//! [`Store::compact_profile_changes`] folds a user's changes into one (`c` = 1, at the
-//! last one's position) now and then, off the hot path: readers that meet the fold and
-//! the changes it replaces together apply the fold after them, which changes nothing.
+//! [`Store::compact_profile_changes`] folds a partition's changes into one document per
+//! user now and then, off the hot path: a generation of folds (`c` = 1, `g` the
+//! generation, at the user's last change's position), then deletes what they replace by
+//! ranges of position. Readers that meet a fold and the changes it replaces together
+//! apply the fold after them, which changes nothing.
 //! Profiles of versions before the log (`profiles`, one document per user) are read as
 //! the state the changes apply to.
 
@@ -35,15 +37,22 @@ pub const PROFILE_CHANGES: &str = "profile_changes";
 /// Profiles as versions before the change log kept them: one document per user.
 pub const PROFILES: &str = "profiles";
 
-/// Changes deleted per request when a fold replaces them.
-const DELETE_CHUNK: usize = 1_000;
+/// Documents a fold deletes per request, well under what FerretDB's backends take in one
+/// deletion (see [`Store::compact_profile_changes`]).
+const DELETE_CHUNK: usize = 10_000;
+
+/// Folds written per request.
+const INSERT_CHUNK: usize = 1_000;
+
+/// A fold waits until there is at least one change per this many folded profiles.
+const FOLD_WHEN_CHANGES_PER_PROFILE: usize = 4;
 
 /// What a fold of one partition's profile changes did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ProfileCompaction {
-    /// Users whose changes were folded into one.
+    /// Users whose profile the fold wrote anew (every user of the partition).
     pub users: usize,
-    /// Change documents the folds replaced.
+    /// Documents the folds replaced (changes and folds of earlier generations).
     pub replaced: usize,
 }
 
@@ -108,21 +117,43 @@ impl Store {
         Ok(Some(profile))
     }
 
-    /// Folds each user's profile changes in `partition` into one, where a user has more
-    /// than one: an insert per user, then the deletion of what the folds replace. Run off
-    /// the hot path (it reads the partition's changes whole).
+    /// Folds the profile changes of `partition` into one document per user, a new
+    /// generation of the partition's profiles, then deletes what it replaces. Run off the
+    /// hot path, and only when the changes are many next to the profiles they change: it
+    /// reads the partition's documents whole and writes every user's anew, so the cost per
+    /// change stays constant however many users the store holds.
+    ///
+    /// What it replaces goes by ranges of stream position (each a pass over the collection
+    /// on FerretDB, which serves no filter from an index) of at most [`DELETE_CHUNK`]
+    /// documents, never by lists of ids: FerretDB tests a `$in` against every document
+    /// once per id, and refuses a deletion of more documents than its backend takes
+    /// parameters (32,766 on SQLite). A document that a writer of an older lease adds to
+    /// such a range meanwhile repeats events the partition's writer had stored before the
+    /// fold began, so the fold holds them already.
     pub async fn compact_profile_changes(&self, partition: u32) -> Result<ProfileCompaction, StoreError> {
         let changes = self.db.collection::<Document>(PROFILE_CHANGES);
         let mut by_user: BTreeMap<String, Vec<Document>> = BTreeMap::new();
+        let mut positions = Vec::new();
+        let (mut unfolded, mut generation) = (0usize, 0i64);
         let mut cursor = changes.find(doc! { "p": i64::from(partition) }).await?;
         while let Some(change) = cursor.try_next().await? {
+            if change.contains_key("c") {
+                generation = generation.max(crate::log::int(change.get("g")) as i64);
+            } else {
+                unfolded += 1;
+            }
+            positions.push(change.get_str("at").unwrap_or_default().to_string());
             let user = change.get_str("u").unwrap_or_default().to_string();
             by_user.entry(user).or_default().push(change);
         }
-        let mut done = ProfileCompaction::default();
-        let mut folds = Vec::new();
-        let mut replaced = Vec::new();
-        for (user, docs) in by_user.into_iter().filter(|(_, docs)| docs.len() > 1) {
+        let folded_users =
+            by_user.len() - by_user.values().filter(|docs| docs.iter().all(|d| !d.contains_key("c"))).count();
+        if unfolded == 0 || unfolded * FOLD_WHEN_CHANGES_PER_PROFILE < folded_users {
+            return Ok(ProfileCompaction::default());
+        }
+        let generation = generation + 1;
+        let mut folds = Vec::with_capacity(by_user.len());
+        for (user, docs) in by_user {
             let ordered = in_stream_order(docs);
             let Some(at) = ordered.last().map(|(key, _)| key.0.clone()) else { continue };
             let mut fold = ProfileUpdate::default();
@@ -130,25 +161,45 @@ impl Store {
                 fold.then_update(update);
             }
             let mut d = change_document(&user, partition, StreamPosition::default(), &fold);
-            let id = format!("{user}|{at}|c");
-            d.insert("_id", &id);
+            d.insert("_id", format!("{user}|{at}|g{generation}"));
             d.insert("at", at);
             d.insert("c", 1i64);
+            d.insert("g", generation);
             folds.push(d);
-            // (A fold of the same changes may be there already, from a run that stopped
-            // before its deletions: it stays, as this one's duplicate.)
-            replaced.extend(ordered.into_iter().map(|((_, _, old), _)| old).filter(|old| *old != id));
-            done.users += 1;
         }
-        for chunk in folds.chunks(DELETE_CHUNK) {
+        let mut done = ProfileCompaction { users: folds.len(), replaced: 0 };
+        // Every user's fold is in before anything it replaces goes: a fold stopped halfway
+        // leaves documents that the next one reads again.
+        for chunk in folds.chunks(INSERT_CHUNK) {
             crate::insert_new(&changes, chunk.to_vec()).await?;
         }
-        for chunk in replaced.chunks(DELETE_CHUNK) {
-            changes.delete_many(doc! { "_id": { "$in": chunk } }).await?;
+        positions.sort_unstable();
+        let mut after: Option<&String> = None;
+        for range in ranges_of(&positions, DELETE_CHUNK) {
+            let mut at = doc! { "$lte": range };
+            if let Some(previous) = after {
+                at.insert("$gt", previous);
+            }
+            let filter = doc! { "p": i64::from(partition), "g": { "$ne": generation }, "at": at };
+            done.replaced += changes.delete_many(filter).await?.deleted_count as usize;
+            after = Some(range);
         }
-        done.replaced = replaced.len();
         Ok(done)
     }
+}
+
+/// The last position of each range of the documents at `positions` (sorted) holding about
+/// `documents` of them: a range ends after every document at its last position, and
+/// documents share a position only within one batch, which holds fewer than a range.
+fn ranges_of(positions: &[String], documents: usize) -> Vec<&String> {
+    let mut ends = Vec::new();
+    let mut start = 0;
+    while start < positions.len() {
+        let end = &positions[(start + documents).min(positions.len()) - 1];
+        start += positions[start..].partition_point(|p| p <= end);
+        ends.push(end);
+    }
+    ends
 }
 
 /// The document of one user's update in a batch of `partition` ending at `at`.
@@ -200,4 +251,20 @@ fn in_stream_order(changes: Vec<Document>) -> Vec<(ChangeOrder, ProfileUpdate)> 
         .collect();
     out.sort_by(|a, b| (&a.0.0, a.0.1).cmp(&(&b.0.0, b.0.1)));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ranges_of;
+
+    #[test]
+    fn ranges_end_after_every_document_at_their_last_position() {
+        let positions: Vec<String> =
+            ["a", "b", "b", "b", "c", "d", "d", "e"].iter().map(|p| p.to_string()).collect();
+        let ends: Vec<&str> = ranges_of(&positions, 3).into_iter().map(String::as_str).collect();
+        assert_eq!(ends, ["b", "d", "e"]);
+        let ends: Vec<&str> = ranges_of(&positions, 100).into_iter().map(String::as_str).collect();
+        assert_eq!(ends, ["e"]);
+        assert!(ranges_of(&[], 3).is_empty());
+    }
 }

@@ -175,9 +175,11 @@ impl Store {
         watermarks: &[(u32, StreamPosition, u64)],
     ) -> Result<usize, StoreError> {
         let (shares, users) = self.recount_shares_and_users(rollups).await?;
-        self.db.collection::<Document>(ROLLUP_LOG).delete_many(doc! {}).await?;
-        self.db.collection::<Document>(crate::compaction::ROLLUP_VERSIONS).delete_many(doc! {}).await?;
-        self.db.collection::<Document>(crate::log::ROLLUP_DELTAS).delete_many(doc! {}).await?;
+        // Dropped, not emptied: FerretDB refuses a deletion of more documents than its
+        // backend takes parameters, and these have no secondary index to recreate.
+        for name in [ROLLUP_LOG, crate::compaction::ROLLUP_VERSIONS, crate::log::ROLLUP_DELTAS] {
+            self.db.collection::<Document>(name).drop().await?;
+        }
         for name in self.db.list_collection_names().await? {
             // Collections of earlier versions (nothing reads them any more) and the user lists.
             if name.starts_with(BUCKET_USERS_PREFIX) || LEGACY.contains(&name.as_str()) {

@@ -158,3 +158,31 @@ async fn a_change_the_store_refuses_is_reported_and_the_others_are_kept() {
     assert_eq!(profile(&store, "u-3").await, json!({ "source": "ads" }));
     assert_eq!(store.profile("u-2").await.expect("read"), None);
 }
+
+#[tokio::test]
+async fn a_fold_of_more_documents_than_one_deletion_takes_keeps_every_profile() {
+    let ferret = FerretDb::start().await.expect("ferretdb");
+    let store = Store::connect(&ferret.uri(), &unique_name("profiles")).await.expect("store");
+    // 36,000 changes: more than FerretDB deletes in one request on SQLite (32,766), so
+    // the fold must delete what it replaces in parts.
+    let users = 12_000;
+    for round in 0..3u64 {
+        let events: Vec<BufferedEvent> = (0..users)
+            .map(|u| event(&format!("u-{u}"), json!({ "$set": { "round": round, "u": u } })))
+            .collect();
+        for (batch, events) in events.chunks(4_000).enumerate() {
+            apply(&store, round * 10 + batch as u64, events).await;
+        }
+    }
+    let changes = store.database().collection::<mongodb::bson::Document>(PROFILE_CHANGES);
+    let done = store.compact_profile_changes(0).await.expect("fold");
+    assert_eq!((done.users, done.replaced), (users, 3 * users));
+    assert_eq!(changes.count_documents(mongodb::bson::doc! {}).await.expect("count"), users as u64);
+    for u in [0, 5_999, 11_999] {
+        assert_eq!(profile(&store, &format!("u-{u}")).await, json!({ "round": 2, "u": u }));
+    }
+    // A few changes next to many profiles wait for more.
+    apply(&store, 100, &[event("u-1", json!({ "$set": { "round": 3 } }))]).await;
+    assert_eq!(store.compact_profile_changes(0).await.expect("fold").users, 0, "one change waits");
+    assert_eq!(profile(&store, "u-1").await, json!({ "round": 3, "u": 1 }));
+}
