@@ -96,6 +96,9 @@ pub struct Context {
     /// Turns to write a batch to the store: at most [`STORE_TURNS`] of this process's
     /// partitions write at once.
     pub store_turns: tokio::sync::Semaphore,
+    /// Turns to compact: one partition's compactions at a time, beside its writers (a
+    /// compaction passes over collections, which on FerretDB can take minutes).
+    pub compaction_turns: tokio::sync::Semaphore,
     /// Event names the store took as rollup bucket names.
     pub known_names: failed::KnownNames,
     /// Every partition's rollup log as read for writers that start together (one pass over
@@ -206,6 +209,7 @@ pub async fn connect(config_path: &Path, owner: String) -> Result<Arc<Context>, 
         batch_events: (config.processor.batch_size as usize).max(1),
         influx: config.influx.map(|config| influx::Sink { config, funnels: config_funnels }),
         store_turns: tokio::sync::Semaphore::new(STORE_TURNS),
+        compaction_turns: tokio::sync::Semaphore::new(1),
         known_names: failed::KnownNames::default(),
         start_logs: tokio::sync::Mutex::new(None),
         ready: AtomicBool::new(false),

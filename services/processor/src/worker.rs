@@ -61,9 +61,11 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
     let mut last_compaction = Instant::now();
     let mut last_log_compaction = Instant::now();
     let mut records_at_log_compaction = 0;
+    // Compactions run beside the writer, so that batches keep their freshness while one
+    // passes over history; one at a time per partition.
+    let mut housekeeping: Option<tokio::task::JoinHandle<()>> = None;
     let ending = || *stop.borrow() || *lost.borrow();
-    // Waits and compactions end early when the process stops or the lease is lost (an
-    // interrupted compaction leaves everything readable as before).
+    // Waits end early when the process stops or the lease is lost.
     let (mut stopping, mut losing) = (stop.clone(), lost.clone());
     while !ending() {
         let mut caught_up = false;
@@ -104,19 +106,36 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
                 }
             }
         }
-        if due(last_compaction.elapsed(), caught_up, COMPACT_EVERY, COMPACT_LATEST) && !ending() {
-            last_compaction = Instant::now();
-            unless_ending(compact(&ctx, partition), &mut stopping, &mut losing).await;
+        if housekeeping.as_ref().is_some_and(|task| !task.is_finished()) || ending() {
+            continue;
         }
+        let blocks = due(last_compaction.elapsed(), caught_up, COMPACT_EVERY, COMPACT_LATEST);
         let records = state.records_committed - records_at_log_compaction;
-        if (due(last_log_compaction.elapsed(), caught_up, LOG_COMPACT_EVERY, LOG_COMPACT_LATEST)
-            || records >= LOG_COMPACT_RECORDS)
-            && !ending()
-        {
+        let log = due(last_log_compaction.elapsed(), caught_up, LOG_COMPACT_EVERY, LOG_COMPACT_LATEST)
+            || records >= LOG_COMPACT_RECORDS;
+        if blocks {
+            last_compaction = Instant::now();
+        }
+        if log {
             last_log_compaction = Instant::now();
             records_at_log_compaction = state.records_committed;
-            unless_ending(compact_log(&ctx, partition), &mut stopping, &mut losing).await;
         }
+        if blocks || log {
+            let ctx = Arc::clone(&ctx);
+            housekeeping = Some(tokio::spawn(async move {
+                let _turn = ctx.compaction_turns.acquire().await.ok();
+                if blocks {
+                    compact(&ctx, partition).await;
+                }
+                if log {
+                    compact_log(&ctx, partition).await;
+                }
+            }));
+        }
+    }
+    // A compaction stopped anywhere leaves everything readable as before.
+    if let Some(task) = housekeeping {
+        task.abort();
     }
     renewer.abort();
     // Bounded: with Redis gone, the lease expires by itself and the process must still stop.
@@ -666,7 +685,6 @@ async fn compact(ctx: &Context, partition: u32) {
 /// folds each user's profile changes into one. A failure waits for the next round: both
 /// stay readable meanwhile.
 async fn compact_log(ctx: &Context, partition: u32) {
-    let turn = ctx.store_turns.acquire().await.ok();
     let now = jiff::Timestamp::now().as_millisecond();
     match ctx.store.compact_rollup_log(partition, now).await {
         Ok(done) if done.records_merged > 0 => tracing::debug!(
@@ -692,7 +710,6 @@ async fn compact_log(ctx: &Context, partition: u32) {
             tracing::warn!(partition, error = %e, "profile changes not folded; retrying later");
         }
     }
-    drop(turn);
 }
 
 /// How many entries to read at once, so that a read holds about a batch of events: an entry
