@@ -7,9 +7,9 @@ use schemars::{JsonSchema, Schema};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// A funnel the pipeline's processor keeps pre-aggregated, so its answers come back in
-/// about a millisecond. The fields besides pipelineRef are the funnel definition shared
-/// with ad-hoc funnel queries.
+/// A funnel on one pipeline, which the pipeline's query service keeps pre-aggregated in
+/// memory, so its answers come back in about a millisecond. The fields besides pipelineRef
+/// are the funnel definition shared with ad-hoc funnel queries.
 // Each printcolumn repeats `type_`, which clippy mistakes for a duplicated attribute.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
@@ -80,7 +80,8 @@ pub struct FunnelStatus {
     /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready: the pipeline exists and the processor maintains this funnel.
+    /// Ready: the pipeline exists and its pipeline config carries this version of the
+    /// funnel, so the query service maintains it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "crate::conditions_schema")]
     pub conditions: Vec<Condition>,

@@ -1,6 +1,8 @@
 //! The Pulse operator: turns each `AnalyticsPipeline` and `Funnel` into the Kubernetes
 //! objects and external state (Redis streams, MongoDB indexes, dashboards) of that tenant's
-//! pipeline. It never does analytics; it renders the pipeline config the services read.
+//! pipeline, and renders the pipeline config the services read. Its one computation over
+//! events is each Funnel's status summary (`funnel/summary.rs`): pulse-core's funnel engine
+//! over the last 7 days of the tenant's event blocks, at most once a minute per funnel.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

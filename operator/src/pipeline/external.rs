@@ -68,6 +68,7 @@ pub async fn ensure_storage(uri: &str, database: &str, retention: DurationSpec) 
 fn tenant_keys(tenant: &str, partitions: u32) -> Vec<String> {
     let mut keys = vec![
         rate_limit_key(tenant),
+        pulse_buffer::rollup_changes_key(tenant),
         format!("pulse:{{{tenant}}}:processors"),
         format!("pulse:{{{tenant}}}:paused"),
     ];
@@ -86,7 +87,8 @@ fn tenant_keys(tenant: &str, partitions: u32) -> Vec<String> {
 
 /// Deletes every key of the tenant: the known keys one by one (they live in different
 /// slots of a cluster), then, on a single Redis, whatever else carries the tenant's hash
-/// tags. Deleting a stream deletes its consumer group. Keys already gone are fine.
+/// tags (on a cluster, the query cache's answers are left to expire with their TTL).
+/// Deleting a stream deletes its consumer group. Keys already gone are fine.
 pub async fn delete_buffer(url: &str, cluster: bool, tenant: &str, partitions: u32) -> Result<u64, Error> {
     let mut conn = connect_redis(url, cluster).await?;
     let mut deleted = 0u64;
@@ -144,6 +146,7 @@ mod tests {
             "pulse:{acme:1}:backlog",
             "pulse:{acme:1}:lease",
             "pulse:{acme}:rate-limit",
+            "pulse:{acme}:rollup-changes",
         ] {
             assert!(keys.contains(&k.to_string()), "{k} missing from {keys:?}");
         }

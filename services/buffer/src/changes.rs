@@ -81,11 +81,6 @@ pub async fn read_changes(
     Ok(changes)
 }
 
-/// Adds one change: the period documents `ids` were updated.
-pub async fn publish_rollup_changes(conn: &mut Connection, tenant: &str, ids: &[String]) -> RedisResult<()> {
-    publish_changes(conn, tenant, ids, &[]).await
-}
-
 /// The id of the newest change, or `0-0` when there is none: read before a full read of
 /// the rollups, so that changes made during it are read again after.
 pub async fn newest_rollup_change(conn: &mut Connection, tenant: &str) -> RedisResult<String> {

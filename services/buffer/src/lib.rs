@@ -13,8 +13,7 @@ use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 pub use append::{APPEND_BELOW_MARK_SCRIPT, APPEND_SCRIPT, append_entry};
 pub use changes::{
-    Changes, newest_rollup_change, publish_changes, publish_rollup_changes, read_changes,
-    read_rollup_changes, rollup_changes_key,
+    Changes, newest_rollup_change, publish_changes, read_changes, read_rollup_changes, rollup_changes_key,
 };
 
 /// A connection to a single Redis or a Redis Cluster. Cheap to clone: clones share the

@@ -3,8 +3,8 @@
 //!
 //! Kept current in two ways: every second, the period documents the processor has changed
 //! since the last look, from the tenant's stream of rollup changes (see
-//! `pulse_buffer::publish_rollup_changes`), are read by `_id`, late and backfilled periods
-//! included; every few minutes, and at start, every hour and day document is read (which
+//! `pulse_buffer::publish_changes`), are read again (`Store::period_share`), late and
+//! backfilled periods included; every few minutes, and at start, every hour and day document is read (which
 //! also covers a replica that fell further behind than the stream keeps). A share is only
 //! ever replaced by one with the same or a later watermark, so an older read never undoes a
 //! newer one. Until the first full read, queries go to the store.

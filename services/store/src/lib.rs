@@ -13,15 +13,19 @@
 //! - `bucket_users_<yyyymmdd>_p<n>`: the users each record of partition `n` counted first in
 //!   each hour and day bucket starting that day, one list per record ([`rollups`]);
 //! - `profile_changes`: per batch and user, the user's profile update ([`profiles`]);
-//! - `event_blocks` and `event_block_index`: the raw events again, deflated in blocks of a
-//!   batch each with the stream entry of every event, for reads of many events and for a
-//!   writer to find which users its rollups counted ([`blocks`]);
+//! - `event_blocks_<yyyymmdd>` and `event_block_index`: the raw events again, deflated in
+//!   blocks of a batch's events of one UTC day each with the stream entry of every event,
+//!   for reads of many events and for a writer to find which users its rollups counted
+//!   ([`blocks`]);
 //! - `failed_events`: acknowledged events the store refused on every try, with the reason,
-//!   so that their partition moves on ([`failed`]).
+//!   so that their partition moves on ([`failed`]);
+//! - `rollup_name_probes`: empty; an event name is tried there as an update path before a
+//!   batch counts it ([`failed`]).
 //!
 //! Stores written by earlier versions may also hold `rollups` (period documents updated in
 //! place), `rollup_users` and `user_periods` (per-user markers), no longer written or
-//! read; a rebuild drops them. `profiles` (one document per user, updated in place) is
+//! read; a rebuild drops them. `event_blocks` (every block in one collection) is read until
+//! a rebuild moves its blocks into their days. `profiles` (one document per user, updated in place) is
 //! still read, as the state a user's profile changes apply to.
 //!
 //! Exactness without transactions: see docs/exactness.md and [`rollups`].

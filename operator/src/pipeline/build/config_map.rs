@@ -20,7 +20,7 @@ pub fn config_map(view: &ValidPipeline) -> Result<Child, Error> {
 }
 
 /// A short stable digest of the config text. Pods carry it as an annotation, so a config
-/// change rolls the workloads even where a service would not reload it by itself.
+/// change rolls the workloads: the services read the config once, at start.
 pub fn config_digest(text: &str) -> String {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0100_0000_01b3;

@@ -1,8 +1,10 @@
 //! The pipeline config: the one document the operator renders into a ConfigMap and every
-//! service reads at start (and reloads on change). It holds the tenant, its limits, the
-//! buffer and store addresses (secrets by file path, so they rotate without a restart),
-//! retention, time zone and the declared funnels. A service can run from such a file by
-//! hand, with no Kubernetes at all.
+//! service reads once, at start. Nothing watches the file: pods carry the config's digest
+//! as an annotation, so the operator's change of it rolls the Deployments. It holds the
+//! tenant, its limits, the buffer and store addresses (secrets by file path: the key files
+//! are re-read when they change, the Redis URL and MongoDB URI only at start), retention,
+//! time zone and the declared funnels. A service can run from such a file by hand, with no
+//! Kubernetes at all.
 
 mod influx;
 mod limits;
