@@ -22,7 +22,7 @@ use mongodb::bson::{Bson, DateTime, Document, doc};
 use pulse_core::config::RollupInterval;
 use pulse_core::rollup::{PeriodKey, counts_users};
 
-use crate::log::{ROLLUP_DELTAS, ROLLUP_LOG, int};
+use crate::log::{PACKED_PERIODS, ROLLUP_DELTAS, ROLLUP_LOG, int, pack_periods, periods_of};
 use crate::read::period_key;
 use crate::recount::{BucketTotals, document_of_totals, totals_of};
 use crate::{Store, StoreError, is_duplicate};
@@ -196,15 +196,13 @@ impl Store {
         }
         let version = upto;
         // The days to write: those the records touch, and those holding expired periods.
+        let mut sources = records.iter().map(periods_of).collect::<Result<Vec<_>, _>>()?;
         let mut days: BTreeSet<String> = BTreeSet::new();
-        for record in &records {
-            for period in record.get_array("periods").into_iter().flatten().filter_map(|p| p.as_document()) {
-                days.extend(period_key(period).map(|key| crate::rollups::utc_day(key.start)));
-            }
+        for period in sources.iter().flatten() {
+            days.extend(period_key(period).map(|key| crate::rollups::utc_day(key.start)));
         }
         days.extend(old.expiring.iter().filter(|(_, at)| **at <= now_ms).map(|(day, _)| day.clone()));
         let records_merged = records.len();
-        let mut sources = records;
         let replaced: Vec<String> = days
             .iter()
             .filter_map(|day| {
@@ -215,7 +213,7 @@ impl Store {
         if !replaced.is_empty() {
             let mut cursor = versions.find(doc! { "_id": { "$in": &replaced } }).await?;
             while let Some(d) = cursor.try_next().await? {
-                sources.push(d);
+                sources.push(periods_of(&d)?);
             }
         }
         let (mut merged, dropped) = merge(&sources, now_ms);
@@ -237,7 +235,7 @@ impl Store {
                 "day": day,
                 "b": version as i64,
                 "pids": pids,
-                "periods": periods,
+                PACKED_PERIODS: pack_periods(&periods)?,
             });
         }
         if !docs.is_empty() {
@@ -301,10 +299,10 @@ fn expiring_at(periods: &[Document]) -> Option<i64> {
 
 /// The periods of `sources` summed, by UTC day of their start (`yyyymmdd`), without the
 /// expired ones; and how many periods were dropped.
-fn merge(sources: &[Document], now_ms: i64) -> (BTreeMap<String, Vec<Document>>, usize) {
+fn merge(sources: &[Vec<Document>], now_ms: i64) -> (BTreeMap<String, Vec<Document>>, usize) {
     let mut sums: BTreeMap<PeriodKey, BTreeMap<String, BucketTotals>> = BTreeMap::new();
     for source in sources {
-        for period in source.get_array("periods").into_iter().flatten().filter_map(|p| p.as_document()) {
+        for period in source {
             let Some(key) = period_key(period) else { continue };
             let Ok(ev) = period.get_document("ev") else { continue };
             let buckets = sums.entry(key).or_default();

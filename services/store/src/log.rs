@@ -162,7 +162,7 @@ impl Store {
             "k": record as i64,
             "last": last.to_key(),
             "pids": ids,
-            "periods": periods,
+            PACKED_PERIODS: pack_periods(&periods)?,
         };
         // The content first: it counts only once the small commit document names it.
         crate::insert_new(&self.db.collection::<Document>(ROLLUP_DELTAS), vec![content]).await?;
@@ -180,6 +180,48 @@ impl Store {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// The field of a record's delta and of a compacted version that holds its periods: their
+/// BSON (`{periods: [...]}`), deflated. FerretDB converts every nested value of a document
+/// on each write and read, so periods as nested documents made a backfill's records (a
+/// minute period per event, hundreds of kilobytes) cost about 70 ms to insert and 180 ms to
+/// read each, against 7 and 10 packed; readers of the log pass over every record.
+pub(crate) const PACKED_PERIODS: &str = "pz";
+
+/// `periods` as the value of [`PACKED_PERIODS`].
+pub(crate) fn pack_periods(periods: &[Document]) -> Result<Bson, StoreError> {
+    use std::io::Write;
+    let mut bson = Vec::new();
+    doc! { "periods": periods }.to_writer(&mut bson).map_err(|e| StoreError::Encode(e.to_string()))?;
+    let mut deflate = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    deflate.write_all(&bson).map_err(|e| StoreError::Encode(e.to_string()))?;
+    let bytes = deflate.finish().map_err(|e| StoreError::Encode(e.to_string()))?;
+    Ok(Bson::Binary(mongodb::bson::Binary { subtype: mongodb::bson::spec::BinarySubtype::Generic, bytes }))
+}
+
+/// The periods of a record's delta or a version: packed, or as the nested documents that
+/// earlier versions wrote.
+pub(crate) fn periods_of(document: &Document) -> Result<Vec<Document>, StoreError> {
+    let Ok(packed) = document.get_binary_generic(PACKED_PERIODS) else {
+        return Ok(document
+            .get_array("periods")
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_document().cloned())
+            .collect());
+    };
+    let corrupt = |e: &dyn std::fmt::Display| {
+        StoreError::Encode(format!(
+            "the periods of {} do not decode: {e}",
+            document.get_str("_id").unwrap_or("?")
+        ))
+    };
+    let mut bson = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::DeflateDecoder::new(&packed[..]), &mut bson)
+        .map_err(|e| corrupt(&e))?;
+    let unpacked = Document::from_reader(&mut &bson[..]).map_err(|e| corrupt(&e))?;
+    Ok(unpacked.get_array("periods").into_iter().flatten().filter_map(|p| p.as_document().cloned()).collect())
 }
 
 /// Each partition's log from its ballots (`b|`) and commits (`d|`): the newest commit, and
@@ -247,5 +289,26 @@ pub(crate) fn int(v: Option<&Bson>) -> u64 {
         Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
         Some(Bson::Double(n)) => *n as u64,
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod packing_tests {
+    use super::*;
+
+    #[test]
+    fn periods_round_trip_packed_and_are_read_as_earlier_versions_wrote_them() {
+        let periods = vec![
+            doc! { "id": "minute|001", "i": "minute", "s": 60_000i64, "ev": { "a%2Eb": { "n": 2i64, "u": 1i64 } } },
+            doc! { "id": "day|000", "i": "day", "s": 0i64, "ev": { "view": { "n": 1i64 } } },
+        ];
+        let packed = doc! { "_id": "d|p0|1", PACKED_PERIODS: pack_periods(&periods).expect("pack") };
+        assert_eq!(periods_of(&packed).expect("unpack"), periods);
+        let nested = doc! { "_id": "d|p0|1", "periods": periods.clone() };
+        assert_eq!(periods_of(&nested).expect("nested"), periods);
+        let corrupt = doc! { "_id": "d|p0|1", PACKED_PERIODS: mongodb::bson::Binary {
+        subtype: mongodb::bson::spec::BinarySubtype::Generic, bytes: vec![1, 2, 3] } };
+        let error = periods_of(&corrupt).expect_err("corrupt").to_string();
+        assert!(error.contains("d|p0|1"), "{error}");
     }
 }

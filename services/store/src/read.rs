@@ -55,7 +55,7 @@ impl Store {
         for delta in self.live_records(filter).await? {
             let partition = crate::log::int(delta.get("p")) as u32;
             let last = delta.get_str("last").unwrap_or_default();
-            for period in delta.get_array("periods").into_iter().flatten().filter_map(|p| p.as_document()) {
+            for period in &crate::log::periods_of(&delta)? {
                 let Some(key) = period_key(period) else { continue };
                 if !keep(&key) {
                     continue;

@@ -150,7 +150,7 @@ impl Store {
     pub async fn stored_rollups(&self) -> Result<BTreeMap<String, BucketTotals>, StoreError> {
         let mut out = BTreeMap::new();
         for delta in self.live_records(doc! {}).await? {
-            for period in delta.get_array("periods").into_iter().flatten().filter_map(|p| p.as_document()) {
+            for period in &crate::log::periods_of(&delta)? {
                 let Some(key) = crate::read::period_key(period) else { continue };
                 let Ok(events) = period.get_document("ev") else { continue };
                 for (name, bucket) in events {
