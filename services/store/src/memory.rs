@@ -34,11 +34,13 @@ impl UserKey {
 }
 
 /// Kept (period, user) pairs per processor, shared evenly by its partitions' writers: 16
-/// bytes each in sorted arrays (a quarter more in hash sets until folded), about 195 MB
-/// resident when all are full (the `full_memory_size` test below). That holds the day and
-/// hour buckets of ten days of a million events a day (100,000 users), which a backfill
-/// spread over those days touches in every batch; see docs/operations.md.
-pub const PROCESS_CAPACITY: usize = 8_000_000;
+/// bytes each in sorted arrays (a quarter more in hash sets until folded), about 350 MB
+/// resident when all are full (the `full_memory_size` test below), within the processor
+/// pod's 1 GiB. A day of a million events of 100,000 users takes about 1.5 million pairs
+/// (hour and day buckets), so this holds the ten days a backfill spread over them touches
+/// in every batch; a backfill spread over more days than the memory holds re-reads user
+/// lists of forgotten days, batch after batch (see docs/operations.md).
+pub const PROCESS_CAPACITY: usize = 16_000_000;
 
 /// A period as the writer knows it.
 #[derive(Default)]
