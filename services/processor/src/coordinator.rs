@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::Context;
 use crate::lease::{PartitionLeaseKeys, lease_ttl};
-use crate::metrics::PartitionLabel;
+use crate::metrics::{ErrorLabel, PartitionLabel};
 use crate::stream::PartitionStream;
 
 const TICK: Duration = Duration::from_millis(500);
@@ -64,7 +64,10 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>, drain: 
             match deleted {
                 Ok(n) if n > 0 => tracing::info!(deleted = n, "expired data deleted"),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "retention delete failed; retrying later"),
+                Err(e) => {
+                    ctx.metrics.errors.get_or_create(&ErrorLabel { kind: "retention" }).inc();
+                    tracing::warn!(error = %e, "retention delete failed; retrying later")
+                }
             }
         }
         tokio::select! {

@@ -102,13 +102,19 @@ impl Store {
         // an event of an expired day is there.
         const DAY_MS: i64 = 86_400_000;
         let cutoff = (now_ms - retention.as_millis()).div_euclid(DAY_MS) * DAY_MS;
+        // A failure here (FerretDB refuses to delete more documents at once than its backend
+        // takes parameters: docs/operations.md) is reported after the rest has expired.
+        let mut raw_events = Ok(());
         if !ttl_index && self.holds_events_before(cutoff).await? {
-            deleted += self
+            match self
                 .db
                 .collection::<mongodb::bson::Document>(EVENTS)
                 .delete_many(doc! { "ts": { "$lt": mongodb::bson::DateTime::from_millis(cutoff) } })
-                .await?
-                .deleted_count;
+                .await
+            {
+                Ok(done) => deleted += done.deleted_count,
+                Err(e) => raw_events = Err(e),
+            }
         }
         deleted += self.delete_expired_blocks(cutoff).await?;
         // User lists of periods past retention go by whole collections, one per partition
@@ -123,6 +129,7 @@ impl Store {
                 self.db.collection::<mongodb::bson::Document>(&name).drop().await?;
             }
         }
+        raw_events?;
         Ok(deleted)
     }
 }

@@ -365,3 +365,33 @@ async fn blocks_an_older_version_kept_in_one_collection_are_read_until_a_rebuild
     let rebuilt = by_id(store.events_between(None, i64::MIN / 2, i64::MAX / 2, 100).await.expect("events"));
     assert_eq!(rebuilt, by_id(events));
 }
+
+#[tokio::test]
+async fn blocks_expire_even_when_the_store_refuses_to_delete_a_days_raw_events_at_once() {
+    let ferret = FerretDb::start().await.expect("ferretdb");
+    let store = store(&ferret).await;
+    let now = T0 + 40 * DAY;
+    let old_ids = write(&store, 0, 0, &[event("old-1", "view", T0, json!({}))]).await;
+    // More expired raw events than FerretDB on SQLite deletes in one request (32,766).
+    let events = store.database().collection::<mongodb::bson::Document>("events");
+    let at = mongodb::bson::DateTime::from_millis(T0 + 1);
+    let expired: Vec<mongodb::bson::Document> =
+        (0..40_000).map(|i| mongodb::bson::doc! { "_id": format!("bulk-{i}"), "ts": at }).collect();
+    for chunk in expired.chunks(5_000) {
+        events.insert_many(chunk.to_vec()).await.expect("insert expired raw events");
+    }
+
+    let outcome = store.delete_expired(now, DurationSpec::days(30), false).await;
+    let collections = store.database().list_collection_names().await.expect("collections");
+    assert!(
+        !collections.contains(&block_collection(&old_ids[0])),
+        "the expired day's blocks go: {outcome:?}"
+    );
+    let left = events.count_documents(mongodb::bson::doc! {}).await.expect("count");
+    match outcome {
+        // The store took the deletion (PostgreSQL takes more parameters).
+        Ok(_) => assert_eq!(left, 0, "expired raw events are deleted"),
+        // It refused: said, not hidden.
+        Err(e) => assert!(left > 0 && !e.to_string().is_empty(), "{e}"),
+    }
+}
