@@ -125,9 +125,24 @@ spec:
     delete: true
 "#;
 
+/// Starts of kwok tried before giving up: kwok 0.8 now and then dies in its own start-up
+/// ("fatal error: concurrent map writes"), which a second start does not meet.
+const KWOK_STARTS: u32 = 3;
+
 /// Starts kwok for nodes annotated `kwok.x-k8s.io/node: fake`, registers one such node and
-/// waits until it is Ready.
+/// waits until it is Ready. A kwok that exits before that is started again (each start
+/// logs to its own file).
 pub(crate) async fn start_kwok(stack: &KubeStack) -> Result<ServerProcess> {
+    let mut start = 1;
+    loop {
+        match start_kwok_once(stack, start).await {
+            Err(Error::Exited { .. }) if start < KWOK_STARTS => start += 1,
+            started => return started,
+        }
+    }
+}
+
+async fn start_kwok_once(stack: &KubeStack, start: u32) -> Result<ServerProcess> {
     let config = stack.dir.join("kwok-stages.yaml");
     std::fs::write(&config, STAGES).map_err(|e| Error::io(format!("writing {}", config.display()), e))?;
     let port = free_port()?;
@@ -143,7 +158,8 @@ pub(crate) async fn start_kwok(stack: &KubeStack) -> Result<ServerProcess> {
         .arg(format!("--server-address=127.0.0.1:{port}"));
     // kwok reads ~/.kwok; keep it in the stack's dir.
     command.env("HOME", stack.dir.path());
-    let mut process = ServerProcess::spawn("kwok", command, &stack.dir.join("kwok.log"))?;
+    let log = if start == 1 { "kwok.log".to_string() } else { format!("kwok-{start}.log") };
+    let mut process = ServerProcess::spawn("kwok", command, &stack.dir.join(&log))?;
 
     let nodes: Api<Node> = Api::all(stack.client().await?);
     let node: Node = serde_json::from_value(serde_json::json!({
@@ -161,10 +177,12 @@ pub(crate) async fn start_kwok(stack: &KubeStack) -> Result<ServerProcess> {
         },
     }))
     .map_err(|e| Error::client("building the simulated node", e))?;
-    nodes
-        .create(&PostParams::default(), &node)
-        .await
-        .map_err(|e| Error::client("registering the simulated node", e))?;
+    match nodes.create(&PostParams::default(), &node).await {
+        Ok(_) => {}
+        // Registered by an earlier start.
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(Error::client("registering the simulated node", e)),
+    }
 
     process
         .wait_ready(KWOK_TIMEOUT, || {
