@@ -527,10 +527,10 @@ RAW_SAME_EPS=0
 if ((SAME_DOCS > 0)); then
   # Twice, and the faster run is the limit: one run on this machine varies by up to a
   # third, and the slower one would flatter the processor.
-  log "raw insert_many of the processor's own documents: $SAME_DOCS of pulse_bench.events, copied, no secondary index as the processor keeps them on FerretDB (2 runs)"
+  log "raw insert_many of the processor's own documents: $SAME_DOCS of pulse_bench.events_*, copied, no secondary index as the processor keeps them on FerretDB (2 runs)"
   RAW_SAME_RUNS=()
   for run in 1 2; do
-    RAW_SAME_RUNS+=("$(RAW_DOCS="$SAME_DOCS" raw_insert "raw_same$run" --copy-from pulse_bench.events)")
+    RAW_SAME_RUNS+=("$(RAW_DOCS="$SAME_DOCS" raw_insert "raw_same$run" --copy-from "pulse_bench.events_*")")
   done
   RAW_SAME_EPS="$(calc "(${RAW_SAME_RUNS[0]} > ${RAW_SAME_RUNS[1]}) ? ${RAW_SAME_RUNS[0]} : ${RAW_SAME_RUNS[1]}")"
   log "  runs: ${RAW_SAME_RUNS[0]} and ${RAW_SAME_RUNS[1]} docs/s; the limit is the faster, $RAW_SAME_EPS docs/s"

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use pulse_buffer::Connection;
 use pulse_core::buffer::{CONSUMER_GROUP, backlog_key, rate_limit_key, stream_key};
-use pulse_core::duration::DurationSpec;
 use pulse_store::Store;
 
 use crate::error::Error;
@@ -58,9 +57,9 @@ pub async fn count_failed_events(uri: &str, database: &str) -> Result<u64, Error
 }
 
 /// Creates the tenant's collections and indexes if missing.
-pub async fn ensure_storage(uri: &str, database: &str, retention: DurationSpec) -> Result<(), Error> {
+pub async fn ensure_storage(uri: &str, database: &str) -> Result<(), Error> {
     let store = store(uri, database).await?;
-    store.ensure_schema(retention).await.map_err(|e| Error::storage("ensuring the schema", e))?;
+    store.ensure_schema().await.map_err(|e| Error::storage("ensuring the schema", e))?;
     Ok(())
 }
 

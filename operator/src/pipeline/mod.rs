@@ -233,13 +233,7 @@ async fn reconcile_pipeline(pipeline: &AnalyticsPipeline, ctx: &Context) -> Resu
     };
     let storage_part = match storage_part {
         Some(part) => part,
-        None => match external::ensure_storage(
-            &deref.mongodb_uri,
-            &view.config.storage.database,
-            view.config.storage.retention,
-        )
-        .await
-        {
+        None => match external::ensure_storage(&deref.mongodb_uri, &view.config.storage.database).await {
             Ok(()) => Part::new(
                 "StorageReady",
                 true,

@@ -181,7 +181,7 @@ pub async fn connect(config_path: &Path, owner: String) -> Result<Arc<Context>, 
         let attempt = async {
             let conn = Connection::open(&redis_url, config.buffer.cluster, Duration::from_secs(5)).await?;
             let store = Store::connect(&mongo_uri, &config.storage.database).await?;
-            let schema = store.ensure_schema(config.storage.retention).await?;
+            let schema = store.ensure_schema().await?;
             Ok::<_, ProcessorError>((conn, store, schema.ttl_index))
         };
         match attempt.await {

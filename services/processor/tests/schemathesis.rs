@@ -18,7 +18,6 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use futures::TryStreamExt;
 use pulse_core::buffer::{BufferedEvent, ENTRY_FIELD, stream_key};
 use pulse_testkit::{FerretDb, RedisServer};
 use support::Pipeline;
@@ -217,21 +216,15 @@ async fn accepted_by_ingest(http: &reqwest::Client, ingest: &str) -> u64 {
 /// The ids of the raw events, and the failed events.
 async fn stored(pipeline: &Pipeline) -> (BTreeSet<String>, Vec<pulse_store::FailedEvent>) {
     let store = pipeline.store().await;
-    let db = store.database();
-    let mut cursor = db
-        .collection::<mongodb::bson::Document>("events")
-        .find(mongodb::bson::doc! {})
-        .projection(mongodb::bson::doc! { "_id": 1 })
-        .await
-        .expect("find events");
-    let mut ids = BTreeSet::new();
-    while let Some(d) = cursor.try_next().await.expect("events cursor") {
-        // A non-string id cannot be any acknowledged event's: keep it visible as itself.
-        ids.insert(match d.get("_id") {
+    let raw = store.raw_event_documents(mongodb::bson::doc! { "_id": 1 }).await.expect("raw events");
+    // A non-string id cannot be any acknowledged event's: keep it visible as itself.
+    let ids = raw
+        .iter()
+        .map(|d| match d.get("_id") {
             Some(mongodb::bson::Bson::String(s)) => s.clone(),
             other => format!("{other:?}"),
-        });
-    }
+        })
+        .collect();
     let failed = store.list_failed_events(None, 1_000_000).await.expect("failed events");
     (ids, failed)
 }

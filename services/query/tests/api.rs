@@ -125,7 +125,7 @@ impl Tenant {
 
         let client = ferret.client().await.expect("client");
         let store = Store::new(client.database(&database));
-        store.ensure_schema(pulse_core::duration::DurationSpec::days(3650)).await.expect("schema");
+        store.ensure_schema().await.expect("schema");
         let changes = pulse_buffer::Connection::open(&redis.url(), false, std::time::Duration::from_secs(5))
             .await
             .expect("redis");

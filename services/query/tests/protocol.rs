@@ -47,7 +47,7 @@ async fn start(redis: &RedisServer, ferret: &FerretDb, events: &[BufferedEvent])
     );
     let config = file("pipeline.yaml", &config);
     let store = Store::new(ferret.client().await.expect("client").database(&database));
-    store.ensure_schema(pulse_core::duration::DurationSpec::days(3650)).await.expect("schema");
+    store.ensure_schema().await.expect("schema");
     let position = StreamPosition { millis: 1, sequence: 0 };
     let positioned: Vec<(StreamPosition, &BufferedEvent)> = events.iter().map(|e| (position, e)).collect();
     store.write_event_blocks(0, position, position, &positioned).await.expect("blocks");

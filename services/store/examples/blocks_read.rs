@@ -13,7 +13,7 @@ use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{Document, doc};
 use pulse_core::buffer::BufferedEvent;
 use pulse_core::rollup::StreamPosition;
-use pulse_store::collections::{EVENT_BLOCK_INDEX, EVENTS};
+use pulse_store::collections::EVENT_BLOCK_INDEX;
 use pulse_store::recount::event_of_document;
 use pulse_store::{EventWrite, Store};
 
@@ -62,7 +62,7 @@ async fn main() {
     let ferret = pulse_testkit::FerretDb::start().await.expect("start FerretDB");
     let client = ferret.client().await.expect("client");
     let store = Store::new(client.database("blocks_read"));
-    store.ensure_schema(pulse_core::duration::DurationSpec::days(365)).await.expect("schema");
+    store.ensure_schema().await.expect("schema");
     let end = jiff::Timestamp::now().as_millisecond();
 
     let all = events("b", total, end);
@@ -155,15 +155,18 @@ async fn main() {
     }
     let inserted = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    let mut cursor = store.database().collection::<Document>(EVENTS).find(doc! {}).await.expect("find");
     let (mut n, mut raw_bytes) = (0, 0);
     let mut buffer = Vec::new();
-    while let Some(d) = cursor.try_next().await.expect("cursor") {
-        buffer.clear();
-        d.to_writer(&mut buffer).expect("encode");
-        raw_bytes += buffer.len();
-        std::hint::black_box(event_of_document(&d));
-        n += 1;
+    for collection in store.raw_event_collections().await.expect("collections") {
+        let mut cursor =
+            store.database().collection::<Document>(&collection).find(doc! {}).await.expect("find");
+        while let Some(d) = cursor.try_next().await.expect("cursor") {
+            buffer.clear();
+            d.to_writer(&mut buffer).expect("encode");
+            raw_bytes += buffer.len();
+            std::hint::black_box(event_of_document(&d));
+            n += 1;
+        }
     }
     let s = started.elapsed().as_secs_f64();
     println!(

@@ -30,7 +30,7 @@ use pulse_core::buffer::BufferedEvent;
 use pulse_core::rollup::StreamPosition;
 use tokio::sync::mpsc;
 
-use crate::collections::{EVENT_BLOCK_INDEX, EVENT_BLOCKS_PREFIX, EVENTS, LEGACY_EVENT_BLOCKS};
+use crate::collections::{EVENT_BLOCK_INDEX, EVENT_BLOCKS_PREFIX, LEGACY_EVENT_BLOCKS};
 use crate::recount::event_of_document;
 use crate::{Store, StoreError, is_duplicate};
 
@@ -294,18 +294,20 @@ impl Store {
         let old = self.block_ids(doc! {}).await?;
         // Marks this rebuild's ids, so they never collide with an earlier rebuild's.
         let suffix = format!("|r{}", jiff::Timestamp::now().as_millisecond());
-        let mut cursor = self.db.collection::<Document>(EVENTS).find(doc! {}).await?;
         let mut pending: BTreeMap<(u32, i64), Vec<(StreamPosition, BufferedEvent)>> = BTreeMap::new();
         let mut written = Vec::new();
-        while let Some(d) = cursor.try_next().await? {
-            let partition = u32::try_from(int(d.get("src_p"))).unwrap_or(0);
-            let event = event_of_document(&d);
-            let key = (partition, day_of(event.timestamp));
-            let buffer = pending.entry(key).or_default();
-            buffer.push((position(&d, "src"), event));
-            if buffer.len() == REBUILD_BLOCK_EVENTS {
-                let full = pending.remove(&key).unwrap_or_default();
-                written.extend(self.write_rebuilt(key, &suffix, full).await?);
+        for collection in self.raw_event_collections().await? {
+            let mut cursor = self.db.collection::<Document>(&collection).find(doc! {}).await?;
+            while let Some(d) = cursor.try_next().await? {
+                let partition = u32::try_from(int(d.get("src_p"))).unwrap_or(0);
+                let event = event_of_document(&d);
+                let key = (partition, day_of(event.timestamp));
+                let buffer = pending.entry(key).or_default();
+                buffer.push((position(&d, "src"), event));
+                if buffer.len() == REBUILD_BLOCK_EVENTS {
+                    let full = pending.remove(&key).unwrap_or_default();
+                    written.extend(self.write_rebuilt(key, &suffix, full).await?);
+                }
             }
         }
         for (key, events) in pending {

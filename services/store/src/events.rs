@@ -1,13 +1,13 @@
 //! Raw events: inserted once by id, whatever the redeliveries and duplicates.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use pulse_core::buffer::BufferedEvent;
 use pulse_core::rollup::StreamPosition;
 
-use crate::collections::EVENTS;
+use crate::collections::{EVENTS_PREFIX, LEGACY_EVENTS};
 use crate::documents::document_of_json;
 use crate::{Store, StoreError};
 
@@ -94,79 +94,141 @@ impl Store {
         redelivered: bool,
     ) -> Result<InsertOutcome, StoreError> {
         let mut flags = vec![false; writes.len()];
+        let mut refused = Vec::new();
+        // Each UTC day's events go to that day's collection, where their ids are unique.
+        let mut days: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         let mut seen = HashSet::new();
-        let mut batch = Vec::new();
-        let mut batch_index = Vec::new();
         for (i, w) in writes.iter().enumerate() {
-            // A second copy of an id in the same batch is a duplicate of the first.
-            if seen.insert(w.event.event_id.as_str()) {
-                batch.push(raw_document(w));
-                batch_index.push(i);
-                flags[i] = true;
+            let collection = raw_collection(w.event.timestamp);
+            // A second copy of an id on the same day in the same batch is a duplicate of
+            // the first.
+            flags[i] = seen.insert((w.event.event_id.as_str(), collection.clone()));
+            days.entry(collection).or_default().push(i);
+        }
+        for (collection, all) in days {
+            let events = self.db.collection::<Document>(&collection);
+            let firsts: Vec<usize> = all.iter().copied().filter(|&i| flags[i]).collect();
+            let batch = firsts.iter().map(|&i| raw_document(&writes[i])).collect();
+            // After a refusal, the unordered insert may have stored the other documents:
+            // existing ids are then looked up as for a redelivery.
+            let (already, look_up): (Vec<usize>, bool) = match crate::insert_new(&events, batch).await {
+                Ok(already) => (already.into_iter().map(|k| firsts[k]).collect(), redelivered),
+                Err(StoreError::Mongo(e)) if crate::refusal::is_refusal(&e) => {
+                    let (already, day_refused) = one_by_one(&events, writes, &all, &mut flags).await?;
+                    refused.extend(day_refused);
+                    (already, true)
+                }
+                Err(e) => return Err(e),
+            };
+            if look_up {
+                stored_by_these_entries(&events, writes, &already, &mut flags).await?;
+            } else {
+                // On a first delivery an existing id is a duplicate.
+                for i in already {
+                    flags[i] = false;
+                }
             }
         }
-        if batch.is_empty() {
-            return Ok(InsertOutcome { flags, refused: Vec::new() });
-        }
-        let events = self.db.collection::<Document>(EVENTS);
-        // After a refusal, the unordered insert may have stored the other documents: existing
-        // ids are then looked up as for a redelivery.
-        let (already, refused, redelivered) = match crate::insert_new(&events, batch).await {
-            Ok(already) => (already.into_iter().map(|i| batch_index[i]).collect(), Vec::new(), redelivered),
-            Err(StoreError::Mongo(e)) if crate::refusal::is_refusal(&e) => {
-                let (already, refused) = one_by_one(&events, writes, &mut flags).await?;
-                (already, refused, true)
-            }
-            Err(e) => return Err(e),
-        };
-        if !redelivered {
-            for i in already {
-                flags[i] = false;
-            }
-            return Ok(InsertOutcome { flags, refused });
-        }
-        if already.is_empty() {
-            return Ok(InsertOutcome { flags, refused });
-        }
-        // Those ids exist: this entry stored them only if their source is this entry.
-        let ids: Vec<&str> = already.iter().map(|&i| writes[i].event.event_id.as_str()).collect();
-        // One find per thousand ids: FerretDB 1.24 serves no lookup by `_id` from an index
-        // (each scans the collection), so one pass finds them all; MongoDB uses its index.
-        let mut sources: HashMap<String, (i64, String)> = HashMap::new();
-        for chunk in ids.chunks(LOOKUP_CHUNK) {
-            let mut cursor = events
-                .find(doc! { "_id": { "$in": chunk } })
-                .projection(doc! { "src_p": 1, "src": 1 })
-                .await?;
-            while let Some(d) = cursor.try_next().await? {
-                let id = d.get_str("_id").unwrap_or_default().to_string();
-                let src_p = match d.get("src_p") {
-                    Some(Bson::Int64(p)) => *p,
-                    Some(Bson::Int32(p)) => i64::from(*p),
-                    _ => -1,
-                };
-                sources.insert(id, (src_p, d.get_str("src").unwrap_or_default().to_string()));
-            }
-        }
-        for i in already {
-            let w = &writes[i];
-            flags[i] = sources.get(&w.event.event_id) == Some(&source(w.partition, w.position));
-        }
+        refused.sort_by_key(|r| r.index);
         Ok(InsertOutcome { flags, refused })
     }
 }
 
-/// The slow path after the store refused a batch: each event alone, in order, so that
-/// exactly the documents it refuses are known. Returns the positions (in `writes`) whose
+impl Store {
+    /// The collections holding raw events: every day's, oldest first, then the single
+    /// collection of versions before them (`events`) if it is still there.
+    pub async fn raw_event_collections(&self) -> Result<Vec<String>, StoreError> {
+        let mut names: Vec<String> = self
+            .db
+            .list_collection_names()
+            .await?
+            .into_iter()
+            .filter(|n| is_raw_day_collection(n) || n == LEGACY_EVENTS)
+            .collect();
+        // `events` sorts before `events_...`: put it last.
+        names.sort_by_key(|n| (n == LEGACY_EVENTS, n.clone()));
+        Ok(names)
+    }
+
+    /// Every raw event document of every collection, with `projection` (for checks and
+    /// tools: it holds the whole history in memory).
+    pub async fn raw_event_documents(&self, projection: Document) -> Result<Vec<Document>, StoreError> {
+        let mut out = Vec::new();
+        for collection in self.raw_event_collections().await? {
+            let mut cursor = self
+                .db
+                .collection::<Document>(&collection)
+                .find(doc! {})
+                .projection(projection.clone())
+                .await?;
+            while let Some(d) = cursor.try_next().await? {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Whether `name` is a day's raw-event collection (`events_<yyyymmdd>`).
+pub(crate) fn is_raw_day_collection(name: &str) -> bool {
+    name.strip_prefix(EVENTS_PREFIX).is_some_and(|d| d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The collection of the raw events of the UTC day of `ts` (epoch ms):
+/// `events_<yyyymmdd>`. One per day, so that an insert's cost is bounded by a day's events
+/// whatever the history, and retention drops whole days.
+pub fn raw_collection(ts: i64) -> String {
+    format!("{EVENTS_PREFIX}{}", crate::rollups::utc_day(ts))
+}
+
+/// Sets the flags of `already` (positions in `writes` whose id existed in `events`): true
+/// where the stored copy came from the same stream entry, i.e. a redelivery of it.
+async fn stored_by_these_entries(
+    events: &mongodb::Collection<Document>,
+    writes: &[EventWrite<'_>],
+    already: &[usize],
+    flags: &mut [bool],
+) -> Result<(), StoreError> {
+    if already.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = already.iter().map(|&i| writes[i].event.event_id.as_str()).collect();
+    // One find per thousand ids: FerretDB 1.24 serves no lookup by `_id` from an index
+    // (each scans the collection), so one pass finds them all; MongoDB uses its index.
+    let mut sources: HashMap<String, (i64, String)> = HashMap::new();
+    for chunk in ids.chunks(LOOKUP_CHUNK) {
+        let mut cursor =
+            events.find(doc! { "_id": { "$in": chunk } }).projection(doc! { "src_p": 1, "src": 1 }).await?;
+        while let Some(d) = cursor.try_next().await? {
+            let id = d.get_str("_id").unwrap_or_default().to_string();
+            let src_p = match d.get("src_p") {
+                Some(Bson::Int64(p)) => *p,
+                Some(Bson::Int32(p)) => i64::from(*p),
+                _ => -1,
+            };
+            sources.insert(id, (src_p, d.get_str("src").unwrap_or_default().to_string()));
+        }
+    }
+    for &i in already {
+        let w = &writes[i];
+        flags[i] = sources.get(&w.event.event_id) == Some(&source(w.partition, w.position));
+    }
+    Ok(())
+}
+
+/// The slow path after the store refused a day's batch: each event of `indices` alone, in
+/// order, so that exactly the documents it refuses are known. Returns the positions (in `writes`) whose
 /// id existed already, and the refusals; `flags` says which were inserted.
 async fn one_by_one(
     events: &mongodb::Collection<Document>,
     writes: &[EventWrite<'_>],
+    indices: &[usize],
     flags: &mut [bool],
 ) -> Result<(Vec<usize>, Vec<Refusal>), StoreError> {
     let mut done: HashSet<&str> = HashSet::new();
     let (mut already, mut refused) = (Vec::new(), Vec::new());
-    for (i, w) in writes.iter().enumerate() {
+    for &i in indices {
+        let w = &writes[i];
         let id = w.event.event_id.as_str();
         flags[i] = false;
         // Later copies of an id stand in for a refused first copy; after a stored one they

@@ -48,7 +48,7 @@ mod schema;
 pub use blocks::BlockRef;
 pub use compaction::Compaction;
 pub use documents::{bson_of_json, json_of_bson};
-pub use events::{EventWrite, InsertOutcome, Refusal, StoredFlags};
+pub use events::{EventWrite, InsertOutcome, Refusal, StoredFlags, raw_collection};
 pub use failed::{FailedEvent, FailureReason};
 pub use log::{Ballot, LogState, LogTail, OpenRecord};
 pub use memory::{UserKey, WriterMemory};
@@ -57,7 +57,12 @@ pub use schema::SchemaReport;
 
 /// Collection names.
 pub mod collections {
-    pub const EVENTS: &str = "events";
+    /// Raw events, one collection per UTC day of their time: `events_<yyyymmdd>`
+    /// ([`crate::events::raw_collection`]).
+    pub const EVENTS_PREFIX: &str = "events_";
+    /// Where versions before the day collections kept every raw event: still read (rebuild)
+    /// and expired, and dropped once empty.
+    pub const LEGACY_EVENTS: &str = "events";
     pub const ROLLUP_LOG: &str = crate::log::ROLLUP_LOG;
     pub const ROLLUP_VERSIONS: &str = crate::compaction::ROLLUP_VERSIONS;
     pub const ROLLUP_DELTAS: &str = crate::log::ROLLUP_DELTAS;

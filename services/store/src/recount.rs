@@ -11,7 +11,7 @@ use pulse_core::rollup::{
     encode_key, interval_name,
 };
 
-use crate::collections::{EVENTS, LEGACY};
+use crate::collections::LEGACY;
 use crate::documents::json_of_bson;
 use crate::log::ROLLUP_LOG;
 use crate::rollups::BatchRollups;
@@ -112,22 +112,24 @@ impl Store {
     ) -> Result<(BTreeMap<(BucketKey, i64), BucketTotals>, UserPartitions), StoreError> {
         let mut contributions: BTreeMap<(BucketKey, i64), Contribution> = BTreeMap::new();
         let mut user_partition: BTreeMap<(BucketKey, String), i64> = BTreeMap::new();
-        let mut cursor = self.db.collection::<Document>(EVENTS).find(doc! {}).await?;
-        while let Some(d) = cursor.try_next().await? {
-            let event = event_of_document(&d);
-            let partition = match d.get("src_p") {
-                Some(Bson::Int64(p)) => *p,
-                Some(Bson::Int32(p)) => i64::from(*p),
-                _ => 0,
-            };
-            for key in buckets_of(&event, rollups.intervals, rollups.tz) {
-                if counts_users(key.interval) {
-                    user_partition
-                        .entry((key.clone(), event.distinct_id.clone()))
-                        .and_modify(|p| *p = (*p).min(partition))
-                        .or_insert(partition);
+        for collection in self.raw_event_collections().await? {
+            let mut cursor = self.db.collection::<Document>(&collection).find(doc! {}).await?;
+            while let Some(d) = cursor.try_next().await? {
+                let event = event_of_document(&d);
+                let partition = match d.get("src_p") {
+                    Some(Bson::Int64(p)) => *p,
+                    Some(Bson::Int32(p)) => i64::from(*p),
+                    _ => 0,
+                };
+                for key in buckets_of(&event, rollups.intervals, rollups.tz) {
+                    if counts_users(key.interval) {
+                        user_partition
+                            .entry((key.clone(), event.distinct_id.clone()))
+                            .and_modify(|p| *p = (*p).min(partition))
+                            .or_insert(partition);
+                    }
+                    contributions.entry((key, partition)).or_default().add(&event, rollups.numeric);
                 }
-                contributions.entry((key, partition)).or_default().add(&event, rollups.numeric);
             }
         }
         let mut shares: BTreeMap<(BucketKey, i64), BucketTotals> = contributions

@@ -3,63 +3,42 @@
 
 use mongodb::IndexModel;
 use mongodb::bson::doc;
-use mongodb::options::IndexOptions;
 use pulse_core::duration::DurationSpec;
 
-use crate::collections::{EVENT_BLOCK_INDEX, EVENTS};
+use crate::collections::{EVENT_BLOCK_INDEX, LEGACY_EVENTS};
 use crate::{Store, StoreError};
 
 /// What [`Store::ensure_schema`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SchemaReport {
-    /// Whether the server keeps raw-event retention itself with a TTL index; if not, the
-    /// processor deletes expired events periodically.
+    /// Whether the collection older versions kept every raw event in has a TTL index (the
+    /// server expires it); if not, the processor deletes its expired events. Day
+    /// collections are dropped by the processor on every server.
     pub ttl_index: bool,
 }
 
 impl Store {
     /// Creates the collections' indexes if missing. Safe to run any number of times, from
     /// any number of processes.
-    pub async fn ensure_schema(&self, retention: DurationSpec) -> Result<SchemaReport, StoreError> {
-        let events = self.db.collection::<mongodb::bson::Document>(EVENTS);
-        // Raw events are written once and read only whole (rebuild, recount): queries read
-        // the event blocks. So no secondary index but the TTL one where the server has TTL
-        // indexes: each costs every insert. Where it has none (FerretDB), no index on `ts`
-        // either: FerretDB serves no range filter from an index, so the daily retention pass
-        // reads the whole collection anyway, and the index cost every insert about a third
-        // of its rate with events' times spread over a minute (timestamps in any order
-        // land anywhere in it).
-        let ttl_index = match existing_ts_index(&events).await? {
-            // Decided on an earlier run: keep it (creating an index that exists, with other
-            // options, is an error, and crashes FerretDB 1.24's connection).
+    pub async fn ensure_schema(&self) -> Result<SchemaReport, StoreError> {
+        // Raw events live in one collection per UTC day (created by its first insert), read
+        // only whole (rebuild, recount) and retired by dropping the day: no secondary index,
+        // each would cost every insert. The single collection of older versions keeps what
+        // it had: a TTL index expires it where the server has them.
+        let legacy = self.db.collection::<mongodb::bson::Document>(LEGACY_EVENTS);
+        let ttl_index = match existing_ts_index(&legacy).await? {
             Some(TsIndex::Ttl) => true,
-            found => {
-                if let Some(TsIndex::Plain(name)) = found {
-                    // Made by an earlier version where the server has no TTL indexes.
-                    match events.drop_index(name).await {
-                        Ok(()) => {
-                            tracing::info!("dropped the plain index on the raw events' ts: it served no read")
-                        }
-                        Err(e) => tracing::warn!(error = %e, "the plain index on the raw events' ts stays"),
+            Some(TsIndex::Plain(name)) => {
+                // Made by an earlier version where the server has no TTL indexes.
+                match legacy.drop_index(name).await {
+                    Ok(()) => {
+                        tracing::info!("dropped the plain index on the raw events' ts: it served no read")
                     }
+                    Err(e) => tracing::warn!(error = %e, "the plain index on the raw events' ts stays"),
                 }
-                let ttl = IndexModel::builder()
-                    .keys(doc! { "ts": 1 })
-                    .options(
-                        IndexOptions::builder()
-                            .name("ts_ttl".to_string())
-                            .expire_after(std::time::Duration::from_secs(retention.as_secs()))
-                            .build(),
-                    )
-                    .build();
-                match events.create_index(ttl).await {
-                    Ok(_) => true,
-                    Err(e) => {
-                        tracing::info!(error = %e, "no TTL index on this server; expired events are deleted once a day");
-                        false
-                    }
-                }
+                false
             }
+            None => false,
         };
         // Rollups are read by `_id` (ranges of it for time ranges, see BucketKey::id) and
         // written often: no secondary index to maintain.
@@ -86,10 +65,11 @@ impl Store {
         Ok(SchemaReport { ttl_index })
     }
 
-    /// Deletes, by whole UTC days, raw events older than `retention` (where there is no TTL
-    /// index), event blocks whose newest event is, and the user lists of their periods.
-    /// Rollup periods past their own retention (minutes after 14 days, hours after 400;
-    /// days are kept) are left out by the rollup log's compaction ([`crate::compaction`]).
+    /// Deletes, by whole UTC days, raw events older than `retention` (their days'
+    /// collections; in the single collection of older versions, unless its TTL index does),
+    /// event blocks whose newest event is, and the user lists of their periods. Rollup
+    /// periods past their own retention (minutes after 14 days, hours after 400; days are
+    /// kept) are left out by the rollup log's compaction ([`crate::compaction`]).
     pub async fn delete_expired(
         &self,
         now_ms: i64,
@@ -97,39 +77,51 @@ impl Store {
         ttl_index: bool,
     ) -> Result<u64, StoreError> {
         let mut deleted = 0;
-        // Whole UTC days expire at once, so that the passes over the events collection (on
-        // a store without TTL indexes) happen once a day, and only when an event block says
-        // an event of an expired day is there.
+        // Whole UTC days expire at once.
         const DAY_MS: i64 = 86_400_000;
         let cutoff = (now_ms - retention.as_millis()).div_euclid(DAY_MS) * DAY_MS;
-        // A failure here (FerretDB refuses to delete more documents at once than its backend
-        // takes parameters: docs/operations.md) is reported after the rest has expired.
-        let mut raw_events = Ok(());
-        if !ttl_index && self.holds_events_before(cutoff).await? {
-            match self
-                .db
-                .collection::<mongodb::bson::Document>(EVENTS)
-                .delete_many(doc! { "ts": { "$lt": mongodb::bson::DateTime::from_millis(cutoff) } })
-                .await
-            {
-                Ok(done) => deleted += done.deleted_count,
-                Err(e) => raw_events = Err(e),
-            }
-        }
+        // A failure in the older versions' collection (FerretDB refuses to delete more
+        // documents at once than its backend takes parameters: docs/operations.md) is
+        // reported after the rest has expired.
+        let legacy = self.expire_legacy_events(cutoff, ttl_index).await;
         deleted += self.delete_expired_blocks(cutoff).await?;
-        // User lists of periods past retention go by whole collections, one per partition
-        // and day (`bucket_users_<yyyymmdd>_p<n>`: a day's names sort after the day alone).
-        let oldest_kept = format!(
-            "{}{}",
-            crate::rollups::BUCKET_USERS_PREFIX,
-            crate::rollups::utc_day(now_ms - retention.as_millis())
-        );
+        // Raw events and user lists of days past retention go by whole collections
+        // (`events_<yyyymmdd>`, and `bucket_users_<yyyymmdd>_p<n>`, whose names sort after
+        // the day's alone).
+        let oldest_day = crate::rollups::utc_day(cutoff);
+        let oldest_events = format!("{}{oldest_day}", crate::collections::EVENTS_PREFIX);
+        let oldest_lists = format!("{}{oldest_day}", crate::rollups::BUCKET_USERS_PREFIX);
         for name in self.db.list_collection_names().await? {
-            if name.starts_with(crate::rollups::BUCKET_USERS_PREFIX) && name < oldest_kept {
+            let expired = (crate::events::is_raw_day_collection(&name) && name < oldest_events)
+                || (name.starts_with(crate::rollups::BUCKET_USERS_PREFIX) && name < oldest_lists);
+            if expired {
                 self.db.collection::<mongodb::bson::Document>(&name).drop().await?;
             }
         }
-        raw_events?;
+        deleted += legacy?;
+        Ok(deleted)
+    }
+
+    /// Deletes the expired events of the collection older versions kept every raw event
+    /// in (where no TTL index does), and drops it once it is empty.
+    async fn expire_legacy_events(&self, cutoff: i64, ttl_index: bool) -> Result<u64, StoreError> {
+        if !self.db.list_collection_names().await?.iter().any(|n| n == LEGACY_EVENTS) {
+            return Ok(0);
+        }
+        let legacy = self.db.collection::<mongodb::bson::Document>(LEGACY_EVENTS);
+        let mut deleted = 0;
+        // Only when an event block says an event of an expired day is there: each pass
+        // reads the whole collection on FerretDB.
+        if !ttl_index && self.holds_events_before(cutoff).await? {
+            deleted = legacy
+                .delete_many(doc! { "ts": { "$lt": mongodb::bson::DateTime::from_millis(cutoff) } })
+                .await?
+                .deleted_count;
+        }
+        if legacy.estimated_document_count().await? == 0 {
+            legacy.drop().await?;
+            tracing::info!("the raw-event collection of older versions is empty and dropped");
+        }
         Ok(deleted)
     }
 }

@@ -22,7 +22,7 @@ const T0: i64 = 1_795_132_800_000;
 async fn store(ferret: &FerretDb) -> Store {
     let client = ferret.client().await.expect("client");
     let store = Store::new(client.database(&unique_name("blocks")));
-    store.ensure_schema(DurationSpec::days(30)).await.expect("schema");
+    store.ensure_schema().await.expect("schema");
     store
 }
 
@@ -57,19 +57,8 @@ async fn write(store: &Store, partition: u32, first: u64, events: &[BufferedEven
 }
 
 async fn raw_events(store: &Store) -> BTreeMap<String, BufferedEvent> {
-    use futures::TryStreamExt;
-    let mut cursor = store
-        .database()
-        .collection::<mongodb::bson::Document>("events")
-        .find(mongodb::bson::doc! {})
-        .await
-        .expect("find");
-    let mut out = BTreeMap::new();
-    while let Some(d) = cursor.try_next().await.expect("cursor") {
-        let e = event_of_document(&d);
-        out.insert(e.event_id.clone(), e);
-    }
-    out
+    let raw = store.raw_event_documents(mongodb::bson::doc! {}).await.expect("raw events");
+    raw.iter().map(event_of_document).map(|e| (e.event_id.clone(), e)).collect()
 }
 
 fn by_id(events: Vec<BufferedEvent>) -> BTreeMap<String, BufferedEvent> {
@@ -367,13 +356,69 @@ async fn blocks_an_older_version_kept_in_one_collection_are_read_until_a_rebuild
 }
 
 #[tokio::test]
-async fn blocks_expire_even_when_the_store_refuses_to_delete_a_days_raw_events_at_once() {
+async fn a_days_raw_events_expire_whole_however_many_they_are() {
+    let ferret = FerretDb::start().await.expect("ferretdb");
+    let store = store(&ferret).await;
+    let now = T0 + 40 * DAY;
+    // More events in a day than FerretDB on SQLite deletes in one request (32,766).
+    let old: Vec<BufferedEvent> =
+        (0..40_000).map(|i| event(&format!("old-{i}"), "view", T0 + i, json!({}))).collect();
+    for (n, chunk) in old.chunks(5_000).enumerate() {
+        write(&store, 0, (n * 5_000) as u64, chunk).await;
+    }
+    let kept = write(&store, 0, 50_000, &[event("kept-1", "view", now - DAY, json!({}))]).await;
+
+    store.delete_expired(now, DurationSpec::days(30), false).await.expect("retention");
+    let collections = store.database().list_collection_names().await.expect("collections");
+    assert!(
+        !collections.contains(&pulse_store::raw_collection(T0)),
+        "the expired day's raw events go: {collections:?}"
+    );
+    assert!(collections.contains(&pulse_store::raw_collection(now - DAY)), "{collections:?}");
+    assert!(collections.contains(&block_collection(&kept[0])), "{collections:?}");
+    let left = raw_events(&store).await;
+    assert_eq!(left.keys().collect::<Vec<_>>(), ["kept-1"]);
+}
+
+#[tokio::test]
+async fn an_event_id_is_one_event_within_its_utc_day() {
+    let ferret = FerretDb::start().await.expect("ferretdb");
+    let store = store(&ferret).await;
+    let first = event("same", "view", T0 + 1_000, json!({}));
+    let again_that_day = event("same", "view", T0 + DAY - 1, json!({}));
+    let next_day = event("same", "view", T0 + DAY, json!({}));
+    let insert = |events: Vec<BufferedEvent>, first: u64| {
+        let store = store.clone();
+        async move {
+            let writes: Vec<EventWrite<'_>> = events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| EventWrite { partition: 0, position: pos(first + i as u64), event: e })
+                .collect();
+            store.insert_events(&writes, false).await.expect("insert")
+        }
+    };
+    assert_eq!(
+        insert(vec![first.clone(), again_that_day.clone()], 0).await,
+        [true, false],
+        "a copy in the batch"
+    );
+    assert_eq!(insert(vec![again_that_day], 10).await, [false], "a later copy the same UTC day");
+    // Another UTC day's event with the same id is another event (docs/exactness.md).
+    assert_eq!(insert(vec![next_day.clone(), next_day], 20).await, [true, false]);
+    assert_eq!(store.raw_event_documents(mongodb::bson::doc! {}).await.expect("raw").len(), 2);
+}
+
+#[tokio::test]
+async fn blocks_expire_even_when_the_store_refuses_to_delete_an_older_versions_raw_events_at_once() {
     let ferret = FerretDb::start().await.expect("ferretdb");
     let store = store(&ferret).await;
     let now = T0 + 40 * DAY;
     let old_ids = write(&store, 0, 0, &[event("old-1", "view", T0, json!({}))]).await;
-    // More expired raw events than FerretDB on SQLite deletes in one request (32,766).
-    let events = store.database().collection::<mongodb::bson::Document>("events");
+    // More expired raw events in the single collection of versions before the day
+    // collections than FerretDB on SQLite deletes in one request (32,766).
+    let events =
+        store.database().collection::<mongodb::bson::Document>(pulse_store::collections::LEGACY_EVENTS);
     let at = mongodb::bson::DateTime::from_millis(T0 + 1);
     let expired: Vec<mongodb::bson::Document> =
         (0..40_000).map(|i| mongodb::bson::doc! { "_id": format!("bulk-{i}"), "ts": at }).collect();

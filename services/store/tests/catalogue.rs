@@ -5,16 +5,30 @@
 use mongodb::bson::{Document, doc};
 use pulse_core::buffer::BufferedEvent;
 use pulse_core::rollup::StreamPosition;
-use pulse_store::collections::EVENTS;
-use pulse_store::{EventWrite, Store};
+use pulse_store::{EventWrite, Store, raw_collection};
 use pulse_testkit::{Backend, FerretDb, unique_name};
 
-/// The table FerretDB 1.x names for a collection: its lower-cased name and the FNV-1a hash
-/// of the name, as its PostgreSQL backend computes it.
+/// The table FerretDB 1.x names for a collection, as its PostgreSQL backend computes it:
+/// the lower-cased name with each character not a letter (and the run of characters after
+/// it that are neither letters, digits nor `_`) replaced by `_`, then the FNV-1a hash of
+/// the name.
 fn table_of(collection: &str) -> String {
     let hash = collection.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
-    format!("{}_{hash:08x}", collection.to_lowercase())
+    let mut name = String::new();
+    let mut chars = collection.to_lowercase().chars().collect::<Vec<_>>().into_iter().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_lowercase() {
+            name.push(c);
+            continue;
+        }
+        name.push('_');
+        while chars.next_if(|n| !(n.is_ascii_lowercase() || n.is_ascii_digit() || *n == '_')).is_some() {}
+    }
+    format!("{name}_{hash:08x}")
 }
+
+/// When the events happened: their day's collection is the one FerretDB lost.
+const AT: i64 = 1_795_132_800_000;
 
 fn event(n: usize) -> BufferedEvent {
     BufferedEvent {
@@ -22,8 +36,8 @@ fn event(n: usize) -> BufferedEvent {
         id_generated: false,
         event: "signed up".into(),
         distinct_id: format!("u-{n}"),
-        timestamp: 1_795_132_800_000,
-        received_at: 1_795_132_800_000,
+        timestamp: AT,
+        received_at: AT,
         properties: serde_json::Map::new(),
     }
 }
@@ -37,7 +51,7 @@ async fn a_collection_ferretdb_lost_from_its_catalogue_holds_events_back_until_t
     // between creating the events table and recording it.
     client.database(&db).collection::<Document>("other").insert_one(doc! { "_id": 1 }).await.expect("insert");
     ferret
-        .psql(&format!(r#"CREATE TABLE "{db}"."{}" (_jsonb jsonb)"#, table_of(EVENTS)))
+        .psql(&format!(r#"CREATE TABLE "{db}"."{}" (_jsonb jsonb)"#, table_of(&raw_collection(AT))))
         .expect("orphan table");
 
     let store = Store::new(client.database(&db));
@@ -63,8 +77,12 @@ async fn a_collection_ferretdb_lost_from_its_catalogue_holds_events_back_until_t
     let outcome = store.insert_events_or_refuse(&writes, true).await.expect("stored after the repair");
     assert!(outcome.refused.is_empty(), "{:?}", outcome.refused);
     assert_eq!(outcome.flags, vec![true; 3]);
-    let stored =
-        store.database().collection::<Document>(EVENTS).count_documents(doc! {}).await.expect("count");
+    let stored = store
+        .database()
+        .collection::<Document>(&raw_collection(AT))
+        .count_documents(doc! {})
+        .await
+        .expect("count");
     assert_eq!(stored, 3);
     let kept =
         ferret.psql(&format!("SELECT count(*) FROM \"{db}\".\"{}\"", table_of("other"))).expect("count");

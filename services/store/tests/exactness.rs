@@ -64,7 +64,7 @@ impl Fixture {
     async fn new(ferret: &FerretDb, tenure: Tenure) -> Self {
         let client = ferret.client().await.expect("client");
         let store = Store::new(client.database(&unique_name("tenant")));
-        store.ensure_schema(pulse_core::duration::DurationSpec::days(365)).await.expect("schema");
+        store.ensure_schema().await.expect("schema");
         Fixture {
             store,
             numeric: vec!["revenue".parse().expect("path")],
@@ -374,7 +374,7 @@ async fn ensure_schema_is_idempotent() {
     let client = ferret.client().await.expect("client");
     let store = Store::new(client.database(&unique_name("tenant")));
     for _ in 0..3 {
-        store.ensure_schema(pulse_core::duration::DurationSpec::days(30)).await.expect("schema");
+        store.ensure_schema().await.expect("schema");
     }
     store.ping().await.expect("the server still answers");
 }
@@ -389,7 +389,7 @@ async fn the_plain_ts_index_of_an_earlier_version_is_dropped_where_the_server_ha
         .create_index(mongodb::IndexModel::builder().keys(mongodb::bson::doc! { "ts": 1 }).build())
         .await
         .expect("an earlier version's index");
-    let report = store.ensure_schema(pulse_core::duration::DurationSpec::days(30)).await.expect("schema");
+    let report = store.ensure_schema().await.expect("schema");
     let names = events.list_index_names().await.expect("indexes");
     if report.ttl_index {
         assert!(names.contains(&"ts_ttl".to_string()) || names.contains(&"ts_1".to_string()), "{names:?}");
@@ -397,7 +397,7 @@ async fn the_plain_ts_index_of_an_earlier_version_is_dropped_where_the_server_ha
         assert_eq!(names, ["_id_"], "FerretDB keeps no index on ts: it serves no read there");
     }
     // Again: nothing left to drop, nothing created.
-    store.ensure_schema(pulse_core::duration::DurationSpec::days(30)).await.expect("schema again");
+    store.ensure_schema().await.expect("schema again");
     store.ping().await.expect("the server still answers");
 }
 

@@ -6,8 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use futures::TryStreamExt;
-use mongodb::bson::{Document, doc};
+use mongodb::bson::doc;
 use pulse_core::config::RollupInterval;
 use pulse_core::property::PropertyPath;
 use pulse_store::{BatchRollups, Store};
@@ -65,14 +64,15 @@ async fn two_runs_store_the_history_as_the_processor_would_and_leave_the_leases_
     load(&config, 1, 2, end_ms);
 
     let store = Store::connect(&ferret.uri(), &database).await.expect("store");
-    let events = store.database().collection::<Document>("events");
-    let raw: Vec<Document> = events.find(doc! {}).await.expect("find").try_collect().await.expect("read");
+    let raw = store.raw_event_documents(doc! {}).await.expect("raw events");
     assert_eq!(raw.len() as u64, 2 * EVENTS_PER_DAY);
     let first = end_ms - 2 * DAY_MS;
     for d in &raw {
         let ts = d.get_datetime("ts").expect("ts").timestamp_millis();
         assert!((first..end_ms).contains(&ts), "an event at {ts} outside the two days");
     }
+    let days = store.raw_event_collections().await.expect("collections");
+    assert_eq!(days, [pulse_store::raw_collection(first), pulse_store::raw_collection(first + DAY_MS)]);
 
     // Rollups: every bucket equals a recount from the raw events, as after the processor.
     let intervals = [RollupInterval::Minute, RollupInterval::Hour, RollupInterval::Day];

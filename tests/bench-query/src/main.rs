@@ -87,7 +87,7 @@ async fn run(args: &Args) -> Result<(), Failure> {
     log(started, &format!("generated {} events of {users} users over {} days", events.len(), args.days));
 
     let store = Store::new(ferret.client().await?.database("pulse_bench"));
-    store.ensure_schema(pulse_core::duration::DurationSpec::days(3650)).await?;
+    store.ensure_schema().await?;
     let load = Instant::now();
     load_raw(&store, &events, started).await?;
     let raw_s = load.elapsed().as_secs_f64();

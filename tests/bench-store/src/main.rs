@@ -46,9 +46,10 @@ struct Args {
     /// one earlier versions kept on FerretDB), so every insert maintains it too.
     #[arg(long)]
     indexes: bool,
-    /// Insert copies of the first `--docs` documents of this collection (e.g. the
-    /// processor's raw events, `pulse_bench.events`) instead of generated ones: the store's
-    /// limit for exactly the documents the processor wrote.
+    /// Insert copies of the first `--docs` documents of this collection instead of generated
+    /// ones: the store's limit for exactly the documents the processor wrote. A name ending
+    /// in `*` reads the collections it starts, in name order (the processor's raw events,
+    /// one collection per UTC day: `pulse_bench.events_*`).
     #[arg(long, value_name = "DATABASE.COLLECTION")]
     copy_from: Option<String>,
     /// Leave the documents in place after the run.
@@ -168,15 +169,34 @@ async fn run(args: &Args) -> Result<Outcome, String> {
 /// The first `docs` documents of `source` (DATABASE.COLLECTION, checked by `validate`).
 async fn copied(client: &Client, source: &str, docs: u64) -> Result<Vec<Document>, String> {
     let (database, collection) = source.split_once('.').unwrap_or((source, ""));
-    let collection = client.database(database).collection::<Document>(collection);
-    let documents: Vec<Document> = collection
-        .find(doc! {})
-        .limit(i64::try_from(docs).unwrap_or(i64::MAX))
-        .await
-        .map_err(|e| format!("reading {source}: {e}"))?
-        .try_collect()
-        .await
-        .map_err(|e| format!("reading {source}: {e}"))?;
+    let database = client.database(database);
+    let names = match collection.strip_suffix('*') {
+        None => vec![collection.to_string()],
+        Some(prefix) => {
+            let mut names =
+                database.list_collection_names().await.map_err(|e| format!("listing {source}: {e}"))?;
+            names.retain(|n| n.starts_with(prefix));
+            names.sort();
+            names
+        }
+    };
+    let mut documents = Vec::new();
+    for name in names {
+        let left = docs.saturating_sub(documents.len() as u64);
+        if left == 0 {
+            break;
+        }
+        let read: Vec<Document> = database
+            .collection::<Document>(&name)
+            .find(doc! {})
+            .limit(i64::try_from(left).unwrap_or(i64::MAX))
+            .await
+            .map_err(|e| format!("reading {source}: {e}"))?
+            .try_collect()
+            .await
+            .map_err(|e| format!("reading {source}: {e}"))?;
+        documents.extend(read);
+    }
     if (documents.len() as u64) < docs {
         return Err(format!("{source} holds {} documents, fewer than --docs {docs}", documents.len()));
     }

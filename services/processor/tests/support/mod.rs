@@ -188,16 +188,9 @@ impl Pipeline {
     /// The events read from the blocks are the raw events: the same ids, the same content,
     /// whatever copies the kills left in several blocks.
     pub async fn assert_blocks_hold_the_raw_events(&self) {
-        use futures::TryStreamExt;
         let store = self.store().await;
-        let mut cursor = store
-            .database()
-            .collection::<mongodb::bson::Document>("events")
-            .find(mongodb::bson::doc! {})
-            .await
-            .expect("find events");
         let mut raw = std::collections::BTreeMap::new();
-        while let Some(d) = cursor.try_next().await.expect("cursor") {
+        for d in store.raw_event_documents(mongodb::bson::doc! {}).await.expect("raw events") {
             let e = pulse_store::recount::event_of_document(&d);
             raw.insert(e.event_id.clone(), e);
         }
@@ -229,21 +222,10 @@ impl Pipeline {
 
     pub async fn assert_exact(&self, ids: &BTreeSet<String>) {
         let store = self.store().await;
-        let stored: BTreeSet<String> = {
-            use futures::TryStreamExt;
-            let mut cursor = store
-                .database()
-                .collection::<mongodb::bson::Document>("events")
-                .find(mongodb::bson::doc! {})
-                .projection(mongodb::bson::doc! { "_id": 1 })
-                .await
-                .expect("find events");
-            let mut out = BTreeSet::new();
-            while let Some(d) = cursor.try_next().await.expect("cursor") {
-                out.insert(d.get_str("_id").expect("id").to_string());
-            }
-            out
-        };
+        let raw = store.raw_event_documents(mongodb::bson::doc! { "_id": 1 }).await.expect("raw events");
+        let stored: BTreeSet<String> =
+            raw.iter().map(|d| d.get_str("_id").expect("id").to_string()).collect();
+        assert_eq!(raw.len(), stored.len(), "an id is stored once, in one day's collection");
         let missing: Vec<&String> = ids.difference(&stored).take(5).collect();
         let extra: Vec<&String> = stored.difference(ids).take(5).collect();
         assert!(
