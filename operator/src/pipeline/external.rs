@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use pulse_buffer::Connection;
-use pulse_core::buffer::{CONSUMER_GROUP, backlog_key, rate_limit_key, stream_key};
+use pulse_buffer::TenantLayout;
+use pulse_core::buffer::CONSUMER_GROUP;
 use pulse_store::Store;
 
 use crate::error::Error;
@@ -23,7 +24,7 @@ pub async fn ensure_buffer(url: &str, cluster: bool, tenant: &str, partitions: u
     for partition in 0..partitions {
         let created: redis::RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
-            .arg(stream_key(tenant, partition))
+            .arg(TenantLayout::of(tenant).stream(partition))
             .arg(CONSUMER_GROUP)
             .arg("0")
             .arg("MKSTREAM")
@@ -63,91 +64,68 @@ pub async fn ensure_storage(uri: &str, database: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// The keys of one partition and of the tenant that the services write.
-fn tenant_keys(tenant: &str, partitions: u32) -> Vec<String> {
-    let mut keys = vec![
-        rate_limit_key(tenant),
-        pulse_buffer::rollup_changes_key(tenant),
-        format!("pulse:{{{tenant}}}:processors"),
-        format!("pulse:{{{tenant}}}:paused"),
-    ];
-    for p in 0..partitions {
-        let tag = format!("pulse:{{{tenant}:{p}}}");
-        keys.extend([
-            stream_key(tenant, p),
-            backlog_key(tenant, p),
-            format!("{tag}:lease"),
-            format!("{tag}:lease-counter"),
-            format!("{tag}:lease-token"),
-        ]);
-    }
-    keys
-}
-
-/// Deletes every key of the tenant: the known keys one by one (they live in different
-/// slots of a cluster), then, on a single Redis, whatever else carries the tenant's hash
-/// tags (on a cluster, the query cache's answers are left to expire with their TTL).
+/// Deletes every key of the tenant: those with fixed names ([`TenantLayout::fixed_keys`]),
+/// then whatever else carries one of its hash tags (the query cache's answers). On a Redis
+/// Cluster a hash tag is one slot, so its keys are scanned on the node that holds it.
 /// Deleting a stream deletes its consumer group. Keys already gone are fine.
 pub async fn delete_buffer(url: &str, cluster: bool, tenant: &str, partitions: u32) -> Result<u64, Error> {
     let mut conn = connect_redis(url, cluster).await?;
+    let layout = TenantLayout::of(tenant);
     let mut deleted = 0u64;
-    for key in tenant_keys(tenant, partitions) {
-        let n: u64 =
-            redis::cmd("DEL").arg(&key).query_async(&mut conn).await.map_err(|e| Error::redis("DEL", e))?;
-        deleted += n;
+    for key in layout.fixed_keys(partitions) {
+        deleted += delete(&mut conn, &key).await?;
     }
-    if !cluster {
-        for pattern in [format!("pulse:{{{tenant}:*"), format!("pulse:{{{tenant}}}:*")] {
-            let mut cursor = 0u64;
-            loop {
-                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|e| Error::redis("SCAN", e))?;
-                for key in keys {
-                    let n: u64 = redis::cmd("DEL")
-                        .arg(&key)
-                        .query_async(&mut conn)
-                        .await
-                        .map_err(|e| Error::redis("DEL", e))?;
-                    deleted += n;
-                }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
+    for (prefix, sample) in layout.hash_tags(partitions) {
+        for key in keys_of_tag(&mut conn, &prefix, &sample).await? {
+            deleted += delete(&mut conn, &key).await?;
         }
     }
     Ok(deleted)
+}
+
+async fn delete(conn: &mut Connection, key: &str) -> Result<u64, Error> {
+    redis::cmd("DEL").arg(key).query_async(conn).await.map_err(|e| Error::redis("DEL", e))
+}
+
+/// The keys starting with `prefix`, a hash tag's prefix (`sample` is a key of the tag): a
+/// SCAN of the server, or of the cluster node holding the tag's slot.
+async fn keys_of_tag(conn: &mut Connection, prefix: &str, sample: &str) -> Result<Vec<String>, Error> {
+    use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+    let node = match conn {
+        Connection::Single(_) => None,
+        Connection::Cluster(_) => {
+            let slot: u16 = redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(sample)
+                .query_async(conn)
+                .await
+                .map_err(|e| Error::redis("CLUSTER KEYSLOT", e))?;
+            Some(RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+                slot,
+                SlotAddr::Master,
+            ))))
+        }
+    };
+    let (mut keys, mut cursor) = (Vec::new(), 0u64);
+    loop {
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(cursor).arg("MATCH").arg(format!("{prefix}*")).arg("COUNT").arg(1000);
+        let reply = match (&mut *conn, &node) {
+            (Connection::Cluster(c), Some(route)) => c.route_command(scan, route.clone()).await,
+            (c, _) => scan.query_async::<redis::Value>(c).await,
+        };
+        let (next, found): (u64, Vec<String>) =
+            reply.and_then(|v| Ok(redis::from_redis_value(v)?)).map_err(|e| Error::redis("SCAN", e))?;
+        keys.extend(found);
+        if next == 0 {
+            return Ok(keys);
+        }
+        cursor = next;
+    }
 }
 
 /// Drops the tenant's database; a database already gone is fine.
 pub async fn delete_storage(uri: &str, database: &str) -> Result<(), Error> {
     let store = store(uri, database).await?;
     store.database().drop().await.map_err(|e| Error::storage("dropping the database", e))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_partitions_keys_are_deleted() {
-        let keys = tenant_keys("acme", 2);
-        for k in [
-            "pulse:{acme:0}:events",
-            "pulse:{acme:1}:backlog",
-            "pulse:{acme:1}:lease",
-            "pulse:{acme}:rate-limit",
-            "pulse:{acme}:rollup-changes",
-        ] {
-            assert!(keys.contains(&k.to_string()), "{k} missing from {keys:?}");
-        }
-    }
 }

@@ -2,7 +2,8 @@
 //! move together in one script, so the processor's acknowledgement (which lowers the count)
 //! always finds what it subtracts.
 
-use pulse_core::buffer::{ENTRY_FIELD, backlog_key, stream_key};
+use crate::TenantLayout;
+use pulse_core::buffer::ENTRY_FIELD;
 use redis::RedisResult;
 
 use crate::Connection;
@@ -55,8 +56,8 @@ pub async fn append_entry(
     events: u64,
 ) -> RedisResult<String> {
     redis::Script::new(APPEND_SCRIPT)
-        .key(stream_key(tenant, partition))
-        .key(backlog_key(tenant, partition))
+        .key(TenantLayout::of(tenant).stream(partition))
+        .key(TenantLayout::of(tenant).backlog(partition))
         .arg(ENTRY_FIELD)
         .arg(payload)
         .arg(events)

@@ -12,6 +12,7 @@ use redis::streams::{StreamRangeReply, StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands, RedisResult};
 
 use crate::Connection;
+use crate::TenantLayout;
 
 /// About how many changes the stream keeps.
 const KEEP: usize = 100_000;
@@ -19,11 +20,6 @@ const KEEP: usize = 100_000;
 const PERIODS: &str = "periods";
 /// The entry field holding the written event block ids, comma-separated.
 const BLOCKS: &str = "blocks";
-
-/// `pulse:{<tenant>}:rollup-changes`.
-pub fn rollup_changes_key(tenant: &str) -> String {
-    format!("pulse:{{{tenant}}}:rollup-changes")
-}
 
 /// What changed, as read from the stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,7 +49,8 @@ pub async fn publish_changes(
         return Ok(());
     }
     let options = redis::streams::StreamMaxlen::Approx(KEEP);
-    let _: String = conn.xadd_maxlen(rollup_changes_key(tenant), options, "*", &fields).await?;
+    let _: String =
+        conn.xadd_maxlen(TenantLayout::of(tenant).rollup_changes(), options, "*", &fields).await?;
     Ok(())
 }
 
@@ -64,7 +61,7 @@ pub async fn read_changes(
     after: &str,
     count: usize,
 ) -> RedisResult<Changes> {
-    let key = rollup_changes_key(tenant);
+    let key = TenantLayout::of(tenant).rollup_changes();
     let reply: Option<StreamReadReply> =
         conn.xread_options(&[&key], &[after], &StreamReadOptions::default().count(count)).await?;
     let mut changes = Changes::default();
@@ -84,7 +81,8 @@ pub async fn read_changes(
 /// The id of the newest change, or `0-0` when there is none: read before a full read of
 /// the rollups, so that changes made during it are read again after.
 pub async fn newest_rollup_change(conn: &mut Connection, tenant: &str) -> RedisResult<String> {
-    let reply: StreamRangeReply = conn.xrevrange_count(rollup_changes_key(tenant), "+", "-", 1).await?;
+    let reply: StreamRangeReply =
+        conn.xrevrange_count(TenantLayout::of(tenant).rollup_changes(), "+", "-", 1).await?;
     Ok(reply.ids.first().map(|e| e.id.clone()).unwrap_or_else(|| "0-0".to_string()))
 }
 

@@ -4,6 +4,7 @@
 
 mod append;
 mod changes;
+pub mod layout;
 
 use std::time::Duration;
 
@@ -12,9 +13,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 pub use append::{APPEND_BELOW_MARK_SCRIPT, APPEND_SCRIPT, append_entry};
-pub use changes::{
-    Changes, newest_rollup_change, publish_changes, read_changes, read_rollup_changes, rollup_changes_key,
-};
+pub use changes::{Changes, newest_rollup_change, publish_changes, read_changes, read_rollup_changes};
+pub use layout::TenantLayout;
 
 /// A connection to a single Redis or a Redis Cluster. Cheap to clone: clones share the
 /// underlying multiplexed connection.

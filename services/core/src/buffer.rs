@@ -1,10 +1,10 @@
-//! The buffer's layout in Redis, shared by ingest (which writes it) and the processor
-//! (which reads it): key names, the partition of a user, and the entry format.
+//! The buffer's contents, shared by ingest (which writes it) and the processor (which reads
+//! it): the partition of a user, and the entry format. The key names are
+//! `pulse_buffer::TenantLayout`'s.
 //!
-//! Each (tenant, partition) has one stream. Its key carries a hash tag of both, so on a
-//! Redis Cluster each partition maps to one slot and partitions spread over the nodes. One
-//! ingest request adds at most one entry per partition, holding that partition's events
-//! of the request as a JSON array in the field [`ENTRY_FIELD`].
+//! Each (tenant, partition) has one stream. One ingest request adds at most one entry per
+//! partition, holding that partition's events of the request as a JSON array in the field
+//! [`ENTRY_FIELD`].
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -13,23 +13,6 @@ use serde_json::{Map, Value};
 pub const CONSUMER_GROUP: &str = "pulse-processor";
 /// The stream entry field holding the events.
 pub const ENTRY_FIELD: &str = "events";
-
-/// The stream of one partition of a tenant: `pulse:{<tenant>:<partition>}:events`.
-pub fn stream_key(tenant: &str, partition: u32) -> String {
-    format!("pulse:{{{tenant}:{partition}}}:events")
-}
-
-/// The count of unprocessed events of one partition, kept beside its stream (same hash
-/// tag, so a script updates both atomically, also on a Redis Cluster): ingest adds the
-/// events it appends, the processor subtracts the events it has stored and deleted.
-pub fn backlog_key(tenant: &str, partition: u32) -> String {
-    format!("pulse:{{{tenant}:{partition}}}:backlog")
-}
-
-/// The key of the tenant's shared rate-limit bucket.
-pub fn rate_limit_key(tenant: &str) -> String {
-    format!("pulse:{{{tenant}}}:rate-limit")
-}
 
 /// The partition of a user's events, by a stable 64-bit FNV-1a hash of `distinct_id` and
 /// jump consistent hashing: all of one user's events share a partition, and when
@@ -80,13 +63,6 @@ pub struct BufferedEvent {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    #[test]
-    fn keys_carry_a_hash_tag_per_tenant_and_partition() {
-        assert_eq!(stream_key("acme", 3), "pulse:{acme:3}:events");
-        assert_eq!(backlog_key("acme", 3), "pulse:{acme:3}:backlog");
-        assert_eq!(rate_limit_key("acme"), "pulse:{acme}:rate-limit");
-    }
 
     #[test]
     fn the_partition_of_a_user_is_stable() {

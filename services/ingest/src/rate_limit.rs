@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pulse_core::buffer::rate_limit_key;
+use pulse_buffer::TenantLayout;
 use pulse_core::config::RateLimit;
 use redis::aio::ConnectionLike;
 
@@ -56,7 +56,12 @@ impl RateLimiter {
     pub fn new(tenant: &str, limit: &RateLimit) -> Self {
         let rate = u64::try_from(limit.events_per_second.max(1)).unwrap_or(1);
         let burst = limit.burst.and_then(|b| u64::try_from(b).ok()).unwrap_or(rate).max(rate);
-        RateLimiter { key: rate_limit_key(tenant), rate, burst, script: redis::Script::new(BUCKET_SCRIPT) }
+        RateLimiter {
+            key: TenantLayout::of(tenant).rate_limit(),
+            rate,
+            burst,
+            script: redis::Script::new(BUCKET_SCRIPT),
+        }
     }
 
     /// Takes `events` tokens if the bucket has them.

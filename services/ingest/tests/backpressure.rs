@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use pulse_core::buffer::{backlog_key, stream_key};
+use pulse_buffer::TenantLayout;
 use pulse_testkit::{AppendFsync, RedisCluster, RedisOptions, RedisServer};
 use serde_json::Value;
 use support::{Pipeline, TestIngest, batch, event};
@@ -30,10 +30,13 @@ async fn a_full_backlog_answers_429_and_accepts_again_once_drained() {
     // Drain as the processor does: delete stored entries and subtract their events.
     let mut conn = redis.connection().await.expect("connect");
     for p in 0..ingest.partitions {
-        let _: () =
-            redis::cmd("DEL").arg(stream_key(&ingest.tenant, p)).query_async(&mut conn).await.expect("DEL");
+        let _: () = redis::cmd("DEL")
+            .arg(TenantLayout::of(&ingest.tenant).stream(p))
+            .query_async(&mut conn)
+            .await
+            .expect("DEL");
         let _: () = redis::cmd("SET")
-            .arg(backlog_key(&ingest.tenant, p))
+            .arg(TenantLayout::of(&ingest.tenant).backlog(p))
             .arg(0)
             .query_async(&mut conn)
             .await
@@ -114,7 +117,7 @@ async fn a_full_backlog_answers_429_on_a_redis_cluster() {
     let mut backlog = 0u64;
     for p in 0..ingest.partitions {
         let count: Option<u64> = redis::cmd("GET")
-            .arg(backlog_key(&ingest.tenant, p))
+            .arg(TenantLayout::of(&ingest.tenant).backlog(p))
             .query_async(&mut conn)
             .await
             .expect("GET the backlog");

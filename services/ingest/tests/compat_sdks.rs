@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pulse_core::buffer::{BufferedEvent, backlog_key, partition_of};
+use pulse_buffer::TenantLayout;
+use pulse_core::buffer::{BufferedEvent, partition_of};
 use pulse_testkit::RedisServer;
 use serde_json::{Value, json};
 use support::{Pipeline, TestIngest};
@@ -455,7 +456,11 @@ async fn retried_through_a_full_backlog(sdk: Sdk, retry_after: bool) {
     let set_backlog = |conn: &mut redis::aio::MultiplexedConnection, events: u64| {
         let mut pipe = redis::pipe();
         for p in 0..ingest.partitions {
-            pipe.cmd("SET").arg(backlog_key(&ingest.tenant, p)).arg(if p == 0 { events } else { 0 });
+            pipe.cmd("SET").arg(TenantLayout::of(&ingest.tenant).backlog(p)).arg(if p == 0 {
+                events
+            } else {
+                0
+            });
         }
         let mut conn = conn.clone();
         async move { pipe.query_async::<()>(&mut conn).await.expect("SET the backlog") }

@@ -6,6 +6,7 @@ mod support;
 use std::collections::HashMap;
 
 use proptest::prelude::*;
+use pulse_buffer::TenantLayout;
 use pulse_core::buffer::partition_of;
 use pulse_testkit::{RedisCluster, RedisServer};
 use serde_json::{Value, json};
@@ -105,7 +106,7 @@ async fn accepted_events_land_once_on_a_redis_cluster() {
     let mut conn = cluster.connection().await.expect("cluster connection");
     let mut seen = Vec::new();
     for p in 0..8 {
-        let key = pulse_core::buffer::stream_key(&ingest.tenant, p);
+        let key = TenantLayout::of(&ingest.tenant).stream(p);
         let reply: redis::streams::StreamRangeReply =
             redis::AsyncCommands::xrange_all(&mut conn, &key).await.expect("XRANGE");
         for entry in reply.ids {

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pulse_buffer::TenantLayout;
 use rand::seq::SliceRandom;
 use tokio::sync::watch;
 
@@ -31,7 +32,7 @@ const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
 /// process past its grace period): a batch still running then is abandoned, as a crash
 /// would leave it, and redone by the partition's next holder (docs/exactness.md).
 pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>, drain: Duration) {
-    let members = format!("pulse:{{{}}}:processors", ctx.tenant);
+    let members = TenantLayout::of(&ctx.tenant).processors();
     let mut workers: HashMap<u32, Worker> = HashMap::new();
     let mut last_retention: Option<Instant> = None;
     // Each step that talks to Redis or the store gives way to the stop signal: a tick
@@ -123,7 +124,8 @@ async fn tick(
 ) -> redis::RedisResult<()> {
     let mut conn = ctx.conn.clone();
     // A rebuild asks every processor to step aside until it is done.
-    let paused: Option<String> = redis::cmd("GET").arg(pause_key(&ctx.tenant)).query_async(&mut conn).await?;
+    let paused: Option<String> =
+        redis::cmd("GET").arg(TenantLayout::of(&ctx.tenant).paused()).query_async(&mut conn).await?;
     if paused.is_some() {
         for w in workers.values() {
             let _ = w.stop.send(true);
@@ -167,9 +169,4 @@ async fn tick(
         ctx.metrics.backlog_events.get_or_create(&PartitionLabel { partition }).set(backlog as i64);
     }
     Ok(())
-}
-
-/// While this key exists (a rebuild sets it), processors hold no partition.
-pub fn pause_key(tenant: &str) -> String {
-    format!("pulse:{{{tenant}}}:paused")
 }

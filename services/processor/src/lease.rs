@@ -7,7 +7,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use pulse_buffer::Connection;
+use pulse_buffer::{Connection, TenantLayout};
 
 /// How long a lease lasts without renewal, unless `--lease-ttl-ms` says otherwise.
 pub const LEASE_TTL: Duration = Duration::from_secs(10);
@@ -65,11 +65,11 @@ pub struct PartitionLeaseKeys {
 
 impl PartitionLeaseKeys {
     pub fn new(tenant: &str, partition: u32) -> Self {
-        let tag = format!("pulse:{{{tenant}:{partition}}}");
+        let layout = TenantLayout::of(tenant);
         PartitionLeaseKeys {
-            holder: format!("{tag}:lease"),
-            counter: format!("{tag}:lease-counter"),
-            token: format!("{tag}:lease-token"),
+            holder: layout.lease(partition),
+            counter: layout.lease_counter(partition),
+            token: layout.lease_token(partition),
         }
     }
 

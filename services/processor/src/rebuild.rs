@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pulse_buffer::TenantLayout;
 use pulse_store::{BatchRollups, PartitionLease};
 
 use crate::lease::PartitionLeaseKeys;
@@ -27,7 +28,7 @@ pub async fn rebuild(ctx: Arc<Context>, wait: Duration) -> Result<RebuildReport,
     let started = Instant::now();
     // Ask running processors to let go of their partitions; the flag expires by itself if
     // this command dies.
-    let pause = crate::coordinator::pause_key(&ctx.tenant);
+    let pause = TenantLayout::of(&ctx.tenant).paused();
     let _: () = redis::cmd("SET")
         .arg(&pause)
         .arg(&ctx.owner)

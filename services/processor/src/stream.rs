@@ -2,7 +2,8 @@
 //! stored: XACK, XDEL and the backlog count move together in one script.
 
 use pulse_buffer::Connection;
-use pulse_core::buffer::{BufferedEvent, CONSUMER_GROUP, ENTRY_FIELD, backlog_key, stream_key};
+use pulse_buffer::TenantLayout;
+use pulse_core::buffer::{BufferedEvent, CONSUMER_GROUP, ENTRY_FIELD};
 use pulse_core::rollup::StreamPosition;
 use redis::streams::StreamReadReply;
 
@@ -52,8 +53,8 @@ impl PartitionStream {
     pub fn new(tenant: &str, partition: u32) -> Self {
         PartitionStream {
             partition,
-            key: stream_key(tenant, partition),
-            backlog: backlog_key(tenant, partition),
+            key: TenantLayout::of(tenant).stream(partition),
+            backlog: TenantLayout::of(tenant).backlog(partition),
             consumer: format!("p{partition}"),
         }
     }

@@ -7,7 +7,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use pulse_core::buffer::{backlog_key, stream_key};
+use pulse_buffer::TenantLayout;
 use pulse_core::rollup::StreamPosition;
 use pulse_store::Ballot;
 use pulse_testkit::{FerretDb, RedisServer};
@@ -37,7 +37,7 @@ async fn a_partition_whose_unfinished_batch_lost_its_entries_moves_on() {
     // The next batch's entries; a writer takes their record, then they are lost.
     let lost = events("lost", 30, 5, 2);
     ingest.send(&lost).await;
-    let key = stream_key(&pipeline.tenant, 0);
+    let key = TenantLayout::of(&pipeline.tenant).stream(0);
     let entries: RawEntries =
         redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query_async(&mut conn).await.expect("xrange");
     let ids: Vec<&str> = entries.iter().map(|(id, _)| id.as_str()).collect();
@@ -51,7 +51,7 @@ async fn a_partition_whose_unfinished_batch_lost_its_entries_moves_on() {
     let _: u64 = redis::cmd("XDEL").arg(&key).arg(&ids).query_async(&mut conn).await.expect("xdel");
     // What ingest counted for them is gone with them.
     let _: i64 = redis::cmd("DECRBY")
-        .arg(backlog_key(&pipeline.tenant, 0))
+        .arg(TenantLayout::of(&pipeline.tenant).backlog(0))
         .arg(lost.len())
         .query_async(&mut conn)
         .await

@@ -18,7 +18,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pulse_core::buffer::{BufferedEvent, ENTRY_FIELD, stream_key};
+use pulse_buffer::TenantLayout;
+use pulse_core::buffer::{BufferedEvent, ENTRY_FIELD};
 use pulse_testkit::{FerretDb, RedisServer};
 use support::Pipeline;
 
@@ -174,7 +175,7 @@ async fn buffered(
     let (mut events, mut unreadable) = (Vec::new(), Vec::new());
     for p in 0..pipeline.partitions {
         let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(stream_key(&pipeline.tenant, p))
+            .arg(TenantLayout::of(&pipeline.tenant).stream(p))
             .arg("-")
             .arg("+")
             .query_async(conn)
@@ -265,7 +266,7 @@ async fn fuzzed_requests_get_documented_answers_and_acknowledged_events_are_stor
     let mut left = 0u64;
     for p in 0..PARTITIONS {
         let n: u64 = redis::cmd("XLEN")
-            .arg(stream_key(&pipeline.tenant, p))
+            .arg(TenantLayout::of(&pipeline.tenant).stream(p))
             .query_async(&mut conn)
             .await
             .expect("XLEN");

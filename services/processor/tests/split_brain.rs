@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use pulse_buffer::TenantLayout;
 use pulse_testkit::{FerretDb, RedisServer, ServerProcess};
 use rand::{Rng, SeedableRng};
 use support::{Ingest, Pipeline, events_within};
@@ -201,7 +202,7 @@ impl SplitBrain {
     /// Entries delivered to the partition's consumer and not yet acknowledged: a batch in
     /// flight (0 when the reply came too late under load: it only feeds the printed count).
     async fn pending(&mut self) -> u64 {
-        let stream = pulse_core::buffer::stream_key(&self.pipeline.tenant, 0);
+        let stream = TenantLayout::of(&self.pipeline.tenant).stream(0);
         let summary: redis::Value = redis::cmd("XPENDING")
             .arg(stream)
             .arg(pulse_core::buffer::CONSUMER_GROUP)

@@ -6,7 +6,7 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
-use pulse_buffer::Connection;
+use pulse_buffer::{Connection, TenantLayout};
 use redis::AsyncCommands;
 use serde::Serialize;
 
@@ -23,8 +23,7 @@ impl QueryCache {
         QueryCache { conn, tenant: tenant.to_string(), ttl }
     }
 
-    /// `pulse:{<tenant>}:q:<endpoint>:<hash>`: the tenant's hash tag keeps it with the
-    /// tenant's other keys on a Redis Cluster.
+    /// `pulse:{<tenant>}:q:<endpoint>:<hash>` ([`TenantLayout::query_cache`]).
     pub fn key(&self, endpoint: &str, request: &impl Serialize) -> String {
         // Two independent 64-bit hashes of the canonical JSON: collisions are negligible.
         let canonical = serde_json::to_string(request).unwrap_or_default();
@@ -34,7 +33,7 @@ impl QueryCache {
             canonical.hash(&mut h);
             h.finish()
         };
-        format!("pulse:{{{}}}:q:{endpoint}:{:016x}{:016x}", self.tenant, hash(1), hash(2))
+        TenantLayout::of(&self.tenant).query_cache(endpoint, &format!("{:016x}{:016x}", hash(1), hash(2)))
     }
 
     /// The cached answer (its JSON text) under `key`, if any.

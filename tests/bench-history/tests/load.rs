@@ -98,12 +98,17 @@ async fn two_runs_store_the_history_as_the_processor_would_and_leave_the_leases_
     // Each run took every lease (a new token) and released it.
     let mut conn = redis.connection().await.expect("redis connection");
     for p in 0..PARTITIONS {
-        let tag = format!("pulse:{{{tenant}:{p}}}");
-        let counter: Option<u64> =
-            redis::cmd("GET").arg(format!("{tag}:lease-counter")).query_async(&mut conn).await.expect("GET");
+        let counter: Option<u64> = redis::cmd("GET")
+            .arg(pulse_buffer::TenantLayout::of(&tenant).lease_counter(p))
+            .query_async(&mut conn)
+            .await
+            .expect("GET");
         assert_eq!(counter, Some(2), "partition {p}: two runs, two tokens");
-        let holder: Option<String> =
-            redis::cmd("GET").arg(format!("{tag}:lease")).query_async(&mut conn).await.expect("GET");
+        let holder: Option<String> = redis::cmd("GET")
+            .arg(pulse_buffer::TenantLayout::of(&tenant).lease(p))
+            .query_async(&mut conn)
+            .await
+            .expect("GET");
         assert_eq!(holder, None, "partition {p}'s lease is released");
     }
 }

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use pulse_core::buffer::{CONSUMER_GROUP, stream_key};
+use pulse_buffer::TenantLayout;
+use pulse_core::buffer::CONSUMER_GROUP;
 use pulse_crds::AutoscalingSpec;
 use serde_json::json;
 
@@ -44,7 +45,7 @@ pub fn scaled_object(
     let triggers: Vec<_> = (0..view.config.buffer.partitions)
         .map(|partition| {
             let mut metadata = BTreeMap::from([
-                ("stream".to_string(), stream_key(&view.tenant, partition)),
+                ("stream".to_string(), TenantLayout::of(&view.tenant).stream(partition)),
                 ("consumerGroup".to_string(), CONSUMER_GROUP.to_string()),
                 ("lagCount".to_string(), lag.clone()),
                 ("activationLagCount".to_string(), "0".to_string()),

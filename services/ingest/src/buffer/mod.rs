@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use pulse_buffer::Connection;
-use pulse_core::buffer::{backlog_key, stream_key};
+use pulse_buffer::TenantLayout;
 use pulse_core::config::Durability;
 use redis::Value;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
@@ -176,7 +176,7 @@ impl Buffer {
         let tenant = &self.settings.tenant;
         if !self.settings.cluster {
             return vec![AppendGroup {
-                counted: (0..self.settings.partitions).map(|p| backlog_key(tenant, p)).collect(),
+                counted: (0..self.settings.partitions).map(|p| TenantLayout::of(tenant).backlog(p)).collect(),
                 slots: entries.iter().map(|e| e.partition as usize).collect(),
                 entries: entries.iter().collect(),
                 mark,
@@ -192,7 +192,7 @@ impl Buffer {
                 // What the other partitions hold, and the request's events for them.
                 let elsewhere = total.saturating_sub(own) + (request - entry.events);
                 AppendGroup {
-                    counted: vec![backlog_key(tenant, entry.partition)],
+                    counted: vec![TenantLayout::of(tenant).backlog(entry.partition)],
                     slots: vec![0],
                     entries: vec![entry],
                     mark: mark.saturating_sub(elsewhere),
@@ -231,7 +231,7 @@ impl Buffer {
             invocation.key(key);
         }
         for entry in &group.entries {
-            invocation.key(stream_key(tenant, entry.partition));
+            invocation.key(TenantLayout::of(tenant).stream(entry.partition));
         }
         for arg in group.args() {
             match arg {
@@ -270,7 +270,7 @@ impl Buffer {
             .arg(group.counted.len() + group.entries.len())
             .arg(&group.counted);
         for entry in &group.entries {
-            eval.arg(stream_key(tenant, entry.partition));
+            eval.arg(TenantLayout::of(tenant).stream(entry.partition));
         }
         for arg in group.args() {
             match arg {
@@ -376,7 +376,7 @@ impl Buffer {
         let tenant = &self.settings.tenant;
         let reads = (0..self.settings.partitions).map(|p| {
             let mut connection = connection.clone();
-            let key = backlog_key(tenant, p);
+            let key = TenantLayout::of(tenant).backlog(p);
             async move { redis::cmd("GET").arg(key).query_async::<Option<u64>>(&mut connection).await }
         });
         let results = tokio::time::timeout(self.settings.timeout, join_all(reads))

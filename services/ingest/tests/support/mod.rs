@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pulse_core::buffer::{BufferedEvent, ENTRY_FIELD, stream_key};
+use pulse_buffer::TenantLayout;
+use pulse_core::buffer::{BufferedEvent, ENTRY_FIELD};
 use pulse_ingest::Settings;
 use redis::AsyncCommands;
 use redis::streams::StreamRangeReply;
@@ -200,7 +201,8 @@ keys:
             .expect("connect to redis");
         let mut all = Vec::new();
         for p in 0..self.partitions {
-            let reply: StreamRangeReply = conn.xrange_all(stream_key(&self.tenant, p)).await.expect("XRANGE");
+            let reply: StreamRangeReply =
+                conn.xrange_all(TenantLayout::of(&self.tenant).stream(p)).await.expect("XRANGE");
             for entry in reply.ids {
                 let payload: String = entry.get(ENTRY_FIELD).expect("events field");
                 let events: Vec<BufferedEvent> =

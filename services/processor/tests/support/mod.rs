@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use pulse_buffer::TenantLayout;
 use pulse_core::config::RollupInterval;
 use pulse_core::property::PropertyPath;
 use pulse_core::rollup::time_zone;
@@ -152,7 +153,7 @@ impl Pipeline {
         let mut total = 0;
         for p in 0..self.partitions {
             let n: Option<u64> = redis::cmd("GET")
-                .arg(pulse_core::buffer::backlog_key(&self.tenant, p))
+                .arg(TenantLayout::of(&self.tenant).backlog(p))
                 .query_async(conn)
                 .await
                 .unwrap_or(None);
