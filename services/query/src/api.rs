@@ -199,20 +199,29 @@ async fn retention(
         check_times(&[("from", Some(req.query.from)), ("to", Some(req.query.to))])?;
         req.query.validate(&api.limits)?;
         check_cohort(req.cohort.as_ref())?;
-        if req.cohort.is_none()
-            && let Some(result) = api.views.retention(&req.query, &api.limits).map_err(QueryError::from)?
-        {
-            return Ok(Answer { answered_from: Source::Preaggregated, result });
-        }
-        let (a, r) = (Arc::clone(&api), req.clone());
-        api.cached("retention", &req, async move {
-            let users = a.cohort_users(r.cohort.as_ref()).await?;
-            let needs = source::of_retention(&r.query, &a.tz);
-            let events = source::read(&a.store, &needs, a.limits.max_events).await?;
-            off_the_runtime(move || Ok(retention::run(&r.query, &events, users.as_ref(), &a.tz, &a.limits)?))
-                .await
-        })
-        .await
+        let from_view = match req.cohort {
+            None => api.views.retention(&req.query, &api.limits).map_err(QueryError::from)?,
+            Some(_) => None,
+        };
+        let mut answer = match from_view {
+            Some(result) => Answer { answered_from: Source::Preaggregated, result },
+            None => {
+                let (a, r) = (Arc::clone(&api), req.clone());
+                api.cached("retention", &req, async move {
+                    let users = a.cohort_users(r.cohort.as_ref()).await?;
+                    let needs = source::of_retention(&r.query, &a.tz);
+                    let events = source::read(&a.store, &needs, a.limits.max_events).await?;
+                    off_the_runtime(move || {
+                        Ok(retention::run(&r.query, &events, users.as_ref(), &a.tz, &a.limits)?)
+                    })
+                    .await
+                })
+                .await?
+            }
+        };
+        // Marked at answer time, after any cache: where each cell's period stands now.
+        answer.result.mark_progress(req.query.period, jiff::Timestamp::now().as_millisecond(), &api.tz);
+        Ok(answer)
     })
     .await
 }

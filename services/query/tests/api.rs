@@ -390,8 +390,11 @@ async fn ad_hoc_and_declared_funnels_and_retention_equal_the_engine_and_are_cach
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["answeredFrom"], "preaggregated", "{answer}");
     let query: RetentionQuery = serde_json::from_value(body.clone()).expect("query");
-    let want = retention::run(&query, &t.events, None, &t.tz, &Limits::default()).expect("engine");
+    let mut want = retention::run(&query, &t.events, None, &t.tz, &Limits::default()).expect("engine");
+    // Days long past: every cell complete.
+    want.mark_progress(query.period, jiff::Timestamp::now().as_millisecond(), &t.tz);
     assert!(close(&answer["result"], &serde_json::to_value(&want).expect("json")), "{}", answer["result"]);
+    assert_eq!(answer["result"]["cohorts"][0]["progress"], json!(vec!["complete"; 4]), "{answer}");
 
     // A filtered start event is not pre-aggregated: raw events, same engine.
     let mut filtered = body.clone();
@@ -401,8 +404,35 @@ async fn ad_hoc_and_declared_funnels_and_retention_equal_the_engine_and_are_cach
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["answeredFrom"], "raw", "{answer}");
     let query: RetentionQuery = serde_json::from_value(filtered).expect("query");
-    let want = retention::run(&query, &t.events, None, &t.tz, &Limits::default()).expect("engine");
+    let mut want = retention::run(&query, &t.events, None, &t.tz, &Limits::default()).expect("engine");
+    want.mark_progress(query.period, jiff::Timestamp::now().as_millisecond(), &t.tz);
     assert!(close(&answer["result"], &serde_json::to_value(&want).expect("json")), "{}", answer["result"]);
+
+    // Yesterday's and today's cohorts: today is under way and later days are to come, on
+    // both paths (a 0 there is no "nobody came back").
+    let today = pulse_core::analytics::period::start(
+        jiff::Timestamp::now().as_millisecond(),
+        pulse_core::analytics::period::Interval::Day,
+        &t.tz,
+    );
+    for start in [
+        json!({ "event": "a" }),
+        json!({ "event": "a", "filters": [{ "property": "plan", "op": "eq", "value": "pro" }] }),
+    ] {
+        let recent = json!({
+            "start": start, "return": { "event": "b" }, "period": "day", "periods": 3,
+            "from": today - DAY / 2, "to": today + DAY / 2,
+        });
+        let (status, answer) = t.post("/v1/retention", &recent).await;
+        assert_eq!(status, 200, "{answer}");
+        let progress: Vec<&Value> =
+            answer["result"]["cohorts"].as_array().expect("cohorts").iter().map(|c| &c["progress"]).collect();
+        assert_eq!(
+            progress,
+            [&json!(["complete", "partial", "pending"]), &json!(["partial", "pending", "pending"])],
+            "{answer}"
+        );
+    }
 
     // Events stored now, some three days late, reach the declared funnel's view within
     // seconds: new users who do a, b, c.

@@ -93,15 +93,22 @@ pub fn retention(title: &str, report: &Value, tz: &TimeZone) -> String {
     for c in &cohorts {
         let users = c["users"].as_u64().unwrap_or(0);
         out += &format!("  {:<12} {:>6}", day(&c["periodStart"], tz), users);
-        for r in c["retained"].as_array().into_iter().flatten() {
-            let cell = match (r.as_u64(), users) {
-                (Some(n), u) if u > 0 => format!("{:.0}%", n as f64 * 100.0 / u as f64),
+        let progress = c["progress"].as_array().cloned().unwrap_or_default();
+        for (k, r) in c["retained"].as_array().into_iter().flatten().enumerate() {
+            let cell = match (progress.get(k).and_then(Value::as_str), r.as_u64(), users) {
+                // Not happened yet: blank, not a 0% that reads as "nobody came back".
+                (Some("pending"), ..) => String::new(),
+                (mark, Some(n), u) if u > 0 => {
+                    let partial = if mark == Some("partial") { "*" } else { "" };
+                    format!("{:.0}%{partial}", n as f64 * 100.0 / u as f64)
+                }
                 _ => "-".into(),
             };
             out += &format!(" {cell:>6}");
         }
         out += "\n";
     }
+    out += "  * the period is under way (so far); blank: it has not begun\n";
     out
 }
 
@@ -188,6 +195,16 @@ mod tests {
         let table = retention("r", &report, &TimeZone::UTC);
         assert!(table.contains("Thu Jan 01") && table.contains("100%") && table.contains("50%"), "{table}");
         assert!(table.contains("day 2"), "{table}");
+    }
+
+    #[test]
+    fn retention_cells_not_begun_are_blank_and_the_current_one_marked() {
+        let report = json!({ "cohorts": [{ "periodStart": 0, "users": 8, "retained": [8, 4, 0],
+            "progress": ["complete", "partial", "pending"] }] });
+        let table = retention("r", &report, &TimeZone::UTC);
+        let row = table.lines().find(|l| l.contains("Thu Jan 01")).unwrap_or_default();
+        assert!(row.contains("100%") && row.contains("50%*"), "{table}");
+        assert_eq!(row.split_whitespace().last(), Some("50%*"), "no 0% for a day to come: {table}");
     }
 
     #[test]

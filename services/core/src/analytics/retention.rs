@@ -64,6 +64,47 @@ pub struct RetentionCohort {
     /// Users with a return event k periods later, at index k (offset 0 is the cohort's own
     /// period). Offsets not yet over count what happened so far.
     pub retained: Vec<u64>,
+    /// Per offset, whether its period was over, under way or still to come when the answer
+    /// was given ([`RetentionReport::mark_progress`]): a 0 still to come is no "nobody came
+    /// back". Empty until marked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub progress: Vec<CellProgress>,
+}
+
+/// How much of a retention cell's period has happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum CellProgress {
+    /// The period is over: the count is final.
+    Complete,
+    /// The period is under way: the count is what happened so far.
+    Partial,
+    /// The period has not begun: nothing can have happened yet (the count is 0).
+    Pending,
+}
+
+impl RetentionReport {
+    /// Marks every cell by where its period stands at `now` (epoch ms): the periods are
+    /// `period`s of the time zone `tz`, offset k starting k periods after the cohort's.
+    pub fn mark_progress(&mut self, period: Interval, now: i64, tz: &TimeZone) {
+        for cohort in &mut self.cohorts {
+            let mut start = cohort.period_start;
+            cohort.progress = (0..cohort.retained.len())
+                .map(|_| {
+                    let end = period::next(start, period, tz);
+                    let progress = if end <= now {
+                        CellProgress::Complete
+                    } else if start <= now {
+                        CellProgress::Partial
+                    } else {
+                        CellProgress::Pending
+                    };
+                    start = end;
+                    progress
+                })
+                .collect();
+        }
+    }
 }
 
 impl RetentionQuery {
@@ -142,7 +183,7 @@ pub fn run(
         .map(|s| {
             let (users, retained) =
                 rows.remove(&period::period_number(s, query.period, tz)).unwrap_or((0, vec![0; n]));
-            RetentionCohort { period_start: s, users, retained }
+            RetentionCohort { period_start: s, users, retained, progress: Vec::new() }
         })
         .collect();
     Ok(RetentionReport { cohorts })
@@ -224,6 +265,25 @@ mod tests {
         let cells: Vec<(u64, Vec<u64>)> =
             recurring.cohorts.iter().map(|c| (c.users, c.retained.clone())).collect();
         assert_eq!(cells, [(1, vec![0, 1, 1]), (2, vec![2, 1, 0])]);
+    }
+
+    #[test]
+    fn cells_are_complete_under_way_or_still_to_come_by_the_time_of_the_answer() {
+        let events = vec![ev("a", "signup", 10), ev("b", "signup", DAY + 1)];
+        let tz = TimeZone::UTC;
+        let mut report =
+            run(&query(RetentionKind::FirstTime), &events, None, &tz, &Limits::default()).expect("runs");
+        assert!(report.cohorts.iter().all(|c| c.progress.is_empty()), "unmarked until answered");
+        // Noon of day 1: day 0 is over, day 1 under way, day 2 and later to come.
+        report.mark_progress(Interval::Day, DAY + DAY / 2, &tz);
+        use CellProgress::{Complete, Partial, Pending};
+        let marks: Vec<Vec<CellProgress>> = report.cohorts.iter().map(|c| c.progress.clone()).collect();
+        assert_eq!(marks, [vec![Complete, Partial, Pending], vec![Partial, Pending, Pending]]);
+        // At the very end of a period it is over.
+        report.mark_progress(Interval::Day, 2 * DAY, &tz);
+        assert_eq!(report.cohorts[1].progress, [Complete, Partial, Pending]);
+        let json = serde_json::to_value(&report).expect("json");
+        assert_eq!(json["cohorts"][1]["progress"], serde_json::json!(["complete", "partial", "pending"]));
     }
 
     #[test]

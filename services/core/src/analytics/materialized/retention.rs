@@ -238,7 +238,12 @@ impl ActivityView {
             self.name_index.get(&query.return_event.event).copied(),
         ) else {
             let periods = query.periods as usize;
-            let empty = |s| RetentionCohort { period_start: s, users: 0, retained: vec![0; periods] };
+            let empty = |s| RetentionCohort {
+                period_start: s,
+                users: 0,
+                retained: vec![0; periods],
+                progress: Vec::new(),
+            };
             return Ok(Some(RetentionReport { cohorts: starts.into_iter().map(empty).collect() }));
         };
         let start = &self.names[start_name as usize];
@@ -263,7 +268,7 @@ impl ActivityView {
                     let users = start.first.get(&p).map_or(0, |l| l.len() as u64);
                     let row = pair.rows.get(&p).map_or(&[][..], |r| &r[..]);
                     let retained = (0..periods).map(|k| row.get(k).map_or(0, |&c| u64::from(c))).collect();
-                    RetentionCohort { period_start, users, retained }
+                    RetentionCohort { period_start, users, retained, progress: Vec::new() }
                 })
                 .collect();
             return Ok(Some(RetentionReport { cohorts }));
@@ -330,7 +335,7 @@ impl ActivityView {
                     }
                 }
             }
-            cohorts.push(RetentionCohort { period_start, users, retained });
+            cohorts.push(RetentionCohort { period_start, users, retained, progress: Vec::new() });
         }
         if let (true, Some(name)) = (first_time, return_name) {
             self.count_first_time_returns(query, name, first_cohort, &mut cohorts, &mut s);
