@@ -59,6 +59,13 @@ pub struct Api {
     pub cache: QueryCache,
     pub keys: KeyRing,
     pub tz: TimeZone,
+    /// The buffer's partitions (`buffer.partitions`): a user's events are in the blocks of
+    /// their partition.
+    pub partitions: u32,
+    /// How far back events are kept (`storage.retention`) and how far ahead they may lie
+    /// (`limits.maxFutureSkew`), in ms.
+    pub retention_ms: i64,
+    pub max_future_ms: i64,
     pub limits: Limits,
     pub intervals: Vec<RollupInterval>,
     pub numeric: Vec<PropertyPath>,
@@ -84,6 +91,8 @@ pub fn router(api: Arc<Api>) -> axum::Router {
         .route("/v1/cohorts", post(cohorts))
         .route("/v1/events", get(event_names))
         .route("/v1/failed-events", get(crate::failed::failed_events))
+        .route("/v1/persons/{distinct_id}", get(crate::persons::person))
+        .route("/v1/persons/{distinct_id}/events", get(crate::persons::person_events))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))

@@ -19,7 +19,7 @@ use futures::TryStreamExt;
 use jiff::tz::TimeZone;
 use pulse_buffer::{Connection, newest_rollup_change, read_changes};
 use pulse_core::analytics::funnel::{FunnelQuery, FunnelReport};
-use pulse_core::analytics::materialized::{ActivityView, FunnelView};
+use pulse_core::analytics::materialized::{ActivityView, FunnelView, UserDay};
 use pulse_core::analytics::retention::{RetentionQuery, RetentionReport};
 use pulse_core::analytics::{AnalyticsError, AnalyticsEvent, Limits};
 use pulse_core::buffer::BufferedEvent;
@@ -125,6 +125,14 @@ impl EventViews {
     ) -> Result<Option<RetentionReport>, AnalyticsError> {
         let Some(views) = self.usable() else { return Ok(None) };
         views.activity.retention(query, limits)
+    }
+
+    /// The local days with events of `distinct_id`, newest first: None when the views cannot
+    /// tell (not loaded yet, or stopped past their memory bound), `Some(None)` for a user
+    /// they have not seen.
+    pub fn user_days(&self, distinct_id: &str) -> Option<Option<Vec<UserDay>>> {
+        let views = self.usable()?;
+        Some(views.activity.user_days(distinct_id))
     }
 
     /// (users, events) held by the activity view.

@@ -17,6 +17,7 @@ pub mod inflight;
 pub mod metrics;
 pub mod model;
 pub mod openapi;
+pub mod persons;
 pub mod preaggregated;
 pub mod request;
 pub mod settings;
@@ -124,6 +125,9 @@ pub async fn prepare(settings: &Settings) -> Result<Arc<Api>, QueryServiceError>
         store,
         keys,
         tz,
+        partitions: config.buffer.partitions,
+        retention_ms: config.storage.retention.as_millis(),
+        max_future_ms: config.ingest.limits.max_future_skew.as_millis(),
         limits: Limits { max_events: settings.max_events, ..Limits::default() },
         intervals: config.rollups.intervals,
         numeric: config.rollups.numeric_properties,

@@ -39,6 +39,9 @@ pub fn document() -> Value {
         ("EventName", generator.subschema_for::<EventName>().to_value()),
         ("FailedEventsParams", generator.subschema_for::<crate::failed::FailedEventsParams>().to_value()),
         ("FailedEventsPage", generator.subschema_for::<crate::failed::FailedEventsPage>().to_value()),
+        ("Person", generator.subschema_for::<crate::persons::Person>().to_value()),
+        ("PersonEventsParams", generator.subschema_for::<crate::persons::PersonEventsParams>().to_value()),
+        ("PersonEventsPage", generator.subschema_for::<crate::persons::PersonEventsPage>().to_value()),
         ("Source", generator.subschema_for::<Source>().to_value()),
         ("ErrorResponse", generator.subschema_for::<ErrorResponse>().to_value()),
     ];
@@ -123,6 +126,19 @@ pub fn document() -> Value {
     );
     let mut failed_responses = answer(reference("FailedEventsPage"), "A page of failed events");
     merge(&mut failed_responses, &errors);
+    let person_path = json!({ "name": "distinct_id", "in": "path", "required": true, "schema": { "type": "string" }, "description": "The user's distinct_id." });
+    let unknown_person =
+        json!({ "404": error_response("`not_found`: no event and no profile of that user.", &reference) });
+    let mut person_responses = answer(reference("Person"), "The user");
+    merge(&mut person_responses, &errors);
+    merge(&mut person_responses, &unknown_person);
+    let mut person_events_params = query_params("PersonEventsParams");
+    if let Value::Array(list) = &mut person_events_params {
+        list.insert(0, person_path.clone());
+    }
+    let mut person_events_responses = answer(reference("PersonEventsPage"), "A page of the user's events");
+    merge(&mut person_events_responses, &errors);
+    merge(&mut person_events_responses, &unknown_person);
     let mut names_responses =
         answer(json!({ "type": "array", "items": reference("EventName") }), "The names");
     merge(&mut names_responses, &errors);
@@ -158,6 +174,20 @@ pub fn document() -> Value {
                 "security": [{ "readKey": [] }],
                 "parameters": query_params("FailedEventsParams"),
                 "responses": failed_responses,
+            }},
+            "/v1/persons/{distinct_id}": { "get": {
+                "summary": "A user: their profile, and their first and last event time",
+                "description": "The profile is what `identify` traits, `$set` and `$set_once` wrote (docs/semantics.md, \"Persons\").",
+                "security": [{ "readKey": [] }],
+                "parameters": [person_path],
+                "responses": person_responses,
+            }},
+            "/v1/persons/{distinct_id}/events": { "get": {
+                "summary": "A user's events, newest first",
+                "description": "A page at a time: ask again with `before` set to the page's `next`. Without the replica's activity view a page reads at most 31 days back and may hold fewer events than the limit while a `next` remains.",
+                "security": [{ "readKey": [] }],
+                "parameters": person_events_params,
+                "responses": person_events_responses,
             }},
         },
         "components": {
@@ -201,6 +231,8 @@ fn constrain(schemas: &mut serde_json::Map<String, Value>) {
         }
     };
     set("EventMatcher", "/properties/event", json!({ "minLength": 1 }));
+    // A page's `next`: epoch ms (within i64), then optionally `.` and an event id.
+    set("PersonEventsParams", "/properties/before", json!({ "pattern": "^-?[0-9]{1,18}([.].*)?$" }));
     set("RetentionRequest", "/properties/periods", json!({ "minimum": 1, "maximum": limits.max_periods }));
     set(
         "RetentionRequest",

@@ -678,3 +678,107 @@ async fn views_past_their_memory_bound_leave_declared_funnels_and_retention_to_r
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["answeredFrom"], "raw", "{answer}");
 }
+
+/// Every page of `/v1/persons/{user}/events` of `limit`, followed through `next`: the event
+/// ids in the order listed, and how many pages.
+async fn every_page_of(t: &Tenant, user: &str, limit: usize) -> (Vec<(i64, String)>, usize) {
+    let (mut listed, mut pages, mut before) = (Vec::new(), 0, None::<String>);
+    loop {
+        let cursor = before.as_ref().map(|b| format!("&before={b}")).unwrap_or_default();
+        let (status, page) = t.get(&format!("/v1/persons/{user}/events?limit={limit}{cursor}")).await;
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        assert!(pages < 1_000, "the pages go on: {page}");
+        let events = page["result"]["events"].as_array().expect("events");
+        assert!(events.len() <= limit, "{page}");
+        for e in events {
+            listed
+                .push((e["timestamp"].as_i64().expect("ts"), e["eventId"].as_str().expect("id").to_string()));
+        }
+        match page["result"]["next"].as_str() {
+            Some(next) => before = Some(next.to_string()),
+            None => return (listed, pages),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_is_their_profile_and_first_and_last_event_and_their_events_newest_first() {
+    let (redis, ferret) =
+        (RedisServer::start().await.expect("redis"), FerretDb::start().await.expect("ferretdb"));
+    let mut events = generated("p", 20, 600);
+    // Profile updates of one user, in stream order; two events at the same time.
+    let user = "pu3";
+    let at = |i: i64| T0 + 3 * DAY + i * HOUR;
+    let profile = [
+        (at(1), json!({ "$set": { "plan": "pro", "seats": 3 }, "$set_once": { "source": "ad" } })),
+        (at(2), json!({ "$set_once": { "source": "search", "country": "DE" } })),
+        (at(2), json!({ "$set": { "seats": 5 }, "$unset": ["plan"] })),
+    ];
+    for (i, (ts, properties)) in profile.iter().enumerate() {
+        events.push(BufferedEvent {
+            event_id: format!("profile-{i}"),
+            id_generated: false,
+            event: "identify".into(),
+            distinct_id: user.into(),
+            timestamp: *ts,
+            received_at: *ts,
+            properties: properties.as_object().cloned().unwrap_or_default(),
+        });
+    }
+    let t = Tenant::start(&redis, &ferret, &events, 1_000_000, VIEWS).await;
+    let theirs: Vec<&BufferedEvent> = events.iter().filter(|e| e.distinct_id == user).collect();
+    let updates = pulse_core::profile::profile_updates(theirs.iter().copied());
+    let partition = partition_of(user, PARTITIONS);
+    let position = StreamPosition { millis: jiff::Timestamp::now().as_millisecond() as u64, sequence: 0 };
+    t.store.apply_profile_updates(partition, position, &updates).await.expect("profile");
+
+    let (status, answer) = t.get(&format!("/v1/persons/{user}")).await;
+    assert_eq!(status, 200, "{answer}");
+    let person = &answer["result"];
+    assert_eq!(person["properties"], json!({ "seats": 5, "source": "ad", "country": "DE" }), "{answer}");
+    assert_eq!(person["firstSeen"], json!(theirs.iter().map(|e| e.timestamp).min()), "{answer}");
+    assert_eq!(person["lastSeen"], json!(theirs.iter().map(|e| e.timestamp).max()), "{answer}");
+    let (status, answer) = t.get("/v1/persons/nobody-at-all").await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (404, Some("not_found")), "{answer}");
+    let (status, answer) = t.get(&format!("/v1/persons/{user}/events?before=soon")).await;
+    assert_eq!((status, answer["error"]["fields"][0]["field"].as_str()), (400, Some("before")), "{answer}");
+    // The document says which cursors are valid, so a client's valid request is accepted.
+    let (_, doc) = t.get("/openapi.json").await;
+    let before = &doc["components"]["schemas"]["PersonEventsParams"]["properties"]["before"];
+    assert!(before["pattern"].is_string(), "{before}");
+
+    // Newest first by time then id, each event once, over pages that cut the same time.
+    let mut want: Vec<(i64, String)> = theirs.iter().map(|e| (e.timestamp, e.event_id.clone())).collect();
+    want.sort_by(|a, b| b.cmp(a));
+    let (listed, pages) = every_page_of(&t, user, 7).await;
+    assert_eq!(listed, want);
+    assert_eq!(pages, want.len().div_ceil(7).max(1));
+    let (status, answer) = t.get(&format!("/v1/persons/{user}/events?limit=1")).await;
+    assert_eq!(status, 200, "{answer}");
+    let newest = &answer["result"]["events"][0];
+    let stored = theirs.iter().find(|e| e.event_id == want[0].1).expect("newest");
+    assert_eq!(newest["properties"], Value::Object(stored.properties.clone()), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_activity_view_a_persons_events_are_read_a_month_at_a_time() {
+    let (redis, ferret) =
+        (RedisServer::start().await.expect("redis"), FerretDb::start().await.expect("ferretdb"));
+    let events = generated("s", 10, 300);
+    // 4 KiB: less than the views of these events take.
+    let t = Tenant::start(&redis, &ferret, &events, 1_000_000, 4 << 10).await;
+    let user = "su4";
+    let (status, answer) = t.get(&format!("/v1/persons/{user}")).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!((&answer["result"]["firstSeen"], &answer["result"]["properties"]), (&Value::Null, &json!({})));
+    let mut want: Vec<(i64, String)> =
+        events.iter().filter(|e| e.distinct_id == user).map(|e| (e.timestamp, e.event_id.clone())).collect();
+    want.sort_by(|a, b| b.cmp(a));
+    assert!(!want.is_empty());
+    let (listed, pages) = every_page_of(&t, user, 1000).await;
+    assert_eq!(listed, want);
+    // From now back to T0, 31 days a page at most.
+    let days = (jiff::Timestamp::now().as_millisecond() - T0) / DAY;
+    assert!(pages as i64 >= days / 31, "{pages} pages for {days} days");
+}

@@ -121,6 +121,18 @@ impl Store {
         Ok(refs)
     }
 
+    /// The time of the oldest event any block holds (epoch ms), None without blocks.
+    pub async fn oldest_event_time(&self) -> Result<Option<i64>, StoreError> {
+        let oldest = self
+            .db
+            .collection::<Document>(EVENT_BLOCK_INDEX)
+            .find_one(doc! {})
+            .sort(doc! { "lo": 1 })
+            .projection(doc! { "lo": 1 })
+            .await?;
+        Ok(oldest.map(|d| int(d.get("lo"))))
+    }
+
     /// One block's events, None when it is gone (deleted by retention or compaction).
     pub async fn read_event_block(&self, id: &str) -> Result<Option<Vec<BufferedEvent>>, StoreError> {
         match self.spawn_read(vec![id.to_string()], Arc::new(|_: &str, _: i64| true)).recv().await {

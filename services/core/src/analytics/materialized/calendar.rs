@@ -40,4 +40,11 @@ impl Calendar {
         self.known.insert(i, day);
         day
     }
+
+    /// The day numbered `number`, if met before.
+    pub fn known(&self, number: i64) -> Option<Day> {
+        // Numbers grow with starts.
+        let at = self.known.partition_point(|d| d.number < number);
+        self.known.get(at).filter(|d| d.number == number).copied()
+    }
 }

@@ -18,7 +18,7 @@ mod seen;
 mod tests;
 
 pub use funnel::FunnelView;
-pub use retention::ActivityView;
+pub use retention::{ActivityView, UserDay};
 
 use std::collections::HashMap;
 

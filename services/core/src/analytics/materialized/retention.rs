@@ -114,6 +114,16 @@ impl Scratch {
     }
 }
 
+/// A local day with events of one user: the day's `[start, end)`, and the user's first and
+/// last event time in it (epoch ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserDay {
+    pub start: i64,
+    pub end: i64,
+    pub first: i64,
+    pub last: i64,
+}
+
 #[derive(Default)]
 struct UserActivity {
     seen: SeenIds,
@@ -453,6 +463,31 @@ impl ActivityView {
 
     fn put_scratch(&self, scratch: Scratch) {
         self.scratch.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(scratch);
+    }
+
+    /// The local days on which the user `distinct_id` has an event, newest first, each with
+    /// its first and last event time; None for a user the view has not seen.
+    pub fn user_days(&self, distinct_id: &str) -> Option<Vec<UserDay>> {
+        let user = &self.users[*self.user_index.get(distinct_id)? as usize];
+        let mut by_day: BTreeMap<i32, (u32, u32)> = BTreeMap::new();
+        for d in &user.days {
+            let span = by_day.entry(d.day).or_insert((d.first, d.last));
+            *span = (span.0.min(d.first), span.1.max(d.last));
+        }
+        let days = by_day
+            .into_iter()
+            .rev()
+            .filter_map(|(number, (first, last))| {
+                let day = self.calendar.known(i64::from(number))?;
+                Some(UserDay {
+                    start: day.start,
+                    end: day.end,
+                    first: day.start + i64::from(first),
+                    last: day.start + i64::from(last),
+                })
+            })
+            .collect();
+        Some(days)
     }
 
     /// The users seen.

@@ -3,12 +3,14 @@
 //! batches; every answer the views give must equal `funnel::run` / `retention::run` over
 //! the same events in the same order.
 
+use std::collections::BTreeMap;
+
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use proptest::prelude::*;
 use serde_json::json;
 
-use super::{ActivityView, FunnelView};
+use super::{ActivityView, FunnelView, UserDay};
 use crate::analytics::funnel::{self, FunnelQuery};
 use crate::analytics::period::{self, Interval};
 use crate::analytics::retention::{self, RetentionKind, RetentionQuery};
@@ -212,6 +214,38 @@ proptest! {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_users_days_are_the_local_days_of_their_events_with_the_first_and_last_time(
+        batches in events(6, 14).prop_flat_map(feeding),
+        berlin in any::<bool>(),
+    ) {
+        let tz = zone(berlin);
+        let mut view = ActivityView::new(tz.clone());
+        for batch in &batches {
+            view.add(batch);
+        }
+        // A user's repeated id counts once: its first copy in the order added.
+        let mut seen = std::collections::HashSet::new();
+        let mut want: BTreeMap<&str, BTreeMap<i64, (i64, i64)>> = BTreeMap::new();
+        for e in batches.iter().flatten() {
+            if !seen.insert((e.distinct_id.as_str(), e.event_id.as_str())) {
+                continue;
+            }
+            let start = period::start(e.timestamp, Interval::Day, &tz);
+            let span = want.entry(&e.distinct_id).or_default().entry(start).or_insert((e.timestamp, e.timestamp));
+            *span = (span.0.min(e.timestamp), span.1.max(e.timestamp));
+        }
+        for (user, days) in &want {
+            let expected: Vec<UserDay> = days
+                .iter()
+                .rev()
+                .map(|(&start, &(first, last))| UserDay { start, end: period::next(start, Interval::Day, &tz), first, last })
+                .collect();
+            prop_assert_eq!(view.user_days(user), Some(expected), "{}", user);
+        }
+        prop_assert_eq!(view.user_days("nobody"), None);
     }
 }
 
