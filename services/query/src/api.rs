@@ -90,6 +90,7 @@ pub fn router(api: Arc<Api>) -> axum::Router {
         .route("/v1/retention", post(retention))
         .route("/v1/cohorts", post(cohorts))
         .route("/v1/events", get(event_names))
+        .route("/v1/events/{name}/properties", get(crate::discovery::event_properties))
         .route("/v1/failed-events", get(crate::failed::failed_events))
         .route("/v1/persons/{distinct_id}", get(crate::persons::person))
         .route("/v1/persons/{distinct_id}/events", get(crate::persons::person_events))
@@ -393,7 +394,7 @@ impl Api {
     /// The cached answer to `request`, or the one being computed for the same request, or
     /// `compute`'s: computed in a task of its own when this replica has a turn for it
     /// (see [`crate::admission`]), then cached.
-    async fn cached<T, Fut>(
+    pub(crate) async fn cached<T, Fut>(
         self: &Arc<Self>,
         endpoint: &str,
         request: &impl Serialize,
@@ -445,7 +446,7 @@ fn check_cohort(cohort: Option<&CohortFilter>) -> Result<(), QueryError> {
 
 /// Runs an engine (CPU work, up to seconds over millions of events) on a blocking thread,
 /// so it never stalls the async threads that serve pre-aggregated answers and probes.
-async fn off_the_runtime<T: Send + 'static>(
+pub(crate) async fn off_the_runtime<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, QueryError> + Send + 'static,
 ) -> Result<T, QueryError> {
     tokio::task::spawn_blocking(work).await.map_err(QueryError::internal)?

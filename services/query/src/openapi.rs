@@ -42,6 +42,14 @@ pub fn document() -> Value {
         ("Person", generator.subschema_for::<crate::persons::Person>().to_value()),
         ("PersonEventsParams", generator.subschema_for::<crate::persons::PersonEventsParams>().to_value()),
         ("PersonEventsPage", generator.subschema_for::<crate::persons::PersonEventsPage>().to_value()),
+        (
+            "EventPropertiesParams",
+            generator.subschema_for::<crate::discovery::EventPropertiesParams>().to_value(),
+        ),
+        (
+            "PropertyReport",
+            generator.subschema_for::<pulse_core::analytics::discovery::PropertyReport>().to_value(),
+        ),
         ("Source", generator.subschema_for::<Source>().to_value()),
         ("ErrorResponse", generator.subschema_for::<ErrorResponse>().to_value()),
     ];
@@ -139,6 +147,12 @@ pub fn document() -> Value {
     let mut person_events_responses = answer(reference("PersonEventsPage"), "A page of the user's events");
     merge(&mut person_events_responses, &errors);
     merge(&mut person_events_responses, &unknown_person);
+    let mut properties_params = query_params("EventPropertiesParams");
+    if let Value::Array(list) = &mut properties_params {
+        list.insert(0, json!({ "name": "name", "in": "path", "required": true, "schema": { "type": "string", "minLength": 1 }, "description": "The event name." }));
+    }
+    let mut properties_responses = answer(reference("PropertyReport"), "The event's properties");
+    merge(&mut properties_responses, &errors);
     let mut names_responses =
         answer(json!({ "type": "array", "items": reference("EventName") }), "The names");
     merge(&mut names_responses, &errors);
@@ -167,6 +181,13 @@ pub fn document() -> Value {
                 "security": [{ "readKey": [] }],
                 "parameters": query_params("EventNamesParams"),
                 "responses": names_responses,
+            }},
+            "/v1/events/{name}/properties": { "get": {
+                "summary": "An event's properties over a range: paths, value types and the most frequent values",
+                "description": "Read from the event blocks of [from, to) (default: the 7 days before now), each event id once; nested objects become `.` paths as filters name them. A property with more than 100,000 distinct values says `exact: false`. More events than the query limit is `too_many_events`: narrow the range.",
+                "security": [{ "readKey": [] }],
+                "parameters": properties_params,
+                "responses": properties_responses,
             }},
             "/v1/failed-events": { "get": {
                 "summary": "Acknowledged events the store refused, set aside so their partition moves on",
@@ -246,9 +267,14 @@ fn constrain(schemas: &mut serde_json::Map<String, Value>) {
     set("CohortCondition", "/oneOf/0/properties/atLeast", json!({ "minimum": 1 }));
     set("CohortCondition", "/oneOf/0/properties/lastDays", json!({ "minimum": 1 }));
     let time = json!({ "minimum": EARLIEST_MS, "maximum": LATEST_MS });
-    for schema in
-        ["TrendRequest", "FunnelRequest", "RetentionRequest", "DeclaredFunnelParams", "EventNamesParams"]
-    {
+    for schema in [
+        "TrendRequest",
+        "FunnelRequest",
+        "RetentionRequest",
+        "DeclaredFunnelParams",
+        "EventNamesParams",
+        "EventPropertiesParams",
+    ] {
         set(schema, "/properties/from", time.clone());
         set(schema, "/properties/to", time.clone());
     }

@@ -782,3 +782,25 @@ async fn without_the_activity_view_a_persons_events_are_read_a_month_at_a_time()
     let days = (jiff::Timestamp::now().as_millisecond() - T0) / DAY;
     assert!(pages as i64 >= days / 31, "{pages} pages for {days} days");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_events_properties_are_their_paths_types_and_top_values_over_the_range() {
+    let (redis, ferret) =
+        (RedisServer::start().await.expect("redis"), FerretDb::start().await.expect("ferretdb"));
+    let t = Tenant::start(&redis, &ferret, &generated("d", 30, 600), 1_000_000, VIEWS).await;
+    let (from, to) = (T0 + DAY, T0 + 3 * DAY);
+    let (status, answer) = t.get(&format!("/v1/events/a/properties?from={from}&to={to}&top=3")).await;
+    assert_eq!(status, 200, "{answer}");
+    let read: Vec<AnalyticsEvent> =
+        t.events.iter().filter(|e| e.event == "a" && (from..to).contains(&e.timestamp)).cloned().collect();
+    let want = pulse_core::analytics::discovery::properties(&read, 3);
+    assert_eq!(answer["result"], serde_json::to_value(&want).expect("json"), "{answer}");
+    let plan =
+        answer["result"]["properties"].as_array().expect("properties").iter().find(|p| p["path"] == "plan");
+    assert_eq!(plan.map(|p| p["distinct"].clone()), Some(json!(2)), "{answer}");
+    // Nothing of that name: no property, not an error.
+    let (status, answer) = t.get(&format!("/v1/events/nothing/properties?from={from}&to={to}")).await;
+    assert_eq!((status, &answer["result"]["events"]), (200, &json!(0)), "{answer}");
+    let (status, answer) = t.get("/v1/events/a/properties?top=0").await;
+    assert_eq!((status, answer["error"]["fields"][0]["field"].as_str()), (400, Some("top")), "{answer}");
+}

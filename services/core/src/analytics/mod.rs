@@ -10,6 +10,7 @@
 //! Every limit is an explicit [`AnalyticsError`], never a silently shortened answer.
 
 pub mod cohort;
+pub mod discovery;
 mod error;
 pub mod event;
 pub mod funnel;
