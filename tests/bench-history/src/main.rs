@@ -109,6 +109,10 @@ enum LoaderError {
     Load(#[from] load::LoadError),
 }
 
+// The processor's allocator: the loader runs its batch function.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = match Args::parse().validate() {
