@@ -172,7 +172,11 @@ pub(crate) async fn person_events(
         };
         let _turn = api.raw_queries.admit().await?;
         let result = match api.views.user_days(&distinct_id) {
-            Some(None) => return Err(unknown(&distinct_id)),
+            // No event: an empty page for a user with a profile.
+            Some(None) => match api.store.profile(&distinct_id).await? {
+                Some(_) => PersonEventsPage { events: Vec::new(), next: None },
+                None => return Err(unknown(&distinct_id)),
+            },
             Some(Some(days)) => {
                 page_of_known_days(&api, &distinct_id, &days, &cursor, limit as usize).await?
             }

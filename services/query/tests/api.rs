@@ -739,8 +739,27 @@ async fn a_person_is_their_profile_and_first_and_last_event_and_their_events_new
     assert_eq!(person["properties"], json!({ "seats": 5, "source": "ad", "country": "DE" }), "{answer}");
     assert_eq!(person["firstSeen"], json!(theirs.iter().map(|e| e.timestamp).min()), "{answer}");
     assert_eq!(person["lastSeen"], json!(theirs.iter().map(|e| e.timestamp).max()), "{answer}");
-    let (status, answer) = t.get("/v1/persons/nobody-at-all").await;
-    assert_eq!((status, answer["error"]["code"].as_str()), (404, Some("not_found")), "{answer}");
+    for path in ["/v1/persons/nobody-at-all", "/v1/persons/nobody-at-all/events"] {
+        let (status, answer) = t.get(path).await;
+        assert_eq!((status, answer["error"]["code"].as_str()), (404, Some("not_found")), "{path}: {answer}");
+    }
+    // A user with a profile and no event: the profile, and no events.
+    let updates = pulse_core::profile::profile_updates([&BufferedEvent {
+        event_id: "only-a-profile".into(),
+        id_generated: false,
+        event: "identify".into(),
+        distinct_id: "profile-only".into(),
+        timestamp: T0,
+        received_at: T0,
+        properties: json!({ "$set": { "plan": "team" } }).as_object().cloned().unwrap_or_default(),
+    }]);
+    let alone = partition_of("profile-only", PARTITIONS);
+    t.store.apply_profile_updates(alone, position, &updates).await.expect("profile");
+    let (status, answer) = t.get("/v1/persons/profile-only").await;
+    assert_eq!((status, &answer["result"]["properties"]), (200, &json!({ "plan": "team" })), "{answer}");
+    assert_eq!(answer["result"]["lastSeen"], Value::Null, "{answer}");
+    let (status, answer) = t.get("/v1/persons/profile-only/events").await;
+    assert_eq!((status, &answer["result"]["events"]), (200, &json!([])), "{answer}");
     let (status, answer) = t.get(&format!("/v1/persons/{user}/events?before=soon")).await;
     assert_eq!((status, answer["error"]["fields"][0]["field"].as_str()), (400, Some("before")), "{answer}");
     // The document says which cursors are valid, so a client's valid request is accepted.
