@@ -1,6 +1,7 @@
-//! Pulse's funnels and retention against ClickHouse (chDB), on generated event sets: ties,
-//! repeated ids, late and out-of-order events, window boundaries, many users. Ordered
-//! funnels are compared with `windowFunnel(window, 'strict_once')`, retention with plain
+//! Pulse's funnels, retention, lifecycle and stickiness against ClickHouse (chDB), on
+//! generated event sets: ties, repeated ids, late and out-of-order events, window
+//! boundaries, many users. Ordered funnels are compared with `windowFunnel(window,
+//! 'strict_once')`, retention, lifecycle and stickiness with plain
 //! SQL; strict and unordered funnels, exclusions and holdConstant, which ClickHouse has no
 //! equivalent for, with the brute-force reference. Every user's level and every cohort
 //! cell must be equal.
@@ -23,9 +24,11 @@ use common::reference::funnel_user;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use pulse_core::analytics::funnel::{self, FunnelEngine, FunnelQuery, FunnelReport};
+use pulse_core::analytics::lifecycle::{self, LifecycleQuery};
 use pulse_core::analytics::materialized::{ActivityView, FunnelView};
 use pulse_core::analytics::period;
 use pulse_core::analytics::retention::{self, RetentionKind, RetentionQuery};
+use pulse_core::analytics::stickiness::{self, StickinessQuery};
 use pulse_core::analytics::{AnalyticsEvent, EventMatcher, Limits, by_user, period::Interval};
 use pulse_core::funnel::FunnelDefinition;
 use serde_json::{Value, json};
@@ -472,5 +475,126 @@ fn retention_equals_clickhouse_sql_in_each_time_zone() {
         assert!(!want_sizes.is_empty(), "{name}: the set must have cohorts");
         assert_eq!(sizes, want_sizes, "{name}: cohort sizes");
         assert_eq!(cells, want_cells, "{name}: retained users per cohort and offset");
+    }
+}
+
+/// A matcher of `event`, with `v >= min_v` when given.
+fn matcher(event: &str, min_v: Option<u8>) -> EventMatcher {
+    let filters: Vec<Value> =
+        min_v.map(|v| json!({ "property": "v", "op": "gte", "value": v.to_string() })).into_iter().collect();
+    serde_json::from_value(json!({ "event": event, "filters": filters })).expect("matcher")
+}
+
+#[test]
+fn lifecycle_and_stickiness_equal_clickhouse_sql_in_each_time_zone() {
+    let b = base();
+    // Five weeks around Berlin's DST change and two month ends, users active on a few days.
+    let events = shuffled(generate(8, 5_000, 12, 3, &|r| b + r.next(45 * DAY as u64) as i64), 10);
+    let (from, to) = (b + 9 * DAY + 5 * 3_600_000, b + 40 * DAY);
+    let mut lifecycle_specs = Vec::new();
+    let mut stickiness_specs = Vec::new();
+    let mut queries = Vec::new();
+    for tz in ["UTC", "Europe/Berlin", "Asia/Kolkata"] {
+        for (event, min_v) in [("a", None), ("b", Some(1u8))] {
+            for (period, period_name) in
+                [(Interval::Day, "day"), (Interval::Week, "week"), (Interval::Month, "month")]
+            {
+                let name = format!("{tz}-{event}-{period_name}");
+                let spec =
+                    json!({ "name": name, "event": event, "min_v": min_v, "period": period_name, "tz": tz });
+                lifecycle_specs.push(spec.clone());
+                if period != Interval::Day {
+                    stickiness_specs.push(spec);
+                }
+                queries.push((name, tz, matcher(event, min_v), period));
+            }
+        }
+    }
+    let ch = clickhouse(&events, json!({ "lifecycle": lifecycle_specs, "stickiness": stickiness_specs }));
+    let mut views: BTreeMap<&str, ActivityView> = BTreeMap::new();
+    let limits = Limits::default();
+    for (name, tz_name, event, period) in queries {
+        let tz = TimeZone::get(tz_name).expect("zone");
+        let view = views.entry(tz_name).or_insert_with(|| {
+            let mut view = ActivityView::new(tz.clone());
+            for batch in batches(&events, 12) {
+                view.add(&batch);
+            }
+            view
+        });
+        let filtered = !event.filters.is_empty();
+
+        let query = LifecycleQuery { event: event.clone(), period, from, to };
+        let report = lifecycle::run(&query, &events, None, &tz, &limits).expect("runs");
+        let from_view = view.lifecycle(&query, &limits).expect("runs");
+        if filtered {
+            assert_eq!(from_view, None, "{name}: a filtered event is left to the ad-hoc path");
+        } else {
+            assert_eq!(from_view.as_ref(), Some(&report), "{name}: the view equals the ad-hoc lifecycle");
+        }
+        let dates: Vec<String> = report.periods.iter().map(|p| date_of(p.period_start, &tz)).collect();
+        let mut want: BTreeMap<String, [i64; 4]> = dates.iter().map(|d| (d.clone(), [0; 4])).collect();
+        for row in ch["lifecycle"][&name].as_array().expect("rows") {
+            let (date, kind, n) = (
+                row[0].as_str().unwrap_or_default(),
+                row[1].as_str().unwrap_or_default(),
+                row[2].as_i64().unwrap_or(0),
+            );
+            let Some(counts) = want.get_mut(date) else { continue };
+            match kind {
+                "new" => counts[0] = n,
+                "returning" => counts[1] = n,
+                "resurrecting" => counts[2] = n,
+                _ => counts[3] = -n,
+            }
+        }
+        let got: BTreeMap<String, [i64; 4]> = report
+            .periods
+            .iter()
+            .map(|p| {
+                let counts = [p.new as i64, p.returning as i64, p.resurrecting as i64, p.dormant];
+                (date_of(p.period_start, &tz), counts)
+            })
+            .collect();
+        // Every kind occurs (resurrecting needs a period between two others: not in two months).
+        let occurs = |kind: usize| got.values().any(|c| c[kind] != 0);
+        assert!(occurs(0) && occurs(1) && occurs(3), "{name}: new, returning and dormant occur");
+        assert!(period == Interval::Month || occurs(2), "{name}: resurrecting occurs");
+        assert_eq!(got, want, "{name}: new, returning, resurrecting and dormant per period");
+
+        if period == Interval::Day {
+            continue;
+        }
+        let query = StickinessQuery { event, period, from, to };
+        let report = stickiness::run(&query, &events, None, &tz, &limits).expect("runs");
+        let from_view = view.stickiness(&query, &limits).expect("runs");
+        if filtered {
+            assert_eq!(from_view, None, "{name}: a filtered event is left to the ad-hoc path");
+        } else {
+            assert_eq!(from_view.as_ref(), Some(&report), "{name}: the view equals the ad-hoc stickiness");
+        }
+        let mut got = BTreeMap::new();
+        for p in &report.periods {
+            for (k, &n) in p.active_days.iter().enumerate() {
+                if n > 0 {
+                    got.insert((date_of(p.period_start, &tz), k as u64 + 1), n);
+                }
+            }
+        }
+        let reported: Vec<String> = report.periods.iter().map(|p| date_of(p.period_start, &tz)).collect();
+        let want: BTreeMap<(String, u64), u64> = ch["stickiness"][&name]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| {
+                (
+                    (r[0].as_str().unwrap_or_default().to_string(), r[1].as_u64().unwrap_or(0)),
+                    r[2].as_u64().unwrap_or(0),
+                )
+            })
+            .filter(|((date, _), _)| reported.contains(date))
+            .collect();
+        assert!(got.keys().any(|(_, days)| *days > 1), "{name}: users active on several days");
+        assert_eq!(got, want, "{name}: users per period by active days");
     }
 }

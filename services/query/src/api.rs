@@ -88,6 +88,8 @@ pub fn router(api: Arc<Api>) -> axum::Router {
         .route("/v1/funnels", post(funnels))
         .route("/v1/funnels/{name}", get(declared_funnel))
         .route("/v1/retention", post(retention))
+        .route("/v1/lifecycle", post(crate::engagement::lifecycle))
+        .route("/v1/stickiness", post(crate::engagement::stickiness))
         .route("/v1/cohorts", post(cohorts))
         .route("/v1/events", get(event_names))
         .route("/v1/events/{name}/properties", get(crate::discovery::event_properties))
@@ -377,7 +379,7 @@ impl Api {
     }
 
     /// The users of `cohort`, or `None` (everyone) without one.
-    async fn cohort_users(
+    pub(crate) async fn cohort_users(
         self: &Arc<Self>,
         cohort: Option<&CohortFilter>,
     ) -> Result<Option<HashSet<String>>, QueryError> {
@@ -427,7 +429,7 @@ impl Api {
 }
 
 /// A cohort filter's refusal, before any work.
-fn check_cohort(cohort: Option<&CohortFilter>) -> Result<(), QueryError> {
+pub(crate) fn check_cohort(cohort: Option<&CohortFilter>) -> Result<(), QueryError> {
     match cohort {
         Some(c) => {
             check_times(&[("cohort.now", c.now)])?;

@@ -1,4 +1,4 @@
-//! The pre-aggregates of declared funnels and retention, in memory: per-user results the
+//! The pre-aggregates of declared funnels, retention, lifecycle and stickiness, in memory: per-user results the
 //! engines keep incrementally (`pulse_core::analytics::materialized`), so a declared funnel
 //! or a retention table is a pass over users, not over events.
 //!
@@ -19,8 +19,10 @@ use futures::TryStreamExt;
 use jiff::tz::TimeZone;
 use pulse_buffer::{Connection, newest_rollup_change, read_changes};
 use pulse_core::analytics::funnel::{FunnelQuery, FunnelReport};
+use pulse_core::analytics::lifecycle::{LifecycleQuery, LifecycleReport};
 use pulse_core::analytics::materialized::{ActivityView, FunnelView, UserDay};
 use pulse_core::analytics::retention::{RetentionQuery, RetentionReport};
+use pulse_core::analytics::stickiness::{StickinessQuery, StickinessReport};
 use pulse_core::analytics::{AnalyticsError, AnalyticsEvent, Limits};
 use pulse_core::buffer::BufferedEvent;
 use pulse_core::config::NamedFunnel;
@@ -125,6 +127,26 @@ impl EventViews {
     ) -> Result<Option<RetentionReport>, AnalyticsError> {
         let Some(views) = self.usable() else { return Ok(None) };
         views.activity.retention(query, limits)
+    }
+
+    /// The lifecycle of `query`, when the activity view can answer exactly.
+    pub fn lifecycle(
+        &self,
+        query: &LifecycleQuery,
+        limits: &Limits,
+    ) -> Result<Option<LifecycleReport>, AnalyticsError> {
+        let Some(views) = self.usable() else { return Ok(None) };
+        views.activity.lifecycle(query, limits)
+    }
+
+    /// The stickiness of `query`, when the activity view can answer exactly.
+    pub fn stickiness(
+        &self,
+        query: &StickinessQuery,
+        limits: &Limits,
+    ) -> Result<Option<StickinessReport>, AnalyticsError> {
+        let Some(views) = self.usable() else { return Ok(None) };
+        views.activity.stickiness(query, limits)
     }
 
     /// The local days with events of `distinct_id`, newest first: None when the views cannot

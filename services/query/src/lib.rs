@@ -11,6 +11,7 @@ pub mod admission;
 pub mod api;
 pub mod cache;
 pub mod discovery;
+pub mod engagement;
 pub mod error;
 pub mod event_views;
 pub mod failed;

@@ -3,8 +3,10 @@
 
 use pulse_core::analytics::cohort::CohortDefinition;
 use pulse_core::analytics::funnel::FunnelQuery;
+use pulse_core::analytics::lifecycle::LifecycleQuery;
 use pulse_core::analytics::period::Interval;
 use pulse_core::analytics::retention::RetentionQuery;
+use pulse_core::analytics::stickiness::StickinessQuery;
 use pulse_core::analytics::trend::TrendQuery;
 use pulse_core::funnel::FunnelDefinition;
 use schemars::JsonSchema;
@@ -120,6 +122,40 @@ pub struct RetentionRequest {
 impl RequestBody for RetentionRequest {
     fn flattened_refusal(body: &serde_json::Value) -> Option<QueryError> {
         refusal_of::<RetentionQuery>(body)
+    }
+}
+
+/// `POST /v1/lifecycle`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LifecycleRequest {
+    #[serde(flatten)]
+    pub query: LifecycleQuery,
+    /// Only these users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cohort: Option<CohortFilter>,
+}
+
+impl RequestBody for LifecycleRequest {
+    fn flattened_refusal(body: &serde_json::Value) -> Option<QueryError> {
+        refusal_of::<LifecycleQuery>(body)
+    }
+}
+
+/// `POST /v1/stickiness`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StickinessRequest {
+    #[serde(flatten)]
+    pub query: StickinessQuery,
+    /// Only these users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cohort: Option<CohortFilter>,
+}
+
+impl RequestBody for StickinessRequest {
+    fn flattened_refusal(body: &serde_json::Value) -> Option<QueryError> {
+        refusal_of::<StickinessQuery>(body)
     }
 }
 

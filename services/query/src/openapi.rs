@@ -33,6 +33,8 @@ pub fn document() -> Value {
         ("FunnelRequest", generator.subschema_for::<FunnelRequest>().to_value()),
         ("DeclaredFunnelParams", generator.subschema_for::<DeclaredFunnelParams>().to_value()),
         ("RetentionRequest", generator.subschema_for::<RetentionRequest>().to_value()),
+        ("LifecycleRequest", generator.subschema_for::<crate::model::LifecycleRequest>().to_value()),
+        ("StickinessRequest", generator.subschema_for::<crate::model::StickinessRequest>().to_value()),
         ("CohortRequest", generator.subschema_for::<CohortRequest>().to_value()),
         ("CohortAnswer", generator.subschema_for::<CohortAnswer>().to_value()),
         ("EventNamesParams", generator.subschema_for::<EventNamesParams>().to_value()),
@@ -162,7 +164,7 @@ pub fn document() -> Value {
         "info": {
             "title": "Pulse query API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Trends, funnels, retention and cohorts of one pipeline, with its read key. Answers come from the processor's rollups where they can (answeredFrom: preaggregated) and otherwise from raw events (raw), cached briefly (cache).",
+            "description": "Trends, funnels, retention, lifecycle, stickiness and cohorts of one pipeline, with its read key. Answers come from the processor's rollups where they can (answeredFrom: preaggregated) and otherwise from raw events (raw), cached briefly (cache).",
         },
         "paths": {
             "/v1/trends": post("A trend: a measure per interval, optionally broken down or for a cohort", "TrendRequest", answer(report("A trend report: series of points"), "The trend")),
@@ -174,6 +176,8 @@ pub fn document() -> Value {
                 "responses": declared_responses,
             }},
             "/v1/retention": post("A retention table", "RetentionRequest", answer(report("A retention report: cohorts and their returns per offset"), "The retention")),
+            "/v1/lifecycle": post("Per period, the users of an event who are new, returning or resurrecting, and those gone dormant", "LifecycleRequest", answer(report("A lifecycle report: one entry per period with new, returning, resurrecting, dormant (negative) and progress"), "The lifecycle")),
+            "/v1/stickiness": post("Per week or month, how many users did an event on exactly 1, 2, ... N of its days", "StickinessRequest", answer(report("A stickiness report: one entry per period with its days, its users, their count by active days and progress"), "The stickiness")),
             "/v1/cohorts": post("The users of a cohort", "CohortRequest", answer(reference("CohortAnswer"), "The members")),
             "/v1/events": { "get": {
                 "summary": "Event names seen in a range, with their counts (from day rollups)",
@@ -260,6 +264,16 @@ fn constrain(schemas: &mut serde_json::Map<String, Value>) {
         "/properties/period",
         json!({ "enum": ["day", "week"], "description": "day or week." }),
     );
+    set(
+        "LifecycleRequest",
+        "/properties/period",
+        json!({ "enum": ["day", "week", "month"], "description": "day, week or month." }),
+    );
+    set(
+        "StickinessRequest",
+        "/properties/period",
+        json!({ "enum": ["week", "month"], "description": "week or month." }),
+    );
     for schema in ["CohortRequest", "CohortFilter"] {
         set(schema, "/properties/conditions", json!({ "minItems": 1, "maxItems": 16 }));
     }
@@ -271,6 +285,8 @@ fn constrain(schemas: &mut serde_json::Map<String, Value>) {
         "TrendRequest",
         "FunnelRequest",
         "RetentionRequest",
+        "LifecycleRequest",
+        "StickinessRequest",
         "DeclaredFunnelParams",
         "EventNamesParams",
         "EventPropertiesParams",
@@ -333,7 +349,14 @@ fn constrain(schemas: &mut serde_json::Map<String, Value>) {
               "required": ["op"], "not": neither },
         ]}),
     );
-    for schema in ["TrendRequest", "FunnelRequest", "RetentionRequest", "DeclaredFunnelParams"] {
+    for schema in [
+        "TrendRequest",
+        "FunnelRequest",
+        "RetentionRequest",
+        "LifecycleRequest",
+        "StickinessRequest",
+        "DeclaredFunnelParams",
+    ] {
         if let Some(Value::String(text)) =
             schemas.get_mut(schema).and_then(|s| s.pointer_mut("/properties/from/description"))
         {

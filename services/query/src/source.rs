@@ -30,7 +30,7 @@ pub struct EventNeed {
 }
 
 impl EventNeed {
-    fn named(names: impl IntoIterator<Item = String>, from: i64, to: i64) -> Self {
+    pub fn named(names: impl IntoIterator<Item = String>, from: i64, to: i64) -> Self {
         EventNeed { names: Some(names.into_iter().collect()), from, to }
     }
 }

@@ -3,13 +3,15 @@
 //! engine's on the same events; ad-hoc answers are cached; keys and tenants are kept apart;
 //! bad queries get clear errors.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use jiff::tz::TimeZone;
 use pulse_core::analytics::funnel::{self, FunnelQuery};
+use pulse_core::analytics::lifecycle::{self, LifecycleQuery};
 use pulse_core::analytics::retention::{self, RetentionQuery};
+use pulse_core::analytics::stickiness::{self, StickinessQuery};
 use pulse_core::analytics::trend::{self, TrendQuery, TrendReport};
 use pulse_core::analytics::{AnalyticsEvent, Limits};
 use pulse_core::buffer::{BufferedEvent, partition_of};
@@ -470,6 +472,115 @@ async fn ad_hoc_and_declared_funnels_and_retention_equal_the_engine_and_are_cach
         assert!(std::time::Instant::now() < deadline, "10 new conversions not visible after 20 s: {answer}");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_and_stickiness_equal_the_engines_from_the_view_and_from_raw_events() {
+    let (redis, ferret) =
+        (RedisServer::start().await.expect("redis"), FerretDb::start().await.expect("ferretdb"));
+    // 400 users with about 5 events each over four days: new, returning, resurrecting and
+    // dormant users every day.
+    let t = Tenant::start(&redis, &ferret, &generated("l", 400, 2000), 1_000_000, VIEWS).await;
+    let now = jiff::Timestamp::now().as_millisecond();
+    let pro = json!({ "event": "a", "filters": [{ "property": "plan", "op": "eq", "value": "pro" }] });
+    let cohort = json!({ "conditions": [{ "type": "performed", "event": { "event": "c" }, "atLeast": 2, "from": T0, "to": T0 + 4 * DAY }] });
+    for (event, cohort, source) in [
+        (json!({ "event": "a" }), None, "preaggregated"),
+        (pro, None, "raw"),
+        (json!({ "event": "a" }), Some(cohort), "raw"),
+    ] {
+        let users = match &cohort {
+            Some(c) => {
+                let (status, answer) =
+                    t.post("/v1/cohorts", &json!({ "conditions": c["conditions"], "limit": 1000 })).await;
+                assert_eq!(status, 200, "{answer}");
+                let members: HashSet<String> =
+                    serde_json::from_value(answer["result"]["members"].clone()).expect("members");
+                assert!(!members.is_empty() && members.len() < 400, "{answer}");
+                Some(members)
+            }
+            None => None,
+        };
+        for period in ["day", "week"] {
+            let mut body = json!({ "event": event, "period": period, "from": T0 + HOUR, "to": T0 + 4 * DAY });
+            if let Some(c) = &cohort {
+                body["cohort"] = c.clone();
+            }
+            let (status, answer) = t.post("/v1/lifecycle", &body).await;
+            assert_eq!(status, 200, "{answer}");
+            assert_eq!(answer["answeredFrom"], source, "{body}: {answer}");
+            let query: LifecycleQuery = serde_json::from_value(body.clone()).expect("query");
+            let mut want =
+                lifecycle::run(&query, &t.events, users.as_ref(), &t.tz, &Limits::default()).expect("engine");
+            want.mark_progress(query.period, now, &t.tz);
+            assert_eq!(answer["result"], serde_json::to_value(&want).expect("json"), "{body}");
+            if period == "day" {
+                let kinds =
+                    |k: &str| want.periods.iter().any(|p| serde_json::to_value(p).expect("json")[k] != 0);
+                assert!(["new", "returning", "resurrecting", "dormant"].into_iter().all(kinds), "{answer}");
+            }
+
+            body["period"] = json!(if period == "day" { "month" } else { "week" });
+            let (status, answer) = t.post("/v1/stickiness", &body).await;
+            assert_eq!(status, 200, "{answer}");
+            assert_eq!(answer["answeredFrom"], source, "{body}: {answer}");
+            let query: StickinessQuery = serde_json::from_value(body.clone()).expect("query");
+            let mut want = stickiness::run(&query, &t.events, users.as_ref(), &t.tz, &Limits::default())
+                .expect("engine");
+            want.mark_progress(query.period, now, &t.tz);
+            assert_eq!(answer["result"], serde_json::to_value(&want).expect("json"), "{body}");
+            assert!(want.periods.iter().any(|p| p.active_days.iter().skip(1).any(|&n| n > 0)), "{answer}");
+        }
+    }
+
+    // This week's stickiness and today's lifecycle are under way, later days to come.
+    let body = json!({ "event": { "event": "a" }, "period": "day", "from": now - DAY, "to": now + DAY });
+    let (status, answer) = t.post("/v1/lifecycle", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let progress: Vec<&Value> =
+        answer["result"]["periods"].as_array().expect("periods").iter().map(|p| &p["progress"]).collect();
+    assert_eq!(progress, ["complete", "partial", "pending"], "{answer}");
+
+    // Refusals name the field.
+    for (path, body, status, field) in [
+        (
+            "/v1/stickiness",
+            json!({ "event": { "event": "a" }, "period": "day", "from": T0, "to": T0 + DAY }),
+            400,
+            "period",
+        ),
+        (
+            "/v1/lifecycle",
+            json!({ "event": { "event": "a" }, "period": "hour", "from": T0, "to": T0 + DAY }),
+            400,
+            "period",
+        ),
+        (
+            "/v1/lifecycle",
+            json!({ "event": { "event": "" }, "period": "day", "from": T0, "to": T0 + DAY }),
+            400,
+            "event.event",
+        ),
+        (
+            "/v1/lifecycle",
+            json!({ "event": { "event": "a" }, "period": "day", "from": T0 + DAY, "to": T0 }),
+            400,
+            "to",
+        ),
+    ] {
+        let (got, answer) = t.post(path, &body).await;
+        assert_eq!(got, status, "{path} {body}: {answer}");
+        let fields: Vec<&str> = answer["error"]["fields"]
+            .as_array()
+            .expect("fields")
+            .iter()
+            .filter_map(|f| f["field"].as_str())
+            .collect();
+        assert!(fields.contains(&field), "{path} {body}: {answer}");
+    }
+    let years = json!({ "event": { "event": "a" }, "period": "day", "from": T0 - 20 * 365 * DAY, "to": T0 });
+    let (status, answer) = t.post("/v1/lifecycle", &years).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (422, Some("too_many_periods")), "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

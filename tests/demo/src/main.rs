@@ -198,6 +198,16 @@ async fn run(args: &Args, started: Instant) -> Result<(), String> {
             &tz
         )
     );
+    let lifecycle = q
+        .post(
+            "/v1/lifecycle",
+            &json!({ "event": { "event": "session_started" }, "period": "day", "from": now - 6 * traffic::DAY, "to": now }),
+        )
+        .await?;
+    println!(
+        "{}",
+        report::lifecycle("Lifecycle of the last week (session_started)", &lifecycle["result"], &tz)
+    );
     let trend = q
         .post(
             "/v1/trends",
@@ -213,8 +223,8 @@ async fn run(args: &Args, started: Instant) -> Result<(), String> {
         report::trend("Trend: daily active users (session_started) by platform", &trend["result"], &tz)
     );
     println!(
-        "(answered from: checkout {}, retention {}, trend {})\n",
-        checkout["answeredFrom"], retention["answeredFrom"], trend["answeredFrom"]
+        "(answered from: checkout {}, retention {}, lifecycle {}, trend {})\n",
+        checkout["answeredFrom"], retention["answeredFrom"], lifecycle["answeredFrom"], trend["answeredFrom"]
     );
     println!("{}", alert_status(&prometheus).await);
     print_try_it(&stack, &config, &ingest.url, &query.url, &prometheus.url(), &dir, (from, now));

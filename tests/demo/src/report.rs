@@ -1,5 +1,5 @@
 //! The query API's answers as terminal tables: a funnel with per-step conversion and the
-//! experiment's variants compared, a retention table, and a trend with bars.
+//! experiment's variants compared, a retention table, a lifecycle, and a trend with bars.
 
 use jiff::tz::TimeZone;
 use serde_json::Value;
@@ -9,7 +9,7 @@ fn percent(v: &Value) -> String {
 }
 
 fn count(v: &Value) -> String {
-    v.as_u64().map(|n| n.to_string()).unwrap_or_else(|| "-".into())
+    v.as_i64().map(|n| n.to_string()).unwrap_or_else(|| "-".into())
 }
 
 fn duration(ms: &Value) -> String {
@@ -112,6 +112,28 @@ pub fn retention(title: &str, report: &Value, tz: &TimeZone) -> String {
     out
 }
 
+/// A lifecycle report: one row per period with its users by kind (dormant negative), the
+/// period under way marked.
+pub fn lifecycle(title: &str, report: &Value, tz: &TimeZone) -> String {
+    let mut out = format!(
+        "{title}\n  {:<12} {:>6} {:>10} {:>13} {:>8}\n",
+        "day", "new", "returning", "resurrecting", "dormant"
+    );
+    for p in report["periods"].as_array().into_iter().flatten() {
+        let mark = if p["progress"] == "partial" { "*" } else { "" };
+        out += &format!(
+            "  {:<12} {:>6} {:>10} {:>13} {:>8}\n",
+            format!("{}{mark}", day(&p["periodStart"], tz)),
+            count(&p["new"]),
+            count(&p["returning"]),
+            count(&p["resurrecting"]),
+            count(&p["dormant"]),
+        );
+    }
+    out += "  * the day is under way (so far)\n";
+    out
+}
+
 /// A trend report: one row per interval, a column per series and a stacked bar.
 pub fn trend(title: &str, report: &Value, tz: &TimeZone) -> String {
     let series = report["series"].as_array().cloned().unwrap_or_default();
@@ -205,6 +227,18 @@ mod tests {
         let row = table.lines().find(|l| l.contains("Thu Jan 01")).unwrap_or_default();
         assert!(row.contains("100%") && row.contains("50%*"), "{table}");
         assert_eq!(row.split_whitespace().last(), Some("50%*"), "no 0% for a day to come: {table}");
+    }
+
+    #[test]
+    fn a_lifecycle_row_per_day_with_dormant_users_negative() {
+        let report = json!({ "periods": [
+            { "periodStart": 0, "new": 3, "returning": 0, "resurrecting": 0, "dormant": 0, "progress": "complete" },
+            { "periodStart": 86_400_000, "new": 1, "returning": 2, "resurrecting": 0, "dormant": -1, "progress": "partial" },
+        ]});
+        let table = lifecycle("l", &report, &TimeZone::UTC);
+        let rows: Vec<&str> = table.lines().skip(2).take(2).collect();
+        assert!(rows[0].contains("Thu Jan 01 ") && rows[0].trim_end().ends_with('0'), "{table}");
+        assert!(rows[1].contains("Fri Jan 02*") && rows[1].trim_end().ends_with("-1"), "{table}");
     }
 
     #[test]

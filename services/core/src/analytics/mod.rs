@@ -1,4 +1,4 @@
-//! The analytics engines: funnels, retention, trends and cohorts, computed exactly from
+//! The analytics engines: funnels, retention, lifecycle, stickiness, trends and cohorts, computed exactly from
 //! events, as docs/semantics.md defines every number.
 //!
 //! The engines take [`AnalyticsEvent`]s from any source (raw events streamed from the
@@ -14,10 +14,12 @@ pub mod discovery;
 mod error;
 pub mod event;
 pub mod funnel;
+pub mod lifecycle;
 pub mod materialized;
 pub mod period;
 pub mod retention;
 pub mod stats;
+pub mod stickiness;
 pub mod trend;
 
 pub use error::{AnalyticsError, Limits};

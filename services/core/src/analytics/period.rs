@@ -89,14 +89,62 @@ fn date_number(date: Date) -> i64 {
     date.to_zoned_datetime(TimeZone::UTC).map_or(0, |z| z.timestamp().as_second().div_euclid(86_400))
 }
 
-/// The period number of `ts` for day or week periods: consecutive periods have
-/// consecutive numbers. Weeks are numbered from the Monday 1969-12-29.
+/// The period number of `ts` for day, week or month periods: consecutive periods have
+/// consecutive numbers (an hour interval is numbered by its day).
 pub fn period_number(ts: i64, interval: Interval, tz: &TimeZone) -> i64 {
-    let day = day_number(ts, tz);
+    day_period(day_number(ts, tz), interval)
+}
+
+/// The number of the day, week or month period holding the local day `day` (a
+/// [`day_number`]): weeks are numbered from the Monday 1969-12-29, months from January 1970
+/// (an hour interval is numbered by its day).
+pub fn day_period(day: i64, interval: Interval) -> i64 {
     match interval {
         // 1970-01-01 was a Thursday: day -3 is a Monday.
         Interval::Week => (day + 3).div_euclid(7),
-        _ => day,
+        Interval::Month => {
+            let (year, month) = year_month(day);
+            (year - 1970) * 12 + (month - 1)
+        }
+        Interval::Day | Interval::Hour => day,
+    }
+}
+
+/// The calendar year and month (1 to 12) of day number `day`, by arithmetic: this runs
+/// once per user and active day, where a time zone lookup would cost more than the rest.
+fn year_month(day: i64) -> (i64, i64) {
+    // Days since 0000-03-01 in eras of 400 years (H. Hinnant's civil_from_days).
+    let z = day + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month)
+}
+
+/// How much of a period has happened at a time: whether a count for it is final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum CellProgress {
+    /// The period is over: the count is final.
+    Complete,
+    /// The period is under way: the count is what happened so far.
+    Partial,
+    /// The period has not begun: nothing can have happened yet (the count is 0).
+    Pending,
+}
+
+/// Where the period `[start, end)` stands at `now` (epoch ms).
+pub fn progress(start: i64, end: i64, now: i64) -> CellProgress {
+    if end <= now {
+        CellProgress::Complete
+    } else if start <= now {
+        CellProgress::Partial
+    } else {
+        CellProgress::Pending
     }
 }
 
@@ -144,6 +192,24 @@ mod tests {
         let sunday = period_number(ms("2026-11-22T23:59:59Z"), Interval::Week, &utc);
         let monday = period_number(ms("2026-11-23T00:00:00Z"), Interval::Week, &utc);
         assert_eq!(monday - sunday, 1);
+    }
+
+    #[test]
+    fn month_numbers_follow_the_calendar() {
+        let utc = TimeZone::UTC;
+        let jan_1970 = period_number(ms("1970-01-31T23:59:59Z"), Interval::Month, &utc);
+        assert_eq!(jan_1970, 0);
+        assert_eq!(period_number(ms("1969-12-31T12:00:00Z"), Interval::Month, &utc), -1);
+        let feb_2028 = period_number(ms("2028-02-29T12:00:00Z"), Interval::Month, &utc);
+        assert_eq!(feb_2028, 58 * 12 + 1);
+        assert_eq!(period_number(ms("2028-03-01T00:00:00Z"), Interval::Month, &utc), feb_2028 + 1);
+        // Every day of four centuries around the epoch: the arithmetic equals the calendar.
+        let mut date = jiff::civil::date(1800, 1, 1);
+        while date.year() < 2200 {
+            let day = date_number(date);
+            assert_eq!(year_month(day), (i64::from(date.year()), i64::from(date.month())), "{date}");
+            date = date.tomorrow().expect("date");
+        }
     }
 
     #[test]

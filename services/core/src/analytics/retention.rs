@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{AnalyticsError, Limits, check_events, check_periods, check_range};
 use super::event::{AnalyticsEvent, EventMatcher, by_user};
+pub use super::period::CellProgress;
 use super::period::{self, Interval};
 use crate::validation::Errors;
 
@@ -71,18 +72,6 @@ pub struct RetentionCohort {
     pub progress: Vec<CellProgress>,
 }
 
-/// How much of a retention cell's period has happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum CellProgress {
-    /// The period is over: the count is final.
-    Complete,
-    /// The period is under way: the count is what happened so far.
-    Partial,
-    /// The period has not begun: nothing can have happened yet (the count is 0).
-    Pending,
-}
-
 impl RetentionReport {
     /// Marks every cell by where its period stands at `now` (epoch ms): the periods are
     /// `period`s of the time zone `tz`, offset k starting k periods after the cohort's.
@@ -92,13 +81,7 @@ impl RetentionReport {
             cohort.progress = (0..cohort.retained.len())
                 .map(|_| {
                     let end = period::next(start, period, tz);
-                    let progress = if end <= now {
-                        CellProgress::Complete
-                    } else if start <= now {
-                        CellProgress::Partial
-                    } else {
-                        CellProgress::Pending
-                    };
+                    let progress = period::progress(start, end, now);
                     start = end;
                     progress
                 })

@@ -1,15 +1,23 @@
-"""Funnels and retention computed by ClickHouse (chDB), for services/core/tests/chdb.rs.
+"""Funnels, retention, lifecycle and stickiness computed by ClickHouse (chDB), for
+services/core/tests/chdb.rs.
 
 Reads one JSON document on stdin:
   {"events": "<path of a JSONEachRow file: row, id, event, user, ts, v, d>",
    "funnels": [{"name", "steps": [{"event", "min_v"}], "window_ms", "from", "to"}],
-   "retention": [{"name", "start", "return", "kind", "period", "periods", "from", "to", "tz"}]}
+   "retention": [{"name", "start", "return", "kind", "period", "periods", "from", "to", "tz"}],
+   "lifecycle": [{"name", "event", "min_v", "period", "tz"}],
+   "stickiness": [{"name", "event", "min_v", "period", "tz"}]}
 and prints one JSON document:
   {"funnels": {name: {user: level}},
-   "retention": {name: {"sizes": {date: users}, "cells": [[date, offset, users]]}}}
+   "retention": {name: {"sizes": {date: users}, "cells": [[date, offset, users]]}},
+   "lifecycle": {name: [[date, kind, users]]},
+   "stickiness": {name: [[date, active days, users]]}}
 
 A repeated event id of a user counts once: the first row given. Funnels use
-windowFunnel(window, 'strict_once'); retention is plain SQL over calendar dates in the zone.
+windowFunnel(window, 'strict_once'); retention is plain SQL over calendar dates in the zone;
+lifecycle classifies each user's sorted array of active periods; stickiness counts distinct
+local dates per user and period. Lifecycle and stickiness cover every period of the data
+(the test compares the periods it asked for).
 """
 import json
 import sys
@@ -69,6 +77,50 @@ def retention(s, r):
     }
 
 
+def period_sql(period, tz):
+    """(period of a ts column, the period before, the period after) as Date32 expressions."""
+    day = lambda col: f"toDate32(fromUnixTimestamp64Milli({col}, {lit(tz)}))"
+    if period == "day":
+        return day, lambda d: f"subtractDays({d}, 1)", lambda d: f"addDays({d}, 1)"
+    if period == "week":
+        return (lambda col: f"toMonday({day(col)})"), lambda d: f"subtractDays({d}, 7)", lambda d: f"addDays({d}, 7)"
+    return (
+        (lambda col: f"toStartOfMonth({day(col)})"),
+        lambda d: f"subtractMonths({d}, 1)",
+        lambda d: f"addMonths({d}, 1)",
+    )
+
+
+def matching(x):
+    where = f"event = {lit(x['event'])}"
+    if x.get("min_v") is not None:
+        where += f" AND v >= {int(x['min_v'])}"
+    return where
+
+
+def lifecycle(s, x):
+    period, before, after = period_sql(x["period"], x["tz"])
+    users = f"SELECT user, arraySort(groupUniqArray({period('ts')})) AS ps FROM ev WHERE {matching(x)} GROUP BY user"
+    kinds = f"""
+        SELECT arrayJoin(arrayMap(i -> (ps[i], multiIf(i = 1, 'new', ps[i - 1] = {before('ps[i]')}, 'returning',
+                                                        'resurrecting')), arrayEnumerate(ps))) AS t
+        FROM ({users})"""
+    gone = f"""
+        SELECT arrayJoin(arrayMap(i -> ({after('ps[i]')}, 'dormant'),
+                                  arrayFilter(i -> i = length(ps) OR ps[i + 1] != {after('ps[i]')}, arrayEnumerate(ps)))) AS t
+        FROM ({users})"""
+    rows = q(s, f"SELECT toString(t.1) AS p, t.2 AS kind, count() AS n FROM ({kinds} UNION ALL {gone}) GROUP BY p, kind")
+    return [[r["p"], r["kind"], int(r["n"])] for r in rows]
+
+
+def stickiness(s, x):
+    period, _, _ = period_sql(x["period"], x["tz"])
+    day, _, _ = period_sql("day", x["tz"])
+    per_user = f"SELECT user, {period('ts')} AS p, uniqExact({day('ts')}) AS days FROM ev WHERE {matching(x)} GROUP BY user, p"
+    rows = q(s, f"SELECT toString(p) AS p, days, count() AS n FROM ({per_user}) GROUP BY p, days")
+    return [[r["p"], int(r["days"]), int(r["n"])] for r in rows]
+
+
 def main():
     spec = json.load(sys.stdin)
     s = session.Session()
@@ -79,6 +131,8 @@ def main():
     out = {
         "funnels": {f["name"]: funnel(s, f) for f in spec.get("funnels", [])},
         "retention": {r["name"]: retention(s, r) for r in spec.get("retention", [])},
+        "lifecycle": {x["name"]: lifecycle(s, x) for x in spec.get("lifecycle", [])},
+        "stickiness": {x["name"]: stickiness(s, x) for x in spec.get("stickiness", [])},
     }
     json.dump(out, sys.stdout)
 

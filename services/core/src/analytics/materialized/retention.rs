@@ -2,6 +2,8 @@
 //! and the first time ever, which is all `retention::run` reads of events without
 //! property filters.
 
+mod periods;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 

@@ -12,8 +12,10 @@ use serde_json::json;
 
 use super::{ActivityView, FunnelView, UserDay};
 use crate::analytics::funnel::{self, FunnelQuery};
+use crate::analytics::lifecycle::{self, LifecycleQuery};
 use crate::analytics::period::{self, Interval};
 use crate::analytics::retention::{self, RetentionKind, RetentionQuery};
+use crate::analytics::stickiness::{self, StickinessQuery};
 use crate::analytics::{AnalyticsError, AnalyticsEvent, EventMatcher, Limits};
 use crate::funnel::{FunnelDefinition, FunnelOrder};
 
@@ -214,6 +216,46 @@ proptest! {
                 }
             }
         }
+    }
+
+    #[test]
+    fn lifecycle_and_stickiness_from_the_activity_view_equal_run(
+        batches in events(6, 14).prop_flat_map(feeding),
+        berlin in any::<bool>(),
+        queries in prop::collection::vec((0usize..3, 0usize..3, days(), (0..DAY, 0..DAY)), 1..4),
+    ) {
+        let tz = zone(berlin);
+        let limits = Limits::default();
+        let mut view = ActivityView::new(tz.clone());
+        let mut all = Vec::new();
+        for batch in &batches {
+            view.add(batch);
+            all.extend(batch.iter().cloned());
+            for &(name, interval, (a, b), (x, y)) in &queries {
+                // Ranges off midnight: periods are reported whole either way.
+                let (from, to) = (midnight(a, &tz) + x, (midnight(b, &tz) - y).max(midnight(a, &tz) + x + 1));
+                let event = EventMatcher::named(["a", "b", "x"][name]);
+                let period = [Interval::Day, Interval::Week, Interval::Month][interval];
+                let query = LifecycleQuery { event: event.clone(), period, from, to };
+                let want = lifecycle::run(&query, &all, None, &tz, &limits);
+                prop_assert_eq!(view.lifecycle(&query, &limits), want.map(Some), "{:?}", query);
+                let period = if interval == 2 { Interval::Month } else { Interval::Week };
+                let query = StickinessQuery { event, period, from, to };
+                let want = stickiness::run(&query, &all, None, &tz, &limits);
+                prop_assert_eq!(view.stickiness(&query, &limits), want.map(Some), "{:?}", query);
+            }
+        }
+        // Retention after them: the scratch marks they leave must not count a user twice.
+        let query = RetentionQuery {
+            start: EventMatcher::named("a"),
+            return_event: EventMatcher::named("b"),
+            kind: RetentionKind::Recurring,
+            period: Interval::Day,
+            periods: 4,
+            from: midnight(0, &tz),
+            to: midnight(DAYS, &tz),
+        };
+        prop_assert_eq!(view.retention(&query, &limits), retention::run(&query, &all, None, &tz, &limits).map(Some));
     }
 
     #[test]
