@@ -26,6 +26,7 @@ use jiff::tz::TimeZone;
 use pulse_core::analytics::funnel::{self, FunnelEngine, FunnelQuery, FunnelReport};
 use pulse_core::analytics::lifecycle::{self, LifecycleQuery};
 use pulse_core::analytics::materialized::{ActivityView, FunnelView};
+use pulse_core::analytics::paths::{self, PathDirection, PathQuery};
 use pulse_core::analytics::period;
 use pulse_core::analytics::retention::{self, RetentionKind, RetentionQuery};
 use pulse_core::analytics::stickiness::{self, StickinessQuery};
@@ -35,6 +36,7 @@ use serde_json::{Value, json};
 
 const SEC: i64 = 1_000;
 const DAY: i64 = 86_400_000;
+const HOUR_MS: i64 = 3_600_000;
 
 /// A small deterministic generator (64-bit LCG), so every run sees the same sets.
 struct Rng(u64);
@@ -596,5 +598,103 @@ fn lifecycle_and_stickiness_equal_clickhouse_sql_in_each_time_zone() {
             .collect();
         assert!(got.keys().any(|(_, days)| *days > 1), "{name}: users active on several days");
         assert_eq!(got, want, "{name}: users per period by active days");
+    }
+}
+
+#[test]
+fn paths_equal_clickhouse_array_functions() {
+    let b = base();
+    // Six hours of events per user, on whole minutes (ties), some ids repeated.
+    let events = shuffled(generate(9, 4_000, 14, 4, &|r| b + r.next(360) as i64 * 60 * SEC), 11);
+    let (from, to) = (b + HOUR_MS, b + 4 * HOUR_MS);
+    let cases = [
+        json!({ "start": { "event": "a" }, "steps": 4, "window": "2h" }),
+        json!({ "start": { "event": "a" }, "direction": "before", "steps": 3, "window": "1h" }),
+        json!({ "start": { "event": "b" }, "steps": 5, "window": "3h", "collapseRepeats": true, "exclude": ["x"] }),
+        json!({ "start": { "event": "a" }, "steps": 6, "window": "6h", "include": ["b"], "endAt": "c" }),
+        json!({ "start": { "event": "c" }, "direction": "before", "steps": 4, "window": "2h", "collapseRepeats": true, "endAt": "a" }),
+        json!({ "start": { "event": "a", "filters": [{ "property": "v", "op": "gte", "value": "1" }] }, "steps": 2, "window": "30m", "top": 3 }),
+    ];
+    let mut specs = Vec::new();
+    let mut queries = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let mut body = case.clone();
+        body["from"] = json!(from);
+        body["to"] = json!(to);
+        let query: PathQuery = serde_json::from_value(body).expect("query");
+        let name = format!("paths-{i}");
+        specs.push(json!({
+            "name": name, "start": query.start.event,
+            "min_v": query.start.filters.first().map(|_| 1),
+            "direction": if query.direction == PathDirection::After { "after" } else { "before" },
+            "steps": query.steps, "window_ms": query.window.as_millis(), "from": from, "to": to,
+            "collapse": query.collapse_repeats, "exclude": query.exclude, "include": query.include,
+            "end_at": query.end_at,
+        }));
+        queries.push((name, query));
+    }
+    let ch = clickhouse(&events, json!({ "paths": specs }));
+    let users = by_user(&events);
+    for (name, query) in queries {
+        let mut want: BTreeMap<Vec<String>, u64> = BTreeMap::new();
+        for row in ch["paths"][&name].as_array().expect("rows") {
+            let path: Vec<String> = serde_json::from_value(row[0].clone()).expect("path");
+            want.insert(path, row[1].as_u64().unwrap_or(0));
+        }
+        let mut got: BTreeMap<Vec<String>, u64> = BTreeMap::new();
+        for user in &users {
+            if let Some(path) = paths::user_path(&query, &user.events) {
+                *got.entry(path.into_iter().map(String::from).collect()).or_default() += 1;
+            }
+        }
+        assert!(want.len() > 5 && want.keys().any(|p| p.len() > 2), "{name}: varied paths: {want:?}");
+        assert_eq!(got, want, "{name}: every whole path and its users");
+
+        // The report, from the whole paths: users, the top names per step plus "other",
+        // the top whole paths.
+        let report = paths::run(&query, &events, None, &Limits::default()).expect("runs");
+        let top = query.top.unwrap_or(5);
+        assert_eq!(report.users, want.values().sum::<u64>(), "{name}: users");
+        assert_eq!(report.distinct_paths, want.len() as u64, "{name}: distinct paths");
+        let mut ranked: Vec<(&Vec<String>, u64)> = want.iter().map(|(p, n)| (p, *n)).collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let top_paths: Vec<(Vec<String>, u64)> =
+            ranked.iter().take(top).map(|(p, n)| ((*p).clone(), *n)).collect();
+        let got_paths: Vec<(Vec<String>, u64)> =
+            report.paths.iter().map(|p| (p.events.clone(), p.users)).collect();
+        assert_eq!(got_paths, top_paths, "{name}: the top paths");
+        let mut per_step: BTreeMap<i32, BTreeMap<&str, u64>> = BTreeMap::new();
+        for (path, n) in &want {
+            let shift = if query.direction == PathDirection::After { 0 } else { 1 - path.len() as i32 };
+            for (k, event) in path.iter().enumerate() {
+                *per_step.entry(k as i32 + shift).or_default().entry(event.as_str()).or_default() += n;
+            }
+        }
+        let mut want_nodes = Vec::new();
+        for (step, names) in per_step {
+            let mut ranked: Vec<(&str, u64)> = names.into_iter().collect();
+            ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+            let rest: u64 = ranked.iter().skip(top).map(|r| r.1).sum();
+            want_nodes.extend(ranked.into_iter().take(top).map(|(e, n)| (step, Some(e.to_string()), n)));
+            if rest > 0 {
+                want_nodes.push((step, None, rest));
+            }
+        }
+        let got_nodes: Vec<(i32, Option<String>, u64)> =
+            report.nodes.iter().map(|n| (n.step, n.event.clone(), n.users)).collect();
+        assert_eq!(got_nodes, want_nodes, "{name}: nodes");
+        // Every user leaves each node but the last one of their path: edges out of a node
+        // plus the users ending there are its users.
+        for (i, node) in report.nodes.iter().enumerate() {
+            let toward_end: u64 = report
+                .edges
+                .iter()
+                .filter(
+                    |e| if query.direction == PathDirection::After { e.source == i } else { e.target == i },
+                )
+                .map(|e| e.users)
+                .sum();
+            assert_eq!(toward_end + node.ended, node.users, "{name}: node {i} {node:?}");
+        }
     }
 }

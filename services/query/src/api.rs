@@ -90,6 +90,7 @@ pub fn router(api: Arc<Api>) -> axum::Router {
         .route("/v1/retention", post(retention))
         .route("/v1/lifecycle", post(crate::engagement::lifecycle))
         .route("/v1/stickiness", post(crate::engagement::stickiness))
+        .route("/v1/paths", post(crate::paths::paths))
         .route("/v1/cohorts", post(cohorts))
         .route("/v1/events", get(event_names))
         .route("/v1/events/{name}/properties", get(crate::discovery::event_properties))

@@ -19,6 +19,7 @@ pub mod inflight;
 pub mod metrics;
 pub mod model;
 pub mod openapi;
+pub mod paths;
 pub mod persons;
 pub mod preaggregated;
 pub mod request;

@@ -4,6 +4,7 @@
 use pulse_core::analytics::cohort::CohortDefinition;
 use pulse_core::analytics::funnel::FunnelQuery;
 use pulse_core::analytics::lifecycle::LifecycleQuery;
+use pulse_core::analytics::paths::PathQuery;
 use pulse_core::analytics::period::Interval;
 use pulse_core::analytics::retention::RetentionQuery;
 use pulse_core::analytics::stickiness::StickinessQuery;
@@ -156,6 +157,23 @@ pub struct StickinessRequest {
 impl RequestBody for StickinessRequest {
     fn flattened_refusal(body: &serde_json::Value) -> Option<QueryError> {
         refusal_of::<StickinessQuery>(body)
+    }
+}
+
+/// `POST /v1/paths`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PathRequest {
+    #[serde(flatten)]
+    pub query: PathQuery,
+    /// Only these users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cohort: Option<CohortFilter>,
+}
+
+impl RequestBody for PathRequest {
+    fn flattened_refusal(body: &serde_json::Value) -> Option<QueryError> {
+        refusal_of::<PathQuery>(body)
     }
 }
 

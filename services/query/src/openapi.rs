@@ -35,6 +35,7 @@ pub fn document() -> Value {
         ("RetentionRequest", generator.subschema_for::<RetentionRequest>().to_value()),
         ("LifecycleRequest", generator.subschema_for::<crate::model::LifecycleRequest>().to_value()),
         ("StickinessRequest", generator.subschema_for::<crate::model::StickinessRequest>().to_value()),
+        ("PathRequest", generator.subschema_for::<crate::model::PathRequest>().to_value()),
         ("CohortRequest", generator.subschema_for::<CohortRequest>().to_value()),
         ("CohortAnswer", generator.subschema_for::<CohortAnswer>().to_value()),
         ("EventNamesParams", generator.subschema_for::<EventNamesParams>().to_value()),
@@ -164,7 +165,7 @@ pub fn document() -> Value {
         "info": {
             "title": "Pulse query API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Trends, funnels, retention, lifecycle, stickiness and cohorts of one pipeline, with its read key. Answers come from the processor's rollups where they can (answeredFrom: preaggregated) and otherwise from raw events (raw), cached briefly (cache).",
+            "description": "Trends, funnels, retention, lifecycle, stickiness, paths and cohorts of one pipeline, with its read key. Answers come from the processor's rollups where they can (answeredFrom: preaggregated) and otherwise from raw events (raw), cached briefly (cache).",
         },
         "paths": {
             "/v1/trends": post("A trend: a measure per interval, optionally broken down or for a cohort", "TrendRequest", answer(report("A trend report: series of points"), "The trend")),
@@ -178,6 +179,7 @@ pub fn document() -> Value {
             "/v1/retention": post("A retention table", "RetentionRequest", answer(report("A retention report: cohorts and their returns per offset"), "The retention")),
             "/v1/lifecycle": post("Per period, the users of an event who are new, returning or resurrecting, and those gone dormant", "LifecycleRequest", answer(report("A lifecycle report: one entry per period with new, returning, resurrecting, dormant (negative) and progress"), "The lifecycle")),
             "/v1/stickiness": post("Per week or month, how many users did an event on exactly 1, 2, ... N of its days", "StickinessRequest", answer(report("A stickiness report: one entry per period with its days, its users, their count by active days and progress"), "The stickiness")),
+            "/v1/paths": post("What users did after (or before) an event: the top names per step plus other as Sankey nodes and edges, and the most frequent whole paths", "PathRequest", answer(report("A paths report: users, nodes per step, edges (source and target index nodes), the top whole paths and how many distinct ones"), "The paths")),
             "/v1/cohorts": post("The users of a cohort", "CohortRequest", answer(reference("CohortAnswer"), "The members")),
             "/v1/events": { "get": {
                 "summary": "Event names seen in a range, with their counts (from day rollups)",
@@ -274,6 +276,16 @@ fn constrain(schemas: &mut serde_json::Map<String, Value>) {
         "/properties/period",
         json!({ "enum": ["week", "month"], "description": "week or month." }),
     );
+    set(
+        "PathRequest",
+        "/properties/steps",
+        json!({ "minimum": 1, "maximum": pulse_core::analytics::paths::MAX_STEPS }),
+    );
+    set("PathRequest", "/properties/top", json!({ "minimum": 1, "maximum": limits.max_breakdown_values }));
+    for names in ["/properties/exclude/items", "/properties/include/items"] {
+        set("PathRequest", names, json!({ "minLength": 1 }));
+    }
+    set("PathRequest", "/properties/endAt", json!({ "minLength": 1 }));
     for schema in ["CohortRequest", "CohortFilter"] {
         set(schema, "/properties/conditions", json!({ "minItems": 1, "maxItems": 16 }));
     }
@@ -287,6 +299,7 @@ fn constrain(schemas: &mut serde_json::Map<String, Value>) {
         "RetentionRequest",
         "LifecycleRequest",
         "StickinessRequest",
+        "PathRequest",
         "DeclaredFunnelParams",
         "EventNamesParams",
         "EventPropertiesParams",
@@ -355,6 +368,7 @@ fn constrain(schemas: &mut serde_json::Map<String, Value>) {
         "RetentionRequest",
         "LifecycleRequest",
         "StickinessRequest",
+        "PathRequest",
         "DeclaredFunnelParams",
     ] {
         if let Some(Value::String(text)) =

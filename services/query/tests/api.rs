@@ -10,6 +10,7 @@ use std::sync::Arc;
 use jiff::tz::TimeZone;
 use pulse_core::analytics::funnel::{self, FunnelQuery};
 use pulse_core::analytics::lifecycle::{self, LifecycleQuery};
+use pulse_core::analytics::paths::{self, PathQuery};
 use pulse_core::analytics::retention::{self, RetentionQuery};
 use pulse_core::analytics::stickiness::{self, StickinessQuery};
 use pulse_core::analytics::trend::{self, TrendQuery, TrendReport};
@@ -581,6 +582,39 @@ async fn lifecycle_and_stickiness_equal_the_engines_from_the_view_and_from_raw_e
     let years = json!({ "event": { "event": "a" }, "period": "day", "from": T0 - 20 * 365 * DAY, "to": T0 });
     let (status, answer) = t.post("/v1/lifecycle", &years).await;
     assert_eq!((status, answer["error"]["code"].as_str()), (422, Some("too_many_periods")), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_equal_the_engine_over_the_stored_events_and_are_cached() {
+    let (redis, ferret) =
+        (RedisServer::start().await.expect("redis"), FerretDb::start().await.expect("ferretdb"));
+    let t = Tenant::start(&redis, &ferret, &generated("p", 300, 3000), 1_000_000, VIEWS).await;
+    for body in [
+        json!({ "start": { "event": "a" }, "steps": 3, "window": "6h", "from": T0, "to": T0 + 2 * DAY }),
+        json!({ "start": { "event": "c" }, "direction": "before", "steps": 2, "window": "1d", "collapseRepeats": true,
+                "include": ["a"], "endAt": "b", "top": 2, "from": T0 + DAY, "to": T0 + 3 * DAY }),
+    ] {
+        let (status, answer) = t.post("/v1/paths", &body).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["answeredFrom"], "raw", "{answer}");
+        let query: PathQuery = serde_json::from_value(body.clone()).expect("query");
+        let want = paths::run(&query, &t.events, None, &Limits::default()).expect("engine");
+        assert!(want.users > 0 && want.distinct_paths > 1, "{want:?}");
+        assert_eq!(answer["result"], serde_json::to_value(&want).expect("json"), "{body}");
+        let (_, again) = t.post("/v1/paths", &body).await;
+        assert_eq!(again["answeredFrom"], "cache");
+        assert_eq!(again["result"], answer["result"]);
+    }
+    let bad = json!({ "start": { "event": "a" }, "steps": 0, "window": "400d", "from": T0, "to": T0 + DAY });
+    let (status, answer) = t.post("/v1/paths", &bad).await;
+    assert_eq!(status, 400, "{answer}");
+    let fields: Vec<&str> = answer["error"]["fields"]
+        .as_array()
+        .expect("fields")
+        .iter()
+        .filter_map(|f| f["field"].as_str())
+        .collect();
+    assert_eq!(fields, ["steps", "window"], "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

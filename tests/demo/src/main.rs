@@ -198,6 +198,19 @@ async fn run(args: &Args, started: Instant) -> Result<(), String> {
             &tz
         )
     );
+    let paths = q
+        .post(
+            "/v1/paths",
+            &json!({
+                "start": { "event": "signed_up" }, "steps": 3, "window": "1d", "collapseRepeats": true,
+                "from": from, "to": now,
+            }),
+        )
+        .await?;
+    println!(
+        "{}",
+        report::paths("Top 5 paths after signed_up (3 steps, 1 day, repeats collapsed)", &paths["result"])
+    );
     let lifecycle = q
         .post(
             "/v1/lifecycle",

@@ -1,5 +1,6 @@
 //! The query API's answers as terminal tables: a funnel with per-step conversion and the
-//! experiment's variants compared, a retention table, a lifecycle, and a trend with bars.
+//! experiment's variants compared, a retention table, a lifecycle, paths, and a trend with
+//! bars.
 
 use jiff::tz::TimeZone;
 use serde_json::Value;
@@ -134,6 +135,21 @@ pub fn lifecycle(title: &str, report: &Value, tz: &TimeZone) -> String {
     out
 }
 
+/// A paths report: its most frequent whole paths with their share of the users.
+pub fn paths(title: &str, report: &Value) -> String {
+    let users = report["users"].as_u64().unwrap_or(0);
+    let mut out = format!("{title}\n");
+    for p in report["paths"].as_array().into_iter().flatten() {
+        let names: Vec<&str> =
+            p["events"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let n = p["users"].as_u64().unwrap_or(0);
+        let share = if users > 0 { n as f64 * 100.0 / users as f64 } else { 0.0 };
+        out += &format!("  {n:>6} {share:>5.1}%  {}\n", names.join(" → "));
+    }
+    out += &format!("  ({users} users, {} distinct paths)\n", count(&report["distinctPaths"]));
+    out
+}
+
 /// A trend report: one row per interval, a column per series and a stacked bar.
 pub fn trend(title: &str, report: &Value, tz: &TimeZone) -> String {
     let series = report["series"].as_array().cloned().unwrap_or_default();
@@ -239,6 +255,17 @@ mod tests {
         let rows: Vec<&str> = table.lines().skip(2).take(2).collect();
         assert!(rows[0].contains("Thu Jan 01 ") && rows[0].trim_end().ends_with('0'), "{table}");
         assert!(rows[1].contains("Fri Jan 02*") && rows[1].trim_end().ends_with("-1"), "{table}");
+    }
+
+    #[test]
+    fn paths_are_listed_with_their_share_of_users() {
+        let report = json!({ "users": 4, "distinctPaths": 2, "paths": [
+            { "events": ["signed_up", "session_started"], "users": 3 },
+            { "events": ["signed_up"], "users": 1 },
+        ]});
+        let table = paths("p", &report);
+        assert!(table.contains("3  75.0%  signed_up → session_started"), "{table}");
+        assert!(table.contains("(4 users, 2 distinct paths)"), "{table}");
     }
 
     #[test]

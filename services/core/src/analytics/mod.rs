@@ -1,5 +1,5 @@
-//! The analytics engines: funnels, retention, lifecycle, stickiness, trends and cohorts, computed exactly from
-//! events, as docs/semantics.md defines every number.
+//! The analytics engines: funnels, retention, lifecycle, stickiness, paths, trends and
+//! cohorts, computed exactly from events, as docs/semantics.md defines every number.
 //!
 //! The engines take [`AnalyticsEvent`]s from any source (raw events streamed from the
 //! store, a test's generated set) in any order; they group them per user, drop repeated
@@ -16,6 +16,7 @@ pub mod event;
 pub mod funnel;
 pub mod lifecycle;
 pub mod materialized;
+pub mod paths;
 pub mod period;
 pub mod retention;
 pub mod stats;

@@ -6,18 +6,22 @@ Reads one JSON document on stdin:
    "funnels": [{"name", "steps": [{"event", "min_v"}], "window_ms", "from", "to"}],
    "retention": [{"name", "start", "return", "kind", "period", "periods", "from", "to", "tz"}],
    "lifecycle": [{"name", "event", "min_v", "period", "tz"}],
-   "stickiness": [{"name", "event", "min_v", "period", "tz"}]}
+   "stickiness": [{"name", "event", "min_v", "period", "tz"}],
+   "paths": [{"name", "start", "min_v", "direction", "steps", "window_ms", "from", "to",
+              "collapse", "exclude", "include", "end_at"}]}
 and prints one JSON document:
   {"funnels": {name: {user: level}},
    "retention": {name: {"sizes": {date: users}, "cells": [[date, offset, users]]}},
    "lifecycle": {name: [[date, kind, users]]},
-   "stickiness": {name: [[date, active days, users]]}}
+   "stickiness": {name: [[date, active days, users]]},
+   "paths": {name: [[[event, ...], users]]}}
 
 A repeated event id of a user counts once: the first row given. Funnels use
 windowFunnel(window, 'strict_once'); retention is plain SQL over calendar dates in the zone;
 lifecycle classifies each user's sorted array of active periods; stickiness counts distinct
 local dates per user and period. Lifecycle and stickiness cover every period of the data
-(the test compares the periods it asked for).
+(the test compares the periods it asked for). Paths are array functions over each user's
+events sorted by (ts, id): every whole path with its users.
 """
 import json
 import sys
@@ -121,6 +125,44 @@ def stickiness(s, x):
     return [[r["p"], int(r["days"]), int(r["n"])] for r in rows]
 
 
+def strings(names):
+    return "[" + ", ".join(lit(n) for n in names) + "]::Array(String)"
+
+
+def paths(s, x):
+    anchor = f"x.3 = {lit(x['start'])} AND x.1 >= {x['from']} AND x.1 < {x['to']}"
+    if x.get("min_v") is not None:
+        anchor += f" AND x.4 >= {int(x['min_v'])}"
+    end_at = lit(x.get("end_at") or "")
+    keep = f"abs(x.1 - a.1) <= {x['window_ms']} AND NOT has({strings(x['exclude'])}, x.3)"
+    if x["include"]:
+        keep += f" AND (has({strings(x['include'])}, x.3) OR x.3 = {end_at})"
+    if x["direction"] == "after":
+        side = "arraySlice(evs, i + 1)"
+    else:
+        side = "arrayReverse(arraySlice(evs, 1, i - 1))"
+    # f0: the anchor's name, then the names kept walking away from it; f1: repeats collapsed;
+    # e: where the path ends at `end_at`.
+    f0 = f"arrayConcat([a.3], arrayMap(x -> x.3, arrayFilter(x -> {keep}, {side})))"
+    f1 = "arrayFilter((n, k) -> k = 1 OR n != f0[k - 1], f0, arrayEnumerate(f0))" if x["collapse"] else "f0"
+    e = f"arrayFirstIndex((n, k) -> k > 1 AND n = {end_at}, f1, arrayEnumerate(f1))" if x.get("end_at") else "0"
+    path = f"arraySlice(if(e > 0, arraySlice(f1, 1, e), f1), 1, {int(x['steps']) + 1})"
+    if x["direction"] == "before":
+        path = f"arrayReverse({path})"
+    sql = f"""
+        SELECT {path} AS path, count() AS n FROM (
+            SELECT f1, {e} AS e FROM (
+                SELECT f0, {f1} AS f1 FROM (
+                    SELECT {f0} AS f0 FROM (
+                        SELECT evs, i, evs[i] AS a FROM (
+                            SELECT evs, arrayFirstIndex(x -> {anchor}, evs) AS i FROM (
+                                SELECT user, arraySort(x -> (x.1, x.2), groupArray((ts, id, event, v))) AS evs
+                                FROM ev GROUP BY user))
+                        WHERE i > 0))))
+        GROUP BY path"""
+    return [[r["path"], int(r["n"])] for r in q(s, sql)]
+
+
 def main():
     spec = json.load(sys.stdin)
     s = session.Session()
@@ -133,6 +175,7 @@ def main():
         "retention": {r["name"]: retention(s, r) for r in spec.get("retention", [])},
         "lifecycle": {x["name"]: lifecycle(s, x) for x in spec.get("lifecycle", [])},
         "stickiness": {x["name"]: stickiness(s, x) for x in spec.get("stickiness", [])},
+        "paths": {x["name"]: paths(s, x) for x in spec.get("paths", [])},
     }
     json.dump(out, sys.stdout)
 

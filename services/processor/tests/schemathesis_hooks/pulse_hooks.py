@@ -9,7 +9,7 @@ Timestamps of a wrong type or format are left as generated, so negative tests st
 them; refusals of timestamps outside the window are tested in services/ingest/tests.
 
 The query API's ranges are `[from, to)` with `from` before `to`, a funnel's exclusions name
-steps it has, and its window is at most 366 days: rules between fields or on a duration's
+steps it has, and its (or a paths query's) window is at most 366 days: rules between fields or on a duration's
 value; generated requests that break them are mended. Their
 refusals are tested in services/query/tests and the funnel definition's unit tests.
 """
@@ -89,12 +89,14 @@ DURATION = re.compile(r"^([0-9]+)([smhdw])$")
 
 
 def _window_within_limit(body):
-    """A funnel's window is at most 366 days: a bound on a duration's value, not its text."""
+    """A funnel's or a paths query's window is at most 366 days: a bound on a duration's
+    value, not its text."""
     definition = body.get("definition") if isinstance(body, dict) else None
-    window = definition.get("window") if isinstance(definition, dict) else None
-    match = DURATION.match(window) if isinstance(window, str) else None
-    if match and int(match.group(1)) * UNIT_SECONDS[match.group(2)] > 366 * 86400:
-        definition["window"] = "366d"
+    for holder in (definition, body):
+        window = holder.get("window") if isinstance(holder, dict) else None
+        match = DURATION.match(window) if isinstance(window, str) else None
+        if match and int(match.group(1)) * UNIT_SECONDS[match.group(2)] > 366 * 86400:
+            holder["window"] = "366d"
 
 
 @schemathesis.hook
