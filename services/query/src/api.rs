@@ -91,6 +91,8 @@ pub fn router(api: Arc<Api>) -> axum::Router {
         .route("/v1/lifecycle", post(crate::engagement::lifecycle))
         .route("/v1/stickiness", post(crate::engagement::stickiness))
         .route("/v1/paths", post(crate::paths::paths))
+        .route("/v1/people", post(crate::people::people))
+        .route("/v1/cohorts/saved/{name}", get(crate::people::saved_cohort))
         .route("/v1/cohorts", post(cohorts))
         .route("/v1/events", get(event_names))
         .route("/v1/events/{name}/properties", get(crate::discovery::event_properties))
@@ -387,11 +389,21 @@ impl Api {
         let Some(cohort) = cohort else { return Ok(None) };
         cohort.definition.validate().map_err(|e| QueryError::from(e).under("cohort"))?;
         let now = cohort.now.unwrap_or_else(|| jiff::Timestamp::now().as_millisecond());
+        let mut saved = cohort::SavedMembers::new();
+        for name in cohort.definition.saved_cohorts() {
+            let Some((_, members)) = self.store.saved_cohort(name).await? else {
+                return Err(QueryError::new(
+                    QueryErrorCode::NotFound,
+                    format!("no cohort is saved as {name:?}"),
+                ));
+            };
+            saved.insert(name.to_string(), members.into_iter().collect());
+        }
         let events =
             source::read(&self.store, &source::of_cohort(&cohort.definition, now), self.limits.max_events)
                 .await?;
         let (definition, limits) = (cohort.definition.clone(), self.limits);
-        off_the_runtime(move || Ok(Some(cohort::members(&definition, &events, now, &limits)?))).await
+        off_the_runtime(move || Ok(Some(cohort::members(&definition, &events, now, &limits, &saved)?))).await
     }
 
     /// The cached answer to `request`, or the one being computed for the same request, or

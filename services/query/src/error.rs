@@ -32,6 +32,9 @@ pub enum QueryErrorCode {
     TooManyPeriods,
     /// A funnel breakdown with more values than the limit (422).
     TooManyBreakdownValues,
+    /// The people of a cell the report does not have (a funnel's step 5 of 3, a retention
+    /// offset past its periods) (422); `fields` says where.
+    NotInReport,
     /// The store is unreachable or failed; retry (503).
     StoreUnavailable,
     /// This replica is already computing its limit of ad-hoc queries and its wait queue is
@@ -65,6 +68,7 @@ impl QueryErrorCode {
             QueryErrorCode::TooManyEvents => "too_many_events",
             QueryErrorCode::TooManyPeriods => "too_many_periods",
             QueryErrorCode::TooManyBreakdownValues => "too_many_breakdown_values",
+            QueryErrorCode::NotInReport => "not_in_report",
             QueryErrorCode::StoreUnavailable => "store_unavailable",
             QueryErrorCode::Overloaded => "overloaded",
             QueryErrorCode::NotReady => "not_ready",
@@ -84,7 +88,8 @@ impl QueryErrorCode {
             QueryErrorCode::EpochSeconds
             | QueryErrorCode::TooManyEvents
             | QueryErrorCode::TooManyPeriods
-            | QueryErrorCode::TooManyBreakdownValues => StatusCode::UNPROCESSABLE_ENTITY,
+            | QueryErrorCode::TooManyBreakdownValues
+            | QueryErrorCode::NotInReport => StatusCode::UNPROCESSABLE_ENTITY,
             QueryErrorCode::StoreUnavailable | QueryErrorCode::Overloaded | QueryErrorCode::NotReady => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -181,6 +186,11 @@ impl From<AnalyticsError> for QueryError {
             AnalyticsError::TooManyBreakdownValues { .. } => {
                 QueryError::new(QueryErrorCode::TooManyBreakdownValues, message)
             }
+            AnalyticsError::NotInReport { field, reason } => QueryError {
+                code: QueryErrorCode::NotInReport,
+                message,
+                fields: vec![FieldProblem { field, reason }],
+            },
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod model;
 pub mod openapi;
 pub mod paths;
+pub mod people;
 pub mod persons;
 pub mod preaggregated;
 pub mod request;

@@ -36,6 +36,10 @@ pub fn document() -> Value {
         ("LifecycleRequest", generator.subschema_for::<crate::model::LifecycleRequest>().to_value()),
         ("StickinessRequest", generator.subschema_for::<crate::model::StickinessRequest>().to_value()),
         ("PathRequest", generator.subschema_for::<crate::model::PathRequest>().to_value()),
+        ("PeopleRequest", generator.subschema_for::<crate::people::PeopleRequest>().to_value()),
+        ("PeoplePage", generator.subschema_for::<crate::people::PeoplePage>().to_value()),
+        ("SavedCohortParams", generator.subschema_for::<crate::people::SavedCohortParams>().to_value()),
+        ("SavedCohortPage", generator.subschema_for::<crate::people::SavedCohortPage>().to_value()),
         ("CohortRequest", generator.subschema_for::<CohortRequest>().to_value()),
         ("CohortAnswer", generator.subschema_for::<CohortAnswer>().to_value()),
         ("EventNamesParams", generator.subschema_for::<EventNamesParams>().to_value()),
@@ -76,7 +80,8 @@ pub fn document() -> Value {
     let errors = json!({
         "400": error_response("The body or the query is invalid; `error.fields` names each field at fault.", &reference),
         "401": error_response("No read key, or not this pipeline's (a write key cannot read). The scheme is case-insensitive.", &reference),
-        "422": error_response("The query would read more events or periods than the limits allow: narrow it.", &reference),
+        "404": error_response("`not_found`: the cohort filter names a cohort nothing is saved under.", &reference),
+        "422": error_response("The query would read more events or periods than the limits allow (narrow it), gives epoch seconds for milliseconds, or names a cell its report does not have (`not_in_report`).", &reference),
         "503": unavailable,
     });
     let body_errors = json!({
@@ -156,6 +161,21 @@ pub fn document() -> Value {
     }
     let mut properties_responses = answer(reference("PropertyReport"), "The event's properties");
     merge(&mut properties_responses, &errors);
+    let mut people_responses = answer(reference("PeoplePage"), "A page of the users");
+    merge(
+        &mut people_responses,
+        &json!({ "404": error_response("`not_found`: the cohort filter names a cohort not saved.", &reference) }),
+    );
+    let mut saved_params = query_params("SavedCohortParams");
+    if let Value::Array(list) = &mut saved_params {
+        list.insert(0, json!({ "name": "name", "in": "path", "required": true, "schema": { "type": "string" }, "description": "The name it was saved as." }));
+    }
+    let mut saved_responses = answer(reference("SavedCohortPage"), "The saved cohort");
+    merge(&mut saved_responses, &errors);
+    merge(
+        &mut saved_responses,
+        &json!({ "404": error_response("`not_found`: no cohort is saved under that name.", &reference) }),
+    );
     let mut names_responses =
         answer(json!({ "type": "array", "items": reference("EventName") }), "The names");
     merge(&mut names_responses, &errors);
@@ -180,6 +200,14 @@ pub fn document() -> Value {
             "/v1/lifecycle": post("Per period, the users of an event who are new, returning or resurrecting, and those gone dormant", "LifecycleRequest", answer(report("A lifecycle report: one entry per period with new, returning, resurrecting, dormant (negative) and progress"), "The lifecycle")),
             "/v1/stickiness": post("Per week or month, how many users did an event on exactly 1, 2, ... N of its days", "StickinessRequest", answer(report("A stickiness report: one entry per period with its days, its users, their count by active days and progress"), "The stickiness")),
             "/v1/paths": post("What users did after (or before) an event: the top names per step plus other as Sankey nodes and edges, and the most frequent whole paths", "PathRequest", answer(report("A paths report: users, nodes per step, edges (source and target index nodes), the top whole paths and how many distinct ones"), "The paths")),
+            "/v1/people": post("The users behind a number: a funnel step (reached or dropped off, by breakdown value), a retention cell, a lifecycle or stickiness bucket, a trend point; a page at a time with the total, optionally saved as a cohort", "PeopleRequest", people_responses),
+            "/v1/cohorts/saved/{name}": { "get": {
+                "summary": "A cohort saved from the people behind a number, and a page of its members",
+                "description": "Name it in any query's cohort filter as `{\"type\": \"inCohort\", \"name\": ...}`.",
+                "security": [{ "readKey": [] }],
+                "parameters": saved_params,
+                "responses": saved_responses,
+            }},
             "/v1/cohorts": post("The users of a cohort", "CohortRequest", answer(reference("CohortAnswer"), "The members")),
             "/v1/events": { "get": {
                 "summary": "Event names seen in a range, with their counts (from day rollups)",
@@ -260,22 +288,35 @@ fn constrain(schemas: &mut serde_json::Map<String, Value>) {
     set("EventMatcher", "/properties/event", json!({ "minLength": 1 }));
     // A page's `next`: epoch ms (within i64), then optionally `.` and an event id.
     set("PersonEventsParams", "/properties/before", json!({ "pattern": "^-?[0-9]{1,18}([.].*)?$" }));
-    set("RetentionRequest", "/properties/periods", json!({ "minimum": 1, "maximum": limits.max_periods }));
-    set(
-        "RetentionRequest",
-        "/properties/period",
-        json!({ "enum": ["day", "week"], "description": "day or week." }),
-    );
-    set(
-        "LifecycleRequest",
-        "/properties/period",
-        json!({ "enum": ["day", "week", "month"], "description": "day, week or month." }),
-    );
-    set(
-        "StickinessRequest",
-        "/properties/period",
-        json!({ "enum": ["week", "month"], "description": "week or month." }),
-    );
+    // A request's schema and the query's (nested in a people request) say the same.
+    for schema in ["RetentionRequest", "RetentionQuery"] {
+        set(schema, "/properties/periods", json!({ "minimum": 1, "maximum": limits.max_periods }));
+        set(schema, "/properties/period", json!({ "enum": ["day", "week"], "description": "day or week." }));
+    }
+    for schema in ["LifecycleRequest", "LifecycleQuery"] {
+        set(
+            schema,
+            "/properties/period",
+            json!({ "enum": ["day", "week", "month"], "description": "day, week or month." }),
+        );
+    }
+    for schema in ["StickinessRequest", "StickinessQuery"] {
+        set(
+            schema,
+            "/properties/period",
+            json!({ "enum": ["week", "month"], "description": "week or month." }),
+        );
+    }
+    // The cells of a people request (PeopleOf's variants: funnel, retention, lifecycle,
+    // stickiness, trend).
+    let time = json!({ "minimum": EARLIEST_MS, "maximum": LATEST_MS });
+    set("PeopleOf", "/oneOf/0/properties/step", json!({ "minimum": 1 }));
+    set("PeopleOf", "/oneOf/1/properties/cohortStart", time.clone());
+    set("PeopleOf", "/oneOf/1/properties/offset", json!({ "maximum": limits.max_periods }));
+    for variant in [2, 3, 4] {
+        set("PeopleOf", &format!("/oneOf/{variant}/properties/periodStart"), time.clone());
+    }
+    set("PeopleOf", "/oneOf/3/properties/days", json!({ "minimum": 1, "maximum": 31 }));
     set(
         "PathRequest",
         "/properties/steps",
@@ -286,15 +327,23 @@ fn constrain(schemas: &mut serde_json::Map<String, Value>) {
         set("PathRequest", names, json!({ "minLength": 1 }));
     }
     set("PathRequest", "/properties/endAt", json!({ "minLength": 1 }));
+    set("PeopleRequest", "/properties/saveAs", json!({ "pattern": "^[A-Za-z0-9_.-]{1,100}$" }));
     for schema in ["CohortRequest", "CohortFilter"] {
         set(schema, "/properties/conditions", json!({ "minItems": 1, "maxItems": 16 }));
     }
     set("TrendBreakdown", "/properties/top", json!({ "minimum": 1, "maximum": limits.max_breakdown_values }));
     set("CohortCondition", "/oneOf/0/properties/atLeast", json!({ "minimum": 1 }));
+    set("CohortCondition", "/oneOf/2/properties/name", json!({ "pattern": "^[A-Za-z0-9_.-]{1,100}$" }));
+    // A series of the value null may leave `value` out (a missing value reads as null).
+    set("SeriesLabel", "/oneOf/1", json!({ "required": ["kind"] }));
     set("CohortCondition", "/oneOf/0/properties/lastDays", json!({ "minimum": 1 }));
-    let time = json!({ "minimum": EARLIEST_MS, "maximum": LATEST_MS });
     for schema in [
         "TrendRequest",
+        "TrendQuery",
+        "FunnelSpec",
+        "RetentionQuery",
+        "LifecycleQuery",
+        "StickinessQuery",
         "FunnelRequest",
         "RetentionRequest",
         "LifecycleRequest",
@@ -325,13 +374,15 @@ fn constrain(schemas: &mut serde_json::Map<String, Value>) {
     for schema in ["FunnelRequest", "DeclaredFunnelParams"] {
         set(schema, "/properties/trend", json!({ "enum": ["day", "week", null] }));
     }
-    set(
-        "TrendRequest",
-        "",
-        json!({ "if": { "required": ["measure"], "properties": { "measure": {
-                    "required": ["kind"], "properties": { "kind": { "enum": ["dau", "wau", "mau"] } } } } },
-                "then": { "properties": { "interval": { "enum": ["day"] } } } }),
-    );
+    for schema in ["TrendRequest", "TrendQuery"] {
+        set(
+            schema,
+            "",
+            json!({ "if": { "required": ["measure"], "properties": { "measure": {
+                        "required": ["kind"], "properties": { "kind": { "enum": ["dau", "wau", "mau"] } } } } },
+                    "then": { "properties": { "interval": { "enum": ["day"] } } } }),
+        );
+    }
     // A performed condition names its time by [from, to) or by lastDays, not both or neither
     // (a null is no value).
     set(

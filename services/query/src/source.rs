@@ -11,9 +11,11 @@ use std::collections::BTreeSet;
 use jiff::tz::TimeZone;
 use pulse_core::analytics::AnalyticsEvent;
 use pulse_core::analytics::cohort::{CohortCondition, CohortDefinition};
+use pulse_core::analytics::people::PeopleOf;
 use pulse_core::analytics::period::{self, Interval};
 use pulse_core::analytics::retention::{RetentionKind, RetentionQuery};
 use pulse_core::analytics::trend::{Measure, TrendQuery};
+use pulse_core::analytics::{lifecycle, stickiness};
 use pulse_core::funnel::FunnelDefinition;
 use pulse_store::Store;
 
@@ -90,9 +92,28 @@ pub fn of_cohort(def: &CohortDefinition, now: i64) -> Vec<EventNeed> {
                 needs.push(EventNeed::named([event.event.clone()], f, t));
             }
             CohortCondition::Property { .. } => needs.push(EventNeed { names: None, from: 0, to: now + 1 }),
+            // Its members are read from the saved list.
+            CohortCondition::InCohort { .. } => {}
         }
     }
     needs
+}
+
+/// The events behind a number read as its report reads them.
+pub fn of_people(of: &PeopleOf, tz: &TimeZone) -> Vec<EventNeed> {
+    match of {
+        PeopleOf::Funnel { query, .. } => vec![of_funnel(&query.definition, query.from, query.to)],
+        PeopleOf::Retention { query, .. } => of_retention(query, tz),
+        PeopleOf::Lifecycle { query, .. } => {
+            let (from, to) = lifecycle::event_span(query, tz);
+            vec![EventNeed::named([query.event.event.clone()], from, to)]
+        }
+        PeopleOf::Stickiness { query, .. } => {
+            let (from, to) = stickiness::event_span(query, tz);
+            vec![EventNeed::named([query.event.event.clone()], from, to)]
+        }
+        PeopleOf::Trend { query, .. } => vec![of_trend(query, tz)],
+    }
 }
 
 /// Reads the events of `needs`, at most `max` in all (more is an error, never a shorter

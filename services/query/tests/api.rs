@@ -11,6 +11,7 @@ use jiff::tz::TimeZone;
 use pulse_core::analytics::funnel::{self, FunnelQuery};
 use pulse_core::analytics::lifecycle::{self, LifecycleQuery};
 use pulse_core::analytics::paths::{self, PathQuery};
+use pulse_core::analytics::people;
 use pulse_core::analytics::retention::{self, RetentionQuery};
 use pulse_core::analytics::stickiness::{self, StickinessQuery};
 use pulse_core::analytics::trend::{self, TrendQuery, TrendReport};
@@ -615,6 +616,105 @@ async fn paths_equal_the_engine_over_the_stored_events_and_are_cached() {
         .filter_map(|f| f["field"].as_str())
         .collect();
     assert_eq!(fields, ["steps", "window"], "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_people_behind_a_number_are_paged_saved_and_filter_other_queries() {
+    let (redis, ferret) =
+        (RedisServer::start().await.expect("redis"), FerretDb::start().await.expect("ferretdb"));
+    let t = Tenant::start(&redis, &ferret, &generated("h", 300, 3000), 1_000_000, VIEWS).await;
+    let definition = json!({ "steps": [{ "event": "a" }, { "event": "b" }, { "event": "c" }], "window": "1h", "breakdown": "plan" });
+    let funnel = json!({ "definition": definition, "from": T0, "to": T0 + 3 * DAY });
+    let (status, report) = t.post("/v1/funnels", &funnel).await;
+    assert_eq!(status, 200, "{report}");
+    let steps: Vec<u64> = report["result"]["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s["users"].as_u64())
+        .collect();
+    let dropped = steps[1] - steps[2];
+    assert!(dropped > 10, "{steps:?}");
+
+    // Who dropped off at c, 7 at a time, in id order, as the engine says.
+    let of = json!({ "kind": "funnel", "query": funnel, "step": 3, "outcome": "droppedOff" });
+    let (mut listed, mut after, mut pages) = (Vec::<String>::new(), None::<String>, 0);
+    loop {
+        let mut body = json!({ "of": of, "limit": 7 });
+        if let Some(a) = &after {
+            body["after"] = json!(a);
+        }
+        let (status, page) = t.post("/v1/people", &body).await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["result"]["total"].as_u64(), Some(dropped), "{page}");
+        listed.extend(
+            page["result"]["users"]
+                .as_array()
+                .expect("users")
+                .iter()
+                .filter_map(|u| u.as_str().map(String::from)),
+        );
+        pages += 1;
+        match page["result"]["next"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, dropped.div_ceil(7), "every page full but the last");
+    let of_query: people::PeopleOf = serde_json::from_value(of.clone()).expect("of");
+    let want = people::users(&of_query, &t.events, None, &t.tz, &Limits::default()).expect("engine");
+    assert_eq!(listed, want);
+
+    // Saved, read back, and used as a filter.
+    let (status, saved) =
+        t.post("/v1/people", &json!({ "of": of, "limit": 1, "saveAs": "dropped-at-c" })).await;
+    assert_eq!(status, 200, "{saved}");
+    assert_eq!(saved["result"]["saved"]["users"].as_u64(), Some(dropped), "{saved}");
+    let (status, back) = t.get("/v1/cohorts/saved/dropped-at-c?limit=10000").await;
+    assert_eq!(status, 200, "{back}");
+    let source: people::PeopleOf =
+        serde_json::from_value(back["result"]["cohort"]["source"]["of"].clone()).expect("the request saved");
+    assert_eq!(source, of_query, "{back}");
+    assert_eq!(back["result"]["members"]["users"], json!(want), "{back}");
+    let trend = json!({
+        "event": { "event": "a" }, "measure": { "kind": "uniqueUsers" }, "interval": "day", "from": T0, "to": T0 + 4 * DAY,
+        "cohort": { "conditions": [{ "type": "inCohort", "name": "dropped-at-c" }] },
+    });
+    let (status, answer) = t.post("/v1/trends", &trend).await;
+    assert_eq!(status, 200, "{answer}");
+    let query: TrendQuery = serde_json::from_value(trend.clone()).expect("trend");
+    let members: HashSet<String> = want.iter().cloned().collect();
+    let expected =
+        pulse_core::analytics::trend::run(&query, &t.events, Some(&members), &t.tz, &Limits::default())
+            .expect("engine");
+    assert!(close(&answer["result"], &serde_json::to_value(&expected).expect("json")), "{answer}");
+
+    // A retention cell's people are as many as the cell says.
+    let retention = json!({ "start": { "event": "a" }, "return": { "event": "b" }, "period": "day", "periods": 3, "from": T0, "to": T0 + 2 * DAY });
+    let (_, table) = t.post("/v1/retention", &retention).await;
+    let cell = table["result"]["cohorts"][0]["retained"][1].as_u64().expect("cell");
+    let start = table["result"]["cohorts"][0]["periodStart"].clone();
+    let (status, page) = t
+        .post(
+            "/v1/people",
+            &json!({ "of": { "kind": "retention", "query": retention, "cohortStart": start, "offset": 1 } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["result"]["total"].as_u64(), Some(cell), "{page}");
+
+    // Refusals.
+    let missing = json!({ "of": of, "cohort": { "conditions": [{ "type": "inCohort", "name": "nobody-saved-this" }] } });
+    let (status, answer) = t.post("/v1/people", &missing).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (404, Some("not_found")), "{answer}");
+    let past = json!({ "of": { "kind": "funnel", "query": funnel, "step": 4, "outcome": "reached" } });
+    let (status, answer) = t.post("/v1/people", &past).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (422, Some("not_in_report")), "{answer}");
+    assert_eq!(answer["error"]["fields"][0]["field"], "of.step", "{answer}");
+    let (status, answer) = t.post("/v1/people", &json!({ "of": of, "saveAs": "a|b" })).await;
+    assert_eq!((status, answer["error"]["fields"][0]["field"].as_str()), (400, Some("saveAs")), "{answer}");
+    let (status, answer) = t.get("/v1/cohorts/saved/never-saved").await;
+    assert_eq!(status, 404, "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,6 +31,7 @@
 //! Exactness without transactions: see docs/exactness.md and [`rollups`].
 
 pub mod blocks;
+pub mod cohorts;
 pub mod compaction;
 mod documents;
 mod events;
@@ -79,6 +80,8 @@ pub mod collections {
     /// Scratch documents that try an event name as a rollup update path; each is removed at
     /// once, so the collection stays empty.
     pub const ROLLUP_NAME_PROBES: &str = "rollup_name_probes";
+    /// Saved cohorts: a head per name and its member chunks ([`crate::cohorts`]).
+    pub const SAVED_COHORTS: &str = crate::cohorts::SAVED_COHORTS;
 }
 
 /// The store error code for a duplicate key.

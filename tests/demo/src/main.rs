@@ -198,6 +198,33 @@ async fn run(args: &Args, started: Instant) -> Result<(), String> {
             &tz
         )
     );
+    // Who dropped off at payment in the checkout funnel: its definition is the Funnel's spec.
+    let funnel: serde_json::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo.join("examples/funnels/checkout.yaml")).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("examples/funnels/checkout.yaml: {e}"))?;
+    let mut definition = funnel["spec"].clone();
+    if let Some(spec) = definition.as_object_mut() {
+        spec.remove("pipelineRef");
+    }
+    let dropped = q
+        .post(
+            "/v1/people",
+            &json!({
+                "of": { "kind": "funnel", "query": { "definition": definition, "from": from, "to": now },
+                        "step": 3, "outcome": "droppedOff" },
+                "limit": 5,
+            }),
+        )
+        .await?;
+    println!(
+        "{}",
+        report::dropped_off(
+            "Dropped off at order_paid (checkout funnel), 5 of",
+            &dropped["result"],
+            &query.url
+        )
+    );
     let paths = q
         .post(
             "/v1/paths",

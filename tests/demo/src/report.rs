@@ -150,6 +150,17 @@ pub fn paths(title: &str, report: &Value) -> String {
     out
 }
 
+/// A page of the people behind a number, each with the request that shows their events.
+pub fn dropped_off(title: &str, page: &Value, query_url: &str) -> String {
+    let mut out = format!("{title} {}\n", count(&page["total"]));
+    for user in page["users"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+        out += &format!(
+            "  {user:<14} curl -s \"{query_url}/v1/persons/{user}/events?limit=20\" -H \"Authorization: Bearer $READ_KEY\"\n"
+        );
+    }
+    out
+}
+
 /// A trend report: one row per interval, a column per series and a stacked bar.
 pub fn trend(title: &str, report: &Value, tz: &TimeZone) -> String {
     let series = report["series"].as_array().cloned().unwrap_or_default();
@@ -266,6 +277,14 @@ mod tests {
         let table = paths("p", &report);
         assert!(table.contains("3  75.0%  signed_up → session_started"), "{table}");
         assert!(table.contains("(4 users, 2 distinct paths)"), "{table}");
+    }
+
+    #[test]
+    fn the_people_dropped_off_come_with_their_timeline_request() {
+        let page = json!({ "total": 42, "users": ["u1", "u2"] });
+        let text = dropped_off("Dropped off, 2 of", &page, "http://q");
+        assert!(text.starts_with("Dropped off, 2 of 42\n"), "{text}");
+        assert!(text.contains("u2") && text.contains("http://q/v1/persons/u2/events?limit=20"), "{text}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Cohorts: the users who match conditions on what they did and on their properties; the
 //! other engines take the members as a filter.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -47,7 +47,20 @@ pub enum CohortCondition {
     /// after `now` ignored) meets the filter; a user with no such event is tested as
     /// without the property.
     Property { filter: PropertyFilter },
+    /// A member of the cohort saved as `name` (the people behind a number, saved).
+    InCohort { name: String },
 }
+
+/// What a saved cohort's name may be.
+pub const SAVED_NAME_RULE: &str = "1 to 100 letters, digits, '_', '-' and '.'";
+
+/// Whether `name` can name a saved cohort ([`SAVED_NAME_RULE`]).
+pub fn valid_saved_name(name: &str) -> bool {
+    (1..=100).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+}
+
+/// The members of the saved cohorts a definition names, by name.
+pub type SavedMembers = HashMap<String, HashSet<String>>;
 
 fn one() -> u32 {
     1
@@ -97,13 +110,40 @@ impl CohortDefinition {
                 CohortCondition::Property { filter } => {
                     filter.validate_into(&format!("{field}.filter"), &mut errors)
                 }
+                CohortCondition::InCohort { name } => {
+                    if !valid_saved_name(name) {
+                        errors.add(format!("{field}.name"), SAVED_NAME_RULE);
+                    }
+                }
             }
         }
         errors.into_result().map_err(AnalyticsError::Invalid)
     }
 
-    /// Whether a user (their events, sorted by time) is a member at `now` (epoch ms).
-    pub fn contains(&self, events: &[&AnalyticsEvent], now: i64) -> bool {
+    /// The names of the saved cohorts it uses.
+    pub fn saved_cohorts(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .conditions
+            .iter()
+            .filter_map(|c| match c {
+                CohortCondition::InCohort { name } => Some(name.as_str()),
+                _ => None,
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// Whether the user `distinct_id` (their events, sorted by time) is a member at `now`
+    /// (epoch ms); `saved` holds the saved cohorts it names.
+    pub fn contains(
+        &self,
+        distinct_id: &str,
+        events: &[&AnalyticsEvent],
+        now: i64,
+        saved: &SavedMembers,
+    ) -> bool {
         let holds = |c: &CohortCondition| match c {
             CohortCondition::Performed { event, at_least, from, to, last_days } => {
                 let (lo, hi) = match last_days {
@@ -125,6 +165,7 @@ impl CohortDefinition {
                     None => filter.matches(&serde_json::Value::Object(Default::default())),
                 }
             }
+            CohortCondition::InCohort { name } => saved.get(name).is_some_and(|m| m.contains(distinct_id)),
         };
         match self.combine {
             Combine::All => self.conditions.iter().all(holds),
@@ -133,20 +174,33 @@ impl CohortDefinition {
     }
 }
 
-/// The members among the users of `events` at `now`.
+/// The members at `now` among the users of `events` and of the saved cohorts named (in
+/// `saved`).
 pub fn members(
     def: &CohortDefinition,
     events: &[AnalyticsEvent],
     now: i64,
     limits: &Limits,
+    saved: &SavedMembers,
 ) -> Result<HashSet<String>, AnalyticsError> {
     def.validate()?;
     check_events(events.len(), limits)?;
-    Ok(by_user(events)
-        .into_iter()
-        .filter(|u| def.contains(&u.events, now))
+    let users = by_user(events);
+    let mut out: HashSet<String> = users
+        .iter()
+        .filter(|u| def.contains(u.distinct_id, &u.events, now, saved))
         .map(|u| u.distinct_id.to_string())
-        .collect())
+        .collect();
+    // Members of a saved cohort may have no event read.
+    let with_events: HashSet<&str> = users.iter().map(|u| u.distinct_id).collect();
+    for name in def.saved_cohorts() {
+        for user in saved.get(name).into_iter().flatten() {
+            if !with_events.contains(user.as_str()) && def.contains(user, &[], now, saved) {
+                out.insert(user.clone());
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -182,22 +236,49 @@ mod tests {
         let twice_last_week = cohort(json!({ "conditions": [
             { "type": "performed", "event": { "event": "buy" }, "atLeast": 2, "lastDays": 7 }
         ]}));
-        let m = members(&twice_last_week, &events, now, &Limits::default()).expect("valid");
+        let m =
+            members(&twice_last_week, &events, now, &Limits::default(), &SavedMembers::new()).expect("valid");
         assert_eq!(m, HashSet::from(["a".to_string()]));
         let pro = cohort(json!({ "conditions": [
             { "type": "property", "filter": { "property": "plan", "value": "pro" } }
         ]}));
         // a's latest plan is "free" (the event a day ago), b's is "pro".
         assert_eq!(
-            members(&pro, &events, now, &Limits::default()).expect("valid"),
+            members(&pro, &events, now, &Limits::default(), &SavedMembers::new()).expect("valid"),
             HashSet::from(["b".to_string()])
         );
         let any = cohort(json!({ "combine": "any", "conditions": [
             { "type": "performed", "event": { "event": "buy" }, "atLeast": 2, "from": 0, "to": now - 15 * DAY_MS },
             { "type": "property", "filter": { "property": "plan", "value": "pro" } }
         ]}));
-        let m = members(&any, &events, now, &Limits::default()).expect("valid");
+        let m = members(&any, &events, now, &Limits::default(), &SavedMembers::new()).expect("valid");
         assert_eq!(m, HashSet::from(["b".to_string(), "c".to_string()]));
+    }
+
+    #[test]
+    fn a_saved_cohort_is_a_condition_like_the_others() {
+        let now = 30 * DAY_MS;
+        let events = vec![ev("a", "buy", now - DAY_MS, json!({})), ev("b", "seen", now - DAY_MS, json!({}))];
+        let saved =
+            SavedMembers::from([("vip".to_string(), HashSet::from(["b".to_string(), "z".to_string()]))]);
+        let vip = cohort(json!({ "conditions": [{ "type": "inCohort", "name": "vip" }] }));
+        let m = members(&vip, &events, now, &Limits::default(), &saved).expect("valid");
+        assert_eq!(
+            m,
+            HashSet::from(["b".to_string(), "z".to_string()]),
+            "z has no event read and is a member"
+        );
+        let vip_buyers = cohort(json!({ "conditions": [
+            { "type": "inCohort", "name": "vip" },
+            { "type": "performed", "event": { "event": "buy" }, "lastDays": 7 }
+        ]}));
+        assert!(members(&vip_buyers, &events, now, &Limits::default(), &saved).expect("valid").is_empty());
+        let either = cohort(json!({ "combine": "any", "conditions": [
+            { "type": "inCohort", "name": "vip" },
+            { "type": "performed", "event": { "event": "buy" }, "lastDays": 7 }
+        ]}));
+        assert_eq!(members(&either, &events, now, &Limits::default(), &saved).expect("valid").len(), 3);
+        assert!(cohort(json!({ "conditions": [{ "type": "inCohort", "name": "a|b" }] })).validate().is_err());
     }
 
     #[test]

@@ -40,12 +40,33 @@ pub enum AnalyticsError {
         "the breakdown has {count} values; the limit is {limit}: filter the first step or break down by another property"
     )]
     TooManyBreakdownValues { count: usize, limit: usize },
+    /// A well-formed query naming a cell its report does not have (a funnel's step 5 of 3).
+    #[error("{field}: {reason}")]
+    NotInReport { field: String, reason: String },
 }
 
 impl AnalyticsError {
+    /// A cell the report does not have, at `field`.
+    pub fn not_in_report(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        AnalyticsError::NotInReport { field: field.into(), reason: reason.into() }
+    }
+
     /// One invalid field.
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         AnalyticsError::Invalid(vec![FieldError::new(field, reason)])
+    }
+
+    /// The same refusal with its fields under `prefix` (`from` becomes `query.from`).
+    pub fn under(self, prefix: &str) -> Self {
+        match self {
+            AnalyticsError::Invalid(fields) => AnalyticsError::Invalid(
+                fields
+                    .into_iter()
+                    .map(|f| FieldError::new(format!("{prefix}.{}", f.field), f.reason))
+                    .collect(),
+            ),
+            other => other,
+        }
     }
 
     /// A stable code for responses and metric labels.
@@ -55,6 +76,7 @@ impl AnalyticsError {
             AnalyticsError::TooManyEvents { .. } => "too_many_events",
             AnalyticsError::TooManyPeriods { .. } => "too_many_periods",
             AnalyticsError::TooManyBreakdownValues { .. } => "too_many_breakdown_values",
+            AnalyticsError::NotInReport { .. } => "not_in_report",
         }
     }
 }

@@ -102,17 +102,46 @@ pub fn run(
         if users.is_some_and(|u| !u.contains(user.distinct_id)) {
             continue;
         }
-        let mut active: Vec<i64> = user
-            .events
-            .iter()
-            .filter(|e| query.event.matches(e))
-            .map(|e| period::period_number(e.timestamp, query.period, tz))
-            .collect();
-        active.sort_unstable();
-        active.dedup();
-        tally.add_user(&active);
+        tally.add_user(&active_periods(query, &user.events, tz));
     }
     Ok(tally.report(starts))
+}
+
+/// Where a user stands in a period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum LifecycleStatus {
+    New,
+    Returning,
+    Resurrecting,
+    Dormant,
+}
+
+/// The numbers of the periods in which one user's events (any order) match the query,
+/// sorted, each once.
+pub(crate) fn active_periods(query: &LifecycleQuery, events: &[&AnalyticsEvent], tz: &TimeZone) -> Vec<i64> {
+    let mut active: Vec<i64> = events
+        .iter()
+        .filter(|e| query.event.matches(e))
+        .map(|e| period::period_number(e.timestamp, query.period, tz))
+        .collect();
+    active.sort_unstable();
+    active.dedup();
+    active
+}
+
+/// A user's status in period `p`, from their active periods (sorted, each once): None when
+/// they are neither active in it nor in the one before.
+pub(crate) fn status(active: &[i64], p: i64) -> Option<LifecycleStatus> {
+    let in_p = active.binary_search(&p).is_ok();
+    let before = active.binary_search(&(p - 1)).is_ok();
+    match (in_p, before) {
+        (true, _) if active.first() == Some(&p) => Some(LifecycleStatus::New),
+        (true, true) => Some(LifecycleStatus::Returning),
+        (true, false) => Some(LifecycleStatus::Resurrecting),
+        (false, true) => Some(LifecycleStatus::Dormant),
+        (false, false) => None,
+    }
 }
 
 /// The counts of the reported periods (numbered consecutively from `first`).

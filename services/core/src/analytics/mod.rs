@@ -17,6 +17,7 @@ pub mod funnel;
 pub mod lifecycle;
 pub mod materialized;
 pub mod paths;
+pub mod people;
 pub mod period;
 pub mod retention;
 pub mod stats;

@@ -129,25 +129,32 @@ pub fn run(
         if users.is_some_and(|u| !u.contains(user.distinct_id)) {
             continue;
         }
-        let mut days: Vec<i64> = user
-            .events
-            .iter()
-            .filter(|e| query.event.matches(e))
-            .map(|e| period::day_number(e.timestamp, tz))
-            .collect();
-        days.sort_unstable();
-        days.dedup();
-        // Runs of days in the same period.
-        for run in
-            days.chunk_by(|a, b| period::day_period(*a, query.period) == period::day_period(*b, query.period))
-        {
-            let p = period::day_period(run[0], query.period);
+        for (p, days) in days_per_period(query, &user.events, tz) {
             if let Ok(index) = usize::try_from(p - first) {
-                report.count(index, run.len());
+                report.count(index, days);
             }
         }
     }
     Ok(report)
+}
+
+/// Per period number (ascending), the local days on which one user's events (any order)
+/// match the query.
+pub(crate) fn days_per_period(
+    query: &StickinessQuery,
+    events: &[&AnalyticsEvent],
+    tz: &TimeZone,
+) -> Vec<(i64, usize)> {
+    let mut days: Vec<i64> = events
+        .iter()
+        .filter(|e| query.event.matches(e))
+        .map(|e| period::day_number(e.timestamp, tz))
+        .collect();
+    days.sort_unstable();
+    days.dedup();
+    days.chunk_by(|a, b| period::day_period(*a, query.period) == period::day_period(*b, query.period))
+        .map(|run| (period::day_period(run[0], query.period), run.len()))
+        .collect()
 }
 
 #[cfg(test)]

@@ -72,7 +72,7 @@ pub struct TrendQuery {
 }
 
 /// Which events a series covers.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", content = "value", rename_all = "camelCase")]
 pub enum SeriesLabel {
     /// Every matching event (no breakdown).
@@ -161,6 +161,58 @@ pub fn run(
     tz: &TimeZone,
     limits: &Limits,
 ) -> Result<TrendReport, AnalyticsError> {
+    let (starts, series) = series_events(query, events, users, tz, limits)?;
+    let series = series
+        .into_iter()
+        .map(|(label, events)| Series { label, points: points(query, &events, &starts, tz) })
+        .collect();
+    Ok(TrendReport { series })
+}
+
+/// The users counted in one interval of one series: with a matching event in it (for DAU,
+/// WAU and MAU, in the 1, 7 or 30 days ending that day), sorted. `period_start` is any
+/// time in the interval; a series the report does not have has no users.
+pub fn users_in(
+    query: &TrendQuery,
+    events: &[AnalyticsEvent],
+    users: Option<&HashSet<String>>,
+    tz: &TimeZone,
+    limits: &Limits,
+    (period_start, label): (i64, &SeriesLabel),
+) -> Result<Vec<String>, AnalyticsError> {
+    let (_, series) = series_events(query, events, users, tz, limits)?;
+    let interval = period::start(period_start, query.interval, tz);
+    let counted = |ts: i64| match query.measure.active_days() {
+        Some(days) => {
+            let day = period::day_number(interval, tz);
+            (day - days + 1..=day).contains(&period::day_number(ts, tz))
+        }
+        None => period::start(ts, query.interval, tz) == interval,
+    };
+    let mut out: Vec<String> = series
+        .into_iter()
+        .filter(|(l, _)| l == label)
+        .flat_map(|(_, events)| {
+            events.into_iter().filter(|e| counted(e.timestamp)).map(|e| e.distinct_id.clone())
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// Each series' label and events.
+type SeriesEvents<'e> = Vec<(SeriesLabel, Vec<&'e AnalyticsEvent>)>;
+
+/// The reported intervals' starts, and each series' events (each id once, the cohort's
+/// users only).
+fn series_events<'e>(
+    query: &TrendQuery,
+    events: &'e [AnalyticsEvent],
+    users: Option<&HashSet<String>>,
+    tz: &TimeZone,
+    limits: &Limits,
+) -> Result<(Vec<i64>, SeriesEvents<'e>), AnalyticsError> {
     query.validate(limits)?;
     check_events(events.len(), limits)?;
     let starts = period::starts(query.from, query.to, query.interval, tz, limits)?;
@@ -180,15 +232,11 @@ pub fn run(
         .filter(|e| query.event.matches(e))
         .filter(|e| seen.insert((e.distinct_id.as_str(), e.event_id.as_str())))
         .collect();
-    let series: Vec<(SeriesLabel, Vec<&AnalyticsEvent>)> = match &query.breakdown {
+    let series = match &query.breakdown {
         None => vec![(SeriesLabel::All, selected)],
         Some(b) => split(selected, b, range_start),
     };
-    let series = series
-        .into_iter()
-        .map(|(label, events)| Series { label, points: points(query, &events, &starts, tz) })
-        .collect();
-    Ok(TrendReport { series })
+    Ok((starts, series))
 }
 
 fn breakdown_value(path: &PropertyPath, e: &AnalyticsEvent) -> Option<String> {
