@@ -18,8 +18,9 @@
 # BENCH_STAGES (history lengths measured, default "1 3 BENCH_DAYS"),
 # BENCH_BACKEND (sqlite or postgresql, default sqlite), BENCH_PARTITIONS (default 8),
 # BENCH_PROCESSOR_BATCH (processor.batchSize, default 2000), BENCH_EVENTS (backlog drained
-# at each stage, default 200000), BENCH_RAW_DOCS (documents of the insert_many, default
-# 50000), BENCH_STEADY_SECS (each steady run, default 20), BENCH_STEADY_BATCH (events per
+# at each stage, default 1000000: a day's events, about 30 s of draining, so the processor's
+# ramp-up is a small part of it), BENCH_RAW_DOCS (documents of the insert_many, default
+# 200000), BENCH_STEADY_SECS (each steady run, default 20), BENCH_STEADY_BATCH (events per
 # request, default 100), BENCH_PEAK_RATE (default 833), BENCH_BACKFILL_EVENTS (default
 # BENCH_EVENTS_PER_DAY), BENCH_DRAIN_TIMEOUT (seconds, default 150) and
 # BENCH_BACKFILL_TIMEOUT (default 300): past them a rate is events stored / time waited and
@@ -38,8 +39,8 @@ USERS="${BENCH_USERS:-100000}"
 BACKEND="${BENCH_BACKEND:-sqlite}"
 PARTITIONS="${BENCH_PARTITIONS:-8}"
 PROCESSOR_BATCH="${BENCH_PROCESSOR_BATCH:-2000}"
-EVENTS="${BENCH_EVENTS:-200000}"
-RAW_DOCS="${BENCH_RAW_DOCS:-50000}"
+EVENTS="${BENCH_EVENTS:-1000000}"
+RAW_DOCS="${BENCH_RAW_DOCS:-200000}"
 STEADY_SECS="${BENCH_STEADY_SECS:-20}"
 STEADY_BATCH="${BENCH_STEADY_BATCH:-100}"
 PEAK_RATE="${BENCH_PEAK_RATE:-833}"
