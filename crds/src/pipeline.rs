@@ -311,15 +311,24 @@ pub struct QuerySpec {
     /// How long ad-hoc results over raw events are cached (default "30s").
     #[serde(default = "default_cache_ttl")]
     pub cache_ttl: DurationSpec,
+    /// The inactivity that ends a user's session when their events carry no `$session_id`
+    /// (default "30m", at most "1d"; sessions also end at local midnight), for the session
+    /// measures of trends.
+    #[serde(default = "default_session_timeout")]
+    pub session_timeout: DurationSpec,
 }
 
 fn default_cache_ttl() -> DurationSpec {
     DurationSpec::seconds(30)
 }
 
+fn default_session_timeout() -> DurationSpec {
+    DurationSpec::minutes(30)
+}
+
 impl Default for QuerySpec {
     fn default() -> Self {
-        QuerySpec { replicas: 1, cache_ttl: default_cache_ttl() }
+        QuerySpec { replicas: 1, cache_ttl: default_cache_ttl(), session_timeout: default_session_timeout() }
     }
 }
 

@@ -60,7 +60,7 @@ pub fn pipeline_config(
             read_key_file: paths::READ_KEY_FILE.into(),
         },
         processor: ProcessorConfig { batch_size: u32::try_from(spec.processor.batch_size).unwrap_or(0) },
-        query: QueryConfig { cache_ttl: spec.query.cache_ttl },
+        query: QueryConfig { cache_ttl: spec.query.cache_ttl, session_timeout: spec.query.session_timeout },
         rollups: RollupsConfig {
             intervals: spec.rollups.intervals.clone(),
             numeric_properties: spec.rollups.numeric_properties.clone(),

@@ -90,6 +90,7 @@ fn others(events: &[AnalyticsEvent], from: i64, to: i64) {
         from,
         to,
         breakdown: Some(TrendBreakdown { property: "plan".parse().expect("path"), top: 5 }),
+        session_timeout: None,
     };
     let (started, cpu) = (Instant::now(), cpu_ms());
     let t = trend::run(&query, events, None, &TimeZone::UTC, &Limits::default()).expect("runs");

@@ -30,6 +30,7 @@ use pulse_core::analytics::paths::{self, PathDirection, PathQuery};
 use pulse_core::analytics::period;
 use pulse_core::analytics::retention::{self, RetentionKind, RetentionQuery};
 use pulse_core::analytics::stickiness::{self, StickinessQuery};
+use pulse_core::analytics::trend::{self, TrendQuery};
 use pulse_core::analytics::{AnalyticsEvent, EventMatcher, Limits, by_user, period::Interval};
 use pulse_core::funnel::FunnelDefinition;
 use serde_json::{Value, json};
@@ -233,6 +234,7 @@ fn clickhouse(events: &[AnalyticsEvent], spec: Value) -> Value {
         let line = json!({
             "row": row, "id": e.event_id, "event": e.event, "user": e.distinct_id, "ts": e.timestamp,
             "v": e.properties["v"], "d": e.properties.get("d"),
+            "sid": e.properties.get("$session_id").and_then(Value::as_str).unwrap_or_default(),
         });
         writeln!(file, "{line}").expect("write");
     }
@@ -695,6 +697,83 @@ fn paths_equal_clickhouse_array_functions() {
                 .map(|e| e.users)
                 .sum();
             assert_eq!(toward_end + node.ended, node.users, "{name}: node {i} {node:?}");
+        }
+    }
+}
+
+#[test]
+fn session_trends_equal_clickhouse_gaps_and_session_ids_in_each_time_zone() {
+    let b = base();
+    // Events over four days around Berlin's DST change, on whole minutes, a third of them
+    // with one of a few session ids: gaps around the timeout, sessions across midnight.
+    let mut events = generate(12, 2_000, 30, 3, &|r| b + 6 * DAY + r.next(4 * 24 * 60) as i64 * 60 * SEC);
+    let mut rng = Rng(13);
+    for e in &mut events {
+        if rng.next(3) == 0 {
+            e.properties["$session_id"] = json!(format!("s{}", rng.next(4)));
+        }
+    }
+    let events = shuffled(events, 14);
+    let mut specs = Vec::new();
+    let mut cases = Vec::new();
+    for tz in ["UTC", "Europe/Berlin", "Asia/Kolkata"] {
+        for (timeout, timeout_ms) in [("30m", 30 * 60 * SEC), ("2h", 2 * HOUR_MS)] {
+            let name = format!("{tz}-{timeout}");
+            specs.push(json!({ "name": name, "event": "a", "timeout_ms": timeout_ms, "tz": tz }));
+            cases.push((name, tz, timeout));
+        }
+    }
+    let ch = clickhouse(&events, json!({ "sessions": specs }));
+    for (name, tz_name, timeout) in cases {
+        let tz = TimeZone::get(tz_name).expect("zone");
+        let midnight = |ts| period::start(ts, Interval::Day, &tz);
+        let (from, to) = (midnight(b + 7 * DAY), midnight(b + 9 * DAY + DAY / 2) + DAY / 2);
+        let want: BTreeMap<String, (u64, Vec<i64>, u64)> = ch["sessions"][&name]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| {
+                let durs: Vec<i64> = serde_json::from_value(r[2].clone()).expect("durations");
+                (
+                    r[0].as_str().unwrap_or_default().to_string(),
+                    (r[1].as_u64().unwrap_or(0), durs, r[3].as_u64().unwrap_or(0)),
+                )
+            })
+            .collect();
+        let trend = |measure: Value| -> Vec<(String, Option<f64>)> {
+            let query: TrendQuery = serde_json::from_value(json!({
+                "event": { "event": "a" }, "measure": measure, "interval": "day", "from": from, "to": to,
+                "sessionTimeout": timeout,
+            }))
+            .expect("query");
+            let report = trend::run(&query, &events, None, &tz, &Limits::default()).expect("runs");
+            report.series[0].points.iter().map(|p| (date_of(p.start, &tz), p.value)).collect()
+        };
+        let sessions = trend(json!({ "kind": "sessions" }));
+        assert_eq!(sessions.len(), 3, "{name}: three days");
+        for (date, value) in sessions {
+            let (n, _, _) = want.get(&date).cloned().unwrap_or_default();
+            assert!(n > 100, "{name} {date}: many sessions");
+            assert_eq!(value, Some(n as f64), "{name} {date}: sessions");
+        }
+        for (date, value) in trend(json!({ "kind": "sessionDuration" })) {
+            let (n, durs, _) = want.get(&date).cloned().unwrap_or_default();
+            let mean = durs.iter().sum::<i64>() as f64 / 1000.0 / n as f64;
+            assert!(
+                value.is_some_and(|v| (v - mean).abs() < 1e-9),
+                "{name} {date}: mean duration {value:?} vs {mean}"
+            );
+        }
+        for (date, value) in trend(json!({ "kind": "sessionDuration", "p": 90 })) {
+            let (n, durs, _) = want.get(&date).cloned().unwrap_or_default();
+            // Nearest rank: the ceil(0.9 n)-th shortest.
+            let p90 = durs[((0.9 * n as f64).ceil() as usize).max(1) - 1] as f64 / 1000.0;
+            assert_eq!(value, Some(p90), "{name} {date}: p90 duration");
+        }
+        for (date, value) in trend(json!({ "kind": "eventsPerSession" })) {
+            let (n, _, matching) = want.get(&date).cloned().unwrap_or_default();
+            let mean = matching as f64 / n as f64;
+            assert!(value.is_some_and(|v| (v - mean).abs() < 1e-9), "{name} {date}: events per session");
         }
     }
 }

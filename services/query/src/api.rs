@@ -66,6 +66,8 @@ pub struct Api {
     /// (`limits.maxFutureSkew`), in ms.
     pub retention_ms: i64,
     pub max_future_ms: i64,
+    /// The inactivity that ends a session when a query sets none (`query.sessionTimeout`).
+    pub session_timeout: pulse_core::duration::DurationSpec,
     pub limits: Limits,
     pub intervals: Vec<RollupInterval>,
     pub numeric: Vec<PropertyPath>,
@@ -128,7 +130,11 @@ async fn trends(
     JsonBody(body): JsonBody<TrendRequest>,
 ) -> Response {
     respond(&api, "trends", &headers, async {
-        let req = body?;
+        let mut req = body?;
+        // The pipeline's session timeout, unless the query sets one (and so in the cache key).
+        if req.query.measure.of_sessions() {
+            req.query.session_timeout.get_or_insert(api.session_timeout);
+        }
         check_times(&[("from", Some(req.query.from)), ("to", Some(req.query.to))])?;
         req.query.validate(&api.limits)?;
         check_cohort(req.cohort.as_ref())?;

@@ -132,6 +132,7 @@ pub async fn prepare(settings: &Settings) -> Result<Arc<Api>, QueryServiceError>
         partitions: config.buffer.partitions,
         retention_ms: config.storage.retention.as_millis(),
         max_future_ms: config.ingest.limits.max_future_skew.as_millis(),
+        session_timeout: config.query.session_timeout,
         limits: Limits { max_events: settings.max_events, ..Limits::default() },
         intervals: config.rollups.intervals,
         numeric: config.rollups.numeric_properties,

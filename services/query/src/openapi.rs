@@ -370,17 +370,25 @@ fn constrain(schemas: &mut serde_json::Map<String, Value>) {
         json!({ "if": { "required": ["order"], "properties": { "order": { "const": "unordered" } } },
                 "then": { "properties": { "exclusions": { "maxItems": 0 } } } }),
     );
-    // A conversion trend is per day or week; DAU, WAU and MAU are daily series.
+    // A conversion trend is per day or week; DAU, WAU and MAU are daily series (below).
     for schema in ["FunnelRequest", "DeclaredFunnelParams"] {
         set(schema, "/properties/trend", json!({ "enum": ["day", "week", null] }));
     }
+    // Session measures have no breakdown.
     for schema in ["TrendRequest", "TrendQuery"] {
+        let measure_is = |kinds: Value| {
+            json!({ "required": ["measure"], "properties": { "measure": {
+                "required": ["kind"], "properties": { "kind": { "enum": kinds } } } } })
+        };
         set(
             schema,
             "",
-            json!({ "if": { "required": ["measure"], "properties": { "measure": {
-                        "required": ["kind"], "properties": { "kind": { "enum": ["dau", "wau", "mau"] } } } } },
-                    "then": { "properties": { "interval": { "enum": ["day"] } } } }),
+            json!({ "allOf": [
+                { "if": measure_is(json!(["dau", "wau", "mau"])),
+                  "then": { "properties": { "interval": { "enum": ["day"] } } } },
+                { "if": measure_is(json!(["sessions", "sessionDuration", "eventsPerSession"])),
+                  "then": { "properties": { "breakdown": { "type": "null" } } } },
+            ]}),
         );
     }
     // A performed condition names its time by [from, to) or by lastDays, not both or neither

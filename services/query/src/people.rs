@@ -110,7 +110,12 @@ pub(crate) async fn people(
     JsonBody(body): JsonBody<PeopleRequest>,
 ) -> Response {
     respond(&api, "people", &headers, async {
-        let req = body?;
+        let mut req = body?;
+        if let PeopleOf::Trend { query, .. } = &mut req.of
+            && query.measure.of_sessions()
+        {
+            query.session_timeout.get_or_insert(api.session_timeout);
+        }
         check_times(&times_of(&req.of))?;
         req.of.validate(&api.tz, &api.limits).map_err(|e| QueryError::from(e).under("of"))?;
         check_cohort(req.cohort.as_ref())?;

@@ -42,7 +42,13 @@ fn source_interval(q: &TrendQuery, has_cohort: bool, rollups: &Rollups<'_>) -> O
             }
             true
         }
-        Measure::Dau | Measure::Wau | Measure::Mau | Measure::Percentile { .. } => return None,
+        Measure::Dau
+        | Measure::Wau
+        | Measure::Mau
+        | Measure::Percentile { .. }
+        | Measure::Sessions
+        | Measure::SessionDuration { .. }
+        | Measure::EventsPerSession => return None,
     };
     let wanted = match q.interval {
         Interval::Hour => RollupInterval::Hour,
@@ -108,6 +114,12 @@ fn value_of(measure: &Measure, t: &BucketTotals) -> Option<f64> {
         }
         Measure::Min { property } => stat(property).filter(|s| s.count > 0).map(|s| s.min),
         Measure::Max { property } => stat(property).filter(|s| s.count > 0).map(|s| s.max),
-        Measure::Dau | Measure::Wau | Measure::Mau | Measure::Percentile { .. } => None,
+        Measure::Dau
+        | Measure::Wau
+        | Measure::Mau
+        | Measure::Percentile { .. }
+        | Measure::Sessions
+        | Measure::SessionDuration { .. }
+        | Measure::EventsPerSession => None,
     }
 }

@@ -38,10 +38,20 @@ impl EventNeed {
 }
 
 /// A trend reads its event over the whole intervals its range overlaps, and the 6 or 29
-/// days before for WAU and MAU.
+/// days before for WAU and MAU; a session measure reads every event of the whole local
+/// days of those intervals.
 pub fn of_trend(q: &TrendQuery, tz: &TimeZone) -> EventNeed {
     let from = period::start(q.from, q.interval, tz);
     let to = period::next(period::start(q.to.saturating_sub(1).max(q.from), q.interval, tz), q.interval, tz);
+    if q.measure.of_sessions() {
+        // Every event of the users (a session's duration is all its events'), over whole
+        // local days: no session crosses midnight.
+        let (from, to) = (
+            period::start(from, Interval::Day, tz),
+            period::next(period::start(to - 1, Interval::Day, tz), Interval::Day, tz),
+        );
+        return EventNeed { names: None, from, to };
+    }
     let lookback = match q.measure {
         Measure::Wau => 7,
         Measure::Mau => 30,

@@ -718,6 +718,43 @@ async fn the_people_behind_a_number_are_paged_saved_and_filter_other_queries() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_trends_read_every_event_of_whole_days_with_the_pipelines_timeout() {
+    let (redis, ferret) =
+        (RedisServer::start().await.expect("redis"), FerretDb::start().await.expect("ferretdb"));
+    let t = Tenant::start(&redis, &ferret, &generated("s", 200, 4000), 1_000_000, VIEWS).await;
+    // From 05:00 UTC: the sessions of the whole local days count, events before it included.
+    let (from, to) = (T0 + 5 * HOUR, T0 + 3 * DAY);
+    for (measure, timeout) in [
+        (json!({ "kind": "sessions" }), None),
+        (json!({ "kind": "sessionDuration", "p": 50 }), None),
+        (json!({ "kind": "eventsPerSession" }), Some("2h")),
+    ] {
+        let mut body = json!({ "event": { "event": "b" }, "measure": measure, "interval": "day", "from": from, "to": to });
+        if let Some(t) = timeout {
+            body["sessionTimeout"] = json!(t);
+        }
+        let (status, answer) = t.post("/v1/trends", &body).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["answeredFrom"], "raw", "{answer}");
+        let mut query: TrendQuery = serde_json::from_value(body.clone()).expect("query");
+        // The pipeline's timeout (the default, 30m) when the query sets none.
+        query.session_timeout.get_or_insert(pulse_core::duration::DurationSpec::minutes(30));
+        let want = trend::run(&query, &t.events, None, &t.tz, &Limits::default()).expect("engine");
+        // Sessions every day (a median duration may be 0: most sessions here are one event).
+        assert!(want.series[0].points.iter().all(|p| p.value.is_some()), "{want:?}");
+        assert!(close(&answer["result"], &serde_json::to_value(&want).expect("json")), "{body}: {answer}");
+    }
+    let broken_down = json!({ "event": { "event": "b" }, "measure": { "kind": "sessions" }, "interval": "day", "from": from, "to": to,
+                              "breakdown": { "property": "plan", "top": 2 } });
+    let (status, answer) = t.post("/v1/trends", &broken_down).await;
+    assert_eq!(
+        (status, answer["error"]["fields"][0]["field"].as_str()),
+        (400, Some("breakdown")),
+        "{answer}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_and_tenants_are_kept_apart() {
     let (redis, ferret) =
         (RedisServer::start().await.expect("redis"), FerretDb::start().await.expect("ferretdb"));

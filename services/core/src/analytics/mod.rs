@@ -20,6 +20,7 @@ pub mod paths;
 pub mod people;
 pub mod period;
 pub mod retention;
+pub mod session;
 pub mod stats;
 pub mod stickiness;
 pub mod trend;

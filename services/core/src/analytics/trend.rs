@@ -9,9 +9,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::{AnalyticsError, Limits, check_events, check_range};
-use super::event::{AnalyticsEvent, EventMatcher};
+use super::event::{AnalyticsEvent, EventMatcher, by_user};
 use super::period::{self, Interval};
+use super::session;
 use super::stats::percentile;
+use crate::duration::DurationSpec;
 use crate::property::PropertyPath;
 use crate::rollup::saturating_sum;
 use crate::validation::Errors;
@@ -40,6 +42,16 @@ pub enum Measure {
     Max { property: PropertyPath },
     /// The nearest-rank percentile `p` (0 to 100) of a numeric property.
     Percentile { property: PropertyPath, p: f64 },
+    /// Sessions with a matching event, in the interval of their start.
+    Sessions,
+    /// Those sessions' duration in seconds (first to last event, any event): the mean, or
+    /// with `p` the nearest-rank percentile (0 to 100); null without a session.
+    SessionDuration {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        p: Option<f64>,
+    },
+    /// Matching events per such session (mean); null without a session.
+    EventsPerSession,
 }
 
 /// Splits a trend by a property of the events.
@@ -69,6 +81,10 @@ pub struct TrendQuery {
     pub to: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breakdown: Option<TrendBreakdown>,
+    /// The inactivity that ends a session, for the session measures ("30m"; at most 1d;
+    /// default: the pipeline's `query.sessionTimeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_timeout: Option<DurationSpec>,
 }
 
 /// Which events a series covers.
@@ -107,6 +123,12 @@ pub struct TrendPoint {
 }
 
 impl Measure {
+    /// Whether it measures sessions (built from every event of the users, not only the
+    /// matching ones).
+    pub fn of_sessions(&self) -> bool {
+        matches!(self, Measure::Sessions | Measure::SessionDuration { .. } | Measure::EventsPerSession)
+    }
+
     fn active_days(&self) -> Option<i64> {
         match self {
             Measure::Dau => Some(1),
@@ -133,6 +155,20 @@ impl TrendQuery {
             && !(1..=limits.max_breakdown_values).contains(&b.top)
         {
             errors.add("breakdown.top", format!("1 to {} values", limits.max_breakdown_values));
+        }
+        if let Measure::SessionDuration { p: Some(p) } = self.measure
+            && !(0.0..=100.0).contains(&p)
+        {
+            errors.add("measure.p", format!("a percentile is 0 to 100, not {p}"));
+        }
+        if self.measure.of_sessions() && self.breakdown.is_some() {
+            errors
+                .add("breakdown", "session measures have no breakdown (a session's events may differ in it)");
+        }
+        if let Some(t) = self.session_timeout
+            && t.as_secs() > session::MAX_TIMEOUT_SECS
+        {
+            errors.add("sessionTimeout", format!("at most 1d, not {t}"));
         }
         errors.into_result().map_err(AnalyticsError::Invalid)?;
         check_range(self.from, self.to)
@@ -161,12 +197,89 @@ pub fn run(
     tz: &TimeZone,
     limits: &Limits,
 ) -> Result<TrendReport, AnalyticsError> {
+    if query.measure.of_sessions() {
+        return session_trend(query, events, users, tz, limits);
+    }
     let (starts, series) = series_events(query, events, users, tz, limits)?;
     let series = series
         .into_iter()
         .map(|(label, events)| Series { label, points: points(query, &events, &starts, tz) })
         .collect();
     Ok(TrendReport { series })
+}
+
+/// One session a session measure counts: its user, duration and matching events.
+struct CountedSession<'e> {
+    user: &'e str,
+    duration_ms: i64,
+    matching: usize,
+}
+
+/// Per reported interval, the sessions that start in it and have a matching event.
+fn counted_sessions<'e>(
+    query: &TrendQuery,
+    events: &'e [AnalyticsEvent],
+    users: Option<&HashSet<String>>,
+    tz: &TimeZone,
+    limits: &Limits,
+) -> Result<(Vec<i64>, Vec<Vec<CountedSession<'e>>>), AnalyticsError> {
+    query.validate(limits)?;
+    check_events(events.len(), limits)?;
+    let starts = period::starts(query.from, query.to, query.interval, tz, limits)?;
+    let index: HashMap<i64, usize> = starts.iter().enumerate().map(|(i, &s)| (s, i)).collect();
+    let timeout = query.session_timeout.unwrap_or(session::DEFAULT_TIMEOUT);
+    let mut per: Vec<Vec<CountedSession<'e>>> = (0..starts.len()).map(|_| Vec::new()).collect();
+    for user in by_user(events) {
+        if users.is_some_and(|u| !u.contains(user.distinct_id)) {
+            continue;
+        }
+        for s in session::sessions(&user.events, timeout, tz) {
+            let matching = s.events.iter().filter(|e| query.event.matches(e)).count();
+            if matching == 0 {
+                continue;
+            }
+            if let Some(&i) = index.get(&period::start(s.start(), query.interval, tz)) {
+                per[i].push(CountedSession {
+                    user: user.distinct_id,
+                    duration_ms: s.duration_ms(),
+                    matching,
+                });
+            }
+        }
+    }
+    Ok((starts, per))
+}
+
+/// A trend of a session measure: one series (session measures have no breakdown).
+fn session_trend(
+    query: &TrendQuery,
+    events: &[AnalyticsEvent],
+    users: Option<&HashSet<String>>,
+    tz: &TimeZone,
+    limits: &Limits,
+) -> Result<TrendReport, AnalyticsError> {
+    let (starts, per) = counted_sessions(query, events, users, tz, limits)?;
+    let points = starts
+        .into_iter()
+        .zip(per)
+        .map(|(start, sessions)| {
+            let n = sessions.len();
+            let value = match &query.measure {
+                Measure::Sessions => Some(n as f64),
+                Measure::SessionDuration { p } => {
+                    let mut secs: Vec<f64> = sessions.iter().map(|s| s.duration_ms as f64 / 1000.0).collect();
+                    secs.sort_by(f64::total_cmp);
+                    match p {
+                        Some(p) => percentile(&secs, *p),
+                        None => (n > 0).then(|| secs.iter().sum::<f64>() / n as f64),
+                    }
+                }
+                _ => (n > 0).then(|| sessions.iter().map(|s| s.matching).sum::<usize>() as f64 / n as f64),
+            };
+            TrendPoint { start, value }
+        })
+        .collect();
+    Ok(TrendReport { series: vec![Series { label: SeriesLabel::All, points }] })
 }
 
 /// The users counted in one interval of one series: with a matching event in it (for DAU,
@@ -180,8 +293,19 @@ pub fn users_in(
     limits: &Limits,
     (period_start, label): (i64, &SeriesLabel),
 ) -> Result<Vec<String>, AnalyticsError> {
-    let (_, series) = series_events(query, events, users, tz, limits)?;
     let interval = period::start(period_start, query.interval, tz);
+    if query.measure.of_sessions() {
+        let (starts, per) = counted_sessions(query, events, users, tz, limits)?;
+        let at = starts.iter().position(|&s| s == interval);
+        let mut out: Vec<String> = match (at, label) {
+            (Some(i), SeriesLabel::All) => per[i].iter().map(|s| s.user.to_string()).collect(),
+            _ => Vec::new(),
+        };
+        out.sort_unstable();
+        out.dedup();
+        return Ok(out);
+    }
+    let (_, series) = series_events(query, events, users, tz, limits)?;
     let counted = |ts: i64| match query.measure.active_days() {
         Some(days) => {
             let day = period::day_number(interval, tz);
@@ -327,6 +451,8 @@ fn measure(m: &Measure, events: &[&AnalyticsEvent]) -> Option<f64> {
         Measure::Min { property } => numbers(property).first().copied(),
         Measure::Max { property } => numbers(property).last().copied(),
         Measure::Percentile { property, p } => percentile(&numbers(property), *p),
+        // Computed from sessions (`session_trend`), never from events alone.
+        Measure::Sessions | Measure::SessionDuration { .. } | Measure::EventsPerSession => None,
     }
 }
 
@@ -348,7 +474,15 @@ mod tests {
     }
 
     fn query(measure: Measure, interval: Interval, breakdown: Option<TrendBreakdown>) -> TrendQuery {
-        TrendQuery { event: EventMatcher::named("buy"), measure, interval, from: 0, to: 2 * DAY, breakdown }
+        TrendQuery {
+            event: EventMatcher::named("buy"),
+            measure,
+            interval,
+            from: 0,
+            to: 2 * DAY,
+            breakdown,
+            session_timeout: None,
+        }
     }
 
     #[test]

@@ -140,11 +140,19 @@ impl Default for ProcessorConfig {
 pub struct QueryConfig {
     /// How long ad-hoc results are cached.
     pub cache_ttl: DurationSpec,
+    /// The inactivity that ends a session (events without `$session_id`), for the
+    /// session measures of trends; at most 1d (default 30m).
+    #[serde(default = "default_session_timeout")]
+    pub session_timeout: DurationSpec,
+}
+
+fn default_session_timeout() -> DurationSpec {
+    crate::analytics::session::DEFAULT_TIMEOUT
 }
 
 impl Default for QueryConfig {
     fn default() -> Self {
-        QueryConfig { cache_ttl: DurationSpec::seconds(30) }
+        QueryConfig { cache_ttl: DurationSpec::seconds(30), session_timeout: default_session_timeout() }
     }
 }
 
@@ -228,6 +236,9 @@ impl PipelineConfig {
             errors.add("buffer.highWaterMark", "must be positive");
         }
         self.ingest.limits.validate_into("ingest.limits", &mut errors);
+        if self.query.session_timeout.as_secs() > crate::analytics::session::MAX_TIMEOUT_SECS {
+            errors.add("query.sessionTimeout", format!("at most 1d, not {}", self.query.session_timeout));
+        }
         let mut names = std::collections::HashSet::new();
         for (i, funnel) in self.funnels.iter().enumerate() {
             if !names.insert(&funnel.name) {

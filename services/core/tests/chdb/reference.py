@@ -2,26 +2,30 @@
 services/core/tests/chdb.rs.
 
 Reads one JSON document on stdin:
-  {"events": "<path of a JSONEachRow file: row, id, event, user, ts, v, d>",
+  {"events": "<path of a JSONEachRow file: row, id, event, user, ts, v, d, sid>",
    "funnels": [{"name", "steps": [{"event", "min_v"}], "window_ms", "from", "to"}],
    "retention": [{"name", "start", "return", "kind", "period", "periods", "from", "to", "tz"}],
    "lifecycle": [{"name", "event", "min_v", "period", "tz"}],
    "stickiness": [{"name", "event", "min_v", "period", "tz"}],
    "paths": [{"name", "start", "min_v", "direction", "steps", "window_ms", "from", "to",
-              "collapse", "exclude", "include", "end_at"}]}
+              "collapse", "exclude", "include", "end_at"}],
+   "sessions": [{"name", "event", "timeout_ms", "tz"}]}
 and prints one JSON document:
   {"funnels": {name: {user: level}},
    "retention": {name: {"sizes": {date: users}, "cells": [[date, offset, users]]}},
    "lifecycle": {name: [[date, kind, users]]},
    "stickiness": {name: [[date, active days, users]]},
-   "paths": {name: [[[event, ...], users]]}}
+   "paths": {name: [[[event, ...], users]]},
+   "sessions": {name: [[date, sessions, [duration ms, ...] sorted, matching events]]}}
 
 A repeated event id of a user counts once: the first row given. Funnels use
 windowFunnel(window, 'strict_once'); retention is plain SQL over calendar dates in the zone;
 lifecycle classifies each user's sorted array of active periods; stickiness counts distinct
 local dates per user and period. Lifecycle and stickiness cover every period of the data
 (the test compares the periods it asked for). Paths are array functions over each user's
-events sorted by (ts, id): every whole path with its users.
+events sorted by (ts, id): every whole path with its users. Sessions group a user's events
+of one local date by `sid` when it is set, and otherwise by gaps of at most the timeout
+(arrayDifference, arrayCumSum); per date of their start, those with a matching event.
 """
 import json
 import sys
@@ -163,10 +167,32 @@ def paths(s, x):
     return [[r["path"], int(r["n"])] for r in q(s, sql)]
 
 
+def sessions(s, x):
+    tz = lit(x["tz"])
+    day = f"toDate32(fromUnixTimestamp64Milli(ts, {tz}))"
+    named = f"""
+        SELECT user, min(ts) AS start, max(ts) - min(ts) AS dur, countIf(event = {lit(x['event'])}) AS m
+        FROM ev WHERE sid != '' GROUP BY user, {day}, sid"""
+    by_gap = f"""
+        SELECT user, min(t.1) AS start, max(t.1) - min(t.1) AS dur, countIf(t.2 = {lit(x['event'])}) AS m FROM (
+            SELECT user, d, arrayJoin(arrayZip(
+                arrayMap(e -> e.1, evs), arrayMap(e -> e.3, evs),
+                arrayCumSum(arrayMap((g, k) -> toUInt32(k = 1 OR g > {x['timeout_ms']}),
+                                     arrayDifference(arrayMap(e -> e.1, evs)), arrayEnumerate(evs))))) AS t
+            FROM (SELECT user, {day} AS d, arraySort(e -> (e.1, e.2), groupArray((ts, id, event))) AS evs
+                  FROM ev WHERE sid = '' GROUP BY user, d))
+        GROUP BY user, d, t.3"""
+    rows = q(s, f"""
+        SELECT toString(toDate32(fromUnixTimestamp64Milli(start, {tz}))) AS date, count() AS n,
+               arraySort(groupArray(dur)) AS durs, sum(m) AS events
+        FROM ({named} UNION ALL {by_gap}) WHERE m > 0 GROUP BY date""")
+    return [[r["date"], int(r["n"]), [int(d) for d in r["durs"]], int(r["events"])] for r in rows]
+
+
 def main():
     spec = json.load(sys.stdin)
     s = session.Session()
-    schema = "row UInt64, id String, event String, user String, ts Int64, v Int64, d Nullable(String)"
+    schema = "row UInt64, id String, event String, user String, ts Int64, v Int64, d Nullable(String), sid String"
     s.query(f"CREATE TABLE raw ({schema}) ENGINE = Memory")
     s.query(f"INSERT INTO raw SELECT * FROM file({lit(spec['events'])}, 'JSONEachRow', {lit(schema)})")
     s.query("CREATE TABLE ev ENGINE = Memory AS SELECT * FROM raw ORDER BY row LIMIT 1 BY user, id")
@@ -176,6 +202,7 @@ def main():
         "lifecycle": {x["name"]: lifecycle(s, x) for x in spec.get("lifecycle", [])},
         "stickiness": {x["name"]: stickiness(s, x) for x in spec.get("stickiness", [])},
         "paths": {x["name"]: paths(s, x) for x in spec.get("paths", [])},
+        "sessions": {x["name"]: sessions(s, x) for x in spec.get("sessions", [])},
     }
     json.dump(out, sys.stdout)
 

@@ -9,7 +9,8 @@ Timestamps of a wrong type or format are left as generated, so negative tests st
 them; refusals of timestamps outside the window are tested in services/ingest/tests.
 
 The query API's ranges are `[from, to)` with `from` before `to`, a funnel's exclusions name
-steps it has, and its (or a paths query's) window is at most 366 days: rules between fields or on a duration's
+steps it has, its (or a paths query's) window is at most 366 days and a trend's session
+timeout at most a day: rules between fields or on a duration's
 value; generated requests that break them are mended. Their
 refusals are tested in services/query/tests and the funnel definition's unit tests.
 """
@@ -88,15 +89,17 @@ UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 DURATION = re.compile(r"^([0-9]+)([smhdw])$")
 
 
-def _window_within_limit(body):
-    """A funnel's or a paths query's window is at most 366 days: a bound on a duration's
-    value, not its text."""
+def _durations_within_limits(body):
+    """A funnel's or a paths query's window is at most 366 days, a trend's session timeout
+    at most a day: bounds on a duration's value, not its text."""
     definition = body.get("definition") if isinstance(body, dict) else None
-    for holder in (definition, body):
-        window = holder.get("window") if isinstance(holder, dict) else None
-        match = DURATION.match(window) if isinstance(window, str) else None
-        if match and int(match.group(1)) * UNIT_SECONDS[match.group(2)] > 366 * 86400:
-            holder["window"] = "366d"
+    for holder, field, limit, bound in ((definition, "window", 366 * 86400, "366d"),
+                                        (body, "window", 366 * 86400, "366d"),
+                                        (body, "sessionTimeout", 86400, "1d")):
+        value = holder.get(field) if isinstance(holder, dict) else None
+        match = DURATION.match(value) if isinstance(value, str) else None
+        if match and int(match.group(1)) * UNIT_SECONDS[match.group(2)] > limit:
+            holder[field] = bound
 
 
 def _objects(value):
@@ -113,7 +116,7 @@ def _objects(value):
 @schemathesis.hook
 def before_call(context, case, kwargs):
     for holder in list(_objects(case.body)):
-        _window_within_limit(holder)
+        _durations_within_limits(holder)
         _exclusions_within_steps(holder)
     _ordered_ranges(case.body)
     if isinstance(case.query, dict):
