@@ -137,5 +137,7 @@ async fn summarize(
         crate::pipeline::dereference::secret_value(&secrets, &storage.mongodb.uri_secret_ref, "uriSecretRef")
             .await?;
     let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
-    summary::compute(&uri, &storage.database, &funnel.spec.definition, now).await
+    let sessions =
+        summary::Sessions { timezone: &pipeline.spec.timezone, timeout: pipeline.spec.query.session_timeout };
+    summary::compute(&uri, &storage.database, &funnel.spec.definition, sessions, now).await
 }

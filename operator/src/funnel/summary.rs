@@ -32,25 +32,31 @@ pub fn same_numbers(a: &FunnelSummary, b: &FunnelSummary) -> bool {
     a.range == b.range && a.entered == b.entered && a.converted == b.converted && a.conversion == b.conversion
 }
 
+/// How the pipeline cuts sessions, for a same-session funnel: its time zone (sessions end
+/// at local midnight) and timeout.
+pub struct Sessions<'a> {
+    pub timezone: &'a str,
+    pub timeout: pulse_core::duration::DurationSpec,
+}
+
 /// The summary of `definition` at `now_ms` (epoch ms) from the raw events of `database`.
 pub async fn compute(
     uri: &str,
     database: &str,
     definition: &FunnelDefinition,
+    sessions: Sessions<'_>,
     now_ms: i64,
 ) -> Result<FunnelSummary, Error> {
     let from = now_ms - RANGE_DAYS * 86_400_000;
     let to = now_ms;
-    let mut names: Vec<&str> = definition.steps.iter().map(|s| s.event.as_str()).collect();
-    names.extend(definition.exclusions.iter().map(|e| e.event.as_str()));
-    names.sort_unstable();
-    names.dedup();
-    let names: Vec<String> = names.into_iter().map(str::to_string).collect();
+    let names = definition.event_names();
+    let tz = pulse_core::rollup::time_zone(sessions.timezone)
+        .map_err(|e| Error::storage("the pipeline's time zone", e))?;
     let store =
         pulse_store::Store::connect(uri, database).await.map_err(|e| Error::storage("connecting", e))?;
     // The event blocks: a few large documents instead of one per event.
     let read: Vec<AnalyticsEvent> = match store
-        .events_between(Some(&names), from, to + definition.window.as_millis() + 1, MAX_EVENTS)
+        .events_between(names.as_deref(), from, to + definition.window.as_millis() + 1, MAX_EVENTS)
         .await
     {
         Ok(events) => events.into_iter().map(AnalyticsEvent::from).collect(),
@@ -65,8 +71,8 @@ pub async fn compute(
         Err(e) => return Err(Error::storage("reading events", e)),
     };
     let limits = Limits { max_events: MAX_EVENTS, ..Limits::default() };
-    let query = FunnelQuery { from, to, trend: None };
-    let report = run(definition, &query, &read, None, &jiff::tz::TimeZone::UTC, &limits)
+    let query = FunnelQuery { from, to, trend: None, session_timeout: Some(sessions.timeout) };
+    let report = run(definition, &query, &read, None, &tz, &limits)
         .map_err(|e| Error::storage("computing the funnel", e))?;
     let count = |i: usize| report.steps.get(i).map_or(0, |s| i64::try_from(s.users).unwrap_or(i64::MAX));
     let entered = count(0);

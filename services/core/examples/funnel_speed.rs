@@ -46,7 +46,12 @@ fn main() {
     // As an index-backed find by (user, time) returns them: each user's events together.
     let mut sorted = generated.clone();
     sorted.sort_by(|a, b| (&a.distinct_id, a.timestamp).cmp(&(&b.distinct_id, b.timestamp)));
-    let query = FunnelQuery { from: 1_770_000_000_000, to: 1_770_000_000_000 + 30 * day, trend: None };
+    let query = FunnelQuery {
+        from: 1_770_000_000_000,
+        to: 1_770_000_000_000 + 30 * day,
+        trend: None,
+        session_timeout: None,
+    };
     for (order, input, events) in [
         ("ordered", "random order", &generated),
         ("ordered", "by user", &sorted),

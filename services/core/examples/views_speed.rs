@@ -107,8 +107,12 @@ fn main() {
         let mut times = Vec::new();
         for i in 0..300 {
             let first = if days == 30 { 0 } else { i % (30 - days + 1) };
-            let query =
-                FunnelQuery { from: midnight(first) + offset, to: midnight(first + days) + offset, trend };
+            let query = FunnelQuery {
+                from: midnight(first) + offset,
+                to: midnight(first + days) + offset,
+                trend,
+                session_timeout: None,
+            };
             let started = Instant::now();
             let report = funnel_view.report(&query, &limits);
             times.push(started.elapsed());
@@ -121,6 +125,7 @@ fn main() {
         from: midnight(10) + 48_420_000,
         to: midnight(17) + 48_420_000,
         trend: Some(Interval::Day),
+        session_timeout: None,
     };
     let started = Instant::now();
     let ad_hoc = funnel::run(&def, &query, &events, None, &tz, &limits);

@@ -237,7 +237,7 @@ proptest! {
         let def: FunnelDefinition = serde_json::from_value(json!({
             "steps": [{ "event": "start" }, { "event": "back" }], "window": "2d"
         })).expect("valid");
-        let q = FunnelQuery { from: BASE, to: BASE + 10 * DAY, trend: Some(Interval::Day) };
+        let q = FunnelQuery { from: BASE, to: BASE + 10 * DAY, trend: Some(Interval::Day) , session_timeout: None};
         let limits = Limits::default();
         let tz = zone();
         prop_assert_eq!(

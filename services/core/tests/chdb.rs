@@ -318,7 +318,7 @@ fn ordered_funnels_equal_clickhouse_window_funnel_and_other_modes_the_reference(
             );
             let report = funnel::run(
                 &def,
-                &FunnelQuery { from, to, trend: None },
+                &FunnelQuery { from, to, trend: None, session_timeout: None },
                 &events,
                 None,
                 &TimeZone::UTC,
@@ -333,7 +333,7 @@ fn ordered_funnels_equal_clickhouse_window_funnel_and_other_modes_the_reference(
             assert!(reached[0] > 0, "{set}/{name}: the set must exercise the funnel");
             // The view over the set's range (days cut at both ends) ...
             let view = funnel_view(&def, &events, &TimeZone::UTC);
-            let query = FunnelQuery { from, to, trend: None };
+            let query = FunnelQuery { from, to, trend: None, session_timeout: None };
             let got = view.report(&query, &limits).expect("runs").expect("answered");
             assert_eq!(step_users(&got), reached, "{set}/{name}: the view's step counts");
             // ... and over the whole days around it, against chDB's levels there.
@@ -344,7 +344,7 @@ fn ordered_funnels_equal_clickhouse_window_funnel_and_other_modes_the_reference(
                 reached.iter_mut().take(level).for_each(|r| *r += 1);
             }
             for trend in [None, Some(Interval::Day)] {
-                let query = FunnelQuery { from: day_from, to: day_to, trend };
+                let query = FunnelQuery { from: day_from, to: day_to, trend, session_timeout: None };
                 let got = view.report(&query, &limits).expect("runs").expect("whole days are answered");
                 assert_eq!(step_users(&got), reached, "{set}/{name}: the view's step counts over whole days");
                 let ad_hoc = funnel::run(&def, &query, &events, None, &TimeZone::UTC, &limits).expect("runs");
@@ -380,11 +380,12 @@ fn ordered_funnels_equal_clickhouse_window_funnel_and_other_modes_the_reference(
                 }
             }
             let view = funnel_view(&def, &events, &TimeZone::UTC);
-            let query = FunnelQuery { from, to, trend: None };
+            let query = FunnelQuery { from, to, trend: None, session_timeout: None };
             let got = view.report(&query, &limits).expect("runs").expect("answered");
             let ad_hoc = funnel::run(&def, &query, &events, None, &TimeZone::UTC, &limits).expect("runs");
             assert_eq!(got, ad_hoc, "{set}/{name}: the view's report over the set's range");
-            let query = FunnelQuery { from: day_from, to: day_to, trend: Some(Interval::Day) };
+            let query =
+                FunnelQuery { from: day_from, to: day_to, trend: Some(Interval::Day), session_timeout: None };
             let got = view.report(&query, &limits).expect("runs").expect("whole days are answered");
             assert_eq!(step_users(&got), reached, "{set}/{name}: the view's step counts over whole days");
             let rows: BTreeMap<Option<String>, Vec<u64>> =
@@ -775,5 +776,72 @@ fn session_trends_equal_clickhouse_gaps_and_session_ids_in_each_time_zone() {
             let mean = matching as f64 / n as f64;
             assert!(value.is_some_and(|v| (v - mean).abs() < 1e-9), "{name} {date}: events per session");
         }
+    }
+}
+
+#[test]
+fn same_session_funnels_equal_clickhouse_window_funnel_per_session() {
+    let b = base();
+    // Two days around Berlin's DST change on whole minutes (gaps at the timeout), busy
+    // users, a quarter of the events with one of two session ids.
+    let mut events = generate(15, 3_000, 60, 3, &|r| b + 7 * DAY + r.next(2 * 24 * 60) as i64 * 60 * SEC);
+    let mut rng = Rng(16);
+    for e in &mut events {
+        if rng.next(4) == 0 {
+            e.properties["$session_id"] = json!(format!("s{}", rng.next(2)));
+        }
+    }
+    let events = shuffled(events, 17);
+    let (from, to) = (b + 7 * DAY + 6 * HOUR_MS, b + 9 * DAY);
+    let funnels = [
+        ("abc-1h", vec![("a", None), ("b", None), ("c", None)], "1h"),
+        ("ab-1d", vec![("a", None), ("b", Some(1))], "1d"),
+    ];
+    let mut specs = Vec::new();
+    let mut cases = Vec::new();
+    for tz in ["UTC", "Europe/Berlin"] {
+        for (timeout, timeout_ms) in [("30m", 30 * 60 * SEC), ("2h", 2 * HOUR_MS)] {
+            for (name, steps, window) in &funnels {
+                let def = definition(steps, window, json!({ "sameSession": true }));
+                let case = format!("{tz}-{timeout}-{name}");
+                let steps: Vec<Value> =
+                    steps.iter().map(|(e, v)| json!({ "event": e, "min_v": v })).collect();
+                specs.push(json!({
+                    "name": case, "steps": steps, "window_ms": def.window.as_millis(), "from": from, "to": to,
+                    "session_timeout_ms": timeout_ms, "tz": tz,
+                }));
+                cases.push((case, tz, timeout, def));
+            }
+        }
+    }
+    let ch = clickhouse(&events, json!({ "funnels": specs }));
+    let users = by_user(&events);
+    for (case, tz_name, timeout, def) in cases {
+        let tz = TimeZone::get(tz_name).expect("zone");
+        let query: FunnelQuery =
+            serde_json::from_value(json!({ "from": from, "to": to, "sessionTimeout": timeout }))
+                .expect("query");
+        let engine = FunnelEngine::with_sessions(&def, &query, &tz).expect("engine");
+        let mut anywhere = def.clone();
+        anywhere.same_session = false;
+        let plain = FunnelEngine::new(&anywhere, from, to).expect("engine");
+        let (mut narrower, mut converted) = (0, 0);
+        for user in &users {
+            let level = engine.user(&user.events).level;
+            let want = ch["funnels"][&case][user.distinct_id].as_u64().unwrap_or(0) as usize;
+            assert_eq!(level, want, "{case}: {}", user.distinct_id);
+            let without = plain.user(&user.events).level;
+            assert!(level <= without, "{case}: one session cannot reach further than the whole range");
+            narrower += usize::from(level < without);
+            converted += usize::from(level == def.steps.len());
+        }
+        assert!(
+            narrower > 10 && converted > 10,
+            "{case}: {narrower} users reach less within a session, {converted} convert"
+        );
+        // The report counts the same levels.
+        let report = funnel::run(&def, &query, &events, None, &tz, &Limits::default()).expect("runs");
+        let last = report.steps.last().map_or(0, |s| s.users);
+        assert_eq!(last as usize, converted, "{case}: converted users");
     }
 }

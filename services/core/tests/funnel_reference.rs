@@ -42,7 +42,7 @@ proptest! {
         seed in any::<u64>(),
         parts in 1usize..4,
     ) {
-        let query = FunnelQuery { from: 0, to: 12 * SECOND, trend: None };
+        let query = FunnelQuery { from: 0, to: 12 * SECOND, trend: None , session_timeout: None};
         let limits = Limits::default();
         let whole = funnel::run(&def, &query, &events, None, &TimeZone::UTC, &limits).expect("runs");
         // Shuffle (a fixed permutation from the seed) and deal users to partitions. Repeated

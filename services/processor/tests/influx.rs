@@ -200,6 +200,7 @@ async fn engine_funnel(pipeline: &Pipeline) -> BTreeMap<i64, (u64, u64)> {
         from: period::start(now - 6 * 86_400_000, Interval::Day, &tz),
         to: now + 1,
         trend: Some(Interval::Day),
+        session_timeout: None,
     };
     let events: Vec<pulse_core::analytics::AnalyticsEvent> = pipeline
         .store()

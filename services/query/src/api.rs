@@ -201,7 +201,8 @@ async fn declared_funnel(
             ));
         };
         check_times(&[("from", Some(params.from)), ("to", Some(params.to))])?;
-        let query = FunnelQuery { from: params.from, to: params.to, trend: params.trend };
+        let query =
+            FunnelQuery { from: params.from, to: params.to, trend: params.trend, session_timeout: None };
         if let Some(result) = api.views.funnel(&name, &query, &api.limits).map_err(QueryError::from)? {
             return Ok(Answer { answered_from: Source::Preaggregated, result });
         }
@@ -338,7 +339,12 @@ impl Api {
         })?;
         // Refusals a computation would give are given before it takes a turn.
         check_times(&[("from", Some(query.from)), ("to", Some(query.to))])?;
-        funnel::FunnelEngine::new(&definition, query.from, query.to)?;
+        let mut query = query;
+        // The pipeline's session timeout, unless the query sets one (and so in the cache key).
+        if definition.same_session {
+            query.session_timeout.get_or_insert(self.session_timeout);
+        }
+        funnel::FunnelEngine::with_sessions(&definition, &query, &self.tz)?;
         check_cohort(cohort.as_ref())?;
         let key = serde_json::to_value((&definition, &query, &cohort)).map_err(QueryError::internal)?;
         let api = Arc::clone(self);

@@ -111,10 +111,14 @@ pub(crate) async fn people(
 ) -> Response {
     respond(&api, "people", &headers, async {
         let mut req = body?;
-        if let PeopleOf::Trend { query, .. } = &mut req.of
-            && query.measure.of_sessions()
-        {
-            query.session_timeout.get_or_insert(api.session_timeout);
+        match &mut req.of {
+            PeopleOf::Trend { query, .. } if query.measure.of_sessions() => {
+                query.session_timeout.get_or_insert(api.session_timeout);
+            }
+            PeopleOf::Funnel { query, .. } if query.definition.same_session => {
+                query.session_timeout.get_or_insert(api.session_timeout);
+            }
+            _ => {}
         }
         check_times(&times_of(&req.of))?;
         req.of.validate(&api.tz, &api.limits).map_err(|e| QueryError::from(e).under("of"))?;

@@ -62,11 +62,11 @@ pub fn of_trend(q: &TrendQuery, tz: &TimeZone) -> EventNeed {
     EventNeed::named([q.event.event.clone()], from, to)
 }
 
-/// A funnel reads its steps' and exclusions' events from `from` to `to` plus the window.
+/// A funnel reads its steps' and exclusions' events (every event for a same-session
+/// funnel) from `from` to `to` plus the window.
 pub fn of_funnel(def: &FunnelDefinition, from: i64, to: i64) -> EventNeed {
-    let names =
-        def.steps.iter().map(|s| s.event.clone()).chain(def.exclusions.iter().map(|e| e.event.clone()));
-    EventNeed::named(names, from, to.saturating_add(def.window.as_millis()).saturating_add(1))
+    let names = def.event_names().map(|n| n.into_iter().collect());
+    EventNeed { names, from, to: to.saturating_add(def.window.as_millis()).saturating_add(1) }
 }
 
 /// A retention reads its start events (from the beginning for first-time cohorts, whose

@@ -344,8 +344,12 @@ async fn ad_hoc_and_declared_funnels_and_retention_equal_the_engine_and_are_cach
     assert_eq!(status, 200, "{first}");
     assert_eq!(first["answeredFrom"], "raw");
     let def: FunnelDefinition = serde_json::from_value(definition).expect("definition");
-    let query =
-        FunnelQuery { from: T0, to: T0 + 3 * DAY, trend: Some(pulse_core::analytics::period::Interval::Day) };
+    let query = FunnelQuery {
+        from: T0,
+        to: T0 + 3 * DAY,
+        trend: Some(pulse_core::analytics::period::Interval::Day),
+        session_timeout: None,
+    };
     let want = funnel::run(&def, &query, &t.events, None, &t.tz, &Limits::default()).expect("engine");
     assert!(close(&first["result"], &serde_json::to_value(&want).expect("json")), "{}", first["result"]);
     let (_, again) = t.post("/v1/funnels", &body).await;
@@ -358,7 +362,7 @@ async fn ad_hoc_and_declared_funnels_and_retention_equal_the_engine_and_are_cach
         json!({ "steps": [{ "event": "a" }, { "event": "b" }, { "event": "c" }], "window": "1d" }),
     )
     .expect("definition");
-    let query = FunnelQuery { from: T0, to: T0 + 3 * DAY, trend: None };
+    let query = FunnelQuery { from: T0, to: T0 + 3 * DAY, trend: None, session_timeout: None };
     let want = funnel::run(&def, &query, &t.events, None, &t.tz, &Limits::default()).expect("engine");
     assert!(close(&declared["result"], &serde_json::to_value(&want).expect("json")));
 
@@ -376,6 +380,7 @@ async fn ad_hoc_and_declared_funnels_and_retention_equal_the_engine_and_are_cach
             from: midnight,
             to,
             trend: trend.map(|t| serde_json::from_value(json!(t)).expect("interval")),
+            session_timeout: None,
         };
         let want = funnel::run(&def, &query, &t.events, None, &t.tz, &Limits::default()).expect("engine");
         assert!(
@@ -744,6 +749,22 @@ async fn session_trends_read_every_event_of_whole_days_with_the_pipelines_timeou
         assert!(want.series[0].points.iter().all(|p| p.value.is_some()), "{want:?}");
         assert!(close(&answer["result"], &serde_json::to_value(&want).expect("json")), "{body}: {answer}");
     }
+    // A funnel within one session: raw events of every name, the pipeline's timeout.
+    let definition =
+        json!({ "steps": [{ "event": "a" }, { "event": "b" }], "window": "1d", "sameSession": true });
+    let body = json!({ "definition": definition, "from": from, "to": to });
+    let (status, answer) = t.post("/v1/funnels", &body).await;
+    assert_eq!((status, &answer["answeredFrom"]), (200, &json!("raw")), "{answer}");
+    let def: FunnelDefinition = serde_json::from_value(definition).expect("definition");
+    let query: FunnelQuery =
+        serde_json::from_value(json!({ "from": from, "to": to, "sessionTimeout": "30m" })).expect("query");
+    let want = funnel::run(&def, &query, &t.events, None, &t.tz, &Limits::default()).expect("engine");
+    assert!(close(&answer["result"], &serde_json::to_value(&want).expect("json")), "{answer}");
+    let mut anywhere = def.clone();
+    anywhere.same_session = false;
+    let wider = funnel::run(&anywhere, &query, &t.events, None, &t.tz, &Limits::default()).expect("engine");
+    assert!(want.steps[1].users < wider.steps[1].users, "one session converts fewer: {want:?}");
+
     let broken_down = json!({ "event": { "event": "b" }, "measure": { "kind": "sessions" }, "interval": "day", "from": from, "to": to,
                               "breakdown": { "property": "plan", "top": 2 } });
     let (status, answer) = t.post("/v1/trends", &broken_down).await;
@@ -949,7 +970,7 @@ async fn views_past_their_memory_bound_leave_declared_funnels_and_retention_to_r
         json!({ "steps": [{ "event": "a" }, { "event": "b" }, { "event": "c" }], "window": "1d" }),
     )
     .expect("definition");
-    let query = FunnelQuery { from: midnight, to: midnight + 2 * DAY, trend: None };
+    let query = FunnelQuery { from: midnight, to: midnight + 2 * DAY, trend: None, session_timeout: None };
     let want = funnel::run(&def, &query, &t.events, None, &t.tz, &Limits::default()).expect("engine");
     assert!(close(&answer["result"], &serde_json::to_value(&want).expect("json")), "{}", answer["result"]);
     let body = json!({

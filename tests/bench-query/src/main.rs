@@ -236,7 +236,8 @@ async fn run(args: &Args) -> Result<(), Failure> {
     let compute = Instant::now();
     let def: pulse_core::funnel::FunnelDefinition =
         serde_json::from_value(funnel(end)["definition"].clone())?;
-    let query = pulse_core::analytics::funnel::FunnelQuery { from, to: end, trend: None };
+    let query =
+        pulse_core::analytics::funnel::FunnelQuery { from, to: end, trend: None, session_timeout: None };
     pulse_core::analytics::funnel::run(
         &def,
         &query,

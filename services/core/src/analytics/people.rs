@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{AnalyticsError, Limits, check_events, check_range};
 use super::event::{AnalyticsEvent, by_user};
-use super::funnel::FunnelEngine;
+use super::funnel::{FunnelEngine, FunnelQuery};
 use super::lifecycle::{self, LifecycleQuery, LifecycleStatus};
 use super::period;
 use super::retention::{self, RetentionQuery};
@@ -25,6 +25,17 @@ pub struct FunnelSpec {
     pub definition: FunnelDefinition,
     pub from: i64,
     pub to: i64,
+    /// For a same-session funnel, as `POST /v1/funnels` takes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_timeout: Option<crate::duration::DurationSpec>,
+}
+
+impl FunnelSpec {
+    fn engine<'d>(&'d self, tz: &TimeZone) -> Result<FunnelEngine<'d>, AnalyticsError> {
+        let query =
+            FunnelQuery { from: self.from, to: self.to, trend: None, session_timeout: self.session_timeout };
+        FunnelEngine::with_sessions(&self.definition, &query, tz)
+    }
 }
 
 /// Which users of a funnel step.
@@ -96,7 +107,7 @@ impl PeopleOf {
                     .validate()
                     .map_err(|e| AnalyticsError::Invalid(e).under("query.definition"))?;
                 check_range(query.from, query.to).map_err(under)?;
-                let engine = FunnelEngine::new(&query.definition, query.from, query.to)?;
+                let engine = query.engine(tz)?;
                 let least = if *outcome == StepOutcome::DroppedOff { 2 } else { 1 };
                 if !(least..=engine.steps()).contains(step) {
                     return Err(AnalyticsError::not_in_report(
@@ -148,7 +159,7 @@ pub fn users(
         return trend::users_in(query, events, users, tz, limits, (*period_start, &label));
     }
     let funnel = match of {
-        PeopleOf::Funnel { query, .. } => Some(FunnelEngine::new(&query.definition, query.from, query.to)?),
+        PeopleOf::Funnel { query, .. } => Some(query.engine(tz)?),
         _ => None,
     };
     let counted = |events: &[&AnalyticsEvent]| -> bool {
@@ -191,7 +202,7 @@ pub fn users(
 mod tests {
     use super::*;
     use crate::analytics::EventMatcher;
-    use crate::analytics::funnel::{self, FunnelQuery};
+    use crate::analytics::funnel;
     use crate::analytics::period::Interval;
     use serde_json::json;
 
@@ -229,8 +240,9 @@ mod tests {
             json!({ "steps": [{ "event": "a" }, { "event": "b" }, { "event": "c" }], "window": "1d", "breakdown": "plan" }),
         )
         .expect("definition");
-        let spec = FunnelSpec { definition: definition.clone(), from: DAY, to: 8 * DAY };
-        let query = FunnelQuery { from: DAY, to: 8 * DAY, trend: None };
+        let spec =
+            FunnelSpec { definition: definition.clone(), from: DAY, to: 8 * DAY, session_timeout: None };
+        let query = FunnelQuery { from: DAY, to: 8 * DAY, trend: None, session_timeout: None };
         let report = funnel::run(&definition, &query, &events, None, &tz, &limits).expect("funnel");
         for step in 1..=3 {
             let reached = PeopleOf::Funnel {
@@ -342,6 +354,7 @@ mod tests {
             definition: serde_json::from_value(definition).expect("definition"),
             from: 0,
             to: DAY,
+            session_timeout: None,
         };
         let check = |of: PeopleOf| match of.validate(&TimeZone::UTC, &Limits::default()) {
             Err(AnalyticsError::Invalid(fields)) => fields.into_iter().map(|f| f.field).collect::<Vec<_>>(),

@@ -113,6 +113,11 @@ pub struct FunnelDefinition {
     /// variant; with two or more values the results compare their conversion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breakdown: Option<PropertyPath>,
+    /// Every step within one session of the user (their visit: by `$session_id`, else
+    /// split by inactivity; see docs/semantics.md); a session's events are all of its
+    /// events, so such a funnel reads every event of its range.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub same_session: bool,
 }
 
 fn default_window() -> DurationSpec {
@@ -120,6 +125,19 @@ fn default_window() -> DurationSpec {
 }
 
 impl FunnelDefinition {
+    /// The event names its result depends on: its steps' and exclusions', sorted; None for
+    /// every name (a same-session funnel: any event extends a session).
+    pub fn event_names(&self) -> Option<Vec<String>> {
+        if self.same_session {
+            return None;
+        }
+        let mut names: Vec<String> = self.steps.iter().map(|s| s.event.clone()).collect();
+        names.extend(self.exclusions.iter().map(|e| e.event.clone()));
+        names.sort_unstable();
+        names.dedup();
+        Some(names)
+    }
+
     /// Checks everything the CRD schema and its CEL rules check, plus the window bound, for
     /// definitions that do not pass through the Kubernetes API server (ad-hoc queries, the
     /// pipeline config). Returns every problem, each with its field path.

@@ -3,7 +3,8 @@ services/core/tests/chdb.rs.
 
 Reads one JSON document on stdin:
   {"events": "<path of a JSONEachRow file: row, id, event, user, ts, v, d, sid>",
-   "funnels": [{"name", "steps": [{"event", "min_v"}], "window_ms", "from", "to"}],
+   "funnels": [{"name", "steps": [{"event", "min_v"}], "window_ms", "from", "to",
+                "session_timeout_ms", "tz"}],
    "retention": [{"name", "start", "return", "kind", "period", "periods", "from", "to", "tz"}],
    "lifecycle": [{"name", "event", "min_v", "period", "tz"}],
    "stickiness": [{"name", "event", "min_v", "period", "tz"}],
@@ -42,6 +43,23 @@ def lit(text):
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def session_keys(s, timeout_ms, tz):
+    """A table `sk_<timeout>_<zone>` of (row, sk): each event's session, as sessions() cuts them."""
+    table = f"sk_{timeout_ms}_{abs(hash(tz))}"
+    day = f"toDate32(fromUnixTimestamp64Milli(ts, {lit(tz)}))"
+    s.query(f"""
+        CREATE TABLE IF NOT EXISTS {table} ENGINE = Memory AS
+        SELECT row, concat('n|', toString({day}), '|', sid) AS sk FROM ev WHERE sid != ''
+        UNION ALL
+        SELECT t.1 AS row, concat('g|', toString(d), '|', toString(t.2)) AS sk FROM (
+            SELECT d, arrayJoin(arrayZip(arrayMap(e -> e.3, evs),
+                arrayCumSum(arrayMap((g, k) -> toUInt32(k = 1 OR g > {timeout_ms}),
+                                     arrayDifference(arrayMap(e -> e.1, evs)), arrayEnumerate(evs))))) AS t
+            FROM (SELECT user, {day} AS d, arraySort(e -> (e.1, e.2), groupArray((ts, id, row))) AS evs
+                  FROM ev WHERE sid = '' GROUP BY user, d))""")
+    return table
+
+
 def funnel(s, f):
     conds = []
     for i, step in enumerate(f["steps"]):
@@ -51,10 +69,18 @@ def funnel(s, f):
         if i == 0:
             c += f" AND ts >= {f['from']} AND ts < {f['to']}"
         conds.append(c + ")")
-    sql = f"""
-        SELECT user, windowFunnel({f['window_ms']}, 'strict_once')(toUInt64(ts), {', '.join(conds)}) AS level
-        FROM ev WHERE ts >= {f['from']} AND ts <= {f['to']} + {f['window_ms']}
-        GROUP BY user"""
+    level = f"windowFunnel({f['window_ms']}, 'strict_once')(toUInt64(ts), {', '.join(conds)})"
+    span = f"ts >= {f['from']} AND ts <= {f['to']} + {f['window_ms']}"
+    if f.get("session_timeout_ms") is not None:
+        # Same session: each session's level, the best per user.
+        keys = session_keys(s, f["session_timeout_ms"], f["tz"])
+        sql = f"""
+            SELECT user, max(level) AS level FROM (
+                SELECT user, sk, {level} AS level FROM ev INNER JOIN {keys} USING row WHERE {span}
+                GROUP BY user, sk)
+            GROUP BY user"""
+    else:
+        sql = f"SELECT user, {level} AS level FROM ev WHERE {span} GROUP BY user"
     return {r["user"]: int(r["level"]) for r in q(s, sql)}
 
 

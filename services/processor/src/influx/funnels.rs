@@ -34,19 +34,17 @@ pub async fn conversion_points(
     store: &Store,
     tenant: &str,
     funnel: &NamedFunnel,
-    tz: &jiff::tz::TimeZone,
+    (tz, session_timeout): (&jiff::tz::TimeZone, pulse_core::duration::DurationSpec),
     now: i64,
 ) -> Result<Vec<Point>, FunnelError> {
     let def = &funnel.definition;
     let from = period::start(now - (DAYS - 1) * 86_400_000, Interval::Day, tz);
-    let query = FunnelQuery { from, to: now + 1, trend: Some(Interval::Day) };
+    let query =
+        FunnelQuery { from, to: now + 1, trend: Some(Interval::Day), session_timeout: Some(session_timeout) };
     let (start, end) = funnel::event_span(def, &query);
-    let mut names: Vec<String> = def.steps.iter().map(|s| s.event.clone()).collect();
-    names.extend(def.exclusions.iter().map(|e| e.event.clone()));
-    names.sort();
-    names.dedup();
+    let names = def.event_names();
     let events: Vec<AnalyticsEvent> = store
-        .events_between(Some(&names), start, end, MAX_EVENTS)
+        .events_between(names.as_deref(), start, end, MAX_EVENTS)
         .await
         .map_err(|source| FunnelError::Store { funnel: funnel.name.clone(), source })?
         .into_iter()

@@ -66,6 +66,8 @@ impl SinkError {
 pub struct Sink {
     pub config: InfluxConfig,
     pub funnels: Vec<NamedFunnel>,
+    /// The pipeline's session timeout (`query.sessionTimeout`), for same-session funnels.
+    pub session_timeout: pulse_core::duration::DurationSpec,
 }
 
 /// What the sink has written: per bucket, a hash of its last written lines.
@@ -168,7 +170,9 @@ async fn write_funnels(
 ) -> Result<usize, SinkError> {
     let mut lines = Vec::new();
     for funnel in &sink.funnels {
-        let points = funnels::conversion_points(&ctx.store, &ctx.tenant, funnel, &ctx.tz, now).await?;
+        let points =
+            funnels::conversion_points(&ctx.store, &ctx.tenant, funnel, (&ctx.tz, sink.session_timeout), now)
+                .await?;
         lines.extend(points.iter().filter_map(line::Point::encode));
     }
     writer.write(&lines).await?;

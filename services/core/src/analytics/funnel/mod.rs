@@ -20,6 +20,8 @@ pub(crate) use self::compiled::{Compiled, Marked};
 use super::error::{AnalyticsError, Limits, check_events, check_range};
 use super::event::{AnalyticsEvent, by_user, matches};
 use super::period::{self, Interval};
+use super::session;
+use crate::duration::DurationSpec;
 use crate::funnel::{FunnelDefinition, FunnelOrder};
 
 pub use report::{BreakdownRow, ConversionPoint, FunnelReport, FunnelTally, StepReport, TimeToConvert};
@@ -36,6 +38,10 @@ pub struct FunnelQuery {
     /// Also report the conversion per period (day or week) of the first step's event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trend: Option<Interval>,
+    /// The inactivity that ends a session, for a same-session funnel ("30m"; at most 1d;
+    /// default: the pipeline's `query.sessionTimeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_timeout: Option<DurationSpec>,
 }
 
 /// One user's result.
@@ -57,6 +63,8 @@ pub struct FunnelEngine<'d> {
     compiled: Compiled<'d>,
     from: i64,
     to: i64,
+    /// For a same-session funnel: how sessions are cut (each is evaluated alone).
+    sessions: Option<(DurationSpec, TimeZone)>,
 }
 
 impl<'d> FunnelEngine<'d> {
@@ -64,7 +72,25 @@ impl<'d> FunnelEngine<'d> {
     pub fn new(def: &'d FunnelDefinition, from: i64, to: i64) -> Result<Self, AnalyticsError> {
         def.validate().map_err(AnalyticsError::Invalid)?;
         check_range(from, to)?;
-        Ok(FunnelEngine { compiled: Compiled::new(def), from, to })
+        Ok(FunnelEngine { compiled: Compiled::new(def), from, to, sessions: None })
+    }
+
+    /// The same, cutting a same-session funnel's users into sessions by `timeout` (when
+    /// the query sets none, the default) in `tz`; the timeout must be at most a day.
+    pub fn with_sessions(
+        def: &'d FunnelDefinition,
+        query: &FunnelQuery,
+        tz: &TimeZone,
+    ) -> Result<Self, AnalyticsError> {
+        let mut engine = FunnelEngine::new(def, query.from, query.to)?;
+        let timeout = query.session_timeout.unwrap_or(session::DEFAULT_TIMEOUT);
+        if timeout.as_secs() > session::MAX_TIMEOUT_SECS {
+            return Err(AnalyticsError::invalid("sessionTimeout", format!("at most 1d, not {timeout}")));
+        }
+        if def.same_session {
+            engine.sessions = Some((timeout, tz.clone()));
+        }
+        Ok(engine)
     }
 
     /// The number of steps.
@@ -75,8 +101,28 @@ impl<'d> FunnelEngine<'d> {
     /// One user's result; `events` are the user's, sorted by time (see
     /// [`super::event::by_user`]).
     pub fn user(&self, events: &[&AnalyticsEvent]) -> UserFunnel {
-        let marked = self.compiled.mark(events);
-        let (level, step_times) = self.evaluate(&marked, self.from, self.to);
+        let (level, step_times) = match &self.sessions {
+            None => self.evaluate(&self.compiled.mark(events), self.from, self.to),
+            Some((timeout, tz)) => {
+                // The best session: the highest level, each step's time from the chain that
+                // reached it first (earliest arrival, then latest start) as across days.
+                let mut level = 0;
+                let mut first: Vec<Option<(i64, i64)>> = Vec::new();
+                for s in session::sessions(events, *timeout, tz) {
+                    let (l, f) =
+                        progress_in(&self.compiled, &self.compiled.mark(&s.events), self.from, self.to);
+                    level = level.max(l);
+                    first.resize(first.len().max(f.len()), None);
+                    for (kept, other) in first.iter_mut().zip(f.into_iter().take(l)) {
+                        *kept = match (*kept, other) {
+                            (Some(k), Some(o)) => Some(earliest(k, o)),
+                            (k, o) => k.or(o),
+                        };
+                    }
+                }
+                (level, first.iter().take(level).flatten().map(|(t, start)| t - start).collect())
+            }
+        };
         let breakdown = if level > 0 { self.breakdown_value(events) } else { None };
         UserFunnel { level, step_times, breakdown }
     }
@@ -86,8 +132,18 @@ impl<'d> FunnelEngine<'d> {
     /// each (a chain belongs to the range of its first step), so a pre-aggregate can keep
     /// one level per user and period and answer any range of whole periods.
     pub fn levels_in(&self, events: &[&AnalyticsEvent], ranges: &[(i64, i64)]) -> Vec<usize> {
-        let marked = self.compiled.mark(events);
-        ranges.iter().map(|&(from, to)| self.evaluate(&marked, from, to).0).collect()
+        let Some((timeout, tz)) = &self.sessions else {
+            let marked = self.compiled.mark(events);
+            return ranges.iter().map(|&(from, to)| self.evaluate(&marked, from, to).0).collect();
+        };
+        let mut levels = vec![0; ranges.len()];
+        for s in session::sessions(events, *timeout, tz) {
+            let marked = self.compiled.mark(&s.events);
+            for (level, &(from, to)) in levels.iter_mut().zip(ranges) {
+                *level = (*level).max(self.evaluate(&marked, from, to).0);
+            }
+        }
+        levels
     }
 
     fn evaluate(&self, marked: &[Marked], from: i64, to: i64) -> (usize, Vec<i64>) {
@@ -132,6 +188,12 @@ pub(crate) fn progress_in(
     }
 }
 
+/// Of two (arrival, start) pairs of a step, the chain that arrived first, then the one that
+/// started last.
+fn earliest(kept: (i64, i64), other: (i64, i64)) -> (i64, i64) {
+    if other.0 < kept.0 || (other.0 == kept.0 && other.1 > kept.1) { other } else { kept }
+}
+
 /// The times of the events a funnel query reads, `[start, end)`: from `from` to the end
 /// of the window after `to`. Any other event changes nothing, so the ad-hoc path fetches
 /// only these.
@@ -151,7 +213,7 @@ pub fn run(
     tz: &TimeZone,
     limits: &Limits,
 ) -> Result<FunnelReport, AnalyticsError> {
-    let engine = FunnelEngine::new(def, query.from, query.to)?;
+    let engine = FunnelEngine::with_sessions(def, query, tz)?;
     check_events(events.len(), limits)?;
     let starts = match query.trend {
         None => Vec::new(),

@@ -226,7 +226,7 @@ fn breakdown_compares_variants_and_refuses_too_many() {
         }
     }
     let d = def(json!({ "steps": [{ "event": "a" }, { "event": "b" }], "breakdown": "variant" }));
-    let q = FunnelQuery { from: 0, to: S, trend: None };
+    let q = FunnelQuery { from: 0, to: S, trend: None, session_timeout: None };
     let r = run(&d, &q, &events, None, &TimeZone::UTC, &Limits::default()).expect("runs");
     assert_eq!(r.steps.iter().map(|s| s.users).collect::<Vec<_>>(), [5, 3]);
     assert_eq!(r.steps[0].dropped_off, 2);
@@ -262,7 +262,7 @@ fn invalid_definitions_and_ranges_are_refused() {
     assert!(matches!(FunnelEngine::new(&ok, 5, 5), Err(AnalyticsError::Invalid(f)) if f[0].field == "to"));
     let many = vec![user(&[("a", 0, json!({}))]).remove(0); 3];
     let limits = Limits { max_events: 2, ..Limits::default() };
-    let q = FunnelQuery { from: 0, to: 1, trend: None };
+    let q = FunnelQuery { from: 0, to: 1, trend: None, session_timeout: None };
     assert_eq!(
         run(&ok, &q, &many, None, &TimeZone::UTC, &limits),
         Err(AnalyticsError::TooManyEvents { count: 3, limit: 2 })
@@ -280,7 +280,12 @@ fn conversion_trend_per_day_and_thirty_two_steps() {
             e
         },
     ));
-    let q = FunnelQuery { from: 0, to: 2 * DAY, trend: Some(crate::analytics::period::Interval::Day) };
+    let q = FunnelQuery {
+        from: 0,
+        to: 2 * DAY,
+        trend: Some(crate::analytics::period::Interval::Day),
+        session_timeout: None,
+    };
     let r = run(&d, &q, &events, None, &TimeZone::UTC, &Limits::default()).expect("runs");
     let points: Vec<(i64, u64, u64)> =
         r.trend.iter().map(|p| (p.period_start, p.entered, p.converted)).collect();

@@ -157,18 +157,18 @@ proptest! {
             all.extend(batch.iter().cloned());
             // Between batches too: the days a batch touches are recomputed, not others.
             let (a, b) = ranges[0].0;
-            let query = FunnelQuery { from: midnight(a, &tz), to: midnight(b, &tz), trend: ranges[0].1 };
+            let query = FunnelQuery { from: midnight(a, &tz), to: midnight(b, &tz), trend: ranges[0].1 , session_timeout: None};
             let want = funnel::run(&def, &query, &all, None, &tz, &limits);
             prop_assert_eq!(view.report(&query, &limits), want.map(Some), "after a batch, {:?}", query);
         }
         for ((a, b), trend) in ranges {
-            let query = FunnelQuery { from: midnight(a, &tz), to: midnight(b, &tz), trend };
+            let query = FunnelQuery { from: midnight(a, &tz), to: midnight(b, &tz), trend, session_timeout: None };
             let want = funnel::run(&def, &query, &all, None, &tz, &limits);
             prop_assert_eq!(view.report(&query, &limits), want.map(Some), "{:?}", query);
         }
         // Not whole days: the days cut are recomputed for their users.
         for trend in [None, Some(Interval::Day), Some(Interval::Week)] {
-            let query = FunnelQuery { from: base() + odd.0, to: base() + odd.0 + odd.1, trend };
+            let query = FunnelQuery { from: base() + odd.0, to: base() + odd.0 + odd.1, trend, session_timeout: None };
             let want = funnel::run(&def, &query, &all, None, &tz, &limits);
             prop_assert_eq!(view.report(&query, &limits), want.map(Some), "{:?}", query);
         }
@@ -314,7 +314,7 @@ fn a_late_step_reaches_back_to_a_day_already_counted() {
     let b = base();
     let mut view = FunnelView::new(abc(), tz.clone()).unwrap_or_else(|e| panic!("{e}"));
     view.add(&[ev("u", "1", "a", b + HOUR), ev("u", "2", "b", b + DAY)]);
-    let query = FunnelQuery { from: b, to: b + DAY, trend: None };
+    let query = FunnelQuery { from: b, to: b + DAY, trend: None, session_timeout: None };
     let users = |view: &FunnelView| {
         view.report(&query, &Limits::default())
             .ok()
@@ -334,12 +334,13 @@ fn refuses_as_run_does() {
     let view = FunnelView::new(abc(), tz.clone()).unwrap_or_else(|e| panic!("{e}"));
     let limits = Limits::default();
     let day = midnight(2, &tz);
-    let reversed = FunnelQuery { from: day, to: day, trend: None };
+    let reversed = FunnelQuery { from: day, to: day, trend: None, session_timeout: None };
     assert_eq!(
         view.report(&reversed, &limits),
         funnel::run(&abc(), &reversed, &[], None, &tz, &limits).map(Some)
     );
-    let hourly = FunnelQuery { from: day, to: midnight(3, &tz), trend: Some(Interval::Hour) };
+    let hourly =
+        FunnelQuery { from: day, to: midnight(3, &tz), trend: Some(Interval::Hour), session_timeout: None };
     assert!(matches!(view.report(&hourly, &limits), Err(AnalyticsError::Invalid(_))));
     let filtered = RetentionQuery {
         start: EventMatcher {
@@ -369,7 +370,7 @@ fn a_view_holding_more_events_than_the_limit_leaves_the_query_to_the_ad_hoc_path
     let mut activity = ActivityView::new(tz);
     activity.add(&events);
     let limits = Limits { max_events: 1, ..Limits::default() };
-    let query = FunnelQuery { from: b, to: b + DAY, trend: None };
+    let query = FunnelQuery { from: b, to: b + DAY, trend: None, session_timeout: None };
     assert_eq!(funnel.report(&query, &limits), Ok(None));
     let retention = RetentionQuery {
         start: EventMatcher::named("a"),

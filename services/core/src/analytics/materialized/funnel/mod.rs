@@ -179,6 +179,10 @@ impl FunnelView {
     /// events added plus, per touched user, a pass over the user's kept events and the
     /// recomputation of the user's days within a window of the new ones.
     pub fn add(&mut self, events: &[AnalyticsEvent]) {
+        // A same-session funnel needs every event of its users: the ad-hoc path answers it.
+        if self.def.same_session {
+            return;
+        }
         let c = Compiled::new(&self.def);
         let kept = &mut self.kept;
         for (user, positions) in group_by_user(events, &mut kept.user_index) {
@@ -200,13 +204,17 @@ impl FunnelView {
     /// day, which costs more. Errors as `run` gives them (invalid range or trend, too many
     /// periods or breakdown values). None when the view holds more events than
     /// `limits.max_events`: the ad-hoc path then reads only the query's span and applies
-    /// the limit to that.
+    /// the limit to that. None for a same-session funnel, whose sessions depend on events
+    /// the view does not keep.
     pub fn report(
         &self,
         query: &FunnelQuery,
         limits: &Limits,
     ) -> Result<Option<FunnelReport>, AnalyticsError> {
         check_range(query.from, query.to)?;
+        if self.def.same_session {
+            return Ok(None);
+        }
         let tz = &self.kept.calendar.tz;
         let starts = match query.trend {
             None => Vec::new(),
