@@ -277,6 +277,18 @@ fn parse_number(s: &str) -> Option<f64> {
     s.parse::<f64>().ok().filter(|n| n.is_finite())
 }
 
+/// Checks `filters` (each with its field path under `field`, e.g. `filters[0].value`).
+pub fn check_filters(
+    field: &str,
+    filters: &[PropertyFilter],
+) -> Result<(), Vec<crate::validation::FieldError>> {
+    let mut errors = crate::validation::Errors::default();
+    for (i, filter) in filters.iter().enumerate() {
+        filter.validate_into(&format!("{field}[{i}]"), &mut errors);
+    }
+    errors.into_result()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -99,6 +99,8 @@ pub fn router(api: Arc<Api>) -> axum::Router {
         .route("/v1/events", get(event_names))
         .route("/v1/events/{name}/properties", get(crate::discovery::event_properties))
         .route("/v1/failed-events", get(crate::failed::failed_events))
+        .route("/v1/persons", post(crate::profiles::search))
+        .route("/v1/person-properties", get(crate::profiles::properties))
         .route("/v1/persons/{distinct_id}", get(crate::persons::person))
         .route("/v1/persons/{distinct_id}/events", get(crate::persons::person_events))
         .route("/healthz", get(|| async { "ok" }))

@@ -198,7 +198,9 @@ impl From<AnalyticsError> for QueryError {
 impl From<StoreError> for QueryError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::TooManyEvents { .. } => QueryError::new(QueryErrorCode::TooManyEvents, e.to_string()),
+            StoreError::TooManyEvents { .. } | StoreError::TooManyProfiles { .. } => {
+                QueryError::new(QueryErrorCode::TooManyEvents, e.to_string())
+            }
             other => {
                 // The store's message may name hosts; the client gets the code only.
                 tracing::warn!(error = %other, "store read failed");

@@ -23,6 +23,7 @@ pub mod paths;
 pub mod people;
 pub mod persons;
 pub mod preaggregated;
+pub mod profiles;
 pub mod request;
 pub mod settings;
 pub mod source;

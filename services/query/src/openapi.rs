@@ -47,6 +47,12 @@ pub fn document() -> Value {
         ("FailedEventsParams", generator.subschema_for::<crate::failed::FailedEventsParams>().to_value()),
         ("FailedEventsPage", generator.subschema_for::<crate::failed::FailedEventsPage>().to_value()),
         ("Person", generator.subschema_for::<crate::persons::Person>().to_value()),
+        ("PersonSearch", generator.subschema_for::<crate::profiles::PersonSearch>().to_value()),
+        ("PersonPage", generator.subschema_for::<crate::profiles::PersonPage>().to_value()),
+        (
+            "PersonPropertiesParams",
+            generator.subschema_for::<crate::profiles::PersonPropertiesParams>().to_value(),
+        ),
         ("PersonEventsParams", generator.subschema_for::<crate::persons::PersonEventsParams>().to_value()),
         ("PersonEventsPage", generator.subschema_for::<crate::persons::PersonEventsPage>().to_value()),
         (
@@ -176,6 +182,8 @@ pub fn document() -> Value {
         &mut saved_responses,
         &json!({ "404": error_response("`not_found`: no cohort is saved under that name.", &reference) }),
     );
+    let mut profile_properties_responses = answer(reference("PropertyReport"), "The profiles' properties");
+    merge(&mut profile_properties_responses, &errors);
     let mut names_responses =
         answer(json!({ "type": "array", "items": reference("EventName") }), "The names");
     merge(&mut names_responses, &errors);
@@ -229,6 +237,14 @@ pub fn document() -> Value {
                 "security": [{ "readKey": [] }],
                 "parameters": query_params("FailedEventsParams"),
                 "responses": failed_responses,
+            }},
+            "/v1/persons": post("Users whose profile meets property filters (all must hold), a page at a time with the total", "PersonSearch", answer(reference("PersonPage"), "A page of persons")),
+            "/v1/person-properties": { "get": {
+                "summary": "The property paths seen on profiles, with their types and most frequent values",
+                "description": "Read from every profile; here `events` counts users (one profile each). More profile documents than the query limit is `too_many_events`.",
+                "security": [{ "readKey": [] }],
+                "parameters": query_params("PersonPropertiesParams"),
+                "responses": profile_properties_responses,
             }},
             "/v1/persons/{distinct_id}": { "get": {
                 "summary": "A user: their profile, and their first and last event time",

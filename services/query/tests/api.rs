@@ -1063,6 +1063,56 @@ async fn a_person_is_their_profile_and_first_and_last_event_and_their_events_new
     assert_eq!(answer["result"]["lastSeen"], Value::Null, "{answer}");
     let (status, answer) = t.get("/v1/persons/profile-only/events").await;
     assert_eq!((status, &answer["result"]["events"]), (200, &json!([])), "{answer}");
+
+    // Users by their profile, and the properties seen on profiles.
+    let search = |filters: Value| json!({ "filters": filters });
+    for (filters, want) in [
+        (json!([]), vec!["profile-only", user]),
+        (json!([{ "property": "country", "value": "DE" }]), vec![user]),
+        (
+            json!([{ "property": "seats", "op": "gt", "value": "4" }, { "property": "plan", "op": "notExists" }]),
+            vec![user],
+        ),
+        (json!([{ "property": "plan", "op": "in", "values": ["team", "pro"] }]), vec!["profile-only"]),
+    ] {
+        let (status, answer) = t.post("/v1/persons", &search(filters.clone())).await;
+        assert_eq!(status, 200, "{answer}");
+        let ids: Vec<&str> = answer["result"]["persons"]
+            .as_array()
+            .expect("persons")
+            .iter()
+            .filter_map(|p| p["distinctId"].as_str())
+            .collect();
+        assert_eq!(
+            (ids, answer["result"]["total"].as_u64()),
+            (want.clone(), Some(want.len() as u64)),
+            "{filters}"
+        );
+    }
+    let (_, page) = t.post("/v1/persons", &json!({ "limit": 1 })).await;
+    assert_eq!(
+        (page["result"]["total"].as_u64(), page["result"]["next"].as_str()),
+        (Some(2), Some("profile-only")),
+        "{page}"
+    );
+    let (_, page) = t.post("/v1/persons", &json!({ "limit": 1, "after": "profile-only" })).await;
+    assert_eq!(page["result"]["persons"][0]["properties"]["seats"], 5, "{page}");
+    let (status, answer) =
+        t.post("/v1/persons", &search(json!([{ "property": "seats", "op": "gt", "value": "many" }]))).await;
+    assert_eq!(
+        (status, answer["error"]["fields"][0]["field"].as_str()),
+        (400, Some("filters[0].value")),
+        "{answer}"
+    );
+    let (status, answer) = t.get("/v1/person-properties").await;
+    assert_eq!(status, 200, "{answer}");
+    let paths: Vec<(&str, u64)> = answer["result"]["properties"]
+        .as_array()
+        .expect("properties")
+        .iter()
+        .map(|p| (p["path"].as_str().unwrap_or_default(), p["events"].as_u64().unwrap_or(0)))
+        .collect();
+    assert_eq!(paths, [("country", 1), ("plan", 1), ("seats", 1), ("source", 1)], "{answer}");
     let (status, answer) = t.get(&format!("/v1/persons/{user}/events?before=soon")).await;
     assert_eq!((status, answer["error"]["fields"][0]["field"].as_str()), (400, Some("before")), "{answer}");
     // The document says which cursors are valid, so a client's valid request is accepted.

@@ -113,6 +113,8 @@ pub enum StoreError {
     Block(String),
     #[error("the query reads more than {limit} events: narrow the range or add filters")]
     TooManyEvents { limit: usize },
+    #[error("the profiles are more than {limit} documents: more than a query reads at once")]
+    TooManyProfiles { limit: usize },
 }
 
 impl StoreError {

@@ -117,6 +117,39 @@ impl Store {
         Ok(Some(profile))
     }
 
+    /// Every user's profile (keys decoded), by user id, reading at most `limit` documents
+    /// (profile changes and older profiles): more is [`StoreError::TooManyProfiles`].
+    pub async fn profiles(&self, limit: usize) -> Result<BTreeMap<String, Map<String, Value>>, StoreError> {
+        let mut read = 0usize;
+        let count = |read: &mut usize| {
+            *read += 1;
+            if *read > limit { Err(StoreError::TooManyProfiles { limit }) } else { Ok(()) }
+        };
+        let mut profiles: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+        let mut legacy = self.db.collection::<Document>(PROFILES).find(doc! {}).await?;
+        while let Some(d) = legacy.try_next().await? {
+            count(&mut read)?;
+            if let (Ok(user), Some(Value::Object(properties))) =
+                (d.get_str("_id"), d.get("properties").map(json_of_bson))
+            {
+                profiles.insert(user.to_string(), properties);
+            }
+        }
+        let mut by_user: BTreeMap<String, Vec<Document>> = BTreeMap::new();
+        let mut changes = self.db.collection::<Document>(PROFILE_CHANGES).find(doc! {}).await?;
+        while let Some(change) = changes.try_next().await? {
+            count(&mut read)?;
+            by_user.entry(change.get_str("u").unwrap_or_default().to_string()).or_default().push(change);
+        }
+        for (user, docs) in by_user {
+            let profile = profiles.entry(user).or_default();
+            for (_, update) in in_stream_order(docs) {
+                *profile = update.apply(profile);
+            }
+        }
+        Ok(profiles)
+    }
+
     /// Folds the profile changes of `partition` into one document per user, a new
     /// generation of the partition's profiles, then deletes what it replaces. Run off the
     /// hot path, and only when the changes are many next to the profiles they change: it
