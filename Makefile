@@ -92,6 +92,6 @@ demo:
 chart-test:
 	@$(call timed,chart tests,$(CARGO) test --locked -p pulse-operator --test install)
 
-## bench-query: query latency over 1,000,000 loaded events (pre-aggregated, ad hoc cold and cached) next to chDB
+## bench-query: query latency over 1,000,000 loaded events (pre-aggregated, ad hoc cold and cached: funnels, paths, lifecycle, a person's timeline) next to chDB
 bench-query: env
 	@bash tests/bench/query.sh

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Query benchmark: loads BENCH_EVENTS events (default 1,000,000) into a throwaway FerretDB,
 # starts pulse-query on it and prints HTTP latency percentiles of pre-aggregated trends, a
-# declared funnel and a retention (cold, then cached), and ad-hoc funnels (cold, then
-# cached), with chDB's time for the same funnel on the same events and the targets beside
-# them.
+# declared funnel, a retention and a lifecycle, ad-hoc funnels, paths and a filtered
+# lifecycle (cold, then cached), and a person's timeline, with chDB's time and answers for
+# the same funnel, paths and lifecycle on the same events, and the targets beside them.
 #
 #   make bench-query            (or: bash tests/bench/query.sh)
 #
 # Knobs (environment): BENCH_EVENTS (default 1000000), BENCH_REQUESTS (timed requests per
-# warm row, default 200), BENCH_COLD (cold ad-hoc funnels, default 2). Every process started
+# warm row, default 200), BENCH_COLD (cold ad-hoc queries of each kind, and
+# persons whose timeline is asked, default 2). Every process started
 # here is stopped on exit or Ctrl-C.
 set -euo pipefail
 

@@ -89,7 +89,7 @@ async fn run(args: &Args) -> Result<(), Failure> {
     let store = Store::new(ferret.client().await?.database("pulse_bench"));
     store.ensure_schema().await?;
     let load = Instant::now();
-    load_raw(&store, &events, started).await?;
+    let loaded = load_raw(&store, &events, started).await?;
     let raw_s = load.elapsed().as_secs_f64();
     let tz = time_zone("UTC")?;
     let intervals = [RollupInterval::Hour, RollupInterval::Day];
@@ -97,7 +97,10 @@ async fn run(args: &Args) -> Result<(), Failure> {
     let rollups = BatchRollups { intervals: &intervals, numeric: &numeric, tz: &tz };
     let rebuild = Instant::now();
     log(started, "rebuilding the rollups from the raw events (about 2 minutes per million on FerretDB)");
-    let buckets = store.rebuild(&rollups, &[]).await?;
+    // Each partition's log starts again at the last position loaded (fence 1: no lease).
+    let watermarks: Vec<(u32, StreamPosition, u64)> =
+        loaded.into_iter().map(|(p, last)| (p, last, 1)).collect();
+    let buckets = store.rebuild(&rollups, &watermarks).await?;
     log(
         started,
         &format!(
@@ -226,6 +229,63 @@ async fn run(args: &Args) -> Result<(), Failure> {
     let h = client.repeat(args.requests, |_| ("/v1/funnels".to_string(), Some(funnel(end)))).await?;
     rows.push(Row::latency("ad-hoc funnel, cached", 0, &h, Target::Cached));
 
+    // Paths, lifecycle and a person's timeline: cold (a range or user not asked before),
+    // then cached or repeated.
+    let paths = |to: i64| json!({ "start": { "event": "signup" }, "steps": 3, "window": "1d", "collapseRepeats": true, "from": from, "to": to });
+    let mut cold = Histogram::<u64>::new(3)?;
+    for i in 0..args.cold {
+        let t = Instant::now();
+        let (_, source) = client.post_full("/v1/paths", &paths(end - 1 - i as i64)).await?;
+        cold.record(t.elapsed().as_micros() as u64)?;
+        if source != "raw" {
+            return Err(format!("the cold paths query came from {source}").into());
+        }
+    }
+    rows.push(Row::latency("paths after signup (3 steps, 1d), cold", 0, &cold, Target::Cold));
+    let (paths_report, _) = client.post_full("/v1/paths", &paths(end)).await?;
+    let h = client.repeat(args.requests, |_| ("/v1/paths".to_string(), Some(paths(end)))).await?;
+    rows.push(Row::latency("paths, cached", 0, &h, Target::Cached));
+
+    let lifecycle = json!({ "event": { "event": "page_viewed" }, "period": "day", "from": from, "to": end });
+    let (lifecycle_report, source) = client.post_full("/v1/lifecycle", &lifecycle).await?;
+    if source != "preaggregated" {
+        return Err(format!("lifecycle: answered from {source}, not the activity view").into());
+    }
+    let h = client.repeat(args.requests, |_| ("/v1/lifecycle".to_string(), Some(lifecycle.clone()))).await?;
+    rows.push(Row::latency("lifecycle, 30 days (pre-aggregated)", 0, &h, Target::Preaggregated));
+    // A property filter (every page view has a path) sends it to the raw events.
+    let filtered = |to: i64| {
+        json!({ "event": { "event": "page_viewed", "filters": [{ "property": "path", "op": "exists" }] },
+                "period": "day", "from": from, "to": to })
+    };
+    let mut cold = Histogram::<u64>::new(3)?;
+    for i in 0..args.cold {
+        let t = Instant::now();
+        let (_, source) = client.post_full("/v1/lifecycle", &filtered(end - 1 - i as i64)).await?;
+        cold.record(t.elapsed().as_micros() as u64)?;
+        if source != "raw" {
+            return Err(format!("the cold filtered lifecycle came from {source}").into());
+        }
+    }
+    rows.push(Row::latency("lifecycle with a filter, cold", 0, &cold, Target::Cold));
+    let h = client.repeat(args.requests, |_| ("/v1/lifecycle".to_string(), Some(filtered(end)))).await?;
+    rows.push(Row::latency("lifecycle with a filter, cached", 0, &h, Target::Cached));
+
+    let mut people: Vec<&str> = events.iter().map(|e| e.distinct_id.as_str()).collect();
+    people.sort_unstable();
+    people.dedup();
+    let mut cold = Histogram::<u64>::new(3)?;
+    for user in
+        people.iter().step_by((people.len() / args.cold.max(1) as usize).max(1)).take(args.cold as usize)
+    {
+        let (micros, _) = client.get(&format!("/v1/persons/{user}/events?limit=50")).await?;
+        cold.record(micros)?;
+    }
+    rows.push(Row::latency("a person's timeline (50 events), first asked", 0, &cold, Target::Cold));
+    let timeline = format!("/v1/persons/{}/events?limit=50", people[0]);
+    let h = client.repeat(args.requests, |_| (timeline.clone(), None)).await?;
+    rows.push(Row::latency("a person's timeline, asked again (not cached)", 0, &h, Target::Cold));
+
     // What a cold ad-hoc funnel is made of: the store's read of the events, and the engine.
     let read = Instant::now();
     let steps = ["signup", "activated", "purchase"].map(String::from);
@@ -252,7 +312,12 @@ async fn run(args: &Args) -> Result<(), Failure> {
         Some(python) => Some(chdb_funnel(python, &dir, &events, from, end)?),
         None => None,
     };
+    let analyses = match &args.chdb_python {
+        Some(python) => Some(chdb_analyses(python, &dir, &events, from, end)?),
+        None => None,
+    };
     print_report(args, &events, users, &rows, &report, chdb.as_ref());
+    print_analyses(&paths_report, &lifecycle_report, analyses.as_ref());
     println!(
         "  a cold ad-hoc funnel, taken apart: the store reads its {} events in {:.2} s ({:.0} events/s), the engine computes in {:.3} s",
         anatomy.events,
@@ -265,15 +330,24 @@ async fn run(args: &Args) -> Result<(), Failure> {
 }
 
 /// Stores raw events as the processor does on first delivery, partition by partition.
-async fn load_raw(store: &Store, events: &[BufferedEvent], started: Instant) -> Result<(), Failure> {
+/// Returns each partition's last position.
+async fn load_raw(
+    store: &Store,
+    events: &[BufferedEvent],
+    started: Instant,
+) -> Result<Vec<(u32, StreamPosition)>, Failure> {
     let mut by_partition: HashMap<u32, Vec<&BufferedEvent>> = HashMap::new();
     for e in events {
         by_partition.entry(partition_of(&e.distinct_id, PARTITIONS)).or_default().push(e);
     }
     let (total, mut done, mut shown) = (events.len(), 0usize, Instant::now());
+    let mut last = Vec::new();
     for (partition, events) in by_partition {
         for (i, batch) in events.chunks(LOAD_BATCH).enumerate() {
             let position = StreamPosition { millis: 1 + i as u64, sequence: 0 };
+            if i + 1 == events.len().div_ceil(LOAD_BATCH) {
+                last.push((partition, position));
+            }
             let writes: Vec<EventWrite<'_>> =
                 batch.iter().map(|e| EventWrite { partition, position, event: e }).collect();
             let flags = store.insert_events(&writes, false).await?;
@@ -291,7 +365,7 @@ async fn load_raw(store: &Store, events: &[BufferedEvent], started: Instant) -> 
             }
         }
     }
-    Ok(())
+    Ok(last)
 }
 
 struct Client {
@@ -447,6 +521,91 @@ fn chdb_funnel(
         query_s: floats(&answer["query_s"]),
         levels: answer["at_least"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect(),
     })
+}
+
+/// chDB's paths and lifecycle on the same events (`chdb_analyses.py`).
+fn chdb_analyses(
+    python: &PathBuf,
+    dir: &WorkDir,
+    events: &[BufferedEvent],
+    from: i64,
+    to: i64,
+) -> Result<Value, Failure> {
+    let path = dir.join("events-with-ids.jsonl");
+    let mut text = String::with_capacity(events.len() * 80);
+    for e in events {
+        let row = json!({ "id": e.event_id, "user": e.distinct_id, "event": e.event, "ts": e.timestamp });
+        text.push_str(&row.to_string());
+        text.push('\n');
+    }
+    std::fs::write(&path, text)?;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/chdb_analyses.py");
+    let out =
+        Command::new(python).arg(script).arg(&path).arg(from.to_string()).arg(to.to_string()).output()?;
+    if !out.status.success() {
+        return Err(format!("chdb: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// Pulse's paths and lifecycle next to chDB's.
+fn print_analyses(paths: &Value, lifecycle: &Value, chdb: Option<&Value>) {
+    let top: Vec<(Vec<String>, u64)> = paths["paths"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                serde_json::from_value(p["events"].clone()).unwrap_or_default(),
+                p["users"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let days: std::collections::BTreeMap<String, [i64; 4]> = lifecycle["periods"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let day = jiff::Timestamp::from_millisecond(p["periodStart"].as_i64().unwrap_or(0))
+                .map(|t| t.strftime("%Y-%m-%d").to_string())
+                .unwrap_or_default();
+            let n = |k: &str| p[k].as_i64().unwrap_or(0);
+            (day, [n("new"), n("returning"), n("resurrecting"), n("dormant")])
+        })
+        .collect();
+    println!(
+        "  pulse paths after signup: {} users, top {:?}",
+        paths["users"],
+        top.iter().map(|(p, n)| format!("{} x{n}", p.join(">"))).collect::<Vec<_>>()
+    );
+    let Some(c) = chdb else {
+        println!("  chDB: skipped (no --chdb-python; run tests/env/python-chdb.sh)");
+        return;
+    };
+    let best = |key: &str| {
+        c[key].as_array().into_iter().flatten().filter_map(Value::as_f64).fold(f64::INFINITY, f64::min)
+    };
+    let chdb_top: Vec<(Vec<String>, u64)> = c["paths"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| (serde_json::from_value(r[0].clone()).unwrap_or_default(), r[1].as_u64().unwrap_or(0)))
+        .collect();
+    let same_paths = chdb_top == top && c["path_users"] == paths["users"];
+    println!(
+        "  chDB paths (arrays over each user's events), same events: query best {:.3} s; {}",
+        best("paths_s"),
+        if same_paths { "users and top paths equal to Pulse" } else { "DIFFERS from Pulse" }
+    );
+    let chdb_days: std::collections::BTreeMap<String, [i64; 4]> =
+        serde_json::from_value(c["lifecycle"].clone()).unwrap_or_default();
+    let same_days = days.iter().all(|(d, counts)| chdb_days.get(d).copied().unwrap_or([0; 4]) == *counts);
+    println!(
+        "  chDB lifecycle of page_viewed per day, same events: query best {:.3} s; {} days {}",
+        best("lifecycle_s"),
+        days.len(),
+        if same_days { "equal to Pulse" } else { "DIFFER from Pulse" }
+    );
 }
 
 fn print_report(
