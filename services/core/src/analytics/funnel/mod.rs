@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) use self::compiled::{Compiled, Marked};
 use super::error::{AnalyticsError, Limits, check_events, check_range};
 use super::event::{AnalyticsEvent, by_user, matches};
+use super::materialized::earlier;
 use super::period::{self, Interval};
 use super::session;
 use crate::duration::DurationSpec;
@@ -115,7 +116,7 @@ impl<'d> FunnelEngine<'d> {
                     first.resize(first.len().max(f.len()), None);
                     for (kept, other) in first.iter_mut().zip(f.into_iter().take(l)) {
                         *kept = match (*kept, other) {
-                            (Some(k), Some(o)) => Some(earliest(k, o)),
+                            (Some(k), Some(o)) => Some(earlier(k, o)),
                             (k, o) => k.or(o),
                         };
                     }
@@ -186,12 +187,6 @@ pub(crate) fn progress_in(
             (p.level, p.first)
         }
     }
-}
-
-/// Of two (arrival, start) pairs of a step, the chain that arrived first, then the one that
-/// started last.
-fn earliest(kept: (i64, i64), other: (i64, i64)) -> (i64, i64) {
-    if other.0 < kept.0 || (other.0 == kept.0 && other.1 > kept.1) { other } else { kept }
 }
 
 /// The times of the events a funnel query reads, `[start, end)`: from `from` to the end

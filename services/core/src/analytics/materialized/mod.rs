@@ -18,6 +18,7 @@ mod seen;
 mod tests;
 
 pub use funnel::FunnelView;
+pub(crate) use funnel::earlier;
 pub use retention::{ActivityView, UserDay};
 
 use std::collections::HashMap;

@@ -146,8 +146,8 @@ impl Default for Join {
 }
 
 /// Of two first arrivals at a level, the one a merge keeps: the earlier arrival, then the
-/// later start (the chain that reached the level first).
-fn earlier(kept: (i64, i64), other: (i64, i64)) -> (i64, i64) {
+/// later start (the chain that reached the level first). Sessions merge the same way.
+pub(crate) fn earlier(kept: (i64, i64), other: (i64, i64)) -> (i64, i64) {
     if other.0 < kept.0 || (other.0 == kept.0 && other.1 > kept.1) { other } else { kept }
 }
 
