@@ -73,13 +73,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    pulse_serve::init_logging(pulse_serve::LogFormat::Json);
     let args = Args::parse();
     if let Err(e) = run(args).await {
         tracing::error!(error = %e, "pulse-operator stopped");
@@ -110,10 +104,11 @@ async fn run(args: Args) -> Result<(), String> {
         rand::random::<u32>()
     );
     let (stop, stopped) = watch::channel(false);
+    let signal = pulse_serve::shutdown_signal();
     tokio::spawn({
         let stop = stop.clone();
         async move {
-            shutdown_signal().await;
+            signal.await;
             tracing::info!("shutting down: finishing reconciles in flight");
             let _ = stop.send(true);
         }
@@ -270,25 +265,4 @@ async fn run_funnels(
         .run(funnel::reconcile, funnel::error_policy, ctx)
         .for_each(|_| async {})
         .await;
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
 }

@@ -39,6 +39,7 @@ pub struct Ingest {
 
 /// The routes of ingest.
 pub fn router(ingest: Arc<Ingest>) -> Router {
+    let spans = pulse_serve::request_spans(&ingest.tenant);
     Router::new()
         .route("/v1/events", post(post_event))
         .route("/v1/batch", post(post_batch))
@@ -61,6 +62,7 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         .method_not_allowed_fallback(|| async {
             RequestError::new(RequestErrorCode::MethodNotAllowed, "this endpoint does not take that method")
         })
+        .layer(spans)
         .with_state(ingest)
 }
 

@@ -31,6 +31,7 @@ const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
 /// at most until `drain_by` (a Redis or a store that does not answer must not hold the
 /// process past its grace period): a batch still running then is abandoned, as a crash
 /// would leave it, and redone by the partition's next holder (docs/exactness.md).
+#[tracing::instrument(name = "coordinator", skip_all, fields(tenant = %ctx.tenant))]
 pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>, drain: Duration) {
     let members = TenantLayout::of(&ctx.tenant).processors();
     let mut workers: HashMap<u32, Worker> = HashMap::new();

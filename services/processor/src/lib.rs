@@ -48,8 +48,6 @@ pub enum ProcessorError {
     Redis(#[from] redis::RedisError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    #[error("serving HTTP: {0}")]
-    Serve(std::io::Error),
     #[error("{0}")]
     Rebuild(String),
     #[error("a batch's store writes took longer than {0:?}: retried")]
@@ -67,7 +65,6 @@ impl ProcessorError {
             ProcessorError::Store(StoreError::Moved(_)) => "moved",
             ProcessorError::Store(e) if e.damaged_catalogue() => "store_catalogue",
             ProcessorError::Store(_) | ProcessorError::StoreTimeout(_) => "store",
-            ProcessorError::Serve(_) => "http",
             ProcessorError::Rebuild(_) => "rebuild",
         }
     }
@@ -245,14 +242,18 @@ pub async fn run(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(Arc::clone(&ctx));
-    let server = tokio::spawn(async move {
-        let mut stop = http_stop;
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    // Health and metrics requests end quickly: a second of grace, so that a client that
+    // holds its connection open does not hold the process.
+    let server = tokio::spawn(pulse_serve::serve(
+        listener,
+        app,
+        pulse_serve::ConnectionLimits::default(),
+        async move {
+            let mut stop = http_stop;
+            let _ = stop.wait_for(|s| *s).await;
+        },
+        Duration::from_secs(1),
+    ));
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -262,17 +263,8 @@ pub async fn run(
     }
     let drain = SHUTDOWN_GRACE.saturating_sub(SHUTDOWN_GOODBYE);
     coordinator::run(ctx, stop_rx, drain).await;
-    // Health and metrics requests end quickly; a client that holds its connection open
-    // does not hold the process.
-    match tokio::time::timeout(Duration::from_secs(1), server).await {
-        Ok(served) => served
-            .map_err(|e| ProcessorError::Serve(std::io::Error::other(e)))?
-            .map_err(ProcessorError::Serve),
-        Err(_) => {
-            tracing::warn!("HTTP connections still open at the end of the shutdown grace; closing them");
-            Ok(())
-        }
-    }
+    let _ = server.await;
+    Ok(())
 }
 
 async fn readyz(State(ctx): State<Arc<Context>>) -> impl IntoResponse {

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use pulse_processor::settings::{Args, Command, LogFormat};
+use pulse_processor::settings::{Args, Command};
 use tokio::sync::watch;
 
 // A batch makes many small allocations (events, documents, rollup keys): with glibc's
@@ -16,13 +16,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Json => logs.json().init(),
-        LogFormat::Text => logs.init(),
-    }
+    pulse_serve::init_logging(args.log_format);
     let Some(config) = args.config.clone() else {
         eprintln!("pulse-processor: --config <pipeline config file> is required (or PULSE_CONFIG)");
         return ExitCode::from(2);
@@ -32,7 +26,7 @@ async fn main() -> ExitCode {
     let command = args.command.unwrap_or(Command::Run);
     // The service stops on SIGTERM from the start on, also while it waits for Redis and the
     // store; the one-off commands keep the signal's default (they stop at once).
-    let stop = matches!(command, Command::Run).then(shutdown_signal);
+    let stop = matches!(command, Command::Run).then(pulse_serve::shutdown_watch);
     let connecting = pulse_processor::connect(&config, owner);
     let connected = match stop.clone() {
         Some(stop) => tokio::select! {
@@ -60,7 +54,7 @@ async fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let stop = stop.unwrap_or_else(shutdown_signal);
+            let stop = stop.unwrap_or_else(pulse_serve::shutdown_watch);
             match pulse_processor::run(ctx, listener, stopped(stop)).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -106,29 +100,6 @@ async fn main() -> ExitCode {
             }
         }
     }
-}
-
-/// Flips once SIGTERM or Ctrl-C arrived, from the moment this is called (a signal before the
-/// handler is installed would kill the process the default way, without a goodbye).
-fn shutdown_signal() -> watch::Receiver<bool> {
-    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        let terminate = async {
-            match terminate {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            () = terminate => {},
-        }
-        let _ = stop_tx.send(true);
-    });
-    stop_rx
 }
 
 /// Resolves when `stop` flips.

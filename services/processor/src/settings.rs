@@ -5,12 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
+/// Log output format (shared by every binary).
+pub use pulse_serve::LogFormat;
 
 /// pulse-processor: moves a pipeline's events from its Redis buffer into MongoDB, exactly
 /// once, keeping the pre-aggregates live.

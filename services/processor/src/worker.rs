@@ -12,6 +12,7 @@ use pulse_store::{
     RecordAttempt, StoreError, WriterMemory,
 };
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::failed::PoisonWatch;
 use crate::lease::{PartitionLeaseKeys, lease_ttl};
@@ -42,11 +43,12 @@ const LOG_COMPACT_LATEST: Duration = Duration::from_secs(1800);
 const LOG_COMPACT_RECORDS: u64 = 4096;
 
 /// Processes `partition` until `stop` says so or the lease is lost, then gives the lease up.
+#[tracing::instrument(name = "partition", skip_all, fields(tenant = %ctx.tenant, partition, fence))]
 pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Receiver<bool>) {
     let lease = PartitionLease { partition, fence };
     let keys = PartitionLeaseKeys::new(&ctx.tenant, partition);
     let (lost_tx, lost) = watch::channel(false);
-    let renewer = tokio::spawn(renew(Arc::clone(&ctx), partition, lost_tx));
+    let renewer = tokio::spawn(renew(Arc::clone(&ctx), partition, lost_tx).in_current_span());
     let stream = PartitionStream::new(&ctx.tenant, partition);
     tracing::info!(partition, fence, "partition acquired");
     let mut idle = IDLE_MIN;
@@ -122,15 +124,18 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
         }
         if blocks || log {
             let ctx = Arc::clone(&ctx);
-            housekeeping = Some(tokio::spawn(async move {
-                let _turn = ctx.compaction_turns.acquire().await.ok();
-                if blocks {
-                    compact(&ctx, partition).await;
+            housekeeping = Some(tokio::spawn(
+                async move {
+                    let _turn = ctx.compaction_turns.acquire().await.ok();
+                    if blocks {
+                        compact(&ctx, partition).await;
+                    }
+                    if log {
+                        compact_log(&ctx, partition).await;
+                    }
                 }
-                if log {
-                    compact_log(&ctx, partition).await;
-                }
-            }));
+                .in_current_span(),
+            ));
         }
     }
     // A compaction stopped anywhere leaves everything readable as before.
@@ -371,6 +376,7 @@ pub struct StoredBatch<'e> {
 /// Stores a batch's events, applies them, and acknowledges the entries. Safe to repeat.
 /// `redelivered`: the entries come from the pending list (delivered before, maybe partly
 /// stored), so existing events must be looked up.
+#[tracing::instrument(name = "batch", skip_all, fields(entries = entries.len(), redelivered))]
 pub async fn process(
     ctx: &Context,
     stream: &PartitionStream,

@@ -85,6 +85,7 @@ pub struct Api {
 
 /// The routes.
 pub fn router(api: Arc<Api>) -> axum::Router {
+    let spans = pulse_serve::request_spans(&api.tenant);
     axum::Router::new()
         .route("/v1/trends", post(trends))
         .route("/v1/funnels", post(funnels))
@@ -123,6 +124,7 @@ pub fn router(api: Arc<Api>) -> axum::Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(spans)
         .with_state(api)
 }
 

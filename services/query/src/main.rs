@@ -4,8 +4,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use pulse_query::settings::{Args, LogFormat};
+use pulse_query::settings::Args;
 use pulse_query::{Settings, run};
+use pulse_serve::{init_logging, shutdown_signal};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -24,30 +25,5 @@ async fn main() -> ExitCode {
             eprintln!("pulse-query: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        () = terminate => {},
     }
 }

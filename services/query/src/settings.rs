@@ -6,14 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// One JSON object per line (for log pipelines).
-    Json,
-    /// Human-readable lines.
-    Text,
-}
+/// Log output format (shared by every binary).
+pub use pulse_serve::LogFormat;
 
 /// pulse-query: the HTTP query API of a Pulse pipeline.
 #[derive(Debug, Clone, Parser)]

@@ -4,9 +4,11 @@
 //! does not arrive within the body timeout, and on shutdown stops accepting and lets
 //! in-flight requests finish for a grace period.
 //!
-//! One owner for these limits, so ingest and query cannot drift apart.
+//! One owner for these limits, so ingest and query cannot drift apart; and, in
+//! [`runtime`], for what every binary shares besides: logging, spans and shutdown.
 
 mod body_deadline;
+pub mod runtime;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 pub use crate::body_deadline::BODY_TIMEOUT_CODE;
+pub use crate::runtime::{LogFormat, init_logging, request_spans, shutdown_signal, shutdown_watch};
 
 /// Limits on a service's connections and on how slowly a client may send a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
