@@ -2,49 +2,34 @@
 //! the tenant and the trace id (the client's W3C `traceparent`, or a new one), and never a
 //! key, good or bad.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use pulse_testkit::{FerretDb, RedisServer, ServerProcess, unique_name};
+use pulse_testkit::{FerretDb, PipelineFiles, PipelineSpec, RedisServer, ServerProcess, unique_name};
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_logs_carry_the_tenant_and_the_trace_id_and_no_key() {
     let redis = RedisServer::start().await.expect("redis");
     let ferret = FerretDb::start().await.expect("ferretdb");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = |name: &str, contents: &str| -> PathBuf {
-        let path = dir.path().join(name);
-        std::fs::write(&path, contents).expect("write");
-        path
-    };
     let tenant = unique_name("ql");
-    let read_key = format!("rk-{}", unique_name("secret"));
-    let config = format!(
-        "version: 1\ntenant: {tenant}\ntimezone: UTC\n\
-         buffer:\n  redisUrlFile: {redis}\n  partitions: 2\n  highWaterMark: 100000\n\
-         storage:\n  mongodbUriFile: {mongo}\n  database: pulse_{db}\n  retention: 30d\n\
-         keys:\n  writeKeyFile: {write}\n  readKeyFile: {read}\n",
-        redis = file("redis-url", &redis.url()).display(),
-        mongo = file("mongodb-uri", &ferret.uri()).display(),
-        db = tenant.replace('-', "_"),
-        write = file("write-key", "wk-unused").display(),
-        read = file("read-key", &read_key).display(),
-    );
+    let mut spec = PipelineSpec::new(&tenant, &redis.url(), &ferret.uri());
+    spec.read_key = format!("rk-{}", unique_name("secret"));
+    let read_key = spec.read_key.clone();
+    let files = PipelineFiles::write(spec).expect("pipeline config");
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let url = format!("http://127.0.0.1:{port}");
     let mut command = Command::new(env!("CARGO_BIN_EXE_pulse-query"));
     command
         .arg("--config")
-        .arg(file("pipeline.yaml", &config))
+        .arg(&files.config)
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--log-format")
         .arg("json")
         .env("RUST_LOG", "info,tower_http=debug");
     let mut query =
-        ServerProcess::spawn("query", command, &dir.path().join("query.log")).expect("start query");
+        ServerProcess::spawn("query", command, &files.dir().join("query.log")).expect("start query");
     let http = reqwest::Client::new();
     query
         .wait_ready(Duration::from_secs(60), || {

@@ -2,11 +2,10 @@
 //! default, under the pods' 30 s) while Redis and the store do not answer (frozen with
 //! SIGSTOP: connections are accepted and nothing answers), with a query in flight on them.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use pulse_testkit::{FerretDb, RedisServer, ServerProcess, unique_name};
+use pulse_testkit::{FerretDb, PipelineFiles, PipelineSpec, RedisServer, ServerProcess, unique_name};
 use serde_json::json;
 
 /// The pods' grace period (`terminationGracePeriodSeconds`, as the operator sets it).
@@ -16,36 +15,22 @@ const POD_GRACE: Duration = Duration::from_secs(30);
 async fn sigterm_while_redis_and_the_store_do_not_answer_stops_the_query_api_within_its_grace() {
     let mut redis = RedisServer::start().await.expect("redis");
     let mut ferret = FerretDb::start().await.expect("ferretdb");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = |name: &str, contents: &str| -> PathBuf {
-        let path = dir.path().join(name);
-        std::fs::write(&path, contents).expect("write");
-        path
-    };
-    let tenant = unique_name("qs");
-    let config = format!(
-        "version: 1\ntenant: {tenant}\ntimezone: UTC\n\
-         buffer:\n  redisUrlFile: {redis}\n  partitions: 4\n  highWaterMark: 100000\n\
-         storage:\n  mongodbUriFile: {mongo}\n  database: pulse_{db}\n  retention: 30d\n\
-         keys:\n  writeKeyFile: {write}\n  readKeyFile: {read}\n",
-        redis = file("redis-url", &redis.url()).display(),
-        mongo = file("mongodb-uri", &ferret.uri()).display(),
-        db = tenant.replace('-', "_"),
-        write = file("write-key", "wk").display(),
-        read = file("read-key", "rk").display(),
-    );
+    let mut spec = PipelineSpec::new(&unique_name("qs"), &redis.url(), &ferret.uri());
+    spec.partitions = 4;
+    spec.read_key = "rk".into();
+    let files = PipelineFiles::write(spec).expect("pipeline config");
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let url = format!("http://127.0.0.1:{port}");
     let mut command = Command::new(env!("CARGO_BIN_EXE_pulse-query"));
     command
         .arg("--config")
-        .arg(file("pipeline.yaml", &config))
+        .arg(&files.config)
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--log-format")
         .arg("text");
     let mut query =
-        ServerProcess::spawn("query", command, &dir.path().join("query.log")).expect("start query");
+        ServerProcess::spawn("query", command, &files.dir().join("query.log")).expect("start query");
     let http = reqwest::Client::new();
     query
         .wait_ready(Duration::from_secs(60), || {

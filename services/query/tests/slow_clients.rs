@@ -2,11 +2,10 @@
 //! byte at a time is cut off, and past the connection cap new clients wait their turn.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use pulse_query::{ConnectionLimits, Settings};
-use pulse_testkit::{FerretDb, RedisServer, Trickle, trickle, unique_name};
+use pulse_testkit::{FerretDb, PipelineFiles, PipelineSpec, RedisServer, Trickle, trickle, unique_name};
 
 /// Generous: a slow client still connected after this was never timed out.
 const CLOSED_WITHIN: Duration = Duration::from_secs(30);
@@ -16,30 +15,14 @@ struct Query {
     addr: SocketAddr,
     read_key: String,
     _stop: tokio::sync::oneshot::Sender<()>,
-    _dir: tempfile::TempDir,
+    _files: PipelineFiles,
 }
 
 async fn start(redis: &RedisServer, ferret: &FerretDb, max_connections: usize) -> Query {
-    let tenant = unique_name("slow");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = |name: &str, contents: &str| -> PathBuf {
-        let path = dir.path().join(name);
-        std::fs::write(&path, contents).expect("write");
-        path
-    };
-    let read_key = format!("rk-{tenant}");
-    let config = format!(
-        "version: 1\ntenant: {tenant}\n\
-         buffer:\n  redisUrlFile: {redis}\n  partitions: 2\n  highWaterMark: 1000000\n\
-         storage:\n  mongodbUriFile: {mongo}\n  database: pulse_{db}\n  retention: 30d\n\
-         keys:\n  writeKeyFile: {write}\n  readKeyFile: {read}\n",
-        redis = file("redis-url", &redis.url()).display(),
-        mongo = file("mongodb-uri", &ferret.uri()).display(),
-        db = tenant.replace('-', "_"),
-        write = file("write-key", "wk-unused").display(),
-        read = file("read-key", &read_key).display(),
-    );
-    let mut settings = Settings::new(file("pipeline.yaml", &config));
+    let files = PipelineFiles::write(PipelineSpec::new(&unique_name("slow"), &redis.url(), &ferret.uri()))
+        .expect("pipeline config");
+    let read_key = files.spec.read_key.clone();
+    let mut settings = Settings::new(files.config.clone());
     settings.connections = ConnectionLimits {
         header_read_timeout: Duration::from_secs(2),
         body_read_timeout: Duration::from_secs(3),
@@ -63,7 +46,7 @@ async fn start(redis: &RedisServer, ferret: &FerretDb, max_connections: usize) -
         assert!(tokio::time::Instant::now() < deadline, "query API did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Query { addr, read_key, _stop: stop, _dir: dir }
+    Query { addr, read_key, _stop: stop, _files: files }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

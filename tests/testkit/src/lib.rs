@@ -8,6 +8,7 @@
 //! - [`RedisServer`] and [`RedisCluster`]: redis-server from the OS packages.
 //! - [`FerretDb`]: FerretDB, the MongoDB-wire server of the tests, on SQLite or on a
 //!   throwaway PostgreSQL cluster ([`Backend`], picked by `PULSE_TEST_BACKEND`).
+//! - [`PipelineFiles`]: a pipeline config and its secret files, as a pod mounts them.
 //! - [`InfluxDb`]: influxd 1.x from the OS packages, for the processor's InfluxDB sink.
 //! - [`Prometheus`]: Prometheus scraping the processes a test runs, from a generated config,
 //!   with its query API for PromQL; [`KubeStateMetrics`] for a control plane's Deployment and
@@ -24,6 +25,7 @@ mod influx;
 mod kube;
 mod kube_state_metrics;
 mod mongo;
+mod pipeline;
 mod ports;
 mod postgres;
 mod process;
@@ -38,6 +40,7 @@ pub use influx::InfluxDb;
 pub use kube::{KubeOptions, KubeStack};
 pub use kube_state_metrics::KubeStateMetrics;
 pub use mongo::{Backend, FerretDb};
+pub use pipeline::{PipelineFiles, PipelineSpec};
 pub use ports::free_port;
 pub use process::ServerProcess;
 pub use prometheus::{Prometheus, ScrapeJob};
