@@ -2,10 +2,11 @@
 //! the tenant and the trace id (the client's W3C `traceparent`, or a new one), and never a
 //! key, good or bad.
 
-use std::process::Command;
+mod support;
+
 use std::time::Duration;
 
-use pulse_testkit::{FerretDb, PipelineFiles, PipelineSpec, RedisServer, ServerProcess, unique_name};
+use pulse_testkit::{FerretDb, PipelineFiles, PipelineSpec, RedisServer, unique_name};
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,29 +18,8 @@ async fn request_logs_carry_the_tenant_and_the_trace_id_and_no_key() {
     spec.read_key = format!("rk-{}", unique_name("secret"));
     let read_key = spec.read_key.clone();
     let files = PipelineFiles::write(spec).expect("pipeline config");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pulse-query"));
-    command
-        .arg("--config")
-        .arg(&files.config)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--log-format")
-        .arg("json")
-        .env("RUST_LOG", "info,tower_http=debug");
-    let mut query =
-        ServerProcess::spawn("query", command, &files.dir().join("query.log")).expect("start query");
+    let (query, url) = support::start_binary(&files, "json", "info,tower_http=debug").await;
     let http = reqwest::Client::new();
-    query
-        .wait_ready(Duration::from_secs(60), || {
-            let probe = http.get(format!("{url}/readyz")).send();
-            async move {
-                probe.await.ok().filter(|r| r.status().is_success()).ok_or_else(|| "not ready".to_string())
-            }
-        })
-        .await
-        .expect("query ready");
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let traced = http

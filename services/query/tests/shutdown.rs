@@ -2,10 +2,11 @@
 //! default, under the pods' 30 s) while Redis and the store do not answer (frozen with
 //! SIGSTOP: connections are accepted and nothing answers), with a query in flight on them.
 
-use std::process::Command;
+mod support;
+
 use std::time::{Duration, Instant};
 
-use pulse_testkit::{FerretDb, PipelineFiles, PipelineSpec, RedisServer, ServerProcess, unique_name};
+use pulse_testkit::{FerretDb, PipelineFiles, PipelineSpec, RedisServer, unique_name};
 use serde_json::json;
 
 /// The pods' grace period (`terminationGracePeriodSeconds`, as the operator sets it).
@@ -19,28 +20,8 @@ async fn sigterm_while_redis_and_the_store_do_not_answer_stops_the_query_api_wit
     spec.partitions = 4;
     spec.read_key = "rk".into();
     let files = PipelineFiles::write(spec).expect("pipeline config");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pulse-query"));
-    command
-        .arg("--config")
-        .arg(&files.config)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--log-format")
-        .arg("text");
-    let mut query =
-        ServerProcess::spawn("query", command, &files.dir().join("query.log")).expect("start query");
+    let (mut query, url) = support::start_binary(&files, "text", "info").await;
     let http = reqwest::Client::new();
-    query
-        .wait_ready(Duration::from_secs(60), || {
-            let probe = http.get(format!("{url}/readyz")).send();
-            async move {
-                probe.await.ok().filter(|r| r.status().is_success()).ok_or_else(|| "not ready".to_string())
-            }
-        })
-        .await
-        .expect("query ready");
 
     redis.pause();
     ferret.process_mut().pause();
