@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pulse_core::buffer::BufferedEvent;
-use pulse_core::rollup::{StreamPosition, periods_of};
-use pulse_store::rollups::period_doc_id;
+use pulse_core::rollup::StreamPosition;
+use pulse_store::batch::STEAL_AFTER_MS;
 use pulse_store::{
-    Ballot, BatchRollups, EventWrite, FailedEvent, LogState, LogTail, OpenRecord, PartitionLease,
-    RecordAttempt, StoreError, WriterMemory,
+    Ballot, Batch, BatchRollups, BatchSteps, EventWrite, FailedEvent, LogState, LogTail, OpenRecord,
+    PartitionLease, RecordPlan, Refusal, StoreError, StoredBatch, WriterMemory,
 };
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -362,16 +362,8 @@ impl WriterState {
 }
 
 /// How long a record another writer began may go without progress before this writer
-/// does it again: long enough for a live writer's batch, short next to a lease's lifetime.
-pub const STEAL_AFTER: Duration = Duration::from_secs(5);
-
-/// A batch as stored: the events its entries stored first (in stream order), the rollup
-/// documents it changed and the event blocks it wrote.
-pub struct StoredBatch<'e> {
-    pub first: Vec<(StreamPosition, &'e BufferedEvent)>,
-    pub periods: Vec<String>,
-    pub blocks: Vec<String>,
-}
+/// does it again (the store's rule for a batch's record, [`RecordPlan::for_batch`]).
+pub const STEAL_AFTER: Duration = Duration::from_millis(STEAL_AFTER_MS as u64);
 
 /// Stores a batch's events, applies them, and acknowledges the entries. Safe to repeat.
 /// `redelivered`: the entries come from the pending list (delivered before, maybe partly
@@ -436,16 +428,16 @@ pub async fn store_entries<'e>(
     state: &mut WriterState,
 ) -> Result<StoredBatch<'e>, ProcessorError> {
     let (Some(first_entry), Some(last_entry)) = (entries.first(), entries.last()) else {
-        return Ok(StoredBatch { first: Vec::new(), periods: Vec::new(), blocks: Vec::new() });
+        return Ok(StoredBatch { first: Vec::new(), blocks: Vec::new(), periods: Vec::new() });
     };
     let range = (first_entry.position, last_entry.position);
     let tenure = format!("{}#{}", ctx.owner, lease.fence);
     let log = state.log(ctx, lease.partition).await?;
-    let plan = match plan_record(&log, range, &tenure) {
+    let plan = match RecordPlan::for_batch(&log, range, &tenure, jiff::Timestamp::now().as_millisecond()) {
         Ok(plan) => plan,
         Err(e) => {
             state.forget();
-            return Err(e);
+            return Err(e.into());
         }
     };
     let stored = write_record(ctx, lease, entries, redelivered, state, plan, &tenure).await;
@@ -458,47 +450,6 @@ pub async fn store_entries<'e>(
         Err(_) => state.forget(),
     }
     stored
-}
-
-/// How a batch writes its record of the log: which record, and which ballot it takes
-/// first (none when the record is sealed and only its delta is missing).
-#[derive(Debug, Clone, Copy)]
-struct RecordPlan {
-    attempt: RecordAttempt,
-    ballot: Option<u32>,
-}
-
-/// The record a batch of entries `range` writes, given the log as known.
-fn plan_record(
-    log: &LogState,
-    range: (StreamPosition, StreamPosition),
-    tenure: &str,
-) -> Result<RecordPlan, ProcessorError> {
-    let Some(open) = &log.open else {
-        if range.0 <= log.tail.last {
-            return Err(
-                StoreError::Moved(format!("entries up to {:?} of the rollup log", log.tail.last)).into()
-            );
-        }
-        return Ok(RecordPlan {
-            attempt: RecordAttempt { record: log.tail.record + 1, redo: false },
-            ballot: Some(0),
-        });
-    };
-    let record = format!("record {} of the rollup log", open.record);
-    if (open.first, open.last) != range {
-        return Err(StoreError::Moved(record).into());
-    }
-    let attempt = RecordAttempt { record: open.record, redo: true };
-    if open.sealed {
-        return Ok(RecordPlan { attempt, ballot: None });
-    }
-    let age = jiff::Timestamp::now().as_millisecond() - open.at;
-    if open.by != tenure && age < STEAL_AFTER.as_millis() as i64 {
-        // Another writer is at it (a lease that passed while it was paused): let it finish.
-        return Err(StoreError::Moved(record).into());
-    }
-    Ok(RecordPlan { attempt, ballot: Some(open.ballot + 1) })
 }
 
 /// Writes a batch as the record `plan` says: the ballot, the raw events, blocks and user
@@ -561,109 +512,72 @@ async fn write_record<'e>(
     }
     // The semaphore is never closed, so the turn always comes.
     let turn = ctx.store_turns.acquire().await.ok();
-    let store =
-        store_batch(ctx, lease, entries, (&writes, &origins), (redelivered, plan, tenure), memory, poison);
-    let stored = tokio::time::timeout(crate::STORE_TIMEOUT, store).await;
-    drop(turn);
-    let (first, blocks) = stored.map_err(|_| ProcessorError::StoreTimeout(crate::STORE_TIMEOUT))??;
-    let periods: Vec<String> = periods_of(first.iter().map(|(_, e)| *e), &ctx.intervals, &ctx.tz)
-        .iter()
-        .map(|p| period_doc_id(p, lease.partition))
-        .collect();
-    Ok(StoredBatch { first, periods, blocks })
-}
-
-/// A batch's store writes: raw events (setting aside those the store keeps refusing), then
-/// event blocks, then rollups and profiles. Returns the events this batch's entries stored
-/// (in stream order) and the blocks written.
-async fn store_batch<'e>(
-    ctx: &Context,
-    lease: PartitionLease,
-    entries: &[Entry],
-    (writes, origins): (&[EventWrite<'e>], &[(&str, usize)]),
-    (redelivered, plan, tenure): (bool, RecordPlan, &str),
-    memory: &mut WriterMemory,
-    poison: &mut PoisonWatch,
-) -> Result<(Vec<(StreamPosition, &'e BufferedEvent)>, Vec<String>), ProcessorError> {
-    let started = Instant::now();
-    let (partition, record) = (lease.partition, plan.attempt.record);
     let range = (
         entries.first().map(|e| e.position).unwrap_or_default(),
         entries.last().map(|e| e.position).unwrap_or_default(),
     );
-    let taken = |ballot| StoreError::Moved(format!("ballot {ballot} of record {record} of the rollup log"));
-    if let Some(ballot) = plan.ballot
-        && !ctx.store.take_ballot(partition, record, ballot, Ballot::Begin, range, tenure).await?
-    {
-        return Err(taken(ballot).into());
-    }
-    let balloted = started.elapsed();
-    // A redo looks up what earlier attempts of the record stored.
-    let redelivered = redelivered || plan.attempt.redo;
-    let outcome = ctx.store.insert_events_or_refuse(writes, redelivered).await?;
-    if !outcome.refused.is_empty() {
-        let failed: Vec<FailedEvent> = outcome
-            .refused
+    let batch = Batch { lease, range, events: &writes, redelivered, tenure };
+    let rollups = BatchRollups { intervals: &ctx.intervals, numeric: &ctx.numeric, tz: &ctx.tz };
+    let last_entry = (entries.last().map(|e| e.id.as_str()).unwrap_or_default(), range.1);
+    let mut steps = WriterSteps { ctx, lease, last_entry, origins: &origins, events: &writes, poison };
+    let store = ctx.store.store_batch(&batch, plan, &rollups, memory, &mut steps);
+    let stored = tokio::time::timeout(crate::STORE_TIMEOUT, store).await;
+    drop(turn);
+    let stored = stored.map_err(|_| ProcessorError::StoreTimeout(crate::STORE_TIMEOUT))??;
+    // Every refusal of this batch is behind it.
+    poison.clear();
+    Ok(stored)
+}
+
+/// What the processor decides in the middle of a batch's store writes: raw events the
+/// store keeps refusing are set aside, and the users' profile changes are applied before
+/// the seal (once the record is committed, its entries are only acknowledged, so a profile
+/// change refused on this try must be retried with them).
+struct WriterSteps<'a, 'e> {
+    ctx: &'a Context,
+    lease: PartitionLease,
+    /// The batch's last entry, and its position.
+    last_entry: (&'a str, StreamPosition),
+    /// Where each event sits in the buffer (entry, index), to name it if it fails.
+    origins: &'a [(&'a str, usize)],
+    events: &'a [EventWrite<'e>],
+    poison: &'a mut PoisonWatch,
+}
+
+impl BatchSteps for WriterSteps<'_, '_> {
+    type Error = ProcessorError;
+
+    async fn refused(&mut self, refused: &[Refusal]) -> Result<(), ProcessorError> {
+        let failed: Vec<FailedEvent> = refused
             .iter()
             .map(|r| {
-                let (entry, index) = origins[r.index];
-                FailedEvent::refused(lease.partition, entry, index, writes[r.index].event, &r.detail)
+                let (entry, index) = self.origins[r.index];
+                FailedEvent::refused(
+                    self.lease.partition,
+                    entry,
+                    index,
+                    self.events[r.index].event,
+                    &r.detail,
+                )
             })
             .collect();
         // Refused events are flagged false: stored nowhere, counted nowhere. The batch goes
         // on without them only once the refusals held over several tries.
-        if !poison.confirmed(&failed) {
-            return Err(StoreError::Refused {
-                events: failed.len(),
-                detail: outcome.refused[0].detail.clone(),
-            }
-            .into());
+        if !self.poison.confirmed(&failed) {
+            return Err(
+                StoreError::Refused { events: failed.len(), detail: refused[0].detail.clone() }.into()
+            );
         }
-        crate::failed::set_aside(ctx, &failed).await?;
+        crate::failed::set_aside(self.ctx, &failed).await
     }
-    let flags = outcome.flags;
-    let inserted = started.elapsed();
-    let first: Vec<(StreamPosition, &BufferedEvent)> =
-        writes.iter().zip(&flags).filter(|(_, f)| **f).map(|(w, _)| (w.position, w.event)).collect();
-    let last = entries.last().map(|e| e.position).unwrap_or_default();
-    // Blocks hold exactly the raw-stored versions (flag true), so every copy of an event id
-    // in blocks equals its raw document; written before the rollups, which learn from them
-    // what they counted, and before the ack, so none is missing.
-    let batch_start = entries.first().map(|e| e.position).unwrap_or_default();
-    let blocks = ctx.store.write_event_blocks(lease.partition, batch_start, last, &first).await?;
-    let blocked = started.elapsed();
-    let rollups = BatchRollups { intervals: &ctx.intervals, numeric: &ctx.numeric, tz: &ctx.tz };
-    let delta = ctx.store.rollup_delta(lease, plan.attempt, &first, &rollups, memory).await?;
-    let claimed = started.elapsed();
-    // Profiles before the seal: once the record is committed, its entries are only
-    // acknowledged, so a profile change refused on this try must be retried with them.
-    let first_events: Vec<&BufferedEvent> = first.iter().map(|(_, e)| *e).collect();
-    let last_entry = entries.last().map(|e| e.id.as_str()).unwrap_or_default();
-    crate::profiles::apply(ctx, lease, (last_entry, last), &first_events, poison).await?;
-    let profiled = started.elapsed();
-    // The seal: an attempt another writer took over in the meantime stops here.
-    if let Some(ballot) = plan.ballot
-        && !ctx.store.take_ballot(partition, record, ballot + 1, Ballot::Seal, range, tenure).await?
-    {
-        return Err(taken(ballot + 1).into());
+
+    async fn before_seal(
+        &mut self,
+        first: &[(StreamPosition, &BufferedEvent)],
+    ) -> Result<(), ProcessorError> {
+        let events: Vec<&BufferedEvent> = first.iter().map(|(_, e)| *e).collect();
+        crate::profiles::apply(self.ctx, self.lease, self.last_entry, &events, self.poison).await
     }
-    ctx.store.commit_record(partition, record, range, delta.periods.clone()).await?;
-    delta.remember(memory);
-    let applied = started.elapsed();
-    tracing::debug!(
-        partition = lease.partition,
-        events = writes.len(),
-        ballot_ms = balloted.as_millis() as u64,
-        insert_ms = (inserted - balloted).as_millis() as u64,
-        blocks_ms = (blocked - inserted).as_millis() as u64,
-        claims_ms = (claimed - blocked).as_millis() as u64,
-        profiles_ms = (profiled - claimed).as_millis() as u64,
-        record_ms = (applied - profiled).as_millis() as u64,
-        "batch stored"
-    );
-    // Every refusal of this batch is behind it.
-    poison.clear();
-    Ok((first, blocks))
 }
 
 /// Merges the partition's small event blocks (low rates make small batches) and announces

@@ -19,9 +19,8 @@ use pulse_core::analytics::{AnalyticsEvent, Limits};
 use pulse_core::buffer::{BufferedEvent, partition_of};
 use pulse_core::config::RollupInterval;
 use pulse_core::funnel::FunnelDefinition;
-use pulse_core::rollup::{StreamPosition, periods_of, time_zone};
+use pulse_core::rollup::{StreamPosition, time_zone};
 use pulse_query::Settings;
-use pulse_store::rollups::period_doc_id;
 use pulse_store::{BatchRollups, EventWrite, PartitionLease, Store, WriterMemory};
 use pulse_testkit::{FerretDb, RedisServer, unique_name};
 use serde_json::{Value, json};
@@ -222,18 +221,8 @@ async fn store_as_the_processor_does(
             let position = StreamPosition { millis: base + b as u64, sequence: 0 };
             let writes: Vec<EventWrite<'_>> =
                 batch.iter().map(|e| EventWrite { partition, position, event: e }).collect();
-            let flags = store.insert_events(&writes, false).await.expect("insert");
-            let first: Vec<(StreamPosition, &BufferedEvent)> =
-                batch.iter().zip(&flags).filter(|(_, f)| **f).map(|(e, _)| (position, *e)).collect();
-            // Blocks first, as the processor writes them.
-            let blocks =
-                store.write_event_blocks(partition, position, position, &first).await.expect("blocks");
-            store.apply_rollups(lease, position, &first, &rollups, &mut memory).await.expect("rollups");
-            let changed: Vec<String> = periods_of(first.iter().map(|(_, e)| *e), intervals, &tz)
-                .iter()
-                .map(|p| period_doc_id(p, partition))
-                .collect();
-            pulse_buffer::publish_changes(&mut changes.clone(), tenant, &changed, &blocks)
+            let stored = store.store_next_batch(lease, &writes, &rollups, &mut memory).await.expect("store");
+            pulse_buffer::publish_changes(&mut changes.clone(), tenant, &stored.periods, &stored.blocks)
                 .await
                 .expect("changes");
         }

@@ -30,6 +30,7 @@
 //!
 //! Exactness without transactions: see docs/exactness.md and [`rollups`].
 
+pub mod batch;
 pub mod blocks;
 pub mod cohorts;
 pub mod compaction;
@@ -46,6 +47,7 @@ pub mod recount;
 pub mod rollups;
 mod schema;
 
+pub use batch::{Batch, BatchSteps, PlainSteps, RecordPlan, StoredBatch};
 pub use blocks::BlockRef;
 pub use compaction::Compaction;
 pub use documents::{bson_of_json, json_of_bson};

@@ -180,6 +180,8 @@ pub fn list_entries(list: &Document) -> Result<Vec<(&str, &str, UserKey)>, Store
 /// users it counts first, by period id and encoded event name.
 pub struct RecordDelta {
     pub periods: Vec<Document>,
+    /// The periods of `periods`, in the same order.
+    keys: Vec<PeriodKey>,
     record: u64,
     counted: Vec<(String, String, UserKey)>,
 }
@@ -191,6 +193,11 @@ impl RecordDelta {
             memory.applied(period, [(event.as_str(), *user)]);
         }
         memory.committed(self.record);
+    }
+
+    /// The period documents the record changes, as change notices name them.
+    pub fn period_doc_ids(&self, partition: u32) -> Vec<String> {
+        self.keys.iter().map(|key| period_doc_id(key, partition)).collect()
     }
 }
 
@@ -290,7 +297,12 @@ impl Store {
                 "ev": ev,
             });
         }
-        Ok(RecordDelta { periods: out, record: attempt.record, counted })
+        Ok(RecordDelta {
+            periods: out,
+            keys: periods.keys().copied().collect(),
+            record: attempt.record,
+            counted,
+        })
     }
 
     /// Reads into `memory` the users the partition's records before `record` counted in
@@ -358,59 +370,6 @@ impl Store {
 /// notices: `<interval>|<start>|p<partition>`.
 pub fn period_doc_id(key: &PeriodKey, partition: u32) -> String {
     format!("{}|p{partition}", key.id())
-}
-
-impl Store {
-    /// Applies a batch's events (those its entries stored first, in stream order, already
-    /// in the event blocks) as the partition's next record of the rollup log, the way the
-    /// processor's writer does around its raw insert and blocks: takes the record (or redoes
-    /// the one left open), claims users, seals and commits. Entries the log already counts
-    /// change nothing. For tools and tests that drive the rules without a stream.
-    pub async fn apply_rollups(
-        &self,
-        lease: PartitionLease,
-        last: StreamPosition,
-        events: &[(StreamPosition, &BufferedEvent)],
-        rollups: &BatchRollups<'_>,
-        memory: &mut WriterMemory,
-    ) -> Result<(), StoreError> {
-        use crate::log::Ballot;
-        let partition = lease.partition;
-        let log = self.log_state(partition).await?;
-        if last <= log.tail.last {
-            return Ok(());
-        }
-        // Entries the log counts already are skipped, as the processor acknowledges them.
-        let counted = events.iter().take_while(|(p, _)| *p <= log.tail.last).count();
-        let events = &events[counted..];
-        let first = events.first().map(|(p, _)| *p).unwrap_or(last);
-        let tenure = format!("p{partition}#{}", lease.fence);
-        let (attempt, ballot) = match &log.open {
-            Some(open) if open.sealed => (RecordAttempt { record: open.record, redo: true }, None),
-            Some(open) => (RecordAttempt { record: open.record, redo: true }, Some(open.ballot + 1)),
-            None => (RecordAttempt { record: log.tail.record + 1, redo: false }, Some(0)),
-        };
-        let range = match &log.open {
-            Some(open) => (open.first, open.last),
-            None => (first, last),
-        };
-        let moved =
-            || StoreError::Moved(format!("record {} of partition {partition}'s rollup log", attempt.record));
-        if let Some(b) = ballot
-            && !self.take_ballot(partition, attempt.record, b, Ballot::Begin, range, &tenure).await?
-        {
-            return Err(moved());
-        }
-        let delta = self.rollup_delta(lease, attempt, events, rollups, memory).await?;
-        if let Some(b) = ballot
-            && !self.take_ballot(partition, attempt.record, b + 1, Ballot::Seal, range, &tenure).await?
-        {
-            return Err(moved());
-        }
-        self.commit_record(partition, attempt.record, range, delta.periods.clone()).await?;
-        delta.remember(memory);
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! pulse-bench-query: loads a product's worth of events into a throwaway FerretDB (raw
-//! events and their blocks as the processor stores them, rollups by the processor's
-//! rebuild), starts pulse-query on it, and prints HTTP latency percentiles of pre-aggregated
+//! events, their blocks and rollups, through the store's batch call as the processor
+//! stores them), starts pulse-query on it, and prints HTTP latency percentiles of pre-aggregated
 //! trends (rollups), declared funnels and a retention (the query service's in-memory views),
 //! and of ad-hoc funnels (cold, then cached), next to the time chDB takes for the same
 //! funnel on the same events.
@@ -22,7 +22,7 @@ use hdrhistogram::Histogram;
 use pulse_core::buffer::{BufferedEvent, partition_of};
 use pulse_core::config::RollupInterval;
 use pulse_core::rollup::{StreamPosition, time_zone};
-use pulse_store::{BatchRollups, EventWrite, Store};
+use pulse_store::{BatchRollups, EventWrite, PartitionLease, Store, WriterMemory};
 use pulse_testkit::{FerretDb, RedisServer, ServerProcess, WorkDir};
 use serde_json::{Value, json};
 
@@ -88,25 +88,18 @@ async fn run(args: &Args) -> Result<(), Failure> {
 
     let store = Store::new(ferret.client().await?.database("pulse_bench"));
     store.ensure_schema().await?;
-    let load = Instant::now();
-    let loaded = load_raw(&store, &events, started).await?;
-    let raw_s = load.elapsed().as_secs_f64();
     let tz = time_zone("UTC")?;
     let intervals = [RollupInterval::Hour, RollupInterval::Day];
     let numeric = vec!["revenue".parse()?];
     let rollups = BatchRollups { intervals: &intervals, numeric: &numeric, tz: &tz };
-    let rebuild = Instant::now();
-    log(started, "rebuilding the rollups from the raw events (about 2 minutes per million on FerretDB)");
-    // Each partition's log starts again at the last position loaded (fence 1: no lease).
-    let watermarks: Vec<(u32, StreamPosition, u64)> =
-        loaded.into_iter().map(|(p, last)| (p, last, 1)).collect();
-    let buckets = store.rebuild(&rollups, &watermarks).await?;
+    let load = Instant::now();
+    store_batches(&store, &events, &rollups, started).await?;
+    let load_s = load.elapsed().as_secs_f64();
     log(
         started,
         &format!(
-            "loaded: raw events in {raw_s:.0} s ({:.0} events/s), {buckets} rollup buckets in {:.0} s",
-            events.len() as f64 / raw_s,
-            rebuild.elapsed().as_secs_f64()
+            "loaded: raw events, event blocks and rollups in {load_s:.0} s ({:.0} events/s)",
+            events.len() as f64 / load_s.max(1e-9)
         ),
     );
 
@@ -329,43 +322,35 @@ async fn run(args: &Args) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Stores raw events as the processor does on first delivery, partition by partition.
-/// Returns each partition's last position.
-async fn load_raw(
+/// Stores the events as the processor does on first delivery (`Store::store_batch`: raw
+/// events, event blocks, rollups), partition by partition.
+async fn store_batches(
     store: &Store,
     events: &[BufferedEvent],
+    rollups: &BatchRollups<'_>,
     started: Instant,
-) -> Result<Vec<(u32, StreamPosition)>, Failure> {
+) -> Result<(), Failure> {
     let mut by_partition: HashMap<u32, Vec<&BufferedEvent>> = HashMap::new();
     for e in events {
         by_partition.entry(partition_of(&e.distinct_id, PARTITIONS)).or_default().push(e);
     }
     let (total, mut done, mut shown) = (events.len(), 0usize, Instant::now());
-    let mut last = Vec::new();
     for (partition, events) in by_partition {
+        let lease = PartitionLease { partition, fence: 1 };
+        let mut memory = WriterMemory::default();
         for (i, batch) in events.chunks(LOAD_BATCH).enumerate() {
             let position = StreamPosition { millis: 1 + i as u64, sequence: 0 };
-            if i + 1 == events.len().div_ceil(LOAD_BATCH) {
-                last.push((partition, position));
-            }
             let writes: Vec<EventWrite<'_>> =
                 batch.iter().map(|e| EventWrite { partition, position, event: e }).collect();
-            let flags = store.insert_events(&writes, false).await?;
-            let stored: Vec<(StreamPosition, &BufferedEvent)> = batch
-                .iter()
-                .zip(&flags)
-                .filter(|(_, stored)| **stored)
-                .map(|(e, _)| (position, *e))
-                .collect();
-            store.write_event_blocks(partition, position, position, &stored).await?;
+            store.store_next_batch(lease, &writes, rollups, &mut memory).await?;
             done += batch.len();
             if shown.elapsed() >= Duration::from_secs(5) {
-                log(started, &format!("  {done} of {total} raw events stored"));
+                log(started, &format!("  {done} of {total} events stored"));
                 shown = Instant::now();
             }
         }
     }
-    Ok(last)
+    Ok(())
 }
 
 struct Client {
