@@ -29,7 +29,7 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     ensured: Mutex<HashMap<String, String>>,
     swept: Mutex<HashMap<String, String>>,
-    summarized: Mutex<HashMap<String, Instant>>,
+    summarized: Mutex<SummaryClock>,
 }
 
 impl Context {
@@ -120,10 +120,25 @@ impl Context {
     /// time is taken.
     pub fn summary_due(&self, key: &str, every: Duration) -> bool {
         let mut summarized = self.summarized.lock().unwrap_or_else(|e| e.into_inner());
-        match summarized.get(key) {
-            Some(at) if at.elapsed() < every => false,
+        summarized.take(key, Instant::now(), every)
+    }
+}
+
+/// When each funnel's summary was last computed, so that reconciles (every status write,
+/// every edit and every pipeline change trigger one) compute it at most once per period.
+#[derive(Debug, Default)]
+pub struct SummaryClock {
+    last: HashMap<String, Instant>,
+}
+
+impl SummaryClock {
+    /// Whether `key`'s summary may be computed at `now`, at most once per `every`; if so,
+    /// `now` becomes its last time.
+    pub fn take(&mut self, key: &str, now: Instant, every: Duration) -> bool {
+        match self.last.get(key) {
+            Some(at) if now.saturating_duration_since(*at) < every => false,
             _ => {
-                summarized.insert(key.to_string(), Instant::now());
+                self.last.insert(key.to_string(), now);
                 true
             }
         }
@@ -146,5 +161,19 @@ mod tests {
         assert_eq!(backoff(4), Duration::from_secs(8));
         assert_eq!(backoff(20), Duration::from_secs(300));
         assert_eq!(backoff(200), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn a_summary_is_computed_at_most_once_a_period_whatever_the_reconciles() {
+        let (every, start) = (Duration::from_secs(60), Instant::now());
+        let at = |secs: u64| start + Duration::from_millis(secs * 1000);
+        let mut clock = SummaryClock::default();
+        // A reconcile every second for five minutes (status writes, edits).
+        let taken: Vec<u64> = (0..300).filter(|s| clock.take("ns/buy", at(*s), every)).collect();
+        assert_eq!(taken, [0, 60, 120, 180, 240]);
+        // Each funnel has its own period.
+        assert!(clock.take("ns/other", at(299), every));
+        assert!(!clock.take("ns/other", at(358), every));
+        assert!(clock.take("ns/other", at(359), every));
     }
 }

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub duration: Family<ControllerLabels, Histogram>,
     pub leader: Gauge,
     pub funnel_conversion: Family<FunnelLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Funnel summaries computed (each reads the funnel's events: bounded per funnel).
+    pub funnel_summaries: Counter,
     /// 1 while a pipeline's status says Ready, 0 while not; no series while it is paused
     /// or after it is deleted (for the PulsePipelineNotReady alert).
     pub pipeline_ready: Family<PipelineLabels, Gauge>,
@@ -78,6 +80,12 @@ impl Metrics {
             "Converted over entered of each Funnel's status summary",
             funnel_conversion.clone(),
         );
+        let funnel_summaries = Counter::default();
+        registry.register(
+            "funnel_summaries",
+            "Funnel conversion summaries computed, at most one per Funnel a minute",
+            funnel_summaries.clone(),
+        );
         let pipeline_ready = Family::default();
         registry.register(
             "pipeline_ready",
@@ -91,6 +99,7 @@ impl Metrics {
             duration,
             leader,
             funnel_conversion,
+            funnel_summaries,
             pipeline_ready,
         }
     }

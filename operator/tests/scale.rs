@@ -1,5 +1,6 @@
-//! 100 pipelines applied at once all become Ready; prints the time it took (the target on
-//! a 2-core machine is 60 s or less; a figure, never an assertion).
+//! 100 pipelines applied at once all become Ready without a failed reconcile; prints the
+//! time it took (the target on a 2-core machine is 60 s or less; a figure, never an
+//! assertion).
 
 mod common;
 
@@ -49,4 +50,7 @@ async fn a_hundred_pipelines_applied_at_once_all_become_ready() {
         applied.as_secs_f64(),
         last_ready.as_secs_f64()
     );
+    // Conflicting writes and transient API errors are retried, but none may be counted:
+    // each would be a failed reconcile a user sees in the error-rate alert.
+    assert_eq!(errors, 0.0, "reconciles failed\n{}", s.operator.log_tail());
 }

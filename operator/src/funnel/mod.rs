@@ -86,6 +86,7 @@ async fn reconcile_funnel(funnel: &Funnel, ctx: &Context) -> Result<Action, Erro
     if let Some(p) = pipeline.as_ref().filter(|_| verdict.ready)
         && ctx.summary_due(&key(funnel), SUMMARY_EVERY)
     {
+        ctx.metrics.funnel_summaries.inc();
         match summarize(ctx, funnel, p).await {
             Ok(summary)
                 if previous.summary.as_ref().is_none_or(|old| !summary::same_numbers(old, &summary)) =>
