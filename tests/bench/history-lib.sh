@@ -148,13 +148,17 @@ store_size() {
   echo " MB"
 }
 
+# write_pipeline: the pipeline config for database $DATABASE (keys made on the first call;
+# ingest, started once, reads nothing of the store's part of it).
 write_pipeline() {
-  WRITE_KEY="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-  printf 'redis://127.0.0.1:%s\n' "$REDIS_PORT" >"$TMP/redis-url"
-  printf '%s\n' "$MONGODB_URI" >"$TMP/mongodb-uri"
-  printf '%s\n' "$WRITE_KEY" >"$TMP/write-key"
-  head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TMP/read-key"
-  chmod 600 "$TMP/redis-url" "$TMP/mongodb-uri" "$TMP/write-key" "$TMP/read-key"
+  if [[ -z "${WRITE_KEY:-}" ]]; then
+    WRITE_KEY="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    printf 'redis://127.0.0.1:%s\n' "$REDIS_PORT" >"$TMP/redis-url"
+    printf '%s\n' "$MONGODB_URI" >"$TMP/mongodb-uri"
+    printf '%s\n' "$WRITE_KEY" >"$TMP/write-key"
+    head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TMP/read-key"
+    chmod 600 "$TMP/redis-url" "$TMP/mongodb-uri" "$TMP/write-key" "$TMP/read-key"
+  fi
   # A year's retention: nothing of a 90-day history expires during the run.
   cat >"$TMP/pipeline.yaml" <<EOF
 version: 1
@@ -166,7 +170,7 @@ buffer:
   highWaterMark: 1000000000
 storage:
   mongodbUriFile: $TMP/mongodb-uri
-  database: pulse_bench
+  database: $DATABASE
   retention: 365d
 keys:
   writeKeyFile: $TMP/write-key

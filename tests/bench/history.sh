@@ -2,10 +2,13 @@
 # History benchmark: the processor on a store that holds days of history. The loader
 # (pulse-bench-history) builds the state after D days of R events a day through the
 # processor's own batch function (store_entries: raw events, event blocks, rollups,
-# profiles); at 1, 3 and D days (cumulative loads) this measures, on a real processor:
+# profiles); at 1, 3 and D days, each in a database of its own that holds exactly that
+# history (a stage's traffic does not pile onto the next stage's "today"), this measures,
+# on a real processor:
 #   - its drain rate of a Redis backlog sent through ingest, next to a plain insert_many of
-#     raw-event documents shaped as the backlog's (pulse-bench-store, fresh collection, no
-#     secondary index as the processor's on FerretDB, the better of two batch shapes);
+#     as many raw-event documents shaped as the backlog's (pulse-bench-store, fresh
+#     collection, no secondary index as the processor's on FerretDB, the better of two
+#     batch shapes): the same work, as the drain fills today's collection from empty;
 #   - rollup freshness p99 at a steady half of that rate, and at the 833 events/s peak;
 #   - a backfill: events with timestamps spread over the whole history, default rollups;
 #   - the store's size on disk.
@@ -20,7 +23,7 @@
 # BENCH_PROCESSOR_BATCH (processor.batchSize, default 2000), BENCH_EVENTS (backlog drained
 # at each stage, default 1000000: a day's events, about 30 s of draining, so the processor's
 # ramp-up is a small part of it), BENCH_RAW_DOCS (documents of the insert_many, default
-# 200000), BENCH_STEADY_SECS (each steady run, default 20), BENCH_STEADY_BATCH (events per
+# BENCH_EVENTS), BENCH_STEADY_SECS (each steady run, default 20), BENCH_STEADY_BATCH (events per
 # request, default 100), BENCH_PEAK_RATE (default 833), BENCH_BACKFILL_EVENTS (default
 # BENCH_EVENTS_PER_DAY), BENCH_DRAIN_TIMEOUT (seconds, default 150) and
 # BENCH_BACKFILL_TIMEOUT (default 300): past them a rate is events stored / time waited and
@@ -40,7 +43,7 @@ BACKEND="${BENCH_BACKEND:-sqlite}"
 PARTITIONS="${BENCH_PARTITIONS:-8}"
 PROCESSOR_BATCH="${BENCH_PROCESSOR_BATCH:-2000}"
 EVENTS="${BENCH_EVENTS:-1000000}"
-RAW_DOCS="${BENCH_RAW_DOCS:-200000}"
+RAW_DOCS="${BENCH_RAW_DOCS:-$EVENTS}"
 STEADY_SECS="${BENCH_STEADY_SECS:-20}"
 STEADY_BATCH="${BENCH_STEADY_BATCH:-100}"
 PEAK_RATE="${BENCH_PEAK_RATE:-833}"
@@ -113,6 +116,7 @@ phase build
 
 start_redis
 start_store
+DATABASE=pulse_bench
 write_pipeline
 start_ingest
 
@@ -120,19 +124,24 @@ start_ingest
 END_MS=$(($(date +%s) / 86400 * 86400 * 1000))
 declare -A LOAD_EPS DRAIN_EPS DRAIN_NOTE INSERT_EPS P99_HALF HALF_RATE P99_PEAK BACKFILL_EPS BACKFILL_NOTE STORE_SIZE
 
-loaded=0
+previous=""
 for stage in $STAGES; do
   # -------------------------------------------------------------------------------------
-  # 2. Load the history up to `stage` days (the processor is stopped: the loader holds
-  #    the partitions' leases).
-  log "=== $stage d of history: loading days $loaded to $stage back from $(date -u -d "@$((END_MS / 1000))" +%F)"
+  # 2. Load `stage` days of history into a database of its own (the processor is
+  #    stopped: the loader holds the partitions' leases). The previous stage's database
+  #    goes first, so the store's size is this stage's.
+  [[ -z "$previous" ]] || "$BENCH_STORE" --uri "$MONGODB_URI" --database "$previous" --drop-database ||
+    die "dropping $previous failed"
+  DATABASE="pulse_bench_${stage}d"
+  previous="$DATABASE"
+  write_pipeline
+  log "=== $stage d of history: loading $stage days back from $(date -u -d "@$((END_MS / 1000))" +%F) into $DATABASE"
   phase_start=$SECONDS
-  "$LOADER" --config "$TMP/pipeline.yaml" --days-from "$loaded" --days-to "$stage" \
+  "$LOADER" --config "$TMP/pipeline.yaml" --days-from 0 --days-to "$stage" \
     --events-per-day "$EVENTS_PER_DAY" --users "$USERS" --end-ms "$END_MS" --json \
     >"$TMP/load$stage.out" 2> >(sed -u 's/^/    /' >&2) || { cat "$TMP/load$stage.out"; die "pulse-bench-history failed"; }
   grep -v '^{' "$TMP/load$stage.out" | sed 's/^/    /'
   LOAD_EPS[$stage]="$(calc "$(json_field events_per_s "$(grep '^{' "$TMP/load$stage.out" | tail -n 1)")")"
-  loaded=$stage
   phase "load to $stage d"
   STORE_SIZE[$stage]="$(store_size)"
   log "store size: ${STORE_SIZE[$stage]}"

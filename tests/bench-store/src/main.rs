@@ -55,6 +55,9 @@ struct Args {
     /// Leave the documents in place after the run.
     #[arg(long)]
     keep: bool,
+    /// Only drop the whole database `--database` (what a benchmark stage left) and exit.
+    #[arg(long)]
+    drop_database: bool,
     /// Also print the result as one JSON line, last.
     #[arg(long)]
     json: bool,
@@ -109,6 +112,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.drop_database {
+        return match drop_database(&args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("pulse-bench-store: {message}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(&args).await {
         Ok(outcome) => {
             report(&args, &outcome);
@@ -121,14 +133,27 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(args: &Args) -> Result<Outcome, String> {
-    let client =
-        Client::with_uri_str(&args.uri).await.map_err(|e| format!("connecting to {}: {e}", args.uri))?;
+async fn connect(uri: &str) -> Result<Client, String> {
+    let client = Client::with_uri_str(uri).await.map_err(|e| format!("connecting to {uri}: {e}"))?;
     client
         .database("admin")
         .run_command(doc! { "ping": 1 })
         .await
-        .map_err(|e| format!("MongoDB at {} does not answer ping: {e}", args.uri))?;
+        .map_err(|e| format!("MongoDB at {uri} does not answer ping: {e}"))?;
+    Ok(client)
+}
+
+async fn drop_database(args: &Args) -> Result<(), String> {
+    let client = connect(&args.uri).await?;
+    client
+        .database(&args.database)
+        .drop()
+        .await
+        .map_err(|e| format!("dropping database {}: {e}", args.database))
+}
+
+async fn run(args: &Args) -> Result<Outcome, String> {
+    let client = connect(&args.uri).await?;
     let collection = client.database(&args.database).collection::<Document>(&args.collection);
     let name = format!("{}.{}", args.database, args.collection);
     collection.drop().await.map_err(|e| format!("dropping {name}: {e}"))?;
