@@ -43,7 +43,7 @@ const LOG_COMPACT_LATEST: Duration = Duration::from_secs(1800);
 const LOG_COMPACT_RECORDS: u64 = 4096;
 
 /// Processes `partition` until `stop` says so or the lease is lost, then gives the lease up.
-#[tracing::instrument(name = "partition", skip_all, fields(tenant = %ctx.tenant, partition, fence))]
+#[tracing::instrument(name = "partition", skip_all, fields(tenant = %ctx.tenant, partition = partition, fence = fence))]
 pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Receiver<bool>) {
     let lease = PartitionLease { partition, fence };
     let keys = PartitionLeaseKeys::new(&ctx.tenant, partition);
@@ -368,7 +368,7 @@ pub const STEAL_AFTER: Duration = Duration::from_millis(STEAL_AFTER_MS as u64);
 /// Stores a batch's events, applies them, and acknowledges the entries. Safe to repeat.
 /// `redelivered`: the entries come from the pending list (delivered before, maybe partly
 /// stored), so existing events must be looked up.
-#[tracing::instrument(name = "batch", skip_all, fields(entries = entries.len(), redelivered))]
+#[tracing::instrument(name = "batch", skip_all, fields(entries = entries.len(), redelivered = redelivered))]
 pub async fn process(
     ctx: &Context,
     stream: &PartitionStream,

@@ -75,6 +75,13 @@ async fn stops_within_grace(outage: Outage) {
     for process in [&mut running, &mut starting] {
         assert_stops_within_grace(process, outage);
     }
+    // A worker's lines carry its tenant and partition (its `partition` span).
+    let log = std::fs::read_to_string(running.log()).unwrap_or_default();
+    let span = format!("partition{{tenant={} partition=", pipeline.tenant);
+    assert!(
+        log.lines().any(|l| l.contains("partition acquired") && l.contains(&span)),
+        "no worker line is in a span naming its tenant and partition:\n{log}"
+    );
     if let Outage::StoreFrozen = outage {
         ferret.process_mut().resume();
     }

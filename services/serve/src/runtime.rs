@@ -21,10 +21,13 @@ pub enum LogFormat {
 
 /// Logs to stderr in `format`, at the level `RUST_LOG` says (info when unset). JSON lines
 /// carry the fields of the spans they are in: the tenant, the trace id, the partition.
+/// Text lines have colours on a terminal only.
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: a log file or a pod's log keeps plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         LogFormat::Json => logs.json().init(),
         LogFormat::Text => logs.init(),
