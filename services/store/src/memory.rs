@@ -6,7 +6,9 @@
 //! writer committed records meanwhile, or this one's last attempt failed).
 //!
 //! Memory is bounded: past [`WriterMemory::capacity`] (period, user) pairs, the periods
-//! least recently used are forgotten first, whole.
+//! least recently used are forgotten first, whole; among periods the last batch used, those
+//! of the day read last go first, day by day, so that a backfill touching more days in
+//! every batch than the memory holds reads one day again per batch, not every day.
 //!
 //! Users are kept as [`UserKey`]s, 128 bits of a hash, not strings: 16 bytes per (bucket,
 //! user), as the user lists store them.
@@ -43,10 +45,11 @@ impl UserKey {
 pub const PROCESS_CAPACITY: usize = 16_000_000;
 
 /// A period as the writer knows it.
-#[derive(Default)]
 struct Period {
     /// The batch that last used it: the least recently used are forgotten first.
     used: u64,
+    /// The UTC day it starts on (`yyyymmdd`), whose user lists hold its users.
+    day: String,
     /// Per event name (encoded), the users counted in its bucket.
     users: HashMap<String, Users>,
 }
@@ -100,9 +103,10 @@ pub struct WriterMemory {
     /// Records begun.
     batch: u64,
     periods: HashMap<String, Period>,
-    /// Days whose user lists it read whole: a period of theirs it does not hold counted no
-    /// user (every record it follows wrote its lists before it was committed).
-    days: HashSet<String>,
+    /// Days whose user lists it read whole, and the batch that read them: a period of theirs
+    /// it does not hold counted no user (every record it follows wrote its lists before it
+    /// was committed).
+    days: HashMap<String, u64>,
 }
 
 impl Default for WriterMemory {
@@ -121,7 +125,7 @@ impl WriterMemory {
             upto: None,
             batch: 0,
             periods: HashMap::new(),
-            days: HashSet::new(),
+            days: HashMap::new(),
         }
     }
 
@@ -178,23 +182,25 @@ impl WriterMemory {
         if self.periods.contains_key(period) {
             return true;
         }
-        if !self.days.contains(day) {
+        if !self.days.contains_key(day) {
             return false;
         }
-        self.learned(period, []);
+        self.learned(period, day, []);
         true
     }
 
     /// Says it read every user list of `day` (and learned each of its periods it did not
     /// hold already).
     pub(crate) fn learned_day(&mut self, day: &str) {
-        self.days.insert(day.to_string());
+        self.days.insert(day.to_string(), self.batch);
     }
 
-    /// Learns a period whole: `counted` holds every (event, user) it counted.
+    /// Learns a period of UTC day `day` whole: `counted` holds every (event, user) it
+    /// counted.
     pub(crate) fn learned<'e>(
         &mut self,
         period: &str,
+        day: &str,
         counted: impl IntoIterator<Item = (&'e str, UserKey)>,
     ) {
         if let Some(old) = self.periods.remove(period) {
@@ -206,7 +212,7 @@ impl WriterMemory {
         }
         let users =
             by_event.into_iter().map(|(event, keys)| (event.to_string(), Users::learned(keys))).collect();
-        let known = Period { used: self.batch, users };
+        let known = Period { used: self.batch, day: day.to_string(), users };
         self.remembered += size(&known);
         self.periods.insert(period.to_string(), known);
     }
@@ -238,25 +244,56 @@ impl WriterMemory {
         self.remembered = self.remembered - before + size(known);
     }
 
-    /// Forgets whole periods, least recently used first, down to 90% of the capacity when
-    /// it is exceeded (so eviction is rare, not once per batch).
+    /// Forgets whole periods when the capacity is exceeded. First those the last batch did
+    /// not use, least recently used first, down to 90% of the capacity (so that eviction is
+    /// rare, not once per batch). If the last batch's own periods are still too many (a
+    /// backfill touching more days in every batch than fit), whole days of them, the day
+    /// read most recently first, down to the capacity: the next batch then reads one day
+    /// again, where forgetting by period dropped a part of every day (their day buckets, say)
+    /// and read them all again. Days that lose a period are no longer known whole.
     fn trim(&mut self) {
         if self.remembered <= self.capacity {
             return;
         }
-        let mut by_use: Vec<(u64, String)> =
-            self.periods.iter().map(|(id, p)| (p.used, id.clone())).collect();
-        by_use.sort_unstable();
+        let mut idle: Vec<(u64, String)> = self
+            .periods
+            .iter()
+            .filter(|(_, p)| p.used < self.batch)
+            .map(|(id, p)| (p.used, id.clone()))
+            .collect();
+        idle.sort_unstable();
         let target = self.capacity / 10 * 9;
-        // A day missing a period is no longer known whole.
-        self.days.clear();
-        for (_, id) in by_use {
+        for (_, id) in idle {
             if self.remembered <= target {
-                break;
+                return;
             }
-            if let Some(p) = self.periods.remove(&id) {
-                self.remembered -= size(&p);
+            self.forget_period(&id);
+        }
+        let mut days: Vec<(std::cmp::Reverse<u64>, String)> = self
+            .periods
+            .values()
+            .map(|p| (std::cmp::Reverse(self.days.get(&p.day).copied().unwrap_or(0)), p.day.clone()))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        days.sort_unstable();
+        for (_, day) in days {
+            if self.remembered <= self.capacity {
+                return;
             }
+            let of_day: Vec<String> =
+                self.periods.iter().filter(|(_, p)| p.day == day).map(|(id, _)| id.clone()).collect();
+            for id in of_day {
+                self.forget_period(&id);
+            }
+        }
+    }
+
+    /// Forgets one period; its day is no longer known whole.
+    fn forget_period(&mut self, id: &str) {
+        if let Some(p) = self.periods.remove(id) {
+            self.remembered -= size(&p);
+            self.days.remove(&p.day);
         }
     }
 }
@@ -299,7 +336,7 @@ mod tests {
     fn a_period_of_a_day_read_whole_is_known_empty_until_a_trim() {
         let mut m = WriterMemory::with_capacity(3);
         m.begin_record(1);
-        m.learned("hour|1", [("buy", u("ann"))]);
+        m.learned("hour|1", "d1", [("buy", u("ann"))]);
         assert!(!m.knows_in("hour|2", "d1"), "a day not read");
         m.learned_day("d1");
         assert!(m.knows_in("hour|2", "d1") && !m.counted("hour|2", "buy", u("ann")));
@@ -318,7 +355,7 @@ mod tests {
     fn knows_users_per_period_and_event() {
         let mut m = WriterMemory::with_capacity(100);
         m.begin_record(1);
-        m.learned("day|1", [("buy", u("ann")), ("view", u("bob"))]);
+        m.learned("day|1", "d1", [("buy", u("ann")), ("view", u("bob"))]);
         assert!(m.counted("day|1", "buy", u("ann")));
         assert!(!m.counted("day|1", "view", u("ann")));
         assert!(!m.counted("day|2", "buy", u("ann")));
@@ -334,7 +371,7 @@ mod tests {
         m.begin_record(1);
         m.applied("day|1", [("buy", u("ann"))]);
         assert!(!m.knows("day|1"), "users added to an unknown period would make it look whole");
-        m.learned("day|1", []);
+        m.learned("day|1", "d1", []);
         assert!(m.knows("day|1") && !m.counted("day|1", "buy", u("ann")));
     }
 
@@ -342,7 +379,7 @@ mod tests {
     fn it_forgets_everything_unless_the_record_follows_the_last_it_knows() {
         let mut m = WriterMemory::with_capacity(100);
         m.begin_record(5);
-        m.learned("day|1", [("buy", u("ann"))]);
+        m.learned("day|1", "d1", [("buy", u("ann"))]);
         // A failed attempt at 5, then a redo of 5: still what the records up to 4 counted.
         m.begin_record(5);
         assert!(m.counted("day|1", "buy", u("ann")));
@@ -361,13 +398,65 @@ mod tests {
         let users: Vec<String> = (0..3).map(|i| format!("u{i}")).collect();
         for (record, period) in (1..).zip(["a", "b", "c"]) {
             m.begin_record(record);
-            m.learned(period, users.iter().map(|name| ("e", u(name))));
+            m.learned(period, period, users.iter().map(|name| ("e", u(name))));
             m.committed(record);
         }
         // 12 > 10 once "c" came: "a" (least recently used) went, which brought it to 8 <= 9.
         assert_eq!(m.remembered(), 8);
         assert!(!m.knows("a"));
         assert!(m.counted("b", "e", u("u0")) && m.counted("c", "e", u("u2")));
+    }
+
+    #[test]
+    fn a_backfill_over_more_days_than_fit_reads_one_day_again_per_batch() {
+        // Ten days of a day bucket and four hour buckets, 200 users each: 1,005 pairs a day
+        // (periods count one each). Every batch adds a user to every bucket of every day, learning the
+        // days it does not know whole from the "store" as the writer reads user lists.
+        let days: Vec<String> = (0..10).map(|d| format!("d{d}")).collect();
+        let periods_of = |day: &str| -> Vec<String> {
+            std::iter::once(format!("day|{day}")).chain((0..4).map(|h| format!("hour|{day}|{h}"))).collect()
+        };
+        let mut store: HashMap<String, Vec<UserKey>> = HashMap::new();
+        for day in &days {
+            for period in periods_of(day) {
+                store.insert(period, (0..200).map(|i| u(&format!("old-{i}"))).collect());
+            }
+        }
+        // Room for about nine and a half days, and still nine after ten batches added 5 pairs
+        // a day each.
+        let mut m = WriterMemory::with_capacity(9_550);
+        let mut reads_per_batch = Vec::new();
+        for record in 1..=10u64 {
+            m.begin_record(record);
+            let mut reads = 0;
+            for day in &days {
+                let periods = periods_of(day);
+                if periods.iter().any(|p| !m.knows_in(p, day)) {
+                    reads += 1;
+                    for period in &periods {
+                        if !m.knows(period) {
+                            m.learned(period, day, store[period].iter().map(|k| ("e", *k)));
+                        }
+                    }
+                    m.learned_day(day);
+                }
+                let user = u(&format!("new-{record}"));
+                for period in &periods {
+                    assert!(!m.counted(period, "e", user), "batch {record}: a new user is counted already");
+                    assert!(m.counted(period, "e", u("old-3")), "batch {record}: {period} lost a user");
+                    m.applied(period, [("e", user)]);
+                    store.get_mut(period).expect("period").push(user);
+                }
+            }
+            m.committed(record);
+            assert!(m.remembered() <= m.capacity());
+            reads_per_batch.push(reads);
+        }
+        assert_eq!(reads_per_batch[0], 10, "the first batch reads every day");
+        assert!(
+            reads_per_batch[1..].iter().all(|&r| r <= 1),
+            "past the first batch, one day read again per batch at most: {reads_per_batch:?}"
+        );
     }
 
     #[test]
@@ -380,7 +469,7 @@ mod tests {
             let hour = format!("hour|{:03}", b / 42);
             for period in [hour.as_str(), "day|0"] {
                 if !m.knows(period) {
-                    m.learned(period, []);
+                    m.learned(period, "d0", []);
                 }
             }
             let users: Vec<String> = (0..1_000).map(|i| format!("user-{:07}", b * 1_000 + i)).collect();
@@ -412,7 +501,7 @@ mod tests {
         for (day, users) in [(0u64, half), (1, half - 10_000)] {
             let id = format!("day|{day}");
             m.begin_record(day + 1);
-            m.learned(&id, []);
+            m.learned(&id, &id, []);
             for chunk in (0..users).collect::<Vec<u32>>().chunks(10_000) {
                 let names: Vec<String> = chunk.iter().map(|i| format!("user-{i:07}")).collect();
                 m.applied(&id, names.iter().map(|name| ("view", u(name))));

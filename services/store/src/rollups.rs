@@ -350,7 +350,7 @@ impl Store {
                 // A period it knows already holds at least as much (records up to the one
                 // before this): kept as it is.
                 if !memory.knows(&id) {
-                    memory.learned(&id, pairs.iter().map(|(e, u)| (e.as_str(), *u)));
+                    memory.learned(&id, &day, pairs.iter().map(|(e, u)| (e.as_str(), *u)));
                 }
             }
             memory.learned_day(&day);
