@@ -5,10 +5,9 @@
 //! when the record a writer is about to write is not the one after those it knows (another
 //! writer committed records meanwhile, or this one's last attempt failed).
 //!
-//! Memory is bounded: past [`WriterMemory::capacity`] (period, user) pairs, the periods
-//! least recently used are forgotten first, whole; among periods the last batch used, those
-//! of the day read last go first, day by day, so that a backfill touching more days in
-//! every batch than the memory holds reads one day again per batch, not every day.
+//! Memory is bounded: past [`WriterMemory::capacity`] (period, user) pairs, periods are
+//! forgotten whole, the least recently used first, then whole days of those the last batch
+//! used (`WriterMemory::trim` says why).
 //!
 //! Users are kept as [`UserKey`]s, 128 bits of a hash, not strings: 16 bytes per (bucket,
 //! user), as the user lists store them.
@@ -40,8 +39,8 @@ impl UserKey {
 /// resident when all are full (the `full_memory_size` test below), within the processor
 /// pod's 1 GiB. A day of a million events of 100,000 users takes about 1.5 million pairs
 /// (hour and day buckets), so this holds the ten days a backfill spread over them touches
-/// in every batch; a backfill spread over more days than the memory holds re-reads user
-/// lists of forgotten days, batch after batch (see docs/operations.md).
+/// in every batch, just (the backfill adds its own); one spread over more days than the
+/// memory holds reads one day's user lists again in every batch (see docs/operations.md).
 pub const PROCESS_CAPACITY: usize = 16_000_000;
 
 /// A period as the writer knows it.
