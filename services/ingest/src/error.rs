@@ -128,7 +128,7 @@ pub struct ErrorResponse {
     /// there are none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(required = false)]
-    pub errors: Vec<crate::api::IndexedEventError>,
+    pub errors: Vec<crate::service::IndexedEventError>,
 }
 
 /// What was wrong.
@@ -163,7 +163,7 @@ pub struct RequestError {
     pub field: Option<String>,
     pub message: String,
     pub retry_after_secs: Option<u64>,
-    pub event_errors: Vec<crate::api::IndexedEventError>,
+    pub event_errors: Vec<crate::service::IndexedEventError>,
     pub dialect: Dialect,
 }
 

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod metrics;
 pub mod openapi;
 pub mod rate_limit;
+pub mod service;
 pub mod settings;
 
 mod persistence;
@@ -26,11 +27,11 @@ use pulse_core::config::{ConfigError, PipelineConfig};
 use pulse_core::event::EventRules;
 use tokio::net::TcpListener;
 
-use crate::api::Ingest;
 use crate::buffer::{Buffer, BufferSettings};
 use crate::keys::{KeyError, KeyRing};
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
+use crate::service::Ingest;
 pub use crate::settings::Settings;
 pub use pulse_serve::ConnectionLimits;
 

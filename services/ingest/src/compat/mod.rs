@@ -16,7 +16,6 @@ pub mod clock;
 pub mod posthog;
 pub mod segment;
 
-use std::io::Read;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,9 +32,9 @@ use pulse_core::json::JsonError;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::api::{IndexedEventError, Ingest, new_event_id, now_ms};
 use crate::error::{Dialect, RequestError, RequestErrorCode};
 use crate::metrics::{Endpoint, Reason};
+use crate::service::{IndexedEventError, Ingest, new_event_id, now_ms};
 
 /// The compat routes, merged into ingest's router: Segment's and PostHog's paths at the
 /// root and under their `/compat/...` prefix. The root `/v1/batch` is routed by `api`.
@@ -141,7 +140,7 @@ pub struct CompatAccepted {
     #[schema(nullable = false)]
     status: Option<u8>,
     #[serde(flatten)]
-    accepted: crate::api::Accepted,
+    accepted: crate::service::Accepted,
 }
 
 /// The length of `map` as compact JSON.
@@ -170,7 +169,7 @@ async fn accept(
     messages: Vec<Result<Mapped, EventError>>,
     received_at: i64,
     single: bool,
-) -> Result<crate::api::Accepted, RequestError> {
+) -> Result<crate::service::Accepted, RequestError> {
     if messages.is_empty() {
         return Err(
             RequestError::new(RequestErrorCode::EmptyBatch, "the batch holds no events").field("batch")
@@ -232,7 +231,7 @@ async fn accept(
     }
     let accepted = valid.len();
     ingest.store(valid).await?;
-    Ok(crate::api::Accepted { accepted, rejected: errors.len(), errors })
+    Ok(crate::service::Accepted { accepted, rejected: errors.len(), errors })
 }
 
 /// The body as JSON: read within the limits (Content-Encoding gzip included), then
@@ -245,50 +244,15 @@ async fn read_json(ingest: &Ingest, headers: &HeaderMap, body: Body) -> Result<V
 
 /// A body read by `body::read` as JSON.
 fn parse_json(ingest: &Ingest, bytes: Bytes) -> Result<Value, RequestError> {
-    let bytes = if bytes.starts_with(&[0x1f, 0x8b]) { gunzip(&bytes, ingest.max_body_bytes)? } else { bytes };
+    let bytes = crate::body::inflate_unlabelled(bytes, ingest.max_body_bytes)?;
     let text = crate::body::utf8(&bytes)?;
     pulse_core::json::parse(text).map_err(|e| match e {
         // The path is the SDK's own: the body is parsed before any mapping.
-        JsonError::DuplicateKey { path } => crate::api::duplicate_key(&path),
+        JsonError::DuplicateKey { path } => crate::service::duplicate_key(&path),
         JsonError::Syntax(e) => {
             RequestError::new(RequestErrorCode::InvalidJson, format!("the body is not valid JSON: {e}"))
         }
     })
-}
-
-fn gunzip(bytes: &[u8], limit: usize) -> Result<Bytes, RequestError> {
-    let mut inflated = Vec::with_capacity(bytes.len().saturating_mul(4).min(limit));
-    flate2::read::MultiGzDecoder::new(bytes).take(limit as u64 + 1).read_to_end(&mut inflated).map_err(
-        |e| {
-            RequestError::new(
-                RequestErrorCode::InvalidGzip,
-                format!("the gzip body cannot be decompressed: {e}"),
-            )
-        },
-    )?;
-    if inflated.len() > limit {
-        return Err(RequestError::new(
-            RequestErrorCode::BodyTooLarge,
-            format!("the body is larger than the limit of {limit} bytes"),
-        ));
-    }
-    Ok(Bytes::from(inflated))
-}
-
-/// Checks a write key presented in `field`.
-fn authorize(ingest: &Ingest, key: Option<&str>, field: &str, how: &str) -> Result<(), RequestError> {
-    match key.map(str::trim).filter(|k| !k.is_empty()) {
-        None => Err(RequestError::new(
-            RequestErrorCode::Unauthorized,
-            format!("send the pipeline's write key {how}"),
-        )
-        .field(field)),
-        Some(key) if ingest.keys.accepts(key.as_bytes()) => Ok(()),
-        Some(_) => {
-            Err(RequestError::new(RequestErrorCode::Unauthorized, "this is not a write key of this pipeline")
-                .field(field))
-        }
-    }
 }
 
 /// The answer to a compat request: 200 (what the SDKs take as success) or the refusal in
@@ -397,7 +361,7 @@ async fn segment_request(
 ) -> Result<CompatAccepted, RequestError> {
     let header_key = segment::write_key_of(headers)?;
     if header_key.is_some() {
-        authorize(ingest, header_key.as_deref(), "Authorization", "")?;
+        ingest.check_key(header_key.as_deref(), "Authorization", "")?;
     }
     let json = read_json(ingest, headers, body).await?;
     segment_json(ingest, header_key.is_some(), json, single).await
@@ -414,8 +378,7 @@ async fn segment_json(
     let received_at = now_ms();
     let request = segment::Request::parse(json, single)?;
     if !keyed {
-        authorize(
-            ingest,
+        ingest.check_key(
             request.write_key.as_deref(),
             "Authorization",
             "as the user name of HTTP Basic auth (`Authorization: Basic base64(<write key>:)`), as Segment's SDKs do, or as `writeKey` in the body; Pulse's own /v1/batch takes `Authorization: Bearer <write key>`",
@@ -448,8 +411,7 @@ pub async fn posthog_capture(State(ingest): State<Arc<Ingest>>, headers: HeaderM
         let json = read_json(&ingest, &headers, body).await?;
         let received_at = now_ms();
         let request = posthog::Request::parse(json)?;
-        authorize(
-            &ingest,
+        ingest.check_key(
             request.api_key.as_deref(),
             "api_key",
             "as `api_key` in the body (the project API key of the SDK's configuration)",
@@ -519,19 +481,5 @@ mod tests {
         let event = serde_json::json!({ "event": "a\"b", "properties": { "é": [1, 2.5, null], "n": {} } });
         let map = event.as_object().expect("object");
         assert_eq!(json_len(map), event.to_string().len());
-    }
-
-    #[test]
-    fn gunzip_caps_the_inflated_size() {
-        use std::io::Write;
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        gz.write_all(&vec![b'a'; 10_000]).expect("gzip");
-        let bytes = gz.finish().expect("gzip");
-        assert_eq!(gunzip(&bytes, 10_000).expect("fits").len(), 10_000);
-        assert_eq!(gunzip(&bytes, 9_999).expect_err("too large").code, RequestErrorCode::BodyTooLarge);
-        assert_eq!(
-            gunzip(&bytes[..bytes.len() / 2], 10_000).expect_err("truncated").code,
-            RequestErrorCode::InvalidGzip
-        );
     }
 }
