@@ -23,8 +23,9 @@
 # BENCH_PROCESSOR_BATCH (processor.batchSize, default 2000), BENCH_EVENTS (backlog drained
 # at each stage, default 1000000: a day's events, about 30 s of draining, so the processor's
 # ramp-up is a small part of it), BENCH_RAW_DOCS (documents of the insert_many, default
-# BENCH_EVENTS), BENCH_STEADY_SECS (each steady run, default 20), BENCH_STEADY_BATCH (events per
-# request, default 100), BENCH_PEAK_RATE (default 833), BENCH_BACKFILL_EVENTS (default
+# BENCH_EVENTS), BENCH_STEADY_SECS (each steady run, default 20), BENCH_STEADY_WARMUP (seconds
+# of traffic before each steady run that are sent but not counted, default 5),
+# BENCH_STEADY_BATCH (events per request, default 100), BENCH_PEAK_RATE (default 833), BENCH_BACKFILL_EVENTS (default
 # BENCH_EVENTS_PER_DAY), BENCH_DRAIN_TIMEOUT (seconds, default 150) and
 # BENCH_BACKFILL_TIMEOUT (default 300): past them a rate is events stored / time waited and
 # the buffer is emptied; BENCH_LOG_DIR (copy the logs there on exit).
@@ -45,6 +46,7 @@ PROCESSOR_BATCH="${BENCH_PROCESSOR_BATCH:-2000}"
 EVENTS="${BENCH_EVENTS:-1000000}"
 RAW_DOCS="${BENCH_RAW_DOCS:-$EVENTS}"
 STEADY_SECS="${BENCH_STEADY_SECS:-20}"
+STEADY_WARMUP="${BENCH_STEADY_WARMUP:-5}"
 STEADY_BATCH="${BENCH_STEADY_BATCH:-100}"
 PEAK_RATE="${BENCH_PEAK_RATE:-833}"
 BACKFILL_EVENTS="${BENCH_BACKFILL_EVENTS:-$EVENTS_PER_DAY}"
@@ -64,7 +66,7 @@ TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 CACHE="${PULSE_CACHE:-$HOME/.cache/pulse}"
 FERRETDB="$CACHE/bin/ferretdb"
 
-for knob in DAYS EVENTS_PER_DAY USERS PARTITIONS PROCESSOR_BATCH EVENTS RAW_DOCS STEADY_SECS STEADY_BATCH \
+for knob in DAYS EVENTS_PER_DAY USERS PARTITIONS PROCESSOR_BATCH EVENTS RAW_DOCS STEADY_SECS STEADY_WARMUP STEADY_BATCH \
   PEAK_RATE BACKFILL_EVENTS DRAIN_TIMEOUT BACKFILL_TIMEOUT; do
   [[ "${!knob}" =~ ^[1-9][0-9]*$ ]] || { echo "[bench] error: BENCH_$knob must be a positive integer, not '${!knob}'" >&2; exit 2; }
 done
