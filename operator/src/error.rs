@@ -1,4 +1,6 @@
 //! The operator's one error type. Variant names double as metric labels and Event reasons.
+//! Each keeps what it failed at and the error that caused it (`source()`), not a string of
+//! it.
 
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -17,18 +19,33 @@ pub enum Error {
         source: kube::Error,
     },
     /// The pipeline's Redis could not be reached or refused a command.
-    #[error("Redis: {context}: {message}")]
-    Redis { context: String, message: String },
+    #[error("Redis: {context}: {source}")]
+    Redis {
+        context: String,
+        #[source]
+        source: Cause,
+    },
     /// The pipeline's MongoDB could not be reached or refused a command.
-    #[error("MongoDB: {context}: {message}")]
-    Storage { context: String, message: String },
+    #[error("MongoDB: {context}: {source}")]
+    Storage {
+        context: String,
+        #[source]
+        source: Cause,
+    },
     /// An object could not be serialized (a bug).
-    #[error("serializing {context}: {message}")]
-    Serialization { context: String, message: String },
+    #[error("serializing {context}: {source}")]
+    Serialization {
+        context: String,
+        #[source]
+        source: Cause,
+    },
     /// Adding or removing the finalizer failed.
     #[error("finalizer: {0}")]
-    Finalizer(String),
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
+
+/// The error beneath one of ours: a client's, or a message for limits of our own.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 impl Error {
     /// The variant's name: the `reason` label of the error metric and the Event reason.
@@ -50,16 +67,16 @@ impl Error {
         move |source| Error::KubeApi { context, source }
     }
 
-    pub fn redis(context: impl Into<String>, e: impl std::fmt::Display) -> Error {
-        Error::Redis { context: context.into(), message: e.to_string() }
+    pub fn redis(context: impl Into<String>, source: impl Into<Cause>) -> Error {
+        Error::Redis { context: context.into(), source: source.into() }
     }
 
-    pub fn storage(context: impl Into<String>, e: impl std::fmt::Display) -> Error {
-        Error::Storage { context: context.into(), message: e.to_string() }
+    pub fn storage(context: impl Into<String>, source: impl Into<Cause>) -> Error {
+        Error::Storage { context: context.into(), source: source.into() }
     }
 
-    pub fn serialization(context: impl Into<String>, e: impl std::fmt::Display) -> Error {
-        Error::Serialization { context: context.into(), message: e.to_string() }
+    pub fn serialization(context: impl Into<String>, source: impl Into<Cause>) -> Error {
+        Error::Serialization { context: context.into(), source: source.into() }
     }
 }
 

@@ -74,6 +74,17 @@ async fn a_pipeline_gets_every_child_follows_its_spec_and_retains_data_when_dele
     let status = ready.status.as_ref().expect("status");
     assert_eq!(status.observed_generation, ready.metadata.generation);
     assert_eq!(status.keys_secret.as_deref(), Some("shop-keys"));
+    // The status is the operator's by server-side apply: it owns each field it writes, and
+    // drops what it no longer writes.
+    let status_manager = ready.metadata.managed_fields.iter().flatten().find(|m| {
+        m.subresource.as_deref() == Some("status") && m.manager.as_deref() == Some("pulse-operator")
+    });
+    assert_eq!(
+        status_manager.and_then(|m| m.operation.as_deref()),
+        Some("Apply"),
+        "{:?}",
+        ready.metadata.managed_fields
+    );
     assert_eq!(
         status.ingest_endpoint.as_deref(),
         Some(format!("http://shop-ingest.{}.svc:8080", s.ns).as_str())

@@ -16,7 +16,7 @@ use kube::{Resource, ResourceExt};
 use pulse_core::config::PipelineConfig;
 use pulse_crds::{AnalyticsPipeline, Funnel};
 
-use crate::context::Context;
+use crate::context::{Context, MANAGER};
 use crate::error::Error;
 use crate::pipeline::build::config_map_name;
 use crate::pipeline::config::paths;
@@ -109,8 +109,13 @@ async fn reconcile_funnel(funnel: &Funnel, ctx: &Context) -> Result<Action, Erro
             publish(ctx, funnel, type_, verdict.reason, &verdict.message).await;
         }
         let api: Api<Funnel> = Api::namespaced(ctx.client.clone(), &namespace);
-        let patch = serde_json::json!({ "status": new });
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        // Applied whole by the operator's field manager, as the pipeline's status.
+        let patch = serde_json::json!({
+            "apiVersion": Funnel::api_version(&()),
+            "kind": Funnel::kind(&()),
+            "status": new,
+        });
+        api.patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
             .await
             .map_err(Error::kube("writing the funnel status"))?;
     }

@@ -20,7 +20,7 @@ use kube::runtime::finalizer::{self, finalizer};
 use kube::{Resource, ResourceExt};
 use pulse_crds::{AnalyticsPipeline, AnalyticsPipelineStatus};
 
-use crate::context::Context;
+use crate::context::{Context, MANAGER};
 use crate::error::Error;
 use build::{BuildInput, Component, Workload, endpoint, keys_secret_name, redis_name, scales_on_requests};
 use status::Part;
@@ -55,7 +55,7 @@ pub async fn reconcile(pipeline: Arc<AnalyticsPipeline>, ctx: Arc<Context>) -> R
     .await
     .map_err(|e| match e {
         finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
+        other => Error::Finalizer(Box::new(other)),
     });
     ctx.metrics.observe(CONTROLLER, started.elapsed(), result.as_ref().err().map(Error::reason));
     match &result {
@@ -104,8 +104,14 @@ async fn write_status(
     }
     let api: Api<AnalyticsPipeline> =
         Api::namespaced(ctx.client.clone(), &pipeline.namespace().unwrap_or_default());
-    let patch = serde_json::json!({ "status": status });
-    api.patch_status(&pipeline.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+    // Applied whole by the operator's field manager: a field the status no longer has
+    // leaves it (a merge patch kept it), and no other writer's field is touched.
+    let patch = serde_json::json!({
+        "apiVersion": AnalyticsPipeline::api_version(&()),
+        "kind": AnalyticsPipeline::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&pipeline.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
         .await
         .map_err(Error::kube("writing the status"))?;
     Ok(())

@@ -2,6 +2,7 @@
 //! kept while a condition's status holds, so an unchanged pipeline has an unchanged status
 //! (and nothing is written).
 
+use k8s_openapi::api::apps::v1::{DeploymentStatus, StatefulSetStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::DynamicObject;
 use pulse_crds::{AnalyticsPipelineStatus, ConditionStatus};
@@ -71,6 +72,12 @@ fn find<'a>(
     applied.iter().find(|(k, o)| *k == kind && o.metadata.name.as_deref() == Some(name)).map(|(_, o)| o)
 }
 
+/// The status of an applied child as its kind's type (the apply answers with the object as
+/// stored); empty when it has none yet, or one this version cannot read.
+fn child_status<S: serde::de::DeserializeOwned + Default>(child: &DynamicObject) -> S {
+    child.data.get("status").cloned().and_then(|s| serde_json::from_value(s).ok()).unwrap_or_default()
+}
+
 /// Whether an applied Deployment is Available at its current generation.
 pub fn workload_part(
     applied: &[(ChildKind, DynamicObject)],
@@ -83,14 +90,13 @@ pub fn workload_part(
     let Some(d) = find(applied, ChildKind::Deployment, &name) else {
         return Part::new(type_, true, "ScaledToZero", format!("{} has 0 replicas", component.as_str()));
     };
-    let status = &d.data["status"];
-    let observed = status["observedGeneration"].as_i64();
-    let current = observed.is_some() && observed == d.metadata.generation;
-    let available = status["conditions"]
-        .as_array()
-        .into_iter()
+    let status: DeploymentStatus = child_status(d);
+    let current = status.observed_generation.is_some() && status.observed_generation == d.metadata.generation;
+    let available = status
+        .conditions
+        .iter()
         .flatten()
-        .any(|c| c["type"] == "Available" && c["status"] == "True");
+        .any(|c| c.type_.as_deref() == Some("Available") && c.status.as_deref() == Some("True"));
     let note = if note.is_empty() { String::new() } else { format!("; {note}") };
     // No pod counts in messages: they change with every scaling step, and the status is
     // only written when it changes.
@@ -103,8 +109,8 @@ pub fn workload_part(
 
 /// Whether managed Redis's StatefulSet has its pod ready.
 pub fn managed_redis_part(applied: &[(ChildKind, DynamicObject)], name: &str) -> Part {
-    let ready =
-        find(applied, ChildKind::StatefulSet, name).and_then(|s| s.data["status"]["readyReplicas"].as_i64());
+    let ready = find(applied, ChildKind::StatefulSet, name)
+        .and_then(|s| child_status::<StatefulSetStatus>(s).ready_replicas);
     if ready.unwrap_or(0) >= 1 {
         Part::new(
             "BufferReady",
