@@ -7,19 +7,19 @@
 //! services really export. Only the rules' `for` durations (to 0 s) and the backlog
 //! threshold (500,000 to 1,000 events) are shortened for the test.
 
-mod common;
 mod monitoring;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
-use common::*;
 use k8s_openapi::api::core::v1::ConfigMap;
 use monitoring::{listener, load, materialise};
 use pulse_testkit::{Prometheus, ScrapeJob, WorkDir, unique_name};
 use serde_json::Value;
+use support::*;
 use tokio::sync::oneshot;
 
 fn rules_file() -> PathBuf {

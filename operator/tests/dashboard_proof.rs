@@ -10,19 +10,19 @@
 //! return data (then take it off the list). A query with a misspelt metric name fails and
 //! names its panel, which the test also checks.
 
-mod common;
 mod monitoring;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
 use monitoring::{listener, load, materialise};
 use pulse_testkit::{InfluxDb, KubeStateMetrics, Prometheus, ScrapeJob, WorkDir};
 use serde_json::{Value, json};
+use support::*;
 
 /// Panels the local stack cannot prove, by title, and why: none today (kube-state-metrics
 /// reports the Deployments the operator created, which kwok makes Available).

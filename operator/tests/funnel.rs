@@ -1,15 +1,15 @@
 //! The Funnel controller on the local stack: validation against its pipeline, the funnel
 //! in the pipeline config, Ready and the step count that `kubectl get funnels` shows.
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::*;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use pulse_core::config::PipelineConfig;
 use pulse_crds::Funnel;
+use support::*;
 
 fn funnel_yaml(name: &str, pipeline: &str, steps: &[&str]) -> serde_json::Value {
     let steps: Vec<_> = steps.iter().map(|e| serde_json::json!({ "event": e })).collect();

@@ -2,13 +2,13 @@
 //! restart; of two processes one leads and the other takes over when it goes; SIGTERM
 //! drains and hands the Lease over.
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
+use support::*;
 
 async fn holder(leases: &Api<Lease>) -> Option<String> {
     leases.get_opt("pulse-operator").await.ok().flatten()?.spec?.holder_identity.filter(|h| !h.is_empty())

@@ -5,16 +5,16 @@
 //! GitOps layout (examples/gitops) renders with `kubectl kustomize` and passes a
 //! server-side dry run. This binary has its own control plane (it installs a CRD).
 
-mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use pulse_crds::Funnel;
 use pulse_testkit::{Binary, KubeStack, WorkDir, unique_name};
+use support::*;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -4,12 +4,12 @@
 //! API registered, ingest's HPA also scales on requests per second. This binary has its own
 //! control plane, since CRDs are cluster-wide.
 
-mod common;
+mod support;
 
-use common::*;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, PostParams};
+use support::*;
 
 fn crd(group: &str, kind: &str, plural: &str, version: &str) -> CustomResourceDefinition {
     serde_json::from_value(serde_json::json!({

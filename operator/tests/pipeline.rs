@@ -3,11 +3,10 @@
 //! and indexes, spec changes, sweeping, deletion per deletionPolicy, idleness, autoscaler
 //! ownership of replicas, invalid specs and pause.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -15,6 +14,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use mongodb::bson::doc;
 use pulse_testkit::RedisServer;
+use support::*;
 
 async fn groups_of(redis: &RedisServer, key: &str) -> Result<Vec<String>, String> {
     let mut conn = redis.connection().await.map_err(|e| e.to_string())?;

@@ -1,14 +1,14 @@
 //! The operator's RBAC (deploy/rbac.yaml) is enough: the operator runs impersonating its
 //! ServiceAccount through a pipeline's whole life, with a funnel, and is never forbidden.
 
-mod common;
+mod support;
 
 use std::path::Path;
 
-use common::*;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use pulse_crds::Funnel;
 use pulse_testkit::unique_name;
+use support::*;
 
 const SERVICE_ACCOUNT: &str = "system:serviceaccount:pulse-system:pulse-operator";
 

@@ -2,12 +2,12 @@
 //! time it took (the target on a 2-core machine is 60 s or less; a figure, never an
 //! assertion).
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::*;
 use futures::future::join_all;
+use support::*;
 
 const PIPELINES: usize = 100;
 

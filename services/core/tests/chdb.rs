@@ -13,14 +13,13 @@
 //! Needs the chDB venv of `make env` (tests/env/python-chdb.sh); fails, never skips,
 //! without it.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use common::reference::funnel_user;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use pulse_core::analytics::funnel::{self, FunnelEngine, FunnelQuery, FunnelReport};
@@ -34,6 +33,7 @@ use pulse_core::analytics::trend::{self, TrendQuery};
 use pulse_core::analytics::{AnalyticsEvent, EventMatcher, Limits, by_user, period::Interval};
 use pulse_core::funnel::FunnelDefinition;
 use serde_json::{Value, json};
+use support::reference::funnel_user;
 
 const SEC: i64 = 1_000;
 const DAY: i64 = 86_400_000;

@@ -2,14 +2,14 @@
 //! definitions of every order mode, and the same answer whatever the order of the events
 //! and however users are split into tallies that are merged (as partitions would be).
 
-mod common;
+mod support;
 
-use common::generate::{SECOND, definitions, events};
-use common::reference::funnel_user;
 use jiff::tz::TimeZone;
 use proptest::prelude::*;
 use pulse_core::analytics::funnel::{self, FunnelEngine, FunnelQuery, FunnelTally, UserFunnel};
 use pulse_core::analytics::{AnalyticsEvent, Limits, by_user};
+use support::generate::{SECOND, definitions, events};
+use support::reference::funnel_user;
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
