@@ -149,7 +149,7 @@ async fn poison_events_are_set_aside_and_the_partition_moves_on() {
         Some("a\u{0}b"),
         "the payload keeps the event as sent"
     );
-    let log = std::fs::read_to_string(pipeline.dir.path().join("processor.log")).unwrap_or_default();
+    let log = std::fs::read_to_string(pipeline.dir().join("processor.log")).unwrap_or_default();
     assert!(!log.contains("matrix"), "no event payload in the processor's logs");
 
     // The query API lists them with the read key, a page at a time.

@@ -70,6 +70,6 @@ async fn a_partition_whose_unfinished_batch_lost_its_entries_moves_on() {
     pipeline.assert_exact(&stored).await;
     let log = store.log_state(0).await.expect("the log");
     assert!(log.open.is_none() && log.tail.record > record, "the lost record ended: {log:?}");
-    let said = std::fs::read_to_string(pipeline.dir.path().join("second.log")).unwrap_or_default();
+    let said = std::fs::read_to_string(pipeline.dir().join("second.log")).unwrap_or_default();
     assert!(said.contains("gone from the buffer"), "the processor says what happened:\n{said}");
 }

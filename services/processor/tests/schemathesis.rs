@@ -242,7 +242,7 @@ async fn fuzzed_requests_get_documented_answers_and_acknowledged_events_are_stor
         "funnels:\n- name: checkout\n  steps: [{event: page_viewed}, {event: purchase}]\n  window: 1d\n",
     );
     std::fs::write(&pipeline.config, config).expect("write config");
-    let dir = pipeline.dir.path().to_path_buf();
+    let dir = pipeline.dir().to_path_buf();
 
     let ingest = pipeline.start_ingest().await;
     let query = pipeline.start_query().await;

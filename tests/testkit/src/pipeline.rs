@@ -15,6 +15,14 @@ pub struct PipelineSpec {
     /// The store database: `pulse_<tenant>` (dashes as underscores) by default.
     pub database: String,
     pub partitions: u32,
+    /// Whether the Redis is a cluster.
+    pub cluster: bool,
+    pub high_water_mark: u64,
+    /// `buffer.durability` (`fast`, `safe`, `strict`), the services' default when none.
+    pub durability: Option<String>,
+    pub timezone: String,
+    /// How long raw events are kept, as the config writes it (`30d`).
+    pub retention: String,
     pub write_key: String,
     pub read_key: String,
     /// More top-level YAML, appended as it is (e.g. `"query:\n  sessionTimeout: 10m\n"`).
@@ -22,7 +30,8 @@ pub struct PipelineSpec {
 }
 
 impl PipelineSpec {
-    /// A pipeline of `tenant` on these servers: 2 partitions, keys made from the tenant.
+    /// A pipeline of `tenant` on these servers: 2 partitions, a standalone Redis, UTC, 30 days
+    /// kept, keys made from the tenant.
     pub fn new(tenant: &str, redis_url: &str, mongodb_uri: &str) -> Self {
         PipelineSpec {
             tenant: tenant.to_string(),
@@ -30,6 +39,11 @@ impl PipelineSpec {
             mongodb_uri: mongodb_uri.to_string(),
             database: format!("pulse_{}", tenant.replace('-', "_")),
             partitions: 2,
+            cluster: false,
+            high_water_mark: 1_000_000,
+            durability: None,
+            timezone: "UTC".to_string(),
+            retention: "30d".to_string(),
             write_key: format!("wk-{tenant}"),
             read_key: format!("rk-{tenant}"),
             extra: String::new(),
@@ -40,13 +54,18 @@ impl PipelineSpec {
     pub fn yaml(&self, dir: &Path) -> String {
         let file = |name: &str| dir.join(name).display().to_string();
         format!(
-            "version: 1\ntenant: {tenant}\ntimezone: UTC\n\
-             buffer:\n  redisUrlFile: {redis}\n  partitions: {partitions}\n  highWaterMark: 1000000\n\
-             storage:\n  mongodbUriFile: {mongo}\n  database: {database}\n  retention: 30d\n\
+            "version: 1\ntenant: {tenant}\ntimezone: {timezone}\n\
+             buffer:\n  redisUrlFile: {redis}\n  cluster: {cluster}\n  partitions: {partitions}\n  highWaterMark: {hwm}\n{durability}\
+             storage:\n  mongodbUriFile: {mongo}\n  database: {database}\n  retention: {retention}\n\
              keys:\n  writeKeyFile: {write}\n  readKeyFile: {read}\n{extra}",
             tenant = self.tenant,
+            timezone = self.timezone,
             redis = file("redis-url"),
+            cluster = self.cluster,
             partitions = self.partitions,
+            hwm = self.high_water_mark,
+            durability = self.durability.as_ref().map(|d| format!("  durability: {d}\n")).unwrap_or_default(),
+            retention = self.retention,
             mongo = file("mongodb-uri"),
             database = self.database,
             write = file("write-key"),

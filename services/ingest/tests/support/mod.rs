@@ -8,6 +8,7 @@ use std::time::Duration;
 use pulse_buffer::TenantLayout;
 use pulse_core::buffer::{BufferedEvent, ENTRY_FIELD};
 use pulse_ingest::Settings;
+use pulse_testkit::{PipelineFiles, PipelineSpec};
 use redis::AsyncCommands;
 use redis::streams::StreamRangeReply;
 use serde_json::Value;
@@ -19,7 +20,8 @@ pub struct TestIngest {
     pub tenant: String,
     pub partitions: u32,
     pub redis_url: String,
-    pub dir: tempfile::TempDir,
+    /// The config and secret files.
+    pub files: PipelineFiles,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     pub server: Option<tokio::task::JoinHandle<Result<(), pulse_ingest::IngestError>>>,
     pub http: reqwest::Client,
@@ -68,54 +70,21 @@ impl TestIngest {
 
     /// Starts ingest without waiting for readiness.
     pub async fn start_unready(redis_url: &str, pipeline: Pipeline) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let file = |name: &str, contents: &str| -> PathBuf {
-            let path = dir.path().join(name);
-            std::fs::write(&path, contents).expect("write file");
-            path
-        };
-        let write_key = format!("wk-{}", pulse_testkit::unique_name("key"));
-        let redis_file = file("redis-url", redis_url);
-        let mongo_file = file("mongodb-uri", "mongodb://127.0.0.1:1/");
-        let write_file = file("write-key", &write_key);
-        let read_file = file("read-key", "rk-unused");
-        let config = format!(
-            "version: 1
-tenant: {tenant}
-ingest:
-{ingest}
-buffer:
-  redisUrlFile: {redis}
-  cluster: {cluster}
-  partitions: {partitions}
-  durability: {durability}
-  highWaterMark: {hwm}
-storage:
-  mongodbUriFile: {mongo}
-  database: pulse_test
-  retention: 365d
-keys:
-  writeKeyFile: {write}
-  readKeyFile: {read}
-{extra}
-",
-            tenant = pipeline.tenant,
-            ingest = if pipeline.ingest_yaml.is_empty() {
-                "  limits: {}".to_string()
-            } else {
-                pipeline.ingest_yaml.clone()
-            },
-            redis = redis_file.display(),
-            cluster = pipeline.cluster,
-            partitions = pipeline.partitions,
-            durability = pipeline.durability,
-            hwm = pipeline.high_water_mark,
-            mongo = mongo_file.display(),
-            write = write_file.display(),
-            read = read_file.display(),
-            extra = pipeline.extra_yaml,
-        );
-        let config_path = file("pipeline.yaml", &config);
+        let mut spec = PipelineSpec::new(&pipeline.tenant, redis_url, "mongodb://127.0.0.1:1/");
+        spec.write_key = format!("wk-{}", pulse_testkit::unique_name("key"));
+        spec.read_key = "rk-unused".to_string();
+        spec.database = "pulse_test".to_string();
+        spec.retention = "365d".to_string();
+        spec.cluster = pipeline.cluster;
+        spec.partitions = pipeline.partitions;
+        spec.durability = Some(pipeline.durability.to_string());
+        spec.high_water_mark = pipeline.high_water_mark;
+        let ingest_yaml =
+            if pipeline.ingest_yaml.is_empty() { "  limits: {}" } else { pipeline.ingest_yaml.as_str() };
+        spec.extra = format!("ingest:\n{ingest_yaml}\n{}\n", pipeline.extra_yaml);
+        let write_key = spec.write_key.clone();
+        let files = PipelineFiles::write(spec).expect("pipeline config");
+        let config_path = files.config.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -132,7 +101,7 @@ keys:
             tenant: pipeline.tenant,
             partitions: pipeline.partitions,
             redis_url: redis_url.to_string(),
-            dir,
+            files,
             shutdown: Some(tx),
             server: Some(server),
             http: reqwest::Client::builder().timeout(Duration::from_secs(15)).build().expect("http client"),
@@ -160,7 +129,7 @@ keys:
     }
 
     pub fn write_key_file(&self) -> PathBuf {
-        self.dir.path().join("write-key")
+        self.files.dir().join("write-key")
     }
 
     /// POSTs `body` to `path` with the write key; returns status, headers and JSON body.

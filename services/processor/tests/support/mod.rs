@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use pulse_core::config::RollupInterval;
 use pulse_core::property::PropertyPath;
 use pulse_core::rollup::time_zone;
 use pulse_store::{BatchRollups, Store};
-use pulse_testkit::{FerretDb, ServerProcess};
+use pulse_testkit::{FerretDb, PipelineFiles, PipelineSpec, ServerProcess};
 use serde_json::Value;
 
 pub const INTERVALS: [RollupInterval; 3] =
@@ -21,7 +21,7 @@ pub const INTERVALS: [RollupInterval; 3] =
 
 /// A pipeline's config, secrets and stores.
 pub struct Pipeline {
-    pub dir: tempfile::TempDir,
+    files: PipelineFiles,
     pub config: PathBuf,
     pub tenant: String,
     pub database: String,
@@ -35,41 +35,35 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(redis_url: &str, cluster: bool, ferret: &FerretDb, partitions: u32) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
         let tenant = pulse_testkit::unique_name("t");
-        let database = format!("pulse_{}", tenant.replace('-', "_"));
-        let write_key = format!("wk-{tenant}");
-        let file = |name: &str, contents: &str| {
-            let path = dir.path().join(name);
-            std::fs::write(&path, contents).expect("write");
-            path
-        };
-        let timezone = "Europe/Berlin".to_string();
-        let config = format!(
-            "version: 1\ntenant: {tenant}\ntimezone: {timezone}\n\
-             buffer:\n  redisUrlFile: {redis}\n  cluster: {cluster}\n  partitions: {partitions}\n  highWaterMark: 100000000\n\
-             storage:\n  mongodbUriFile: {mongo}\n  database: {database}\n  retention: 365d\n\
-             keys:\n  writeKeyFile: {write}\n  readKeyFile: {read}\n\
-             processor:\n  batchSize: 1000\n\
-             rollups:\n  intervals: [minute, hour, day]\n  numericProperties: [revenue]\n",
-            redis = file("redis-url", redis_url).display(),
-            mongo = file("mongodb-uri", &ferret.uri()).display(),
-            write = file("write-key", &write_key).display(),
-            read = file("read-key", "rk").display(),
-        );
-        let config = file("pipeline.yaml", &config);
+        let mut spec = PipelineSpec::new(&tenant, redis_url, &ferret.uri());
+        spec.cluster = cluster;
+        spec.partitions = partitions;
+        spec.high_water_mark = 100_000_000;
+        spec.timezone = "Europe/Berlin".to_string();
+        spec.retention = "365d".to_string();
+        spec.read_key = "rk".to_string();
+        spec.extra = "processor:\n  batchSize: 1000\n\
+                      rollups:\n  intervals: [minute, hour, day]\n  numericProperties: [revenue]\n"
+            .to_string();
+        let files = PipelineFiles::write(spec.clone()).expect("pipeline config");
         Pipeline {
-            dir,
-            config,
+            config: files.config.clone(),
             tenant,
-            database,
+            database: spec.database,
             partitions,
             redis_url: redis_url.to_string(),
             mongo_uri: ferret.uri(),
-            write_key,
-            timezone,
+            write_key: spec.write_key,
+            timezone: spec.timezone,
             cluster,
+            files,
         }
+    }
+
+    /// The temp dir of the config and secrets, where the processes' logs go too.
+    pub fn dir(&self) -> &Path {
+        self.files.dir()
     }
 
     /// Starts a processor process.
@@ -90,7 +84,7 @@ impl Pipeline {
             .arg("--log-format")
             .arg("text")
             .envs(env.iter().copied());
-        ServerProcess::spawn(name, command, &self.dir.path().join(format!("{name}.log")))
+        ServerProcess::spawn(name, command, &self.dir().join(format!("{name}.log")))
             .expect("start the processor")
     }
 
