@@ -4,7 +4,6 @@
 //! bad queries get clear errors.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use jiff::tz::TimeZone;
@@ -22,7 +21,7 @@ use pulse_core::funnel::FunnelDefinition;
 use pulse_core::rollup::{StreamPosition, time_zone};
 use pulse_query::Settings;
 use pulse_store::{BatchRollups, EventWrite, PartitionLease, Store, WriterMemory};
-use pulse_testkit::{FerretDb, RedisServer, unique_name};
+use pulse_testkit::{FerretDb, PipelineFiles, PipelineSpec, RedisServer, unique_name};
 use serde_json::{Value, json};
 
 const PARTITIONS: u32 = 4;
@@ -78,7 +77,7 @@ struct Tenant {
     changes: pulse_buffer::Connection,
     tenant: String,
     intervals: Vec<RollupInterval>,
-    _dir: tempfile::TempDir,
+    _files: PipelineFiles,
 }
 
 impl Tenant {
@@ -103,28 +102,18 @@ impl Tenant {
         intervals: &[RollupInterval],
     ) -> Tenant {
         let tenant = unique_name("q");
-        let database = format!("pulse_{}", tenant.replace('-', "_"));
-        let dir = tempfile::tempdir().expect("temp dir");
-        let file = |name: &str, contents: &str| -> PathBuf {
-            let path = dir.path().join(name);
-            std::fs::write(&path, contents).expect("write");
-            path
-        };
-        let (read_key, write_key) = (format!("rk-{tenant}"), format!("wk-{tenant}"));
-        let config = format!(
-            "version: 1\ntenant: {tenant}\ntimezone: {TZ}\n\
-             buffer:\n  redisUrlFile: {redis}\n  partitions: {PARTITIONS}\n  highWaterMark: 1000000\n\
-             storage:\n  mongodbUriFile: {mongo}\n  database: {database}\n  retention: 3650d\n\
-             keys:\n  writeKeyFile: {write}\n  readKeyFile: {read}\n\
-             rollups:\n  intervals: {intervals}\n  numericProperties: [revenue]\n\
+        let mut spec = PipelineSpec::new(&tenant, &redis.url(), &ferret.uri());
+        spec.partitions = PARTITIONS;
+        spec.timezone = TZ.to_string();
+        spec.retention = "3650d".to_string();
+        spec.extra = format!(
+            "rollups:\n  intervals: {intervals}\n  numericProperties: [revenue]\n\
              funnels:\n- name: checkout\n  steps: [{{event: a}}, {{event: b}}, {{event: c}}]\n  window: 1d\n",
-            redis = file("redis-url", &redis.url()).display(),
-            mongo = file("mongodb-uri", &ferret.uri()).display(),
-            write = file("write-key", &write_key).display(),
-            read = file("read-key", &read_key).display(),
             intervals = serde_json::to_string(intervals).expect("intervals"),
         );
-        let config = file("pipeline.yaml", &config);
+        let files = PipelineFiles::write(spec).expect("pipeline config");
+        let (read_key, write_key) = (files.spec.read_key.clone(), files.spec.write_key.clone());
+        let (database, config) = (files.spec.database.clone(), files.config.clone());
 
         let client = ferret.client().await.expect("client");
         let store = Store::new(client.database(&database));
@@ -161,7 +150,7 @@ impl Tenant {
             changes,
             tenant,
             intervals: intervals.to_vec(),
-            _dir: dir,
+            _files: files,
         }
     }
 

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pulse_store::Store;
-use pulse_testkit::{FerretDb, RedisServer, unique_name};
+use pulse_testkit::{FerretDb, PipelineFiles, PipelineSpec, RedisServer, unique_name};
 use serde_json::{Value, json};
 
 const PARTITIONS: u32 = 4;
@@ -20,7 +20,7 @@ const SCENARIO_LIMIT: Duration = Duration::from_secs(900);
 
 /// A pipeline's config and secrets on disk.
 struct Pipeline {
-    _dir: tempfile::TempDir,
+    _files: PipelineFiles,
     config: PathBuf,
     database: String,
     write_key: String,
@@ -30,31 +30,19 @@ struct Pipeline {
 
 impl Pipeline {
     fn new(redis: &RedisServer, ferret: &FerretDb) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let tenant = unique_name("load");
-        let database = format!("pulse_{}", tenant.replace('-', "_"));
-        let (write_key, read_key) = (format!("wk-{tenant}"), format!("rk-{tenant}"));
-        let file = |name: &str, contents: &str| {
-            let path = dir.path().join(name);
-            std::fs::write(&path, contents).expect("write");
-            path
-        };
+        let mut spec = PipelineSpec::new(&unique_name("load"), &redis.url(), &ferret.uri());
+        spec.partitions = PARTITIONS;
+        spec.high_water_mark = 100_000_000;
+        spec.retention = "365d".to_string();
         // A cache longer than the test, so "computed once" is not undone by expiry.
-        let config = format!(
-            "version: 1\ntenant: {tenant}\ntimezone: UTC\n\
-             buffer:\n  redisUrlFile: {redis}\n  partitions: {PARTITIONS}\n  highWaterMark: 100000000\n\
-             storage:\n  mongodbUriFile: {mongo}\n  database: {database}\n  retention: 365d\n\
-             keys:\n  writeKeyFile: {write}\n  readKeyFile: {read}\n\
-             processor:\n  batchSize: 500\n\
-             query:\n  cacheTtl: 1h\n\
-             rollups:\n  intervals: [hour, day]\n  numericProperties: [revenue]\n",
-            redis = file("redis-url", &redis.url()).display(),
-            mongo = file("mongodb-uri", &ferret.uri()).display(),
-            write = file("write-key", &write_key).display(),
-            read = file("read-key", &read_key).display(),
-        );
-        let config = file("pipeline.yaml", &config);
-        Pipeline { _dir: dir, config, database, write_key, read_key, mongo_uri: ferret.uri() }
+        spec.extra = "processor:\n  batchSize: 500\nquery:\n  cacheTtl: 1h\n\
+                      rollups:\n  intervals: [hour, day]\n  numericProperties: [revenue]\n"
+            .to_string();
+        let files = PipelineFiles::write(spec).expect("pipeline config");
+        let spec = &files.spec;
+        let (config, database) = (files.config.clone(), spec.database.clone());
+        let (write_key, read_key) = (spec.write_key.clone(), spec.read_key.clone());
+        Pipeline { _files: files, config, database, write_key, read_key, mongo_uri: ferret.uri() }
     }
 }
 

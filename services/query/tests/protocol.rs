@@ -3,13 +3,12 @@
 //! case-insensitive, `/readyz` answers while the store hangs, property keys containing `.`
 //! can be named, and the OpenAPI document says what the server accepts and answers.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use pulse_core::buffer::BufferedEvent;
 use pulse_core::rollup::StreamPosition;
 use pulse_store::Store;
-use pulse_testkit::{FerretDb, RedisServer, unique_name};
+use pulse_testkit::{FerretDb, PipelineFiles, PipelineSpec, RedisServer, unique_name};
 use serde_json::{Value, json};
 
 /// 2026-03-27 00:00 UTC.
@@ -20,32 +19,18 @@ struct Service {
     url: String,
     read_key: String,
     http: reqwest::Client,
-    _dir: tempfile::TempDir,
+    _files: PipelineFiles,
 }
 
 /// A query API over a store holding `events` in one event block.
 async fn start(redis: &RedisServer, ferret: &FerretDb, events: &[BufferedEvent]) -> Service {
-    let tenant = unique_name("proto");
-    let database = format!("pulse_{}", tenant.replace('-', "_"));
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = |name: &str, contents: &str| -> PathBuf {
-        let path = dir.path().join(name);
-        std::fs::write(&path, contents).expect("write");
-        path
-    };
-    let read_key = format!("rk-{tenant}");
-    let config = format!(
-        "version: 1\ntenant: {tenant}\ntimezone: UTC\n\
-         buffer:\n  redisUrlFile: {redis}\n  partitions: 1\n  highWaterMark: 1000000\n\
-         storage:\n  mongodbUriFile: {mongo}\n  database: {database}\n  retention: 3650d\n\
-         keys:\n  writeKeyFile: {write}\n  readKeyFile: {read}\n\
-         rollups:\n  intervals: [hour, day]\n",
-        redis = file("redis-url", &redis.url()).display(),
-        mongo = file("mongodb-uri", &ferret.uri()).display(),
-        write = file("write-key", &format!("wk-{tenant}")).display(),
-        read = file("read-key", &read_key).display(),
-    );
-    let config = file("pipeline.yaml", &config);
+    let mut spec = PipelineSpec::new(&unique_name("proto"), &redis.url(), &ferret.uri());
+    spec.partitions = 1;
+    spec.retention = "3650d".to_string();
+    spec.extra = "rollups:\n  intervals: [hour, day]\n".to_string();
+    let files = PipelineFiles::write(spec).expect("pipeline config");
+    let (read_key, database, config) =
+        (files.spec.read_key.clone(), files.spec.database.clone(), files.config.clone());
     let store = Store::new(ferret.client().await.expect("client").database(&database));
     store.ensure_schema().await.expect("schema");
     let position = StreamPosition { millis: 1, sequence: 0 };
@@ -65,7 +50,7 @@ async fn start(redis: &RedisServer, ferret: &FerretDb, events: &[BufferedEvent])
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    Service { url, read_key, http, _dir: dir }
+    Service { url, read_key, http, _files: files }
 }
 
 fn event(id: &str, user: &str, ts: i64, properties: Value) -> BufferedEvent {
