@@ -10,7 +10,7 @@ use mongodb::bson::doc;
 use pulse_core::config::RollupInterval;
 use pulse_core::property::PropertyPath;
 use pulse_store::{BatchRollups, Store};
-use pulse_testkit::{FerretDb, RedisServer};
+use pulse_testkit::{FerretDb, PipelineFiles, PipelineSpec, RedisServer};
 
 const PARTITIONS: u32 = 2;
 const EVENTS_PER_DAY: u64 = 240;
@@ -36,34 +36,21 @@ fn load(config: &Path, from: u32, to: u32, end_ms: i64) {
 async fn two_runs_store_the_history_as_the_processor_would_and_leave_the_leases_free() {
     let redis = RedisServer::start().await.expect("redis");
     let ferret = FerretDb::start().await.expect("ferretdb");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let tenant = pulse_testkit::unique_name("hist");
-    let database = format!("pulse_{}", tenant.replace('-', "_"));
-    let file = |name: &str, contents: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, contents).expect("write");
-        path
-    };
-    let config = format!(
-        "version: 1\ntenant: {tenant}\n\
-         buffer:\n  redisUrlFile: {redis}\n  partitions: {PARTITIONS}\n  highWaterMark: 1000000\n\
-         storage:\n  mongodbUriFile: {mongo}\n  database: {database}\n  retention: 365d\n\
-         keys:\n  writeKeyFile: {write}\n  readKeyFile: {read}\n\
-         processor:\n  batchSize: 100\n\
-         rollups:\n  intervals: [minute, hour, day]\n  numericProperties: [revenue]\n",
-        redis = file("redis-url", &redis.url()).display(),
-        mongo = file("mongodb-uri", &ferret.uri()).display(),
-        write = file("write-key", "wk").display(),
-        read = file("read-key", "rk").display(),
-    );
-    let config = file("pipeline.yaml", &config);
+    let mut spec = PipelineSpec::new(&pulse_testkit::unique_name("hist"), &redis.url(), &ferret.uri());
+    spec.partitions = PARTITIONS;
+    spec.retention = "365d".to_string();
+    spec.extra = "processor:\n  batchSize: 100\n\
+                  rollups:\n  intervals: [minute, hour, day]\n  numericProperties: [revenue]\n"
+        .to_string();
+    let files = PipelineFiles::write(spec).expect("pipeline config");
+    let (config, database, tenant) = (&files.config, &files.spec.database, &files.spec.tenant);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock");
     let end_ms = now.as_millis() as i64 / DAY_MS * DAY_MS;
 
-    load(&config, 0, 1, end_ms);
-    load(&config, 1, 2, end_ms);
+    load(config, 0, 1, end_ms);
+    load(config, 1, 2, end_ms);
 
-    let store = Store::connect(&ferret.uri(), &database).await.expect("store");
+    let store = Store::connect(&ferret.uri(), database).await.expect("store");
     let raw = store.raw_event_documents(doc! {}).await.expect("raw events");
     assert_eq!(raw.len() as u64, 2 * EVENTS_PER_DAY);
     let first = end_ms - 2 * DAY_MS;
@@ -99,13 +86,13 @@ async fn two_runs_store_the_history_as_the_processor_would_and_leave_the_leases_
     let mut conn = redis.connection().await.expect("redis connection");
     for p in 0..PARTITIONS {
         let counter: Option<u64> = redis::cmd("GET")
-            .arg(pulse_buffer::TenantLayout::of(&tenant).lease_counter(p))
+            .arg(pulse_buffer::TenantLayout::of(tenant).lease_counter(p))
             .query_async(&mut conn)
             .await
             .expect("GET");
         assert_eq!(counter, Some(2), "partition {p}: two runs, two tokens");
         let holder: Option<String> = redis::cmd("GET")
-            .arg(pulse_buffer::TenantLayout::of(&tenant).lease(p))
+            .arg(pulse_buffer::TenantLayout::of(tenant).lease(p))
             .query_async(&mut conn)
             .await
             .expect("GET");
