@@ -113,19 +113,7 @@ impl Ingest {
             }
             _ => return Ok(Batch::Segment(bytes.clone())),
         };
-        if raw_events.is_empty() {
-            return Err(
-                RequestError::new(RequestErrorCode::EmptyBatch, "the batch holds no events").field("batch")
-            );
-        }
-        if raw_events.len() > self.max_events_per_batch {
-            return Err(RequestError::new(
-                RequestErrorCode::TooManyEvents,
-                format!("{} events; a batch holds at most {}", raw_events.len(), self.max_events_per_batch),
-            )
-            .field("batch"));
-        }
-        self.metrics.batch_events.observe(raw_events.len() as f64);
+        self.check_batch_size(raw_events.len())?;
         let received_at = now_ms();
         let mut valid = Vec::with_capacity(raw_events.len());
         let mut errors = Vec::new();
@@ -147,6 +135,25 @@ impl Ingest {
         let accepted = valid.len();
         self.store(valid).await?;
         Ok(Batch::Native(Accepted { accepted, rejected: errors.len(), errors }))
+    }
+
+    /// Refuses an empty batch or one over the pipeline's limit, and counts the others'
+    /// sizes (every dialect's batch goes through here).
+    pub(crate) fn check_batch_size(&self, events: usize) -> Result<(), RequestError> {
+        if events == 0 {
+            return Err(
+                RequestError::new(RequestErrorCode::EmptyBatch, "the batch holds no events").field("batch")
+            );
+        }
+        if events > self.max_events_per_batch {
+            return Err(RequestError::new(
+                RequestErrorCode::TooManyEvents,
+                format!("{events} events; a batch holds at most {}", self.max_events_per_batch),
+            )
+            .field("batch"));
+        }
+        self.metrics.batch_events.observe(events as f64);
+        Ok(())
     }
 
     /// Checks the write key of a native request: `Authorization: Bearer <write key>` (the

@@ -170,19 +170,7 @@ async fn accept(
     received_at: i64,
     single: bool,
 ) -> Result<crate::service::Accepted, RequestError> {
-    if messages.is_empty() {
-        return Err(
-            RequestError::new(RequestErrorCode::EmptyBatch, "the batch holds no events").field("batch")
-        );
-    }
-    if messages.len() > ingest.max_events_per_batch {
-        return Err(RequestError::new(
-            RequestErrorCode::TooManyEvents,
-            format!("{} events; a batch holds at most {}", messages.len(), ingest.max_events_per_batch),
-        )
-        .field("batch"));
-    }
-    ingest.metrics.batch_events.observe(messages.len() as f64);
+    ingest.check_batch_size(messages.len())?;
     let mut valid: Vec<BufferedEvent> = Vec::with_capacity(messages.len());
     let mut errors = Vec::new();
     for (index, message) in messages.into_iter().enumerate() {
