@@ -3,19 +3,18 @@
 //!
 //! 1. the record's first ballot (a writer that lost the record stops here);
 //! 2. the raw events, one per id and UTC day (refusals handed to the writer);
-//! 3. their event blocks (before the rollups, which learn from them what they counted, and
-//!    before the entries are acknowledged, so none is missing);
-//! 4. the user lists of the record's delta;
-//! 5. what the writer adds before the seal (the processor's profile changes: once the
-//!    record is committed, its entries are only acknowledged);
-//! 6. the seal (a writer that was overtaken in the meantime stops here), then the delta.
+//! 3. at once, as none reads another: their event blocks (before the entries are
+//!    acknowledged, so none is missing), the user lists of the record's delta, and what the
+//!    writer adds before the seal (the processor's profile changes: once the record is
+//!    committed, its entries are only acknowledged);
+//! 4. the seal (a writer that was overtaken in the meantime stops here), then the delta.
 //!
 //! The processor, the history loader and the tests that need stored data all go through
 //! [`Store::store_batch`]; tools without a stream use [`Store::store_next_batch`] or, for
 //! events already stored raw, [`Store::apply_rollups`].
 
 use std::future::Future;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pulse_core::buffer::BufferedEvent;
 use pulse_core::rollup::StreamPosition;
@@ -160,14 +159,16 @@ impl Store {
             .filter(|(_, stored)| **stored)
             .map(|(w, _)| (w.position, w.event))
             .collect();
+        // The blocks, the user lists and the writer's own writes wait on the store at once:
+        // a batch's fixed cost is its round trips, and these three need only `first`.
         // Blocks hold exactly the raw-stored versions, so every copy of an event id in
         // blocks equals its raw document.
-        let blocks = self.write_event_blocks(partition, batch.range.0, batch.range.1, &first).await?;
-        let blocked = started.elapsed();
-        let delta = self.rollup_delta(batch.lease, plan.attempt, &first, rollups, memory).await?;
-        let claimed = started.elapsed();
-        steps.before_seal(&first).await?;
-        let before_seal = started.elapsed();
+        let blocks = timed(self.write_event_blocks(partition, batch.range.0, batch.range.1, &first));
+        let delta = timed(self.rollup_delta(batch.lease, plan.attempt, &first, rollups, memory));
+        let before_seal = timed(steps.before_seal(&first));
+        let ((blocks, blocks_took), (delta, claims_took), ((), before_seal_took)) =
+            tokio::try_join!(from_store::<_, S>(blocks), from_store::<_, S>(delta), before_seal)?;
+        let written = started.elapsed();
         self.seal_record(partition, plan, batch.range, batch.tenure, &delta, memory).await?;
         let recorded = started.elapsed();
         tracing::debug!(
@@ -175,10 +176,11 @@ impl Store {
             events = batch.events.len(),
             ballot_ms = balloted.as_millis() as u64,
             insert_ms = (inserted - balloted).as_millis() as u64,
-            blocks_ms = (blocked - inserted).as_millis() as u64,
-            claims_ms = (claimed - blocked).as_millis() as u64,
-            before_seal_ms = (before_seal - claimed).as_millis() as u64,
-            record_ms = (recorded - before_seal).as_millis() as u64,
+            blocks_ms = blocks_took.as_millis() as u64,
+            claims_ms = claims_took.as_millis() as u64,
+            before_seal_ms = before_seal_took.as_millis() as u64,
+            written_ms = (written - inserted).as_millis() as u64,
+            record_ms = (recorded - written).as_millis() as u64,
             "batch stored"
         );
         Ok(StoredBatch { first, blocks, periods: delta.period_doc_ids(partition) })
@@ -290,6 +292,20 @@ impl Store {
         delta.remember(memory);
         Ok(())
     }
+}
+
+/// Runs a step of a batch and says how long it took (the steps of a batch overlap).
+async fn timed<T, E>(step: impl Future<Output = Result<T, E>>) -> Result<(T, Duration), E> {
+    let started = Instant::now();
+    let done = step.await?;
+    Ok((done, started.elapsed()))
+}
+
+/// A store step's outcome in the writer's error type.
+async fn from_store<T, S: BatchSteps>(
+    step: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, S::Error> {
+    Ok(step.await?)
 }
 
 fn taken(record: u64, ballot: u32) -> StoreError {

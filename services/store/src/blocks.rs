@@ -95,12 +95,11 @@ impl Store {
         last: StreamPosition,
         events: &[(StreamPosition, &BufferedEvent)],
     ) -> Result<Vec<String>, StoreError> {
-        let mut ids = Vec::new();
-        for (day, events) in by_day(events.iter().copied()) {
-            let block = BlockWrite { partition, day, first, last, suffix: String::new(), events };
-            ids.extend(self.write_block(block).await?);
-        }
-        Ok(ids)
+        // One block per UTC day, written at once: a backfill's batch touches many days.
+        let writes = by_day(events.iter().copied()).into_iter().map(|(day, events)| {
+            self.write_block(BlockWrite { partition, day, first, last, suffix: String::new(), events })
+        });
+        Ok(futures::future::try_join_all(writes).await?.into_iter().flatten().collect())
     }
 
     /// Index entries of blocks that may hold an event named one of `names` (any when None)
