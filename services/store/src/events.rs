@@ -105,29 +105,21 @@ impl Store {
             flags[i] = seen.insert((w.event.event_id.as_str(), collection.clone()));
             days.entry(collection).or_default().push(i);
         }
-        for (collection, all) in days {
-            let events = self.db.collection::<Document>(&collection);
-            let firsts: Vec<usize> = all.iter().copied().filter(|&i| flags[i]).collect();
-            let batch = firsts.iter().map(|&i| raw_document(&writes[i])).collect();
-            // After a refusal, the unordered insert may have stored the other documents:
-            // existing ids are then looked up as for a redelivery.
-            let (already, look_up): (Vec<usize>, bool) = match crate::insert_new(&events, batch).await {
-                Ok(already) => (already.into_iter().map(|k| firsts[k]).collect(), redelivered),
-                Err(StoreError::Mongo(e)) if crate::refusal::is_refusal(&e) => {
-                    let (already, day_refused) = one_by_one(&events, writes, &all, &mut flags).await?;
-                    refused.extend(day_refused);
-                    (already, true)
-                }
-                Err(e) => return Err(e),
-            };
-            if look_up {
-                stored_by_these_entries(&events, writes, &already, &mut flags).await?;
-            } else {
-                // On a first delivery an existing id is a duplicate.
-                for i in already {
-                    flags[i] = false;
-                }
+        // Days at once: a backfill's batch touches many, each its own collection.
+        let inserts = days.into_iter().map(|(collection, all)| {
+            let firsts = flags.clone();
+            async move {
+                let mut day_flags = firsts;
+                let day_refused =
+                    self.insert_day(&collection, writes, &all, &mut day_flags, redelivered).await?;
+                Ok::<_, StoreError>((all, day_flags, day_refused))
             }
+        });
+        for (all, day_flags, day_refused) in futures::future::try_join_all(inserts).await? {
+            for i in all {
+                flags[i] = day_flags[i];
+            }
+            refused.extend(day_refused);
         }
         refused.sort_by_key(|r| r.index);
         Ok(InsertOutcome { flags, refused })
@@ -135,6 +127,42 @@ impl Store {
 }
 
 impl Store {
+    /// Inserts the events at `all` (positions in `writes`, all of one UTC day) into that
+    /// day's `collection`, where `flags` says which are first copies in the batch; sets
+    /// their flags as [`Store::insert_events_or_refuse`] does, and returns the refusals.
+    async fn insert_day(
+        &self,
+        collection: &str,
+        writes: &[EventWrite<'_>],
+        all: &[usize],
+        flags: &mut [bool],
+        redelivered: bool,
+    ) -> Result<Vec<Refusal>, StoreError> {
+        let events = self.db.collection::<Document>(collection);
+        let firsts: Vec<usize> = all.iter().copied().filter(|&i| flags[i]).collect();
+        let batch = firsts.iter().map(|&i| raw_document(&writes[i])).collect();
+        // After a refusal, the unordered insert may have stored the other documents:
+        // existing ids are then looked up as for a redelivery.
+        let (already, look_up, refused): (Vec<usize>, bool, Vec<Refusal>) =
+            match crate::insert_new(&events, batch).await {
+                Ok(already) => (already.into_iter().map(|k| firsts[k]).collect(), redelivered, Vec::new()),
+                Err(StoreError::Mongo(e)) if crate::refusal::is_refusal(&e) => {
+                    let (already, refused) = one_by_one(&events, writes, all, flags).await?;
+                    (already, true, refused)
+                }
+                Err(e) => return Err(e),
+            };
+        if look_up {
+            stored_by_these_entries(&events, writes, &already, flags).await?;
+        } else {
+            // On a first delivery an existing id is a duplicate.
+            for i in already {
+                flags[i] = false;
+            }
+        }
+        Ok(refused)
+    }
+
     /// The collections holding raw events: every day's, oldest first, then the single
     /// collection of versions before them (`events`) if it is still there.
     pub async fn raw_event_collections(&self) -> Result<Vec<String>, StoreError> {
