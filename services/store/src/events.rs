@@ -107,9 +107,8 @@ impl Store {
         }
         // Days at once: a backfill's batch touches many, each its own collection.
         let inserts = days.into_iter().map(|(collection, all)| {
-            let firsts = flags.clone();
+            let mut day_flags = flags.clone();
             async move {
-                let mut day_flags = firsts;
                 let day_refused =
                     self.insert_day(&collection, writes, &all, &mut day_flags, redelivered).await?;
                 Ok::<_, StoreError>((all, day_flags, day_refused))
