@@ -81,7 +81,9 @@ async fn rebuild_paused(
             if pending.is_empty() {
                 break;
             }
-            drained += crate::worker::process_read(ctx, &stream, *lease, pending, true, &mut state).await?;
+            let turn = crate::StoreTurn::take(ctx).await;
+            drained +=
+                crate::worker::process_read(ctx, &stream, *lease, pending, true, &mut state, &turn).await?;
         }
         watermarks.push((lease.partition, stream.last_delivered(&mut conn).await?, lease.fence));
     }

@@ -18,7 +18,7 @@ use crate::failed::PoisonWatch;
 use crate::lease::{PartitionLeaseKeys, lease_ttl};
 use crate::metrics::ErrorLabel;
 use crate::stream::{Entry, PartitionStream};
-use crate::{Context, ProcessorError};
+use crate::{Context, ProcessorError, StoreTurn};
 
 const IDLE_MIN: Duration = Duration::from_millis(10);
 const IDLE_MAX: Duration = Duration::from_millis(100);
@@ -174,6 +174,11 @@ async fn unless_ending(
 }
 
 /// Reads one batch (pending entries first) and processes it. Returns its entry count.
+///
+/// The batch is completed once the writer's turn to store has come: the events that reached
+/// the partition while it waited go with it, instead of waiting a whole round of turns for
+/// the next batch. Under load, batches then grow towards `batch_events`, whose fixed cost
+/// per batch weighs less (docs/operations.md, "Freshness under load").
 pub async fn step(
     ctx: &Context,
     stream: &PartitionStream,
@@ -194,8 +199,15 @@ pub async fn step(
     if entries.is_empty() {
         return Ok(0);
     }
+    let turn = StoreTurn::take(ctx).await;
     read_size.adapt(&entries, ctx.batch_events);
-    process_read(ctx, stream, lease, entries, redelivered, state).await
+    if !redelivered {
+        let more = top_up(&entries, ctx.batch_events);
+        if more > 0 {
+            entries.extend(stream.read(&mut conn, false, more).await?);
+        }
+    }
+    process_read(ctx, stream, lease, entries, redelivered, state, &turn).await
 }
 
 /// Processes the entries of one read, in sub-batches, after acknowledging those the log
@@ -207,6 +219,7 @@ pub async fn process_read(
     mut entries: Vec<Entry>,
     redelivered: bool,
     state: &mut WriterState,
+    turn: &StoreTurn<'_>,
 ) -> Result<usize, ProcessorError> {
     let log = state.log(ctx, lease.partition).await?;
     // Entries the log already counts (a crash between its commit and the acknowledgement)
@@ -232,7 +245,7 @@ pub async fn process_read(
             events += n;
             end += 1;
         }
-        process(ctx, stream, lease, &entries[start..end], redelivered, state).await?;
+        process(ctx, stream, lease, &entries[start..end], redelivered, state, turn).await?;
         start = end;
     }
     Ok(total)
@@ -262,7 +275,8 @@ pub async fn finish_open_record(
         }
         return Err(StoreError::Moved(format!("record {} of the rollup log", open.record)).into());
     }
-    process(ctx, stream, lease, &entries, true, state).await?;
+    let turn = StoreTurn::take(ctx).await;
+    process(ctx, stream, lease, &entries, true, state, &turn).await?;
     Ok(entries.len())
 }
 
@@ -376,6 +390,7 @@ pub async fn process(
     entries: &[Entry],
     redelivered: bool,
     state: &mut WriterState,
+    turn: &StoreTurn<'_>,
 ) -> Result<(), ProcessorError> {
     let started = Instant::now();
     // A record must start right after the one before it: entries a paused writer read
@@ -392,7 +407,7 @@ pub async fn process(
         ))
         .into());
     }
-    let stored = store_entries(ctx, lease, entries, redelivered, state).await?;
+    let stored = store_entries(ctx, lease, entries, redelivered, state, turn).await?;
     let first = &stored.first;
     let written: usize = entries.iter().map(|e| e.events.as_ref().map(Vec::len).unwrap_or(0)).sum();
 
@@ -419,13 +434,15 @@ pub async fn process(
 
 /// Stores one batch of a partition's stream entries exactly as the processor does (failed
 /// events set aside, raw events, event blocks, rollups, profiles) without touching the
-/// stream: the caller acknowledges. Safe to repeat; after an error, `state.forget()`.
+/// stream: the caller acknowledges, and holds a store turn. Safe to repeat; after an
+/// error, `state.forget()`.
 pub async fn store_entries<'e>(
     ctx: &Context,
     lease: PartitionLease,
     entries: &'e [Entry],
     redelivered: bool,
     state: &mut WriterState,
+    _turn: &StoreTurn<'_>,
 ) -> Result<StoredBatch<'e>, ProcessorError> {
     let (Some(first_entry), Some(last_entry)) = (entries.first(), entries.last()) else {
         return Ok(StoredBatch { first: Vec::new(), blocks: Vec::new(), periods: Vec::new() });
@@ -510,8 +527,6 @@ async fn write_record<'e>(
             .map(|(_, kept)| kept)
             .unzip();
     }
-    // The semaphore is never closed, so the turn always comes.
-    let turn = ctx.store_turns.acquire().await.ok();
     let range = (
         entries.first().map(|e| e.position).unwrap_or_default(),
         entries.last().map(|e| e.position).unwrap_or_default(),
@@ -522,7 +537,6 @@ async fn write_record<'e>(
     let mut steps = WriterSteps { ctx, lease, last_entry, origins: &origins, events: &writes, poison };
     let store = ctx.store.store_batch(&batch, plan, &rollups, memory, &mut steps);
     let stored = tokio::time::timeout(crate::STORE_TIMEOUT, store).await;
-    drop(turn);
     let stored = stored.map_err(|_| ProcessorError::StoreTimeout(crate::STORE_TIMEOUT))??;
     // Every refusal of this batch is behind it.
     poison.clear();
@@ -644,10 +658,22 @@ impl ReadSize {
     /// batch: a read just over it would be split into a full batch and a small one, which
     /// costs as many period updates as a full one.
     fn adapt(&mut self, entries: &[Entry], batch_events: usize) {
-        let events: usize = entries.iter().map(|e| e.events.as_ref().map(Vec::len).unwrap_or(0)).sum();
-        let per_entry = (events / entries.len().max(1)).max(1);
-        self.entries = (batch_events * 9 / 10 / per_entry).clamp(1, MAX_READ_ENTRIES);
+        self.entries = (batch_events * 9 / 10 / events_per_entry(entries)).clamp(1, MAX_READ_ENTRIES);
     }
+}
+
+/// How many more entries to read so that `entries` hold about a batch, aiming a little
+/// under it as [`ReadSize::adapt`] does; none when they hold that already.
+fn top_up(entries: &[Entry], batch_events: usize) -> usize {
+    let held = entries.iter().map(events_in).sum::<u64>() as usize;
+    let room = (batch_events * 9 / 10).saturating_sub(held);
+    (room / events_per_entry(entries)).min(MAX_READ_ENTRIES)
+}
+
+/// The events an entry of `entries` holds on average (at least one).
+fn events_per_entry(entries: &[Entry]) -> usize {
+    let events = entries.iter().map(events_in).sum::<u64>() as usize;
+    (events / entries.len().max(1)).max(1)
 }
 
 /// Renews the lease every third of its lifetime; reports loss when it is taken or when no
@@ -708,5 +734,35 @@ mod tests {
         assert!(due(Duration::from_secs(60), true, every, latest), "caught up: due");
         assert!(!due(Duration::from_secs(300), false, every, latest), "a backlog waits first");
         assert!(due(Duration::from_secs(600), false, every, latest), "but not past the latest");
+    }
+
+    fn entries(count: usize, events_each: usize) -> Vec<Entry> {
+        let event = BufferedEvent {
+            event_id: "e".into(),
+            id_generated: false,
+            event: "view".into(),
+            distinct_id: "u".into(),
+            timestamp: 0,
+            received_at: 0,
+            properties: Default::default(),
+        };
+        (0..count)
+            .map(|i| Entry {
+                id: format!("1-{i}"),
+                position: StreamPosition::default(),
+                events: Ok(vec![event.clone(); events_each]),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_is_topped_up_to_a_little_under_its_size() {
+        // 10 entries of 100 events, batches of 2,000: 800 more events make 1,800.
+        assert_eq!(top_up(&entries(10, 100), 2_000), 8);
+        assert_eq!(top_up(&entries(18, 100), 2_000), 0, "full enough");
+        assert_eq!(top_up(&entries(3, 1_000), 2_000), 0, "over a batch already");
+        // Entries of no event (undecodable) hold no room, and the next are taken as one each.
+        assert_eq!(top_up(&entries(5, 0), 10), 9);
+        assert_eq!(top_up(&entries(1, 1), 1_000_000), MAX_READ_ENTRIES, "a read stays bounded");
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use pulse_core::buffer::BufferedEvent;
 use pulse_core::rollup::StreamPosition;
+use pulse_processor::StoreTurn;
 use pulse_processor::stream::Entry;
 use pulse_processor::worker::{WriterState, store_entries};
 use pulse_processor::{Context, ProcessorError};
@@ -130,7 +131,9 @@ impl PartitionLoad {
             let mut tries = 0;
             loop {
                 tries += 1;
-                match store_entries(ctx, self.lease, &batch, redelivered, &mut self.state).await {
+                // As the processor's writers, at most `STORE_TURNS` batches at once.
+                let turn = StoreTurn::take(ctx).await;
+                match store_entries(ctx, self.lease, &batch, redelivered, &mut self.state, &turn).await {
                     Ok(stored) => {
                         stats.events += stored.first.len() as u64;
                         stats.batches += 1;
