@@ -177,8 +177,7 @@ async fn unless_ending(
 ///
 /// The batch is completed once the writer's turn to store has come: the events that reached
 /// the partition while it waited go with it, instead of waiting a whole round of turns for
-/// the next batch. Under load, batches then grow towards `batch_events`, whose fixed cost
-/// per batch weighs less (docs/operations.md, "Freshness under load").
+/// the next batch (docs/operations.md, capacity planning).
 pub async fn step(
     ctx: &Context,
     stream: &PartitionStream,
