@@ -139,13 +139,15 @@ pub const STORE_TURNS: usize = 2;
 
 /// A turn to write to the store, one of [`STORE_TURNS`]: what storing a batch requires, so
 /// a caller takes it before the batch is final (see `worker::step`).
-pub struct StoreTurn<'a>(#[allow(dead_code)] Option<tokio::sync::SemaphorePermit<'a>>);
+pub struct StoreTurn<'a> {
+    _permit: Option<tokio::sync::SemaphorePermit<'a>>,
+}
 
 impl<'a> StoreTurn<'a> {
     /// Waits for a turn; turns come in the order they were asked for.
     pub async fn take(ctx: &'a Context) -> StoreTurn<'a> {
         // The semaphore is never closed, so the turn always comes.
-        StoreTurn(ctx.store_turns.acquire().await.ok())
+        StoreTurn { _permit: ctx.store_turns.acquire().await.ok() }
     }
 }
 
