@@ -150,15 +150,16 @@ async fn a_pipeline_gets_every_child_follows_its_spec_and_retains_data_when_dele
             groups_of(&s.redis, &format!("pulse:{{shop:{partition}}}:events")).await.expect("XINFO GROUPS");
         assert_eq!(groups, ["pulse-processor"]);
     }
-    // Raw events: one collection per UTC day, made by its first insert, with no secondary
-    // index (each would cost every insert); event block index entries: by newest time, and
-    // by partition and size.
+    // Raw events, blocks and their index entries: collections per UTC day, made by their
+    // first insert, with no secondary index (each would cost every insert); profile
+    // changes: by user and by partition.
     let collections =
         ferret().await.client().await.expect("mongo").database(&db).list_collection_names().await;
     let collections = collections.expect("collections");
     assert!(!collections.iter().any(|c| c.starts_with("events")), "{collections:?}");
-    let indexes = index_names(&db, "event_block_index").await;
-    assert!(indexes.iter().any(|i| i.starts_with("hi_1")), "{indexes:?}");
+    assert!(!collections.iter().any(|c| c.starts_with("event_block")), "{collections:?}");
+    let indexes = index_names(&db, "profile_changes").await;
+    assert!(indexes.iter().any(|i| i.starts_with("u_1")), "{indexes:?}");
 
     // Change the spec: children follow.
     let changed =
@@ -219,7 +220,7 @@ async fn a_pipeline_gets_every_child_follows_its_spec_and_retains_data_when_dele
     assert!(databases().await.contains(&db), "Retain keeps the database");
     // ...and its schema (the raw events' collection has no index on FerretDB: it is made
     // by the first event).
-    assert!(!index_names(&db, "event_block_index").await.is_empty());
+    assert!(!index_names(&db, "profile_changes").await.is_empty());
 }
 
 #[tokio::test]

@@ -8,8 +8,8 @@ use pulse_core::buffer::BufferedEvent;
 use pulse_core::rollup::StreamPosition;
 use pulse_store::batch::STEAL_AFTER_MS;
 use pulse_store::{
-    Ballot, Batch, BatchRollups, BatchSteps, EventWrite, FailedEvent, LogState, LogTail, OpenRecord,
-    PartitionLease, RecordPlan, Refusal, StoreError, StoredBatch, WriterMemory,
+    Ballot, Batch, BatchRollups, BatchSteps, Compacted, CompactionDays, EventWrite, FailedEvent, LogState,
+    LogTail, OpenRecord, PartitionLease, RecordPlan, Refusal, StoreError, StoredBatch, WriterMemory,
 };
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -65,7 +65,7 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
     let mut records_at_log_compaction = 0;
     // Compactions run beside the writer, so that batches keep their freshness while one
     // passes over history; one at a time per partition.
-    let mut housekeeping: Option<tokio::task::JoinHandle<()>> = None;
+    let mut housekeeping: Option<tokio::task::JoinHandle<CompactionDays>> = None;
     let ending = || *stop.borrow() || *lost.borrow();
     // Waits end early when the process stops or the lease is lost.
     let (mut stopping, mut losing) = (stop.clone(), lost.clone());
@@ -108,10 +108,15 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
                 }
             }
         }
-        if housekeeping.as_ref().is_some_and(|task| !task.is_finished()) || ending() {
+        if let Some(task) = housekeeping.take_if(|task| task.is_finished()) {
+            // A compaction that stopped midway may have left any day.
+            state.compaction_days.add(task.await.unwrap_or_else(|_| CompactionDays::every()));
+        }
+        if housekeeping.is_some() || ending() {
             continue;
         }
-        let blocks = due(last_compaction.elapsed(), caught_up, COMPACT_EVERY, COMPACT_LATEST);
+        let blocks = due(last_compaction.elapsed(), caught_up, COMPACT_EVERY, COMPACT_LATEST)
+            && !state.compaction_days.is_empty();
         let records = state.records_committed - records_at_log_compaction;
         let log = due(last_log_compaction.elapsed(), caught_up, LOG_COMPACT_EVERY, LOG_COMPACT_LATEST)
             || records >= LOG_COMPACT_RECORDS;
@@ -124,15 +129,16 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
         }
         if blocks || log {
             let ctx = Arc::clone(&ctx);
+            let days =
+                if blocks { std::mem::take(&mut state.compaction_days) } else { CompactionDays::default() };
             housekeeping = Some(tokio::spawn(
                 async move {
                     let _turn = ctx.compaction_turns.acquire().await.ok();
-                    if blocks {
-                        compact(&ctx, partition).await;
-                    }
+                    let left = if blocks { compact(&ctx, partition, days).await } else { days };
                     if log {
                         compact_log(&ctx, partition).await;
                     }
+                    left
                 }
                 .in_current_span(),
             ));
@@ -336,6 +342,9 @@ pub struct WriterState {
     log_read: bool,
     /// When the tenure began.
     acquired: Instant,
+    /// The days of blocks the next block compaction passes over: every day at first, then
+    /// the days this tenure wrote blocks to since the last compaction, and those it left.
+    pub compaction_days: CompactionDays,
 }
 
 impl WriterState {
@@ -348,6 +357,7 @@ impl WriterState {
             records_committed: 0,
             log_read: false,
             acquired: Instant::now(),
+            compaction_days: CompactionDays::every(),
         }
     }
 
@@ -458,10 +468,11 @@ pub async fn store_entries<'e>(
     };
     let stored = write_record(ctx, lease, entries, redelivered, state, plan, &tenure).await;
     match &stored {
-        Ok(_) => {
+        Ok(stored) => {
             state.log =
                 Some(LogState { tail: LogTail { record: plan.attempt.record, last: range.1 }, open: None });
             state.records_committed += 1;
+            state.compaction_days.add_blocks(&stored.blocks);
         }
         Err(_) => state.forget(),
     }
@@ -593,25 +604,27 @@ impl BatchSteps for WriterSteps<'_, '_> {
     }
 }
 
-/// Merges the partition's small event blocks (low rates make small batches) and announces
-/// the merged blocks. A failure waits for the next round: blocks stay readable meanwhile.
-async fn compact(ctx: &Context, partition: u32) {
-    let merged = match ctx.store.compact_event_blocks(partition).await {
-        Ok(merged) => merged,
+/// Merges the partition's small event blocks of the days `days` (low rates make small
+/// batches) and announces the merged blocks; returns the days left for the next round. A
+/// failure leaves them all: blocks stay readable meanwhile.
+async fn compact(ctx: &Context, partition: u32, days: CompactionDays) -> CompactionDays {
+    let Compacted { merged, left } = match ctx.store.compact_event_blocks(partition, days.clone()).await {
+        Ok(compacted) => compacted,
         Err(e) => {
             ctx.metrics.errors.get_or_create(&ErrorLabel { kind: "compaction" }).inc();
             tracing::warn!(partition, error = %e, "event block compaction failed; retrying later");
-            return;
+            return days;
         }
     };
     if merged.is_empty() {
-        return;
+        return left;
     }
     tracing::debug!(partition, blocks = merged.len(), "small event blocks merged");
     let mut conn = ctx.conn.clone();
     if let Err(e) = pulse_buffer::publish_changes(&mut conn, &ctx.tenant, &[], &merged).await {
         tracing::warn!(partition, error = %e, "merged blocks not announced; readers find them in the index");
     }
+    left
 }
 
 /// Merges the partition's rollup log into a new version (and drops expired periods), and

@@ -13,7 +13,7 @@ use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{Document, doc};
 use pulse_core::buffer::BufferedEvent;
 use pulse_core::rollup::StreamPosition;
-use pulse_store::collections::EVENT_BLOCK_INDEX;
+use pulse_store::collections::EVENT_BLOCK_INDEX_PREFIX;
 use pulse_store::recount::event_of_document;
 use pulse_store::{EventWrite, Store};
 
@@ -92,15 +92,16 @@ async fn main() {
         futures::stream::iter(writes).buffered(4).try_collect().await.expect("write blocks");
     let written = started.elapsed().as_secs_f64();
     let blocks: usize = ids.iter().map(Vec::len).sum();
-    let bytes: i64 = {
-        let mut cursor =
-            store.database().collection::<Document>(EVENT_BLOCK_INDEX).find(doc! {}).await.expect("index");
-        let mut sum = 0;
-        while let Some(d) = cursor.try_next().await.expect("cursor") {
-            sum += d.get_i64("bytes").unwrap_or(0);
+    let mut bytes: i64 = 0;
+    for name in store.database().list_collection_names().await.expect("collections") {
+        if !name.starts_with(EVENT_BLOCK_INDEX_PREFIX) {
+            continue;
         }
-        sum
-    };
+        let mut cursor = store.database().collection::<Document>(&name).find(doc! {}).await.expect("index");
+        while let Some(d) = cursor.try_next().await.expect("cursor") {
+            bytes += d.get_i64("bytes").unwrap_or(0);
+        }
+    }
     println!(
         "wrote {total} events as {blocks} blocks in {written:.2} s ({}), {:.1} MB compressed, {:.1} bytes/event",
         rate(total, written),

@@ -7,9 +7,13 @@
 //!   collection), so a day's collection bounds what compaction and reads of a time range
 //!   pass over by the days they touch, not by the history kept, and retention drops whole
 //!   days;
-//! - `event_block_index`: one small document per block with the same `_id`: partition `p`,
-//!   event times `lo`/`hi` (epoch ms), distinct event `names`, events `n`, compressed
-//!   `bytes`, the UTC `day` (its start, epoch ms) and the stream positions `first`/`last`.
+//! - `event_block_index_<yyyymmdd>`: one small document per block with the same `_id`:
+//!   partition `p`, event times `lo`/`hi` (epoch ms), distinct event `names`, events `n`,
+//!   compressed `bytes`, the UTC `day` (its start, epoch ms) and the stream positions
+//!   `first`/`last`; one collection per day too, as FerretDB scans a collection for every
+//!   find: a read of a time range, a writer's compaction of the days it wrote to and
+//!   retention pass over the entries of their days only, not over the history's. No
+//!   secondary index: a day's entries are few (one per batch, small blocks merged).
 //!
 //! A block is written before its index entry, so a listed entry has its block unless
 //! retention or compaction deleted it since; readers skip those. One event may be in
@@ -18,9 +22,10 @@
 
 mod codec;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::future::IntoFuture;
 use std::io::{Read, Write};
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use futures::stream::FuturesUnordered;
@@ -30,7 +35,9 @@ use pulse_core::buffer::BufferedEvent;
 use pulse_core::rollup::StreamPosition;
 use tokio::sync::mpsc;
 
-use crate::collections::{EVENT_BLOCK_INDEX, EVENT_BLOCKS_PREFIX, LEGACY_EVENT_BLOCKS};
+use crate::collections::{
+    EVENT_BLOCK_INDEX_PREFIX, EVENT_BLOCKS_PREFIX, LEGACY_EVENT_BLOCK_INDEX, LEGACY_EVENT_BLOCKS,
+};
 use crate::recount::event_of_document;
 use crate::{Store, StoreError, is_duplicate};
 
@@ -59,6 +66,8 @@ const COMPACT_MAX_BLOCKS: usize = 500;
 const COMPACT_MAX_MERGES: usize = 4;
 /// Rebuild writes blocks of this many events (per partition and day).
 const REBUILD_BLOCK_EVENTS: usize = 1_000;
+/// Index entries moved at once out of the single index of older versions.
+const MOVE_CHUNK: usize = 1_000;
 
 /// A block's index entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +80,51 @@ pub struct BlockRef {
     /// The distinct event names in the block.
     pub names: Vec<String>,
     pub events: u64,
+}
+
+/// The UTC days (since the epoch) whose blocks a partition's compaction passes over. Each
+/// pass reads those days' index entries, so a writer that names the days it wrote blocks
+/// to passes over them, not over the whole history.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactionDays {
+    every: bool,
+    days: BTreeSet<i64>,
+}
+
+impl CompactionDays {
+    /// Every day with blocks: where a writer starts, as it cannot know which small blocks
+    /// the writers before it left.
+    pub fn every() -> Self {
+        CompactionDays { every: true, days: BTreeSet::new() }
+    }
+
+    /// Adds the days of the blocks `ids` (as [`Store::write_event_blocks`] returns them).
+    pub fn add_blocks(&mut self, ids: &[String]) {
+        if !self.every {
+            self.days.extend(ids.iter().filter_map(|id| block_day(id)));
+        }
+    }
+
+    /// Adds the days of `other`.
+    pub fn add(&mut self, other: CompactionDays) {
+        if other.every {
+            *self = other;
+        } else if !self.every {
+            self.days.extend(other.days);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.every && self.days.is_empty()
+    }
+}
+
+/// What a compaction did: the blocks it wrote, and the days it left small blocks in (it
+/// merges at most a few blocks a call), for the next call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Compacted {
+    pub merged: Vec<String>,
+    pub left: CompactionDays,
 }
 
 /// A block to write: one partition, one UTC day, a span of stream positions.
@@ -111,25 +165,40 @@ impl Store {
         to: i64,
     ) -> Result<Vec<BlockRef>, StoreError> {
         let filter = block_filter(names, from, to);
-        let mut cursor = self.db.collection::<Document>(EVENT_BLOCK_INDEX).find(filter).await?;
         let mut refs = Vec::new();
-        while let Some(d) = cursor.try_next().await? {
-            refs.push(block_ref_of(&d)?);
+        for index in self.index_collections(days_between(from, to)).await? {
+            let mut cursor = self.db.collection::<Document>(&index).find(filter.clone()).await?;
+            while let Some(d) = cursor.try_next().await? {
+                refs.push(block_ref_of(&d)?);
+            }
         }
         refs.sort_by(|a, b| a.id.cmp(&b.id));
+        // An entry being moved out of the older versions' index is in both.
+        refs.dedup_by(|a, b| a.id == b.id);
         Ok(refs)
     }
 
     /// The time of the oldest event any block holds (epoch ms), None without blocks.
     pub async fn oldest_event_time(&self) -> Result<Option<i64>, StoreError> {
-        let oldest = self
-            .db
-            .collection::<Document>(EVENT_BLOCK_INDEX)
-            .find_one(doc! {})
-            .sort(doc! { "lo": 1 })
-            .projection(doc! { "lo": 1 })
-            .await?;
-        Ok(oldest.map(|d| int(d.get("lo"))))
+        let mut oldest: Option<i64> = None;
+        // Days oldest first, the older versions' index last: the first day with an entry
+        // holds the oldest event, unless that index holds an older one.
+        for index in self.index_collections(i64::MIN..=i64::MAX).await? {
+            if oldest.is_some() && index != LEGACY_EVENT_BLOCK_INDEX {
+                continue;
+            }
+            let found = self
+                .db
+                .collection::<Document>(&index)
+                .find_one(doc! {})
+                .sort(doc! { "lo": 1 })
+                .projection(doc! { "lo": 1 })
+                .await?;
+            if let Some(lo) = found.map(|d| int(d.get("lo"))) {
+                oldest = Some(oldest.map_or(lo, |o| o.min(lo)));
+            }
+        }
+        Ok(oldest)
     }
 
     /// One block's events, None when it is gone (deleted by retention or compaction).
@@ -181,7 +250,7 @@ impl Store {
         let filter = block_filter(names, from, to);
         let mut seen: Distinct = Distinct::default();
         let mut out: Vec<BufferedEvent> = Vec::new();
-        self.read_listed(filter, keep, |block| {
+        self.read_listed(filter, days_between(from, to), keep, |block| {
             for e in block.events {
                 if seen.is_new(&out, &e.event_id) {
                     if out.len() == max {
@@ -209,7 +278,7 @@ impl Store {
         let mut filter = block_filter(None, from, to);
         filter.insert("p", i64::from(partition));
         let mut out = Vec::new();
-        self.read_listed(filter, keep, |block| {
+        self.read_listed(filter, days_between(from, to), keep, |block| {
             out.extend(block.positions.into_iter().zip(block.events));
             Ok(())
         })
@@ -224,13 +293,18 @@ impl Store {
     async fn read_listed(
         &self,
         filter: Document,
+        days: RangeInclusive<i64>,
         keep: Keep,
         mut each: impl FnMut(Block) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let mut read: HashSet<String> = HashSet::new();
         for _ in 0..4 {
-            let todo: Vec<String> =
-                self.block_ids(filter.clone()).await?.into_iter().filter(|id| !read.contains(id)).collect();
+            let todo: Vec<String> = self
+                .block_ids(filter.clone(), days.clone())
+                .await?
+                .into_iter()
+                .filter(|id| !read.contains(id))
+                .collect();
             if todo.is_empty() {
                 break;
             }
@@ -249,25 +323,38 @@ impl Store {
         Ok(())
     }
 
-    /// Merges a partition's small blocks: per UTC day, when at least 8 blocks hold fewer
-    /// than 1,000 events each, they become one block (up to about 10,000 events). The
-    /// merged block and its entry are written before the old ones are deleted, so a crash
-    /// in between leaves copies, which readers drop. Returns the merged blocks' ids.
-    pub async fn compact_event_blocks(&self, partition: u32) -> Result<Vec<String>, StoreError> {
-        let filter = doc! { "p": i64::from(partition), "n": { "$lt": SMALL_BLOCK_EVENTS } };
-        let mut cursor = self.db.collection::<Document>(EVENT_BLOCK_INDEX).find(filter).await?;
-        let mut days: BTreeMap<i64, Vec<SmallBlock>> = BTreeMap::new();
-        while let Some(d) = cursor.try_next().await? {
-            let small = SmallBlock {
-                id: d.get_str("_id").unwrap_or_default().to_string(),
-                n: int(d.get("n")),
-                first: position(&d, "first"),
-                last: position(&d, "last"),
-            };
-            days.entry(int(d.get("day")).div_euclid(DAY_MS)).or_default().push(small);
+    /// Merges a partition's small blocks of the UTC days `days`: per day, when at least 8
+    /// blocks hold fewer than 1,000 events each, they become one block (up to about 10,000
+    /// events). The merged block and its entry are written before the old ones are deleted,
+    /// so a crash in between leaves copies, which readers drop. Returns the merged blocks'
+    /// ids and the days it left small blocks in.
+    pub async fn compact_event_blocks(
+        &self,
+        partition: u32,
+        days: CompactionDays,
+    ) -> Result<Compacted, StoreError> {
+        let mut indexes: Vec<(i64, String)> = Vec::new();
+        for name in self.db.list_collection_names().await? {
+            if let Some(day) = collection_day(&name, EVENT_BLOCK_INDEX_PREFIX)
+                && (days.every || days.days.contains(&day))
+            {
+                indexes.push((day, name));
+            }
         }
-        let mut merged = Vec::new();
-        for (day, mut blocks) in days {
+        indexes.sort();
+        let mut done = Compacted::default();
+        for (at, (day, index)) in indexes.iter().enumerate() {
+            let filter = doc! { "p": i64::from(partition), "n": { "$lt": SMALL_BLOCK_EVENTS } };
+            let mut cursor = self.db.collection::<Document>(index).find(filter).await?;
+            let mut blocks = Vec::new();
+            while let Some(d) = cursor.try_next().await? {
+                blocks.push(SmallBlock {
+                    id: d.get_str("_id").unwrap_or_default().to_string(),
+                    n: int(d.get("n")),
+                    first: position(&d, "first"),
+                    last: position(&d, "last"),
+                });
+            }
             if blocks.len() < COMPACT_MIN_BLOCKS {
                 continue;
             }
@@ -285,15 +372,17 @@ impl Store {
                 groups.push(group);
             }
             for group in groups {
-                if merged.len() == COMPACT_MAX_MERGES {
-                    return Ok(merged);
+                if done.merged.len() == COMPACT_MAX_MERGES {
+                    // This day and the ones not passed over yet wait for the next call.
+                    done.left.days.extend(indexes[at..].iter().map(|(day, _)| *day));
+                    return Ok(done);
                 }
-                if let Some(id) = self.merge_blocks(partition, day, &group).await? {
-                    merged.push(id);
+                if let Some(id) = self.merge_blocks(partition, *day, &group).await? {
+                    done.merged.push(id);
                 }
             }
         }
-        Ok(merged)
+        Ok(done)
     }
 
     /// Replaces every block with blocks written from the raw events (1,000 events per
@@ -302,7 +391,7 @@ impl Store {
     /// between, never a gap. Run it while no processor writes (the rebuild command holds
     /// every lease). Returns the ids of the blocks written.
     pub async fn rebuild_event_blocks(&self) -> Result<Vec<String>, StoreError> {
-        let old = self.block_ids(doc! {}).await?;
+        let old = self.block_ids(doc! {}, i64::MIN..=i64::MAX).await?;
         // Marks this rebuild's ids, so they never collide with an earlier rebuild's.
         let suffix = format!("|r{}", jiff::Timestamp::now().as_millisecond());
         let mut pending: BTreeMap<(u32, i64), Vec<(StreamPosition, BufferedEvent)>> = BTreeMap::new();
@@ -327,39 +416,90 @@ impl Store {
         let new: HashSet<&String> = written.iter().collect();
         let stale: Vec<String> = old.into_iter().filter(|id| !new.contains(id)).collect();
         self.delete_blocks(&stale).await?;
-        // Every block is now in its day's collection.
+        // Every block and entry is now in its day's collection.
         self.db.collection::<Document>(LEGACY_EVENT_BLOCKS).drop().await?;
+        self.db.collection::<Document>(LEGACY_EVENT_BLOCK_INDEX).drop().await?;
         Ok(written)
     }
 
-    /// Deletes the blocks whose latest event is older than `cutoff` (epoch ms): their
-    /// blocks first, then their entries. Returns the number of blocks deleted. A block
-    /// spans at most one UTC day, so its events outlive the raw ones by less than a day.
-    /// Whether an event block holds an event from before `cutoff` (a pass over the small
-    /// block index, not over the events).
+    /// Whether an event block holds an event from before `cutoff`, a UTC day's start
+    /// (an index of an earlier day is there, or the older versions' index lists one).
     pub(crate) async fn holds_events_before(&self, cutoff: i64) -> Result<bool, StoreError> {
-        let found = self
-            .db
-            .collection::<Document>(crate::collections::EVENT_BLOCK_INDEX)
-            .find_one(doc! { "lo": { "$lt": cutoff } })
-            .projection(doc! { "_id": 1 })
-            .await?;
-        Ok(found.is_some())
+        // Days first: the older versions' index, if any, is last.
+        match self.index_collections(i64::MIN..=day_of(cutoff) - 1).await?.first() {
+            None => Ok(false),
+            Some(index) if index != LEGACY_EVENT_BLOCK_INDEX => Ok(true),
+            Some(index) => {
+                let found = self
+                    .db
+                    .collection::<Document>(index)
+                    .find_one(doc! { "lo": { "$lt": cutoff } })
+                    .projection(doc! { "_id": 1 })
+                    .await?;
+                Ok(found.is_some())
+            }
+        }
     }
 
-    /// Deletes the blocks whose newest event is older than `cutoff` (a UTC day's start):
-    /// whole days' collections are dropped, then the entries and any copies left in the
-    /// collection of an older version deleted.
+    /// Deletes the blocks whose events are older than `cutoff` (a UTC day's start; a block
+    /// holds one day's events): the days' blocks and index entries go by whole
+    /// collections, then what the older versions' collections hold of them. Returns the
+    /// number of blocks deleted.
     pub(crate) async fn delete_expired_blocks(&self, cutoff: i64) -> Result<u64, StoreError> {
-        let expired = self.block_ids(doc! { "hi": { "$lt": cutoff } }).await?;
-        let oldest_kept = day_collection(day_of(cutoff));
+        let cutoff_day = day_of(cutoff);
+        let mut deleted = 0;
         for name in self.db.list_collection_names().await? {
-            if name.starts_with(EVENT_BLOCKS_PREFIX) && name < oldest_kept {
+            let blocks = collection_day(&name, EVENT_BLOCKS_PREFIX).is_some_and(|day| day < cutoff_day);
+            let index = collection_day(&name, EVENT_BLOCK_INDEX_PREFIX).is_some_and(|day| day < cutoff_day);
+            if index {
+                deleted += self.db.collection::<Document>(&name).estimated_document_count().await?;
+            }
+            if blocks || index {
                 self.db.collection::<Document>(&name).drop().await?;
             }
         }
-        self.delete_blocks(&expired).await?;
-        Ok(expired.len() as u64)
+        if self.holds_legacy_index().await? {
+            let expired = self.block_ids(doc! { "hi": { "$lt": cutoff } }, i64::MIN..=cutoff_day - 1).await?;
+            self.delete_blocks(&expired).await?;
+            deleted += expired.len() as u64;
+        }
+        Ok(deleted)
+    }
+
+    /// Moves the entries of the single index older versions kept into their days'
+    /// collections, a chunk at a time (inserted, then deleted there), and drops it once
+    /// empty. Readers read it while it exists, so they miss no block meanwhile; processes
+    /// moving at once both insert (an entry already there is success) and delete. Returns
+    /// the number of entries moved.
+    pub(crate) async fn move_legacy_block_index(&self) -> Result<u64, StoreError> {
+        if !self.holds_legacy_index().await? {
+            return Ok(0);
+        }
+        let legacy = self.db.collection::<Document>(LEGACY_EVENT_BLOCK_INDEX);
+        let mut moved = 0;
+        loop {
+            let chunk: Vec<Document> =
+                legacy.find(doc! {}).limit(MOVE_CHUNK as i64).await?.try_collect().await?;
+            if chunk.is_empty() {
+                break;
+            }
+            let ids: Vec<String> =
+                chunk.iter().map(|d| d.get_str("_id").unwrap_or_default().to_string()).collect();
+            let mut days: BTreeMap<String, Vec<Document>> = BTreeMap::new();
+            for d in chunk {
+                days.entry(index_collection(d.get_str("_id").unwrap_or_default())).or_default().push(d);
+            }
+            for (index, entries) in days {
+                crate::insert_new(&self.db.collection(&index), entries).await?;
+            }
+            legacy.delete_many(doc! { "_id": { "$in": &ids } }).await?;
+            moved += ids.len() as u64;
+            tracing::info!(moved, "moving the event block index into one collection per day");
+        }
+        if legacy.estimated_document_count().await? == 0 {
+            legacy.drop().await?;
+        }
+        Ok(moved)
     }
 
     async fn write_rebuilt(
@@ -466,7 +606,7 @@ impl Store {
                 "first": block.first.to_key(),
                 "last": block.last.to_key(),
             };
-            insert_once(self.db.collection(EVENT_BLOCK_INDEX), entry).await?;
+            insert_once(self.db.collection(&index_collection(&id)), entry).await?;
             Ok(vec![id])
         })
     }
@@ -589,17 +729,55 @@ impl Store {
         Ok(self.db.list_collection_names().await?.iter().any(|name| name == LEGACY_EVENT_BLOCKS))
     }
 
-    async fn block_ids(&self, filter: Document) -> Result<Vec<String>, StoreError> {
-        let mut cursor = self
-            .db
-            .collection::<Document>(EVENT_BLOCK_INDEX)
-            .find(filter)
-            .projection(doc! { "_id": 1 })
-            .await?;
-        let mut ids = Vec::new();
-        while let Some(d) = cursor.try_next().await? {
-            ids.push(d.get_str("_id").unwrap_or_default().to_string());
+    /// Whether the single index of older versions is still there (until
+    /// [`Self::move_legacy_block_index`] empties it).
+    async fn holds_legacy_index(&self) -> Result<bool, StoreError> {
+        Ok(self.db.list_collection_names().await?.iter().any(|name| name == LEGACY_EVENT_BLOCK_INDEX))
+    }
+
+    /// The index collections of the UTC days `days` that exist, oldest first, and the
+    /// older versions' single index last while it exists.
+    async fn index_collections(&self, days: RangeInclusive<i64>) -> Result<Vec<String>, StoreError> {
+        let mut found: Vec<(i64, String)> = Vec::new();
+        let mut legacy = false;
+        for name in self.db.list_collection_names().await? {
+            if name == LEGACY_EVENT_BLOCK_INDEX {
+                legacy = true;
+            } else if let Some(day) = collection_day(&name, EVENT_BLOCK_INDEX_PREFIX)
+                && days.contains(&day)
+            {
+                found.push((day, name));
+            }
         }
+        found.sort();
+        let mut names: Vec<String> = found.into_iter().map(|(_, name)| name).collect();
+        if legacy {
+            names.push(LEGACY_EVENT_BLOCK_INDEX.to_string());
+        }
+        Ok(names)
+    }
+
+    /// The ids of the blocks of the days `days` whose entries match `filter`.
+    async fn block_ids(
+        &self,
+        filter: Document,
+        days: RangeInclusive<i64>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut ids = Vec::new();
+        for index in self.index_collections(days).await? {
+            let mut cursor = self
+                .db
+                .collection::<Document>(&index)
+                .find(filter.clone())
+                .projection(doc! { "_id": 1 })
+                .await?;
+            while let Some(d) = cursor.try_next().await? {
+                ids.push(d.get_str("_id").unwrap_or_default().to_string());
+            }
+        }
+        // An entry being moved out of the older versions' index is in both.
+        ids.sort_unstable();
+        ids.dedup();
         Ok(ids)
     }
 
@@ -608,19 +786,29 @@ impl Store {
     /// thousand ids: FerretDB scans a collection for every delete, by `_id` too, so one
     /// pass over a day's blocks deletes them all.
     async fn delete_blocks(&self, ids: &[String]) -> Result<(), StoreError> {
-        let legacy = self.holds_legacy_blocks().await?;
-        for (collection, ids) in by_collection(ids.to_vec()) {
+        let legacy_blocks = self.holds_legacy_blocks().await?;
+        let legacy_index = self.holds_legacy_index().await?;
+        let days = by_collection(ids.to_vec());
+        for (collection, ids) in &days {
             for chunk in ids.chunks(DELETE_CHUNK) {
                 let filter = doc! { "_id": { "$in": chunk } };
-                self.db.collection::<Document>(&collection).delete_many(filter.clone()).await?;
-                if legacy {
+                self.db.collection::<Document>(collection).delete_many(filter.clone()).await?;
+                if legacy_blocks {
                     self.db.collection::<Document>(LEGACY_EVENT_BLOCKS).delete_many(filter).await?;
                 }
             }
         }
-        let index = self.db.collection::<Document>(EVENT_BLOCK_INDEX);
-        for chunk in ids.chunks(DELETE_CHUNK) {
-            index.delete_many(doc! { "_id": { "$in": chunk } }).await?;
+        for ids in days.values() {
+            for chunk in ids.chunks(DELETE_CHUNK) {
+                let filter = doc! { "_id": { "$in": chunk } };
+                self.db
+                    .collection::<Document>(&index_collection(&chunk[0]))
+                    .delete_many(filter.clone())
+                    .await?;
+                if legacy_index {
+                    self.db.collection::<Document>(LEGACY_EVENT_BLOCK_INDEX).delete_many(filter).await?;
+                }
+            }
         }
         Ok(())
     }
@@ -734,16 +922,44 @@ fn day_label(day: i64) -> String {
     }
 }
 
-/// The collection of the blocks of UTC day `day`: `event_blocks_20261124`.
-fn day_collection(day: i64) -> String {
-    format!("{EVENT_BLOCKS_PREFIX}{}", day_label(day).replace('-', ""))
+/// The collection of block `id` (`<p>|<first>|<last>|<day label>[a|b...][|suffix]`): its
+/// day's, `event_blocks_<yyyymmdd>`.
+pub fn block_collection(id: &str) -> String {
+    format!("{EVENT_BLOCKS_PREFIX}{}", day_digits(id))
 }
 
-/// The collection of block `id` (`<p>|<first>|<last>|<day label>[a|b...][|suffix]`): its
-/// day's, named as [`day_collection`] names it.
-pub fn block_collection(id: &str) -> String {
-    let label = id.split('|').nth(3).unwrap_or_default().trim_end_matches(['a', 'b']);
-    format!("{EVENT_BLOCKS_PREFIX}{}", label.replace('-', ""))
+/// The index collection of block `id`'s entry: its day's, `event_block_index_<yyyymmdd>`.
+fn index_collection(id: &str) -> String {
+    format!("{EVENT_BLOCK_INDEX_PREFIX}{}", day_digits(id))
+}
+
+/// `20261124` for a block id of 2026-11-24.
+fn day_digits(id: &str) -> String {
+    id.split('|').nth(3).unwrap_or_default().trim_end_matches(['a', 'b']).replace('-', "")
+}
+
+/// The UTC day of block `id`.
+fn block_day(id: &str) -> Option<i64> {
+    digits_day(&day_digits(id))
+}
+
+/// The UTC day of a day's collection, `<prefix><yyyymmdd>`.
+fn collection_day(name: &str, prefix: &str) -> Option<i64> {
+    digits_day(name.strip_prefix(prefix)?)
+}
+
+/// The UTC day of `20261124`.
+fn digits_day(digits: &str) -> Option<i64> {
+    if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let date = jiff::civil::Date::strptime("%Y%m%d", digits).ok()?;
+    Some(i64::from(date.since(jiff::civil::date(1970, 1, 1)).ok()?.get_days()))
+}
+
+/// The UTC days with events of times in `[from, to)`.
+fn days_between(from: i64, to: i64) -> RangeInclusive<i64> {
+    day_of(from)..=day_of(to.saturating_sub(1))
 }
 
 /// Block ids grouped by their collection.
@@ -849,6 +1065,27 @@ mod tests {
         }
         let ids: Vec<&str> = kept.iter().map(|e| e.event_id.as_str()).collect();
         assert_eq!(ids, ["a", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn compaction_days_are_the_days_of_the_blocks_written_or_every_day() {
+        let id = |day: &str| format!("0002|1-0|9-0|{day}");
+        let mut days = CompactionDays::default();
+        assert!(days.is_empty());
+        days.add_blocks(&[id("2026-11-24"), id("2026-11-24b"), format!("{}|c0123", id("1970-01-02"))]);
+        days.add_blocks(&["not a block id".to_string()]);
+        assert_eq!(days.days, BTreeSet::from([1, day_of(1_795_478_400_000)]));
+        assert!(!days.every);
+        days.add(CompactionDays::every());
+        assert_eq!(days, CompactionDays::every());
+        days.add_blocks(&[id("2026-11-25")]);
+        assert_eq!(days, CompactionDays::every(), "every day already");
+        assert_eq!(collection_day("event_block_index_19700101", EVENT_BLOCK_INDEX_PREFIX), Some(0));
+        assert_eq!(collection_day("event_blocks_19691231", EVENT_BLOCKS_PREFIX), Some(-1));
+        assert_eq!(collection_day("event_block_index", EVENT_BLOCK_INDEX_PREFIX), None);
+        assert_eq!(collection_day("event_block_index_2026112", EVENT_BLOCK_INDEX_PREFIX), None);
+        assert_eq!(days_between(DAY_MS, 2 * DAY_MS), 1..=1);
+        assert!(days_between(DAY_MS, DAY_MS).is_empty());
     }
 
     #[test]

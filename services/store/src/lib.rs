@@ -13,7 +13,7 @@
 //! - `bucket_users_<yyyymmdd>_p<n>`: the users each record of partition `n` counted first in
 //!   each hour and day bucket starting that day, one list per record ([`rollups`]);
 //! - `profile_changes`: per batch and user, the user's profile update ([`profiles`]);
-//! - `event_blocks_<yyyymmdd>` and `event_block_index`: the raw events again, deflated in
+//! - `event_blocks_<yyyymmdd>` and `event_block_index_<yyyymmdd>`: the raw events again, deflated in
 //!   blocks of a batch's events of one UTC day each with the stream entry of every event,
 //!   for reads of many events and for a writer to find which users its rollups counted
 //!   ([`blocks`]);
@@ -48,7 +48,7 @@ pub mod rollups;
 mod schema;
 
 pub use batch::{Batch, BatchSteps, PlainSteps, RecordPlan, StoredBatch};
-pub use blocks::BlockRef;
+pub use blocks::{BlockRef, Compacted, CompactionDays};
 pub use compaction::Compaction;
 pub use documents::{bson_of_json, json_of_bson};
 pub use events::{EventWrite, InsertOutcome, Refusal, StoredFlags, raw_collection};
@@ -76,7 +76,12 @@ pub mod collections {
     /// Where an older version kept every block: still read and cleaned until a rebuild
     /// drops it.
     pub const LEGACY_EVENT_BLOCKS: &str = "event_blocks";
-    pub const EVENT_BLOCK_INDEX: &str = "event_block_index";
+    /// Event block index entries, one collection per UTC day of their blocks:
+    /// `event_block_index_<yyyymmdd>`.
+    pub const EVENT_BLOCK_INDEX_PREFIX: &str = "event_block_index_";
+    /// Where an older version kept every index entry: read while it exists, and moved into
+    /// the days' collections by `Store::ensure_schema`.
+    pub const LEGACY_EVENT_BLOCK_INDEX: &str = "event_block_index";
     /// Acknowledged events the store refused, kept aside ([`crate::failed`]).
     pub const FAILED_EVENTS: &str = "failed_events";
     /// Scratch documents that try an event name as a rollup update path; each is removed at

@@ -5,7 +5,7 @@ use mongodb::IndexModel;
 use mongodb::bson::doc;
 use pulse_core::duration::DurationSpec;
 
-use crate::collections::{EVENT_BLOCK_INDEX, LEGACY_EVENTS};
+use crate::collections::LEGACY_EVENTS;
 use crate::{Store, StoreError};
 
 /// What [`Store::ensure_schema`] found.
@@ -43,22 +43,25 @@ impl Store {
         // Rollups are read by `_id` (ranges of it for time ranges, see BucketKey::id) and
         // written often: no secondary index to maintain.
         let collection = |name| self.db.collection::<mongodb::bson::Document>(name);
-        // Blocks are read by `_id`, from their day's collection (created by its first
-        // block). Their index entries are few (one per batch, small batches merged),
-        // scanned whole on FerretDB; MongoDB serves the time ranges of queries and
-        // retention (`hi`) and compaction's small blocks (`p`, `n`) from indexes.
+        // Blocks and their index entries live in their day's collections (created by the
+        // day's first block), with no secondary index: blocks are read by `_id`, and a
+        // day's entries are few. The single index of older versions moves into them.
+        match self.move_legacy_block_index().await {
+            Ok(0) => {}
+            Ok(moved) => tracing::info!(moved, "the event block index moved into one collection per day"),
+            // Read as it is meanwhile; the next start moves the rest.
+            Err(e) => tracing::warn!(error = %e, "the event block index of older versions stays for now"),
+        }
         let existing = self.db.list_collection_names().await?;
-        for name in [EVENT_BLOCK_INDEX, crate::profiles::PROFILE_CHANGES] {
-            if !existing.iter().any(|c| c == name) {
-                match self.db.create_collection(name).await {
-                    Ok(()) => {}
-                    // Created meanwhile by another process.
-                    Err(e) if namespace_exists(&e) => {}
-                    Err(e) => return Err(e.into()),
-                }
+        let name = crate::profiles::PROFILE_CHANGES;
+        if !existing.iter().any(|c| c == name) {
+            match self.db.create_collection(name).await {
+                Ok(()) => {}
+                // Created meanwhile by another process.
+                Err(e) if namespace_exists(&e) => {}
+                Err(e) => return Err(e.into()),
             }
         }
-        ensure_indexes(&collection(EVENT_BLOCK_INDEX), &[doc! { "hi": 1 }, doc! { "p": 1, "n": 1 }]).await?;
         // Profile changes are read by user (one profile) and by partition (folding them).
         ensure_indexes(&collection(crate::profiles::PROFILE_CHANGES), &[doc! { "u": 1 }, doc! { "p": 1 }])
             .await?;

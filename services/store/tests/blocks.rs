@@ -9,9 +9,11 @@ use pulse_core::buffer::BufferedEvent;
 use pulse_core::duration::DurationSpec;
 use pulse_core::rollup::StreamPosition;
 use pulse_store::blocks::block_collection;
-use pulse_store::collections::{EVENT_BLOCK_INDEX, EVENT_BLOCKS_PREFIX, LEGACY_EVENT_BLOCKS};
+use pulse_store::collections::{
+    EVENT_BLOCK_INDEX_PREFIX, EVENT_BLOCKS_PREFIX, LEGACY_EVENT_BLOCK_INDEX, LEGACY_EVENT_BLOCKS,
+};
 use pulse_store::recount::event_of_document;
-use pulse_store::{EventWrite, Store, StoreError};
+use pulse_store::{CompactionDays, EventWrite, Store, StoreError};
 use pulse_testkit::{Backend, FerretDb, unique_name};
 use serde_json::json;
 
@@ -70,13 +72,31 @@ fn by_id(events: Vec<BufferedEvent>) -> BTreeMap<String, BufferedEvent> {
 
 /// The blocks in every day's collection.
 async fn block_count(store: &Store) -> u64 {
+    count_in_days(store, EVENT_BLOCKS_PREFIX).await
+}
+
+/// The index entries in every day's collection.
+async fn entry_count(store: &Store) -> u64 {
+    count_in_days(store, EVENT_BLOCK_INDEX_PREFIX).await
+}
+
+async fn count_in_days(store: &Store, prefix: &str) -> u64 {
     let mut total = 0;
     for name in store.database().list_collection_names().await.expect("collections") {
-        if name.starts_with(EVENT_BLOCKS_PREFIX) {
+        if name.starts_with(prefix) {
             total += count(store, &name).await;
         }
     }
     total
+}
+
+/// The names of the days' index collections.
+async fn index_collections(store: &Store) -> Vec<String> {
+    let names = store.database().list_collection_names().await.expect("collections");
+    let mut names: Vec<String> =
+        names.into_iter().filter(|n| n.starts_with(EVENT_BLOCK_INDEX_PREFIX)).collect();
+    names.sort();
+    names
 }
 
 async fn count(store: &Store, collection: &str) -> u64 {
@@ -160,10 +180,17 @@ async fn events_read_from_blocks_equal_the_raw_events_odd_properties_included() 
     // A redelivered batch writes the same blocks again: nothing new.
     assert_eq!(write(&store, 3, 10, &events).await, ids);
     assert_eq!(block_count(&store).await, 3);
-    assert_eq!(count(&store, EVENT_BLOCK_INDEX).await, 3);
-    // Each in its day's collection.
+    assert_eq!(entry_count(&store).await, 3);
+    // Each in its day's collection, and its entry in its day's index.
     let days: std::collections::BTreeSet<String> = ids.iter().map(|id| block_collection(id)).collect();
     assert_eq!(days.len(), 3, "{days:?}");
+    assert_eq!(
+        index_collections(&store).await,
+        ["event_block_index_20261120", "event_block_index_20261121", "event_block_index_20261122"]
+    );
+    // A time range reads the entries of its days only.
+    let second_day = store.event_block_refs(None, T0 + DAY, T0 + 2 * DAY).await.expect("refs");
+    assert_eq!(second_day.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), ids[1..2]);
 }
 
 #[tokio::test]
@@ -239,6 +266,11 @@ async fn retention_deletes_expired_blocks_and_readers_skip_entries_whose_block_i
     let collections = store.database().list_collection_names().await.expect("collections");
     assert!(!collections.contains(&block_collection(&old_ids[0])), "an expired day's collection is dropped");
     assert!(collections.contains(&block_collection(&recent_ids[1])), "a kept day's collection stays");
+    assert_eq!(
+        index_collections(&store).await.len(),
+        2,
+        "an expired day's index is dropped: {collections:?}"
+    );
     let refs: Vec<String> = store
         .event_block_refs(None, i64::MIN, i64::MAX)
         .await
@@ -275,11 +307,23 @@ async fn compaction_merges_a_days_small_blocks_into_one_and_reads_stay_the_same(
     store.write_event_blocks(1, pos(0), pos(0), &[(pos(0), &day_one[0])]).await.expect("write partition 1");
     let before = by_id(store.events_between(None, i64::MIN / 2, i64::MAX / 2, 1_000).await.expect("events"));
 
+    // A writer that wrote to day two only passes over day two: too few small blocks there.
+    let mut day_two_only = CompactionDays::default();
+    day_two_only.add_blocks(&[format!("0000|{}|{}|2026-11-21", pos(500).to_key(), pos(504).to_key())]);
+    assert!(!day_two_only.is_empty());
+    let passed = store.compact_event_blocks(0, day_two_only).await.expect("compact day two");
+    assert!(passed.merged.is_empty() && passed.left.is_empty(), "{passed:?}");
+    let none = store.compact_event_blocks(0, CompactionDays::default()).await.expect("compact no day");
+    assert!(none.merged.is_empty(), "no day named, no day passed over: {none:?}");
+
     let spawned = store.clone();
-    let merged = tokio::spawn(async move { spawned.compact_event_blocks(0).await })
-        .await
-        .expect("task")
-        .expect("compact");
+    let compacted =
+        tokio::spawn(async move { spawned.compact_event_blocks(0, CompactionDays::every()).await })
+            .await
+            .expect("task")
+            .expect("compact");
+    assert!(compacted.left.is_empty(), "{compacted:?}");
+    let merged = compacted.merged;
     assert_eq!(merged.len(), 1, "{merged:?}");
     assert!(merged[0].starts_with("0000|") && merged[0].contains("|2026-11-20|c"), "{}", merged[0]);
     let merged_events = store.read_event_block(&merged[0]).await.expect("read").expect("merged block");
@@ -288,11 +332,12 @@ async fn compaction_merges_a_days_small_blocks_into_one_and_reads_stay_the_same(
         assert!(store.read_event_block(id).await.expect("read").is_none(), "{id} was merged");
     }
     // 1 merged + 3 of day two on partition 0, 1 on partition 1.
-    assert_eq!(count(&store, EVENT_BLOCK_INDEX).await, 5);
+    assert_eq!(entry_count(&store).await, 5);
     assert_eq!(block_count(&store).await, 5);
     let after = by_id(store.events_between(None, i64::MIN / 2, i64::MAX / 2, 1_000).await.expect("events"));
     assert_eq!(after, before);
-    assert!(store.compact_event_blocks(0).await.expect("compact again").is_empty(), "nothing left to merge");
+    let again = store.compact_event_blocks(0, CompactionDays::every()).await.expect("compact again");
+    assert!(again.merged.is_empty(), "nothing left to merge: {again:?}");
 }
 
 #[tokio::test]
@@ -353,6 +398,54 @@ async fn blocks_an_older_version_kept_in_one_collection_are_read_until_a_rebuild
     assert_eq!(block_count(&store).await, 4);
     let rebuilt = by_id(store.events_between(None, i64::MIN / 2, i64::MAX / 2, 100).await.expect("events"));
     assert_eq!(rebuilt, by_id(events));
+}
+
+#[tokio::test]
+async fn the_index_an_older_version_kept_in_one_collection_is_read_then_moved_into_its_days() {
+    use futures::TryStreamExt;
+    let ferret = FerretDb::start().await.expect("ferretdb");
+    let store = store(&ferret).await;
+    let now = T0 + 40 * DAY;
+    let expired = vec![event("x1", "view", T0 - DAY, json!({}))];
+    let kept: Vec<BufferedEvent> =
+        (0..30).map(|i| event(&format!("k{i}"), "view", now - 3 * DAY + i * (DAY / 10), json!({}))).collect();
+    let expired_ids = write(&store, 0, 0, &expired).await;
+    let kept_ids = write(&store, 1, 10, &kept).await;
+    assert_eq!(kept_ids.len(), 3);
+    // As an older version indexed them: every entry in one collection.
+    let db = store.database();
+    let legacy = db.collection::<mongodb::bson::Document>(LEGACY_EVENT_BLOCK_INDEX);
+    for index in index_collections(&store).await {
+        let day = db.collection::<mongodb::bson::Document>(&index);
+        let entries: Vec<mongodb::bson::Document> =
+            day.find(mongodb::bson::doc! {}).await.expect("find").try_collect().await.expect("read");
+        legacy.insert_many(entries).await.expect("move");
+        day.drop().await.expect("drop");
+    }
+    assert_eq!(entry_count(&store).await, 0);
+    let all = |s: &Store| {
+        let s = s.clone();
+        async move { by_id(s.events_between(None, i64::MIN / 2, i64::MAX / 2, 100).await.expect("events")) }
+    };
+    assert_eq!(all(&store).await.len(), 31, "read through the older index");
+    assert_eq!(store.oldest_event_time().await.expect("oldest"), Some(T0 - DAY));
+
+    // Retention finds the expired block through it.
+    store.delete_expired(now, DurationSpec::days(30), false).await.expect("retention");
+    assert!(store.read_event_block(&expired_ids[0]).await.expect("read").is_none());
+    assert_eq!(all(&store).await, by_id(kept.clone()));
+
+    // A start moves the rest into the days' collections and drops it.
+    store.ensure_schema().await.expect("schema moves the index");
+    let collections = db.list_collection_names().await.expect("collections");
+    assert!(!collections.iter().any(|c| c == LEGACY_EVENT_BLOCK_INDEX), "{collections:?}");
+    assert_eq!(index_collections(&store).await.len(), 3);
+    assert_eq!(entry_count(&store).await, 3);
+    let refs = store.event_block_refs(None, i64::MIN, i64::MAX).await.expect("refs");
+    assert_eq!(refs.into_iter().map(|r| r.id).collect::<Vec<_>>(), kept_ids);
+    assert_eq!(all(&store).await, by_id(kept));
+    assert_eq!(store.oldest_event_time().await.expect("oldest"), Some(now - 3 * DAY));
+    store.ensure_schema().await.expect("again: nothing to move");
 }
 
 #[tokio::test]
