@@ -448,6 +448,13 @@ impl Store {
     pub(crate) async fn delete_expired_blocks(&self, cutoff: i64) -> Result<u64, StoreError> {
         let cutoff_day = day_of(cutoff);
         let mut deleted = 0;
+        // First what the older versions' collections hold, found through the entries that
+        // dropping the days' collections would lose.
+        if self.holds_legacy_index().await? || self.holds_legacy_blocks().await? {
+            let expired = self.block_ids(doc! { "hi": { "$lt": cutoff } }, i64::MIN..=cutoff_day - 1).await?;
+            self.delete_blocks(&expired).await?;
+            deleted += expired.len() as u64;
+        }
         for name in self.db.list_collection_names().await? {
             let blocks = collection_day(&name, EVENT_BLOCKS_PREFIX).is_some_and(|day| day < cutoff_day);
             let index = collection_day(&name, EVENT_BLOCK_INDEX_PREFIX).is_some_and(|day| day < cutoff_day);
@@ -457,11 +464,6 @@ impl Store {
             if blocks || index {
                 self.db.collection::<Document>(&name).drop().await?;
             }
-        }
-        if self.holds_legacy_index().await? {
-            let expired = self.block_ids(doc! { "hi": { "$lt": cutoff } }, i64::MIN..=cutoff_day - 1).await?;
-            self.delete_blocks(&expired).await?;
-            deleted += expired.len() as u64;
         }
         Ok(deleted)
     }

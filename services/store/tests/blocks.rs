@@ -392,12 +392,19 @@ async fn blocks_an_older_version_kept_in_one_collection_are_read_until_a_rebuild
     assert_eq!(read, by_id(events.clone()), "read from the older collection");
     assert_eq!(store.read_event_blocks(&ids).await.expect("by id").len(), 4);
 
+    // Retention deletes an expired day's block there too (the first day: events 0 to 9).
+    store.delete_expired(T0 + 31 * DAY, DurationSpec::days(30), false).await.expect("retention");
+    assert_eq!(count(&store, LEGACY_EVENT_BLOCKS).await, 3, "the expired day's block is gone");
+    let kept = by_id(events[10..].to_vec());
+    let read = by_id(store.events_between(None, i64::MIN / 2, i64::MAX / 2, 100).await.expect("events"));
+    assert_eq!(read, kept);
+
     store.rebuild_event_blocks().await.expect("rebuild");
     let collections = db.list_collection_names().await.expect("collections");
     assert!(!collections.iter().any(|c| c == LEGACY_EVENT_BLOCKS), "the rebuild drops it: {collections:?}");
-    assert_eq!(block_count(&store).await, 4);
+    assert_eq!(block_count(&store).await, 3);
     let rebuilt = by_id(store.events_between(None, i64::MIN / 2, i64::MAX / 2, 100).await.expect("events"));
-    assert_eq!(rebuilt, by_id(events));
+    assert_eq!(rebuilt, kept);
 }
 
 #[tokio::test]
