@@ -7,6 +7,10 @@
 //!   collection), so a day's collection bounds what compaction and reads of a time range
 //!   pass over by the days they touch, not by the history kept, and retention drops whole
 //!   days;
+//! - `event_blocks_small_<yyyymmdd>`: the day's blocks of fewer than 1,000 events (a batch
+//!   at a low rate, a backfill's share of a day; their ids end in `|s`), until compaction
+//!   merges them: its find and delete then pass over these few small blocks, not over the
+//!   day's big ones, which a day of a million events makes a thousand of;
 //! - `event_block_index_<yyyymmdd>`: one small document per block with the same `_id`:
 //!   partition `p`, event times `lo`/`hi` (epoch ms), distinct event `names`, events `n`,
 //!   compressed `bytes`, the UTC `day` (its start, epoch ms) and the stream positions
@@ -37,6 +41,7 @@ use tokio::sync::mpsc;
 
 use crate::collections::{
     EVENT_BLOCK_INDEX_PREFIX, EVENT_BLOCKS_PREFIX, LEGACY_EVENT_BLOCK_INDEX, LEGACY_EVENT_BLOCKS,
+    SMALL_EVENT_BLOCKS_PREFIX,
 };
 use crate::recount::event_of_document;
 use crate::{Store, StoreError, is_duplicate};
@@ -54,8 +59,12 @@ const DECODES_IN_FLIGHT: usize = 4;
 /// Blocks per cursor batch, and blocks read ahead of the decoding (about 25 KB each).
 const CURSOR_BATCH: u32 = 64;
 const READ_AHEAD: usize = 128;
-/// Compaction merges a partition's blocks of one day holding fewer events than this...
+/// Compaction merges a partition's blocks of one day holding fewer than this many events
+/// (small blocks: their ids end in `|s` and they live in the day's collection of small
+/// blocks, which compaction's find and delete pass over instead of the day's big one)...
 const SMALL_BLOCK_EVENTS: i64 = 1_000;
+/// Ends the id of a small block.
+const SMALL_MARK: &str = "|s";
 /// ...when at least this many exist...
 const COMPACT_MIN_BLOCKS: usize = 8;
 /// ...into blocks of at most about this many events...
@@ -324,10 +333,11 @@ impl Store {
     }
 
     /// Merges a partition's small blocks of the UTC days `days`: per day, when at least 8
-    /// blocks hold fewer than 1,000 events each, they become one block (up to about 10,000
-    /// events). The merged block and its entry are written before the old ones are deleted,
-    /// so a crash in between leaves copies, which readers drop. Returns the merged blocks'
-    /// ids and the days it left small blocks in.
+    /// blocks hold fewer than 1,000 events each, they become blocks of up to about 10,000
+    /// events, at most 4 a call. A day's merges read their blocks with one find and delete
+    /// them with one delete, after the merged blocks and their entries are written, so a
+    /// crash in between leaves copies, which readers drop. Returns the merged blocks' ids
+    /// and the days it left small blocks in.
     pub async fn compact_event_blocks(
         &self,
         partition: u32,
@@ -344,45 +354,37 @@ impl Store {
         indexes.sort();
         let mut done = Compacted::default();
         for (at, (day, index)) in indexes.iter().enumerate() {
-            let filter = doc! { "p": i64::from(partition), "n": { "$lt": SMALL_BLOCK_EVENTS } };
-            let mut cursor = self.db.collection::<Document>(index).find(filter).await?;
-            let mut blocks = Vec::new();
-            while let Some(d) = cursor.try_next().await? {
-                blocks.push(SmallBlock {
-                    id: d.get_str("_id").unwrap_or_default().to_string(),
-                    n: int(d.get("n")),
-                    first: position(&d, "first"),
-                    last: position(&d, "last"),
-                });
+            let room = COMPACT_MAX_MERGES - done.merged.len();
+            if room == 0 {
+                // The days not passed over yet wait for the next call.
+                done.left.days.extend(indexes[at..].iter().map(|(day, _)| *day));
+                break;
             }
-            if blocks.len() < COMPACT_MIN_BLOCKS {
-                continue;
+            let mut groups = merge_groups(self.small_blocks(index, partition).await?);
+            if groups.len() > room {
+                // This day's other merges wait for the next call.
+                groups.truncate(room);
+                done.left.days.insert(*day);
             }
-            blocks.sort_by_key(|b| (b.first, b.last));
-            let mut group: Vec<SmallBlock> = Vec::new();
-            let mut groups = Vec::new();
-            for b in blocks {
-                let events = group.iter().map(|g| g.n).sum::<i64>() + b.n;
-                if group.len() > 1 && (events > COMPACT_MAX_EVENTS || group.len() == COMPACT_MAX_BLOCKS) {
-                    groups.push(std::mem::take(&mut group));
-                }
-                group.push(b);
-            }
-            if group.len() > 1 {
-                groups.push(group);
-            }
-            for group in groups {
-                if done.merged.len() == COMPACT_MAX_MERGES {
-                    // This day and the ones not passed over yet wait for the next call.
-                    done.left.days.extend(indexes[at..].iter().map(|(day, _)| *day));
-                    return Ok(done);
-                }
-                if let Some(id) = self.merge_blocks(partition, *day, &group).await? {
-                    done.merged.push(id);
-                }
-            }
+            done.merged.extend(self.merge_blocks(partition, *day, &groups).await?);
         }
         Ok(done)
+    }
+
+    /// The entries of `partition`'s small blocks in the day's `index`.
+    async fn small_blocks(&self, index: &str, partition: u32) -> Result<Vec<SmallBlock>, StoreError> {
+        let filter = doc! { "p": i64::from(partition), "n": { "$lt": SMALL_BLOCK_EVENTS } };
+        let mut cursor = self.db.collection::<Document>(index).find(filter).await?;
+        let mut blocks = Vec::new();
+        while let Some(d) = cursor.try_next().await? {
+            blocks.push(SmallBlock {
+                id: d.get_str("_id").unwrap_or_default().to_string(),
+                n: int(d.get("n")),
+                first: position(&d, "first"),
+                last: position(&d, "last"),
+            });
+        }
+        Ok(blocks)
     }
 
     /// Replaces every block with blocks written from the raw events (1,000 events per
@@ -450,13 +452,15 @@ impl Store {
         let mut deleted = 0;
         // First what the older versions' collections hold, found through the entries that
         // dropping the days' collections would lose.
-        if self.holds_legacy_index().await? || self.holds_legacy_blocks().await? {
+        if self.legacy_block_collections().await?.any() {
             let expired = self.block_ids(doc! { "hi": { "$lt": cutoff } }, i64::MIN..=cutoff_day - 1).await?;
             self.delete_blocks(&expired).await?;
             deleted += expired.len() as u64;
         }
         for name in self.db.list_collection_names().await? {
-            let blocks = collection_day(&name, EVENT_BLOCKS_PREFIX).is_some_and(|day| day < cutoff_day);
+            let blocks = [EVENT_BLOCKS_PREFIX, SMALL_EVENT_BLOCKS_PREFIX]
+                .iter()
+                .any(|prefix| collection_day(&name, prefix).is_some_and(|day| day < cutoff_day));
             let index = collection_day(&name, EVENT_BLOCK_INDEX_PREFIX).is_some_and(|day| day < cutoff_day);
             if index {
                 deleted += self.db.collection::<Document>(&name).estimated_document_count().await?;
@@ -516,49 +520,66 @@ impl Store {
         self.write_block(BlockWrite { partition, day, first, last, suffix: suffix.to_string(), events }).await
     }
 
+    /// Merges each of `groups` (small blocks of one partition and UTC day) into one block:
+    /// reads them all with one find, writes the merged blocks, then deletes the old ones
+    /// with one delete. Returns the merged blocks' ids.
     async fn merge_blocks(
         &self,
         partition: u32,
         day: i64,
-        group: &[SmallBlock],
-    ) -> Result<Option<String>, StoreError> {
+        groups: &[Vec<SmallBlock>],
+    ) -> Result<Vec<String>, StoreError> {
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let group_of: BTreeMap<&str, usize> = groups
+            .iter()
+            .enumerate()
+            .flat_map(|(g, group)| group.iter().map(move |b| (b.id.as_str(), g)))
+            .collect();
         let all: Keep = Arc::new(|_: &str, _: i64| true);
-        let mut seen = HashSet::new();
-        let mut events: Vec<(StreamPosition, BufferedEvent)> = Vec::new();
-        let mut blocks = self.spawn_read(group.iter().map(|b| b.id.clone()).collect(), all);
+        let mut seen = vec![HashSet::new(); groups.len()];
+        let mut events: Vec<Vec<(StreamPosition, BufferedEvent)>> = vec![Vec::new(); groups.len()];
+        let mut blocks = self.spawn_read(group_of.keys().map(|id| id.to_string()).collect(), all);
         while let Some(block) = blocks.recv().await {
             let block = block?;
-            events.extend(
+            let Some(&g) = group_of.get(block.id.as_str()) else { continue };
+            events[g].extend(
                 block
                     .positions
                     .into_iter()
                     .zip(block.events)
-                    .filter(|(_, e)| seen.insert(e.event_id.clone())),
+                    .filter(|(_, e)| seen[g].insert(e.event_id.clone())),
             );
         }
-        // Blocks come in no particular order: sort, so the merged block is the same each time.
-        events.sort_by(|(_, a), (_, b)| (a.timestamp, &a.event_id).cmp(&(b.timestamp, &b.event_id)));
-        let old: Vec<String> = group.iter().map(|b| b.id.clone()).collect();
-        if events.is_empty() {
-            self.delete_blocks(&old).await?;
-            return Ok(None);
+        let mut merged = Vec::new();
+        let mut stale = Vec::new();
+        for (group, mut events) in groups.iter().zip(events) {
+            let old = group.iter().map(|b| b.id.clone());
+            if events.is_empty() {
+                stale.extend(old);
+                continue;
+            }
+            // Blocks come in no particular order: sort, so the merged block is the same each time.
+            events.sort_by(|(_, a), (_, b)| (a.timestamp, &a.event_id).cmp(&(b.timestamp, &b.event_id)));
+            let mut ids: Vec<&str> = events.iter().map(|(_, e)| e.event_id.as_str()).collect();
+            ids.sort_unstable();
+            // The content's hash in the id: an interrupted compaction that runs again over
+            // other blocks never meets an existing id with other events in it.
+            let block = BlockWrite {
+                partition,
+                day,
+                first: group.iter().map(|b| b.first).min().unwrap_or_default(),
+                last: group.iter().map(|b| b.last).max().unwrap_or_default(),
+                suffix: format!("|c{:016x}", fnv1a(&ids)),
+                events: events.iter().map(|(p, e)| (*p, e)).collect(),
+            };
+            let written = self.write_block(block).await?;
+            stale.extend(old.filter(|id| !written.contains(id)));
+            merged.extend(written.into_iter().next());
         }
-        let mut ids: Vec<&str> = events.iter().map(|(_, e)| e.event_id.as_str()).collect();
-        ids.sort_unstable();
-        // The content's hash in the id: an interrupted compaction that runs again over other
-        // blocks never meets an existing id with other events in it.
-        let block = BlockWrite {
-            partition,
-            day,
-            first: group.iter().map(|b| b.first).min().unwrap_or_default(),
-            last: group.iter().map(|b| b.last).max().unwrap_or_default(),
-            suffix: format!("|c{:016x}", fnv1a(&ids)),
-            events: events.iter().map(|(p, e)| (*p, e)).collect(),
-        };
-        let written = self.write_block(block).await?;
-        let stale: Vec<String> = old.into_iter().filter(|id| !written.contains(id)).collect();
         self.delete_blocks(&stale).await?;
-        Ok(written.into_iter().next())
+        Ok(merged)
     }
 
     /// Writes one day's block (more than one if its encoding is too big), block first,
@@ -580,7 +601,7 @@ impl Store {
                 }
                 return Ok(ids);
             }
-            let id = format!(
+            let mut id = format!(
                 "{:04}|{}|{}|{}{}",
                 block.partition,
                 block.first.to_key(),
@@ -588,6 +609,9 @@ impl Store {
                 day_label(block.day),
                 block.suffix
             );
+            if (block.events.len() as i64) < SMALL_BLOCK_EVENTS {
+                id.push_str(SMALL_MARK);
+            }
             let data = deflate(&encoded)?;
             let bytes = data.len() as i64;
             let binary = Binary { subtype: BinarySubtype::Generic, bytes: data };
@@ -725,16 +749,23 @@ impl Store {
         Ok(Some(found))
     }
 
-    /// Whether the single collection of blocks an older version wrote is still there (until
-    /// `pulse-processor rebuild` rewrites its blocks by day and drops it).
-    async fn holds_legacy_blocks(&self) -> Result<bool, StoreError> {
-        Ok(self.db.list_collection_names().await?.iter().any(|name| name == LEGACY_EVENT_BLOCKS))
+    /// Which of the single collections older versions kept are still there: the blocks'
+    /// (until `pulse-processor rebuild` rewrites them by day and drops it) and the index's
+    /// (until [`Self::move_legacy_block_index`] empties it).
+    async fn legacy_block_collections(&self) -> Result<LegacyCollections, StoreError> {
+        let names = self.db.list_collection_names().await?;
+        Ok(LegacyCollections {
+            blocks: names.iter().any(|name| name == LEGACY_EVENT_BLOCKS),
+            index: names.iter().any(|name| name == LEGACY_EVENT_BLOCK_INDEX),
+        })
     }
 
-    /// Whether the single index of older versions is still there (until
-    /// [`Self::move_legacy_block_index`] empties it).
+    async fn holds_legacy_blocks(&self) -> Result<bool, StoreError> {
+        Ok(self.legacy_block_collections().await?.blocks)
+    }
+
     async fn holds_legacy_index(&self) -> Result<bool, StoreError> {
-        Ok(self.db.list_collection_names().await?.iter().any(|name| name == LEGACY_EVENT_BLOCK_INDEX))
+        Ok(self.legacy_block_collections().await?.index)
     }
 
     /// The index collections of the UTC days `days` that exist, oldest first, and the
@@ -788,8 +819,8 @@ impl Store {
     /// thousand ids: FerretDB scans a collection for every delete, by `_id` too, so one
     /// pass over a day's blocks deletes them all.
     async fn delete_blocks(&self, ids: &[String]) -> Result<(), StoreError> {
-        let legacy_blocks = self.holds_legacy_blocks().await?;
-        let legacy_index = self.holds_legacy_index().await?;
+        let LegacyCollections { blocks: legacy_blocks, index: legacy_index } =
+            self.legacy_block_collections().await?;
         let days = by_collection(ids.to_vec());
         for (collection, ids) in &days {
             for chunk in ids.chunks(DELETE_CHUNK) {
@@ -817,6 +848,19 @@ impl Store {
 }
 
 type Keep = Arc<dyn Fn(&str, i64) -> bool + Send + Sync>;
+
+/// The single collections of blocks and of index entries that older versions kept.
+#[derive(Debug, Clone, Copy)]
+struct LegacyCollections {
+    blocks: bool,
+    index: bool,
+}
+
+impl LegacyCollections {
+    fn any(self) -> bool {
+        self.blocks || self.index
+    }
+}
 
 /// The index entries of blocks that may hold an event named one of `names` (any when
 /// None) with a time in [from, to).
@@ -894,6 +938,28 @@ fn joined(result: Result<Result<Block, StoreError>, tokio::task::JoinError>) -> 
     result.map_err(|e| StoreError::Block(format!("block decoding stopped: {e}")))?
 }
 
+/// A partition's small blocks of one day cut into runs to merge, in stream order: each of
+/// at least two blocks, up to about 10,000 events or 500 blocks; none when fewer than 8.
+fn merge_groups(mut blocks: Vec<SmallBlock>) -> Vec<Vec<SmallBlock>> {
+    if blocks.len() < COMPACT_MIN_BLOCKS {
+        return Vec::new();
+    }
+    blocks.sort_by_key(|b| (b.first, b.last));
+    let mut group: Vec<SmallBlock> = Vec::new();
+    let mut groups = Vec::new();
+    for b in blocks {
+        let events = group.iter().map(|g| g.n).sum::<i64>() + b.n;
+        if group.len() > 1 && (events > COMPACT_MAX_EVENTS || group.len() == COMPACT_MAX_BLOCKS) {
+            groups.push(std::mem::take(&mut group));
+        }
+        group.push(b);
+    }
+    if group.len() > 1 {
+        groups.push(group);
+    }
+    groups
+}
+
 struct SmallBlock {
     id: String,
     n: i64,
@@ -924,10 +990,17 @@ fn day_label(day: i64) -> String {
     }
 }
 
-/// The collection of block `id` (`<p>|<first>|<last>|<day label>[a|b...][|suffix]`): its
-/// day's, `event_blocks_<yyyymmdd>`.
+/// The collection of block `id` (`<p>|<first>|<last>|<day label>[a|b...][|suffix][|s]`):
+/// its day's, `event_blocks_<yyyymmdd>`, or for a small block (`|s`) the day's collection
+/// of small blocks, `event_blocks_small_<yyyymmdd>`.
 pub fn block_collection(id: &str) -> String {
-    format!("{EVENT_BLOCKS_PREFIX}{}", day_digits(id))
+    let prefix = if is_small(id) { SMALL_EVENT_BLOCKS_PREFIX } else { EVENT_BLOCKS_PREFIX };
+    format!("{prefix}{}", day_digits(id))
+}
+
+/// Whether block `id` is one of fewer than [`SMALL_BLOCK_EVENTS`] events, kept apart.
+fn is_small(id: &str) -> bool {
+    id.ends_with(SMALL_MARK)
 }
 
 /// The index collection of block `id`'s entry: its day's, `event_block_index_<yyyymmdd>`.
@@ -1088,6 +1161,39 @@ mod tests {
         assert_eq!(collection_day("event_block_index_2026112", EVENT_BLOCK_INDEX_PREFIX), None);
         assert_eq!(days_between(DAY_MS, 2 * DAY_MS), 1..=1);
         assert!(days_between(DAY_MS, DAY_MS).is_empty());
+    }
+
+    #[test]
+    fn small_blocks_live_in_their_days_collection_of_small_blocks() {
+        let id = "0002|1-0|9-0|2026-11-24";
+        assert_eq!(block_collection(id), "event_blocks_20261124");
+        assert_eq!(block_collection(&format!("{id}|s")), "event_blocks_small_20261124");
+        assert_eq!(block_collection(&format!("{id}a|s")), "event_blocks_small_20261124");
+        assert_eq!(block_collection(&format!("{id}|c0123|s")), "event_blocks_small_20261124");
+        assert_eq!(block_day(&format!("{id}|c0123|s")), block_day(id));
+        assert_eq!(collection_day("event_blocks_small_20261124", SMALL_EVENT_BLOCKS_PREFIX), block_day(id));
+        assert_eq!(collection_day("event_blocks_small_20261124", EVENT_BLOCKS_PREFIX), None);
+        assert_eq!(collection_day("event_blocks_20261124", SMALL_EVENT_BLOCKS_PREFIX), None);
+    }
+
+    #[test]
+    fn small_blocks_merge_in_stream_order_in_runs_of_bounded_size() {
+        let block = |k: u64, n: i64| SmallBlock {
+            id: format!("b{k}"),
+            n,
+            first: StreamPosition { millis: k, sequence: 0 },
+            last: StreamPosition { millis: k, sequence: 9 },
+        };
+        assert!(merge_groups((0..7).map(|k| block(k, 10)).collect()).is_empty(), "too few to merge");
+        // Out of order, 3,000 events each: runs of three (9,000), then a last pair.
+        let groups = merge_groups(
+            [4, 0, 3, 1, 2].iter().map(|&k| block(k, 3_000)).chain((5..8).map(|k| block(k, 999))).collect(),
+        );
+        let ids: Vec<Vec<&str>> = groups.iter().map(|g| g.iter().map(|b| b.id.as_str()).collect()).collect();
+        assert_eq!(ids, [vec!["b0", "b1", "b2"], vec!["b3", "b4", "b5", "b6", "b7"]]);
+        // Tiny blocks: at most 500 a run, and a lone block left over is not a merge.
+        let groups = merge_groups((0..1_001).map(|k| block(k, 1)).collect());
+        assert_eq!(groups.iter().map(Vec::len).collect::<Vec<_>>(), [500, 500]);
     }
 
     #[test]

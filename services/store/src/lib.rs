@@ -13,7 +13,8 @@
 //! - `bucket_users_<yyyymmdd>_p<n>`: the users each record of partition `n` counted first in
 //!   each hour and day bucket starting that day, one list per record ([`rollups`]);
 //! - `profile_changes`: per batch and user, the user's profile update ([`profiles`]);
-//! - `event_blocks_<yyyymmdd>` and `event_block_index_<yyyymmdd>`: the raw events again, deflated in
+//! - `event_blocks_<yyyymmdd>` (small ones apart, in `event_blocks_small_<yyyymmdd>`) and
+//!   `event_block_index_<yyyymmdd>`: the raw events again, deflated in
 //!   blocks of a batch's events of one UTC day each with the stream entry of every event,
 //!   for reads of many events and for a writer to find which users its rollups counted
 //!   ([`blocks`]);
@@ -73,6 +74,10 @@ pub mod collections {
     pub const LEGACY: [&str; 3] = ["rollups", "rollup_users", "user_periods"];
     /// Event blocks, one collection per UTC day of their events: `event_blocks_<yyyymmdd>`.
     pub const EVENT_BLOCKS_PREFIX: &str = "event_blocks_";
+    /// The blocks of fewer than a thousand events (a batch at a low rate, or a backfill's
+    /// share of a day), until compaction merges them: `event_blocks_small_<yyyymmdd>`. Kept
+    /// apart so that compaction's find and delete pass over them, not over a day's big blocks.
+    pub const SMALL_EVENT_BLOCKS_PREFIX: &str = "event_blocks_small_";
     /// Where an older version kept every block: still read and cleaned until a rebuild
     /// drops it.
     pub const LEGACY_EVENT_BLOCKS: &str = "event_blocks";

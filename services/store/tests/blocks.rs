@@ -149,7 +149,7 @@ async fn events_read_from_blocks_equal_the_raw_events_odd_properties_included() 
     let ids = write(&store, 3, 10, &events).await;
     assert_eq!(ids.len(), 3, "one block per UTC day: {ids:?}");
     assert!(ids[0].starts_with("0003|"), "{}", ids[0]);
-    assert!(ids[0].ends_with("|2026-11-20"), "{}", ids[0]);
+    assert!(ids[0].ends_with("|2026-11-20|s"), "a small block: {}", ids[0]);
 
     let raw = raw_events(&store).await;
     let mut from_blocks = Vec::new();
@@ -338,6 +338,38 @@ async fn compaction_merges_a_days_small_blocks_into_one_and_reads_stay_the_same(
     assert_eq!(after, before);
     let again = store.compact_event_blocks(0, CompactionDays::every()).await.expect("compact again");
     assert!(again.merged.is_empty(), "nothing left to merge: {again:?}");
+}
+
+#[tokio::test]
+async fn small_blocks_wait_apart_from_a_days_big_ones_until_merged_into_them() {
+    let ferret = FerretDb::start().await.expect("ferretdb");
+    let store = store(&ferret).await;
+    let events: Vec<BufferedEvent> =
+        (0..2_200).map(|i| event(&format!("e{i}"), "view", T0 + i * 1_000, json!({ "i": i }))).collect();
+    let (big_batch, small_batches) = events.split_at(1_000);
+    let big = write(&store, 0, 0, big_batch).await;
+    let mut small = Vec::new();
+    for (i, batch) in small_batches.chunks(100).enumerate() {
+        small.extend(write(&store, 0, 1_000 + i as u64 * 100, batch).await);
+    }
+    let (big_blocks, small_blocks) = ("event_blocks_20261120", "event_blocks_small_20261120");
+    assert_eq!(big.iter().map(|id| block_collection(id)).collect::<Vec<_>>(), [big_blocks]);
+    assert!(small.iter().all(|id| block_collection(id) == small_blocks), "{small:?}");
+    assert_eq!((count(&store, big_blocks).await, count(&store, small_blocks).await), (1, 12));
+
+    let compacted = store.compact_event_blocks(0, CompactionDays::every()).await.expect("compact");
+    assert_eq!(compacted.merged.len(), 1, "{compacted:?}");
+    assert_eq!(block_collection(&compacted.merged[0]), big_blocks, "1,200 events make a big block");
+    assert_eq!((count(&store, big_blocks).await, count(&store, small_blocks).await), (2, 0));
+    assert_eq!(entry_count(&store).await, 2);
+    let read = by_id(store.events_between(None, i64::MIN / 2, i64::MAX / 2, 10_000).await.expect("events"));
+    assert_eq!(read, by_id(events.clone()));
+
+    // Retention drops the day's collections of small blocks too.
+    write(&store, 1, 0, &small_batches[..3]).await;
+    store.delete_expired(T0 + 40 * DAY, DurationSpec::days(30), false).await.expect("retention");
+    let collections = store.database().list_collection_names().await.expect("collections");
+    assert!(collections.iter().all(|c| !c.starts_with(EVENT_BLOCKS_PREFIX)), "{collections:?}");
 }
 
 #[tokio::test]
