@@ -106,22 +106,21 @@ pub struct Context {
     ready: AtomicBool,
 }
 
-/// How long a read of every partition's log serves writers that start.
-const START_LOGS_FRESH: Duration = Duration::from_secs(5);
-
 impl Context {
     /// `partition`'s rollup log for a writer whose lease was taken at `acquired`: from one
-    /// read of every partition's log, shared by the writers starting within a few seconds,
-    /// but never one made before the lease was taken (a rebuild, or another holder, may
-    /// have written the log until then). Stale at worst as any read is, which costs a
-    /// retry: a record is taken by inserting its ballot.
+    /// read of every partition's log, shared by the writers whose leases were taken before
+    /// it began (a pass over the log can take seconds on FerretDB, and writers that start
+    /// together each waited for the others' passes), but never one begun before the lease
+    /// was taken (a rebuild, or another holder, may have written the log until then). Stale
+    /// at worst as any read is, which costs a retry: a record is taken by inserting its
+    /// ballot.
     pub async fn start_log(
         &self,
         partition: u32,
         acquired: std::time::Instant,
     ) -> Result<pulse_store::LogState, pulse_store::StoreError> {
         let mut logs = self.start_logs.lock().await;
-        let usable = logs.as_ref().is_some_and(|(at, _)| *at >= acquired && at.elapsed() < START_LOGS_FRESH);
+        let usable = logs.as_ref().is_some_and(|(at, _)| *at >= acquired);
         if !usable {
             let at = std::time::Instant::now();
             *logs = Some((at, self.store.log_states().await?));

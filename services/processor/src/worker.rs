@@ -38,8 +38,10 @@ const COMPACT_LATEST: Duration = Duration::from_secs(600);
 const LOG_COMPACT_EVERY: Duration = Duration::from_secs(600);
 /// ...or at the latest, busy or not...
 const LOG_COMPACT_LATEST: Duration = Duration::from_secs(1800);
-/// ...or sooner, once its writer committed this many records since: every start of a
-/// writer passes over the log (on FerretDB), so busy partitions keep theirs short.
+/// ...or sooner, once its log holds this many records since (counting those that writers
+/// before this tenure left, as processors that restart often never reach the times above):
+/// every start of a writer passes over the log (on FerretDB), so busy partitions keep
+/// theirs short.
 const LOG_COMPACT_RECORDS: u64 = 4096;
 
 /// Processes `partition` until `stop` says so or the lease is lost, then gives the lease up.
@@ -62,7 +64,6 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
     }
     let mut last_compaction = Instant::now();
     let mut last_log_compaction = Instant::now();
-    let mut records_at_log_compaction = 0;
     // Compactions run beside the writer, so that batches keep their freshness while one
     // passes over history; one at a time per partition.
     let mut housekeeping: Option<tokio::task::JoinHandle<CompactionDays>> = None;
@@ -117,15 +118,14 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
         }
         let blocks = due(last_compaction.elapsed(), caught_up, COMPACT_EVERY, COMPACT_LATEST)
             && !state.compaction_days.is_empty();
-        let records = state.records_committed - records_at_log_compaction;
         let log = due(last_log_compaction.elapsed(), caught_up, LOG_COMPACT_EVERY, LOG_COMPACT_LATEST)
-            || records >= LOG_COMPACT_RECORDS;
+            || state.records_since_log_compaction >= LOG_COMPACT_RECORDS;
         if blocks {
             last_compaction = Instant::now();
         }
         if log {
             last_log_compaction = Instant::now();
-            records_at_log_compaction = state.records_committed;
+            state.records_since_log_compaction = 0;
         }
         if blocks || log {
             let ctx = Arc::clone(&ctx);
@@ -335,8 +335,9 @@ pub struct WriterState {
     pub poison: PoisonWatch,
     /// The partition's rollup log as last read or written; read again after an error.
     log: Option<LogState>,
-    /// Records of the log this tenure committed.
-    pub records_committed: u64,
+    /// Records the log holds since its last compaction: as the tenure's first read found
+    /// them, plus those it committed.
+    pub records_since_log_compaction: u64,
     /// Whether this tenure read the log already (its first read is shared with the
     /// writers starting with it).
     log_read: bool,
@@ -354,7 +355,7 @@ impl WriterState {
             memory: WriterMemory::for_one_of(partitions),
             poison: PoisonWatch::default(),
             log: None,
-            records_committed: 0,
+            records_since_log_compaction: 0,
             log_read: false,
             acquired: Instant::now(),
             compaction_days: CompactionDays::every(),
@@ -375,7 +376,11 @@ impl WriterState {
         let reading = Instant::now();
         let log = match self.log_read {
             true => ctx.store.log_state(partition).await?,
-            false => ctx.start_log(partition, self.acquired).await?,
+            false => {
+                let log = ctx.start_log(partition, self.acquired).await?;
+                self.records_since_log_compaction += log.records;
+                log
+            }
         };
         self.log_read = true;
         tracing::debug!(partition, ms = reading.elapsed().as_millis() as u64, "rollup log read");
@@ -469,9 +474,9 @@ pub async fn store_entries<'e>(
     let stored = write_record(ctx, lease, entries, redelivered, state, plan, &tenure).await;
     match &stored {
         Ok(stored) => {
-            state.log =
-                Some(LogState { tail: LogTail { record: plan.attempt.record, last: range.1 }, open: None });
-            state.records_committed += 1;
+            let tail = LogTail { record: plan.attempt.record, last: range.1 };
+            state.log = Some(LogState { tail, open: None, records: log.records + 1 });
+            state.records_since_log_compaction += 1;
             state.compaction_days.add_blocks(&stored.blocks);
         }
         Err(_) => state.forget(),

@@ -324,7 +324,7 @@ mod tests {
     #[test]
     fn a_batch_writes_the_next_record_or_redoes_the_open_one_with_its_entries() {
         let tail = LogTail { record: 7, last: pos(100) };
-        let log = LogState { tail, open: None };
+        let log = LogState { tail, open: None, records: 7 };
         let next = RecordPlan::for_batch(&log, (pos(101), pos(150)), "a#1", 0).expect("next");
         assert_eq!(next, RecordPlan { attempt: RecordAttempt { record: 8, redo: false }, ballot: Some(0) });
         assert!(matches!(
@@ -341,7 +341,7 @@ mod tests {
             by: "b#2".into(),
             at: 1_000,
         };
-        let log = LogState { tail, open: Some(open.clone()) };
+        let log = LogState { tail, open: Some(open.clone()), records: 7 };
         let redo = RecordAttempt { record: 8, redo: true };
         // Another writer's fresh attempt is left to it; a stale one, or one's own, is redone.
         assert!(matches!(
@@ -358,7 +358,7 @@ mod tests {
             Err(StoreError::Moved(_))
         ));
         // A sealed record only misses its delta: no ballot.
-        let sealed = LogState { tail, open: Some(OpenRecord { sealed: true, ..open }) };
+        let sealed = LogState { tail, open: Some(OpenRecord { sealed: true, ..open }), records: 7 };
         let plan = RecordPlan::for_batch(&sealed, (pos(101), pos(150)), "a#1", 0).expect("sealed");
         assert_eq!(plan, RecordPlan { attempt: redo, ballot: None });
     }

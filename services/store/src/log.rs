@@ -62,6 +62,9 @@ pub struct OpenRecord {
 pub struct LogState {
     pub tail: LogTail,
     pub open: Option<OpenRecord>,
+    /// The committed records the log holds, not yet merged into a version: what a
+    /// starting writer's read passes over grows with them, until a compaction.
+    pub records: u64,
 }
 
 /// `b|p<partition>|<record>|<ballot>`.
@@ -230,11 +233,13 @@ fn log_state_of(
     docs: impl IntoIterator<Item = Document>,
 ) -> Result<std::collections::HashMap<u32, LogState>, StoreError> {
     let mut commits: std::collections::HashMap<u32, Document> = std::collections::HashMap::new();
+    let mut records: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
     let mut ballots: Vec<Document> = Vec::new();
     for d in docs {
         let id = d.get_str("_id").unwrap_or_default();
         if id.starts_with("d|") {
             let p = int(d.get("p")) as u32;
+            *records.entry(p).or_default() += 1;
             if commits.get(&p).is_none_or(|c| int(c.get("k")) < int(d.get("k"))) {
                 commits.insert(p, d);
             }
@@ -246,7 +251,11 @@ fn log_state_of(
     for (p, d) in &commits {
         out.insert(
             *p,
-            LogState { tail: LogTail { record: int(d.get("k")), last: position(d, "last")? }, open: None },
+            LogState {
+                tail: LogTail { record: int(d.get("k")), last: position(d, "last")? },
+                open: None,
+                records: records.get(p).copied().unwrap_or(0),
+            },
         );
     }
     for d in ballots {

@@ -483,11 +483,13 @@ async fn compaction_rewrites_only_the_days_its_records_touch() {
         f.process(lease, batch).await.expect("batch");
     }
     f.process(lease, &entries[40..44]).await.expect("a batch on one day");
+    assert_eq!(f.store.log_state(0).await.expect("log").records, 5, "records a starting writer passes over");
     // Every record but the newest (entries 40..44) merges. Versions are by UTC day of the
     // periods' starts: an event day in Berlin touches its UTC day (minutes, hours) and the
     // one before (its day period starts at 22:00 or 23:00 UTC), so three days touch four.
     let done = f.store.compact_rollup_log(0, t0).await.expect("compaction");
     assert_eq!((done.records_merged, done.days_written), (4, 4), "{done:?}");
+    assert_eq!(f.store.log_state(0).await.expect("log").records, 1, "the newest stays a record");
     f.process(lease, &entries[44..46]).await.expect("a batch on one day");
     f.process(lease, &entries[46..48]).await.expect("a batch on one day");
     let done = f.store.compact_rollup_log(0, t0).await.expect("compaction");
