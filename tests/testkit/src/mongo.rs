@@ -8,6 +8,8 @@ use crate::postgres::Postgres;
 use crate::{Binary, Error, Result, ServerProcess, WorkDir};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Starts tried by [`FerretDb::restart`] while its port is in use.
+const RESTART_TRIES: usize = 5;
 
 /// The repair of FerretDB's catalogue that docs/operations.md prescribes before a restart.
 const ORPHAN_TABLES_REPAIR: &str = include_str!("../../../docs/ferretdb-orphan-tables.sql");
@@ -136,6 +138,19 @@ impl FerretDb {
             let said = self.psql(ORPHAN_TABLES_REPAIR)?;
             if !said.is_empty() {
                 eprintln!("FerretDB's catalogue repaired before its restart: {said}");
+            }
+        }
+        // While the server was down, its port may have been taken for a moment: a client
+        // that keeps reconnecting to it can be given that very port for its own end (a TCP
+        // self-connect) until it notices. A few tries, as an operator would retry.
+        for _ in 1..RESTART_TRIES {
+            self.process = spawn(&self.dir, self.port, &self.handler)?;
+            match self.wait_ready().await {
+                Err(Error::Exited { tail, .. }) if tail.contains("address already in use") => {
+                    eprintln!("FerretDB's port {} was in use at its restart; trying again", self.port);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                ready => return ready,
             }
         }
         self.process = spawn(&self.dir, self.port, &self.handler)?;
