@@ -144,16 +144,32 @@ async fn tick(
     if workers.len() < fair {
         let mut free: Vec<u32> = (0..ctx.partitions).filter(|p| !workers.contains_key(p)).collect();
         free.shuffle(&mut rand::rng());
+        // Every lease first, then the writers: writers whose leases were taken before the
+        // first of them reads the rollup log share that one read (`Context::start_log`).
+        let mut acquired = Vec::new();
+        let mut failed = None;
         for partition in free {
-            if workers.len() >= fair {
+            if workers.len() + acquired.len() >= fair {
                 break;
             }
             let keys = PartitionLeaseKeys::new(&ctx.tenant, partition);
-            if let Some(fence) = keys.acquire(&mut conn, &ctx.owner).await? {
-                let (stop, stopped) = watch::channel(false);
-                let task = tokio::spawn(crate::worker::run(Arc::clone(ctx), partition, fence, stopped));
-                workers.insert(partition, Worker { stop, task });
+            match keys.acquire(&mut conn, &ctx.owner).await {
+                Ok(Some(fence)) => acquired.push((partition, fence, std::time::Instant::now())),
+                Ok(None) => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
             }
+        }
+        // The leases taken are worked (and renewed) even when a later one failed.
+        for (partition, fence, at) in acquired {
+            let (stop, stopped) = watch::channel(false);
+            let task = tokio::spawn(crate::worker::run(Arc::clone(ctx), partition, fence, at, stopped));
+            workers.insert(partition, Worker { stop, task });
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
     } else if workers.len() > fair {
         let mut owned: Vec<u32> = workers.keys().copied().collect();

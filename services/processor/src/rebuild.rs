@@ -74,7 +74,7 @@ async fn rebuild_paused(
         let stream = PartitionStream::new(&ctx.tenant, lease.partition);
         stream.ensure_group(&mut conn).await?;
         // One writer at a time: it may use the whole process's memory.
-        let mut state = crate::worker::WriterState::new(1);
+        let mut state = crate::worker::WriterState::new(1, std::time::Instant::now());
         drained += crate::worker::finish_open_record(ctx, &stream, *lease, &mut state).await?;
         loop {
             let pending = stream.read(&mut conn, true, ctx.read_count).await?;

@@ -44,9 +44,16 @@ const LOG_COMPACT_LATEST: Duration = Duration::from_secs(1800);
 /// theirs short.
 const LOG_COMPACT_RECORDS: u64 = 4096;
 
-/// Processes `partition` until `stop` says so or the lease is lost, then gives the lease up.
+/// Processes `partition`, whose lease (`fence`) was taken at `acquired`, until `stop` says
+/// so or the lease is lost, then gives the lease up.
 #[tracing::instrument(name = "partition", skip_all, fields(tenant = %ctx.tenant, partition = partition, fence = fence))]
-pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Receiver<bool>) {
+pub async fn run(
+    ctx: Arc<Context>,
+    partition: u32,
+    fence: u64,
+    acquired: Instant,
+    stop: watch::Receiver<bool>,
+) {
     let lease = PartitionLease { partition, fence };
     let keys = PartitionLeaseKeys::new(&ctx.tenant, partition);
     let (lost_tx, lost) = watch::channel(false);
@@ -56,7 +63,7 @@ pub async fn run(ctx: Arc<Context>, partition: u32, fence: u64, stop: watch::Rec
     let mut idle = IDLE_MIN;
     let mut backoff = Backoff::default();
     // What this tenure has stored and counted; a new lease starts without it.
-    let mut state = WriterState::new(ctx.partitions);
+    let mut state = WriterState::new(ctx.partitions, acquired);
     let mut read_size = ReadSize { entries: ctx.read_count };
     let mut conn = ctx.conn.clone();
     if let Err(e) = stream.ensure_group(&mut conn).await {
@@ -349,15 +356,16 @@ pub struct WriterState {
 }
 
 impl WriterState {
-    /// A writer's state at the start of a tenure, for one of `partitions` partitions.
-    pub fn new(partitions: u32) -> Self {
+    /// A writer's state at the start of a tenure, for one of `partitions` partitions, whose
+    /// lease was taken at `acquired`.
+    pub fn new(partitions: u32, acquired: Instant) -> Self {
         WriterState {
             memory: WriterMemory::for_one_of(partitions),
             poison: PoisonWatch::default(),
             log: None,
             records_since_log_compaction: 0,
             log_read: false,
-            acquired: Instant::now(),
+            acquired,
             compaction_days: CompactionDays::every(),
         }
     }

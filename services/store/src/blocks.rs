@@ -158,11 +158,16 @@ impl Store {
         last: StreamPosition,
         events: &[(StreamPosition, &BufferedEvent)],
     ) -> Result<Vec<String>, StoreError> {
-        // One block per UTC day, written at once: a backfill's batch touches many days.
-        let writes = by_day(events.iter().copied()).into_iter().map(|(day, events)| {
-            self.write_block(BlockWrite { partition, day, first, last, suffix: String::new(), events })
-        });
-        Ok(futures::future::try_join_all(writes).await?.into_iter().flatten().collect())
+        // One block per UTC day, one day after the other (as the raw events: writes at once
+        // wait on each other's locks on FerretDB/SQLite).
+        let mut ids = Vec::new();
+        for (day, events) in by_day(events.iter().copied()) {
+            ids.extend(
+                self.write_block(BlockWrite { partition, day, first, last, suffix: String::new(), events })
+                    .await?,
+            );
+        }
+        Ok(ids)
     }
 
     /// Index entries of blocks that may hold an event named one of `names` (any when None)

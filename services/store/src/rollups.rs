@@ -260,13 +260,12 @@ impl Store {
                     .insert(id, users);
             }
         }
-        // One collection per UTC day, written at once. A duplicate is the same list, written
-        // by an earlier attempt of the record.
-        let writes = lists.iter().map(|(name, users)| {
+        // One collection per UTC day, one after the other (as the raw events). A duplicate
+        // is the same list, written by an earlier attempt of the record.
+        for (name, users) in &lists {
             let docs = user_lists(lease.partition, attempt.record, users);
-            async move { crate::insert_new(&self.db.collection::<Document>(name), docs).await }
-        });
-        futures::future::try_join_all(writes).await?;
+            crate::insert_new(&self.db.collection::<Document>(name), docs).await?;
+        }
         let mut out = Vec::with_capacity(periods.len());
         for (period, items) in &periods {
             let mut ev = Document::new();

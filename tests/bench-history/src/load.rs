@@ -65,7 +65,7 @@ impl PartitionLoad {
     pub fn new(lease: PartitionLease, partitions: u32, run_ms: u64) -> Self {
         PartitionLoad {
             lease,
-            state: WriterState::new(partitions),
+            state: WriterState::new(partitions, std::time::Instant::now()),
             pending: Vec::new(),
             pending_events: 0,
             run_ms,
