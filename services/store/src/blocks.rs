@@ -359,7 +359,8 @@ impl Store {
         indexes.sort();
         let mut done = Compacted::default();
         for (at, (day, index)) in indexes.iter().enumerate() {
-            let room = COMPACT_MAX_MERGES - done.merged.len();
+            // (A merge too big for one document writes two, so this counts blocks written.)
+            let room = COMPACT_MAX_MERGES.saturating_sub(done.merged.len());
             if room == 0 {
                 // The days not passed over yet wait for the next call.
                 done.left.days.extend(indexes[at..].iter().map(|(day, _)| *day));
@@ -581,7 +582,7 @@ impl Store {
             };
             let written = self.write_block(block).await?;
             stale.extend(old.filter(|id| !written.contains(id)));
-            merged.extend(written.into_iter().next());
+            merged.extend(written);
         }
         self.delete_blocks(&stale).await?;
         Ok(merged)
